@@ -1,0 +1,172 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// StatusError is an error answer of the manager.
+type StatusError struct {
+	Code    int    // HTTP status
+	Message string // the "error" field
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("manager: %d %s: %s", e.Code, http.StatusText(e.Code), e.Message)
+}
+
+// IsNotFound reports whether err is a 404 answer.
+func IsNotFound(err error) bool {
+	var se *StatusError
+	return errors.As(err, &se) && se.Code == http.StatusNotFound
+}
+
+// Client talks to a manager.
+type Client struct {
+	Base string       // e.g. "http://127.0.0.1:7070"
+	HTTP *http.Client // nil: a client with a 30 s timeout
+}
+
+// NewClient returns a client for the manager at base, which may omit the
+// scheme ("127.0.0.1:7070").
+func NewClient(base string) *Client {
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	return &Client{Base: strings.TrimRight(base, "/")}
+}
+
+var defaultHTTP = &http.Client{Timeout: 30 * time.Second}
+
+func (c *Client) http() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return defaultHTTP
+}
+
+// do sends in (if not nil) as JSON and decodes the answer into out (if not nil).
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode %s %s: %w", method, path, err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.Base+Prefix+path, body)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http().Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: reading answer: %w", method, path, err)
+	}
+	if resp.StatusCode >= 300 {
+		var e Error
+		if json.Unmarshal(data, &e) != nil || e.Message == "" {
+			e.Message = strings.TrimSpace(string(data))
+		}
+		return &StatusError{Code: resp.StatusCode, Message: e.Message}
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("%s %s: decoding answer: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+func esc(s string) string { return url.PathEscape(s) }
+
+// RegisterVM registers or refreshes a VM. A nil capacity keeps the old one.
+func (c *Client) RegisterVM(ctx context.Context, vm, addr string, capacity *Capacity) (VM, error) {
+	var out VM
+	err := c.do(ctx, http.MethodPut, "/vms/"+esc(vm), RegisterRequest{Addr: addr, Capacity: capacity}, &out)
+	return out, err
+}
+
+// Heartbeat tells the manager vm is alive and returns its desired state.
+func (c *Client) Heartbeat(ctx context.Context, vm string) (Assignments, error) {
+	var out Assignments
+	err := c.do(ctx, http.MethodPost, "/vms/"+esc(vm)+"/heartbeat", struct{}{}, &out)
+	return out, err
+}
+
+// LeaveVM removes a VM from every tree and the pool.
+func (c *Client) LeaveVM(ctx context.Context, vm string) error {
+	return c.do(ctx, http.MethodDelete, "/vms/"+esc(vm), nil, nil)
+}
+
+// ReportStatus sends a VM's status report.
+func (c *Client) ReportStatus(ctx context.Context, vm string, r StatusReport) error {
+	return c.do(ctx, http.MethodPost, "/vms/"+esc(vm)+"/status", r, nil)
+}
+
+// PutFunction defines or updates a function.
+func (c *Client) PutFunction(ctx context.Context, fn string, r FunctionRequest) (Function, error) {
+	var out Function
+	err := c.do(ctx, http.MethodPut, "/functions/"+esc(fn), r, &out)
+	return out, err
+}
+
+// Scale adds VMs to a function's tree, all or nothing.
+func (c *Client) Scale(ctx context.Context, fn string, r ScaleRequest) (ScaleResponse, error) {
+	var out ScaleResponse
+	err := c.do(ctx, http.MethodPost, "/functions/"+esc(fn)+"/scale", r, &out)
+	return out, err
+}
+
+// Release removes one VM from a function's tree.
+func (c *Client) Release(ctx context.Context, fn, vm string) error {
+	return c.do(ctx, http.MethodDelete, "/functions/"+esc(fn)+"/vms/"+esc(vm), nil, nil)
+}
+
+// Tree returns a function's tree.
+func (c *Client) Tree(ctx context.Context, fn string) (Tree, error) {
+	var out Tree
+	err := c.do(ctx, http.MethodGet, "/functions/"+esc(fn)+"/tree", nil, &out)
+	return out, err
+}
+
+// Status returns the state of every VM of a function.
+func (c *Client) Status(ctx context.Context, fn string) (Status, error) {
+	var out Status
+	err := c.do(ctx, http.MethodGet, "/functions/"+esc(fn)+"/status", nil, &out)
+	return out, err
+}
+
+// VMs lists the registered VMs.
+func (c *Client) VMs(ctx context.Context) ([]VM, error) {
+	var out struct {
+		VMs []VM `json:"vms"`
+	}
+	err := c.do(ctx, http.MethodGet, "/vms", nil, &out)
+	return out.VMs, err
+}
+
+// Functions lists the defined functions.
+func (c *Client) Functions(ctx context.Context) ([]Function, error) {
+	var out struct {
+		Functions []Function `json:"functions"`
+	}
+	err := c.do(ctx, http.MethodGet, "/functions", nil, &out)
+	return out.Functions, err
+}

@@ -1,0 +1,172 @@
+// Package api holds the wire types of the manager's HTTP API (DESIGN.md
+// section 3) and a Go client for it. Workers, the command-line verbs and the
+// tests all speak through these types, so the JSON field names here are the
+// contract.
+package api
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Prefix is the path prefix of every API route except /healthz and /metrics.
+const Prefix = "/api/v1"
+
+// WorkerAssignmentsPath is where a worker accepts pushed assignments (the
+// same document as a heartbeat answer). Pushes are an optimization: the
+// heartbeat answer is the truth.
+const WorkerAssignmentsPath = "/worker/v1/assignments"
+
+// DefaultCapacity is how many functions a VM hosts when it does not say (the
+// paper caps a VM at 20 functions).
+const DefaultCapacity = 20
+
+// Capacity limits what one VM hosts.
+type Capacity struct {
+	Functions int `json:"functions"`
+}
+
+// RegisterRequest is the body of PUT /vms/{vm}.
+type RegisterRequest struct {
+	Addr     string    `json:"addr"`
+	Capacity *Capacity `json:"capacity,omitempty"`
+}
+
+// VM describes a registered VM.
+type VM struct {
+	VM        string   `json:"vm"`
+	Addr      string   `json:"addr"`
+	Capacity  Capacity `json:"capacity"`
+	Functions []string `json:"functions"`
+	Fanout    int      `json:"fanout"` // children across all the VM's trees
+}
+
+// Peer names a VM and where it serves.
+type Peer struct {
+	VM   string `json:"vm"`
+	Addr string `json:"addr"`
+}
+
+// Assignment is one function a VM must host.
+type Assignment struct {
+	Function string `json:"function"`
+	Image    string `json:"image"`
+	// Parent is the VM to fetch from; nil at the root, which fetches from the
+	// registry.
+	Parent *Peer `json:"parent"`
+	// Generation increases whenever this VM's assignment for the function
+	// changes (new parent, new image).
+	Generation uint64          `json:"generation"`
+	Spec       json.RawMessage `json:"spec,omitempty"`
+}
+
+// Assignments is a VM's whole desired state: the heartbeat answer.
+type Assignments struct {
+	Assignments []Assignment `json:"assignments"`
+}
+
+// FunctionRequest is the body of PUT /functions/{fn}.
+type FunctionRequest struct {
+	Image string `json:"image"`
+	// Spec is the rest of the definition (command, environment, readiness),
+	// passed to the VMs unchanged.
+	Spec json.RawMessage `json:"spec,omitempty"`
+}
+
+// Function describes a defined function.
+type Function struct {
+	Function string          `json:"function"`
+	Image    string          `json:"image"`
+	Spec     json.RawMessage `json:"spec,omitempty"`
+	VMs      int             `json:"vms"`
+}
+
+// ScaleRequest is the body of POST /functions/{fn}/scale: either explicit VMs
+// or a count the manager picks from the pool.
+type ScaleRequest struct {
+	VMs   []string `json:"vms,omitempty"`
+	Count int      `json:"count,omitempty"`
+}
+
+// Placement says where a VM was put in a tree.
+type Placement struct {
+	VM     string  `json:"vm"`
+	Addr   string  `json:"addr"`
+	Parent *string `json:"parent"`
+	Depth  int     `json:"depth"`
+}
+
+// ScaleResponse answers a scale request.
+type ScaleResponse struct {
+	Function string      `json:"function"`
+	Added    []Placement `json:"added"`
+}
+
+// Tree is the answer of GET /functions/{fn}/tree.
+type Tree struct {
+	Function string     `json:"function"`
+	Root     *string    `json:"root"`
+	Height   int        `json:"height"`
+	Nodes    []TreeNode `json:"nodes"`
+}
+
+// TreeNode is one VM of a tree.
+type TreeNode struct {
+	VM       string   `json:"vm"`
+	Addr     string   `json:"addr"`
+	Parent   *string  `json:"parent"`
+	Children []string `json:"children"`
+	Depth    int      `json:"depth"`
+	// Fanout is the VM's number of children across all its trees.
+	Fanout int `json:"fanout"`
+}
+
+// VM states in a function's status.
+const (
+	StateAssigned = "assigned"
+	StateFetching = "fetching"
+	StateReady    = "ready"
+	StateFailed   = "failed"
+)
+
+// FunctionReport is what a VM reports about one function.
+type FunctionReport struct {
+	Function          string               `json:"function"`
+	Image             string               `json:"image,omitempty"`
+	Generation        uint64               `json:"generation"`
+	State             string               `json:"state"`
+	BytesFetched      int64                `json:"bytes_fetched"`
+	BytesFromParent   int64                `json:"bytes_from_parent"`
+	BytesFromRegistry int64                `json:"bytes_from_registry"`
+	ImageBytes        int64                `json:"image_bytes,omitempty"`
+	Phases            map[string]time.Time `json:"phases,omitempty"`
+	Error             string               `json:"error,omitempty"`
+}
+
+// StatusReport is the body of POST /vms/{vm}/status.
+type StatusReport struct {
+	Functions []FunctionReport `json:"functions"`
+	// Images lists image references the VM holds complete in its cache;
+	// placement prefers such VMs.
+	Images []string `json:"images,omitempty"`
+}
+
+// VMStatus is one VM's line in a function's status.
+type VMStatus struct {
+	VM     string  `json:"vm"`
+	Parent *string `json:"parent"`
+	Depth  int     `json:"depth"`
+	FunctionReport
+}
+
+// Status is the answer of GET /functions/{fn}/status.
+type Status struct {
+	Function string     `json:"function"`
+	Image    string     `json:"image"`
+	VMs      []VMStatus `json:"vms"`
+}
+
+// Error is the body of every error answer.
+type Error struct {
+	Message string `json:"error"`
+}

@@ -1,0 +1,339 @@
+package blobcache
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+func listDir(t *testing.T, dir string) []string {
+	t.Helper()
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, de := range des {
+		names = append(names, de.Name())
+	}
+	return names
+}
+
+func hexOf(ct content) string { return ct.digest[len("sha256:"):] }
+
+func TestRestart(t *testing.T) {
+	rng := rand.New(rand.NewPCG(20, 20))
+	verified, partial := newContent(rng, 3*testBS+5), newContent(rng, 4*testBS)
+	dir := t.TempDir()
+	c := openCache(t, dir, Options{BlockSize: testBS})
+	b := mustAcquire(t, c, verified)
+	fill(t, b, verified)
+	b.Release()
+	b = mustAcquire(t, c, partial)
+	mustWrite(t, b, partial, 0)
+	mustWrite(t, b, partial, 2)
+	b.Release() // the last reference flushes the bitmap
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Garbage of every kind the cache must remove.
+	sha := filepath.Join(dir, "blobs", "sha256")
+	orphan := newContent(rng, 10)
+	garbage := map[string]bool{ // path -> is a directory
+		filepath.Join(dir, "blobs", "junk"):              false,
+		filepath.Join(dir, "blobs", "md5"):               true,
+		filepath.Join(sha, "not-a-digest"):               false,
+		filepath.Join(sha, hexOf(partial)+".tmp"):        false,
+		filepath.Join(sha, hexOf(verified)+".partial"):   false, // beside a verified blob
+		filepath.Join(sha, hexOf(orphan)+".partial"):     false, // no bitmap
+		filepath.Join(sha, hexOf(orphan)[1:]+"0.bitmap"): false, // no data
+		filepath.Join(sha, "sub"):                        true,
+	}
+	for p, isDir := range garbage {
+		var err error
+		if isDir {
+			err = os.MkdirAll(filepath.Join(p, "x"), 0o755)
+		} else {
+			err = os.WriteFile(p, []byte("junk"), 0o644)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	c = openCache(t, dir, Options{BlockSize: testBS})
+	if got, want := listDir(t, filepath.Join(dir, "blobs")), []string{"sha256"}; !slices.Equal(got, want) {
+		t.Errorf("blobs/ holds %v, want %v", got, want)
+	}
+	want := []string{hexOf(partial) + ".bitmap", hexOf(partial) + ".partial", hexOf(verified)}
+	slices.Sort(want)
+	if got := listDir(t, sha); !slices.Equal(got, want) {
+		t.Errorf("blobs/sha256 holds %v, want %v", got, want)
+	}
+	s := c.Stats()
+	if s.Blobs != 2 || s.Verified != 1 || s.Bytes != int64(len(verified.data)+len(partial.data)) {
+		t.Errorf("Stats after reopen = %+v", s)
+	}
+
+	vb, ok := c.Lookup(verified.digest)
+	if !ok || !vb.Complete() || !bytes.Equal(readAll(t, vb), verified.data) {
+		t.Fatal("verified blob not kept")
+	}
+	vb.Release()
+	pb, ok := c.Lookup(partial.digest)
+	if !ok {
+		t.Fatal("partial blob not kept")
+	}
+	defer pb.Release()
+	if got, want := pb.Missing(), []int{1, 3}; !slices.Equal(got, want) || pb.Complete() {
+		t.Fatalf("partial blob: Missing %v, Complete %v; want %v, false", got, pb.Complete(), want)
+	}
+	off, _ := pb.BlockRange(2)
+	got := make([]byte, testBS)
+	if _, err := pb.ReadAt(got, off); err != nil || !bytes.Equal(got, partial.block(testBS, 2)) {
+		t.Fatalf("kept block 2: %v or wrong bytes", err)
+	}
+	mustWrite(t, pb, partial, 3)
+	mustWrite(t, pb, partial, 1)
+	if !pb.Complete() || !bytes.Equal(readAll(t, pb), partial.data) {
+		t.Fatal("partial blob not complete and equal after refill")
+	}
+	if s := c.Stats(); s.Hits != 1 || s.Misses != 1 {
+		t.Errorf("Stats hits %d misses %d, want 1 and 1", s.Hits, s.Misses)
+	}
+}
+
+// Open drops partial blobs written with another block size and keeps
+// verified ones.
+func TestRestartOtherBlockSize(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 21))
+	verified, partial := newContent(rng, 3*testBS), newContent(rng, 4*testBS)
+	dir := t.TempDir()
+	c := openCache(t, dir, Options{BlockSize: testBS})
+	b := mustAcquire(t, c, verified)
+	fill(t, b, verified)
+	b.Release()
+	b = mustAcquire(t, c, partial)
+	mustWrite(t, b, partial, 0)
+	b.Release()
+	c.Close()
+
+	c = openCache(t, dir, Options{BlockSize: 2 * testBS})
+	if _, ok := c.Lookup(partial.digest); ok {
+		t.Error("partial blob of another block size kept")
+	}
+	b, ok := c.Lookup(verified.digest)
+	if !ok || !b.Complete() || b.Blocks() != 2 || !bytes.Equal(readAll(t, b), verified.data) {
+		t.Fatal("verified blob not kept under a new block size")
+	}
+	b.Release()
+}
+
+// writePartial lays out a partial blob by hand, as a crash would leave it.
+func writePartial(t *testing.T, dir string, ct content, data []byte, present []int) {
+	t.Helper()
+	sha := filepath.Join(dir, "blobs", "sha256")
+	if err := os.MkdirAll(sha, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	n := (len(ct.data) + testBS - 1) / testBS
+	bits := make([]byte, (n+7)/8)
+	for _, i := range present {
+		set(bits, i)
+	}
+	if err := os.WriteFile(filepath.Join(sha, hexOf(ct)+partialSuffix), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(sha, hexOf(ct)+bitmapSuffix), encodeBitmap(testBS, int64(len(ct.data)), bits), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A partial blob whose last block arrived before a crash, but which was not
+// marked verified, is verified by Open: kept if right, emptied if wrong.
+func TestRestartFullUnverified(t *testing.T) {
+	rng := rand.New(rand.NewPCG(22, 22))
+	right, wrong := newContent(rng, 3*testBS-1), newContent(rng, 2*testBS)
+	dir := t.TempDir()
+	writePartial(t, dir, right, right.data, []int{0, 1, 2})
+	bad := bytes.Clone(wrong.data)
+	bad[0]++
+	writePartial(t, dir, wrong, bad, []int{0, 1})
+
+	c := openCache(t, dir, Options{BlockSize: testBS})
+	b, ok := c.Lookup(right.digest)
+	if !ok || !b.Complete() || !bytes.Equal(readAll(t, b), right.data) {
+		t.Fatal("full partial blob not verified at open")
+	}
+	b.Release()
+	b, ok = c.Lookup(wrong.digest)
+	if !ok || b.Complete() || len(b.Missing()) != 2 {
+		t.Fatalf("wrong full partial blob: found %v; want kept with all blocks missing", ok)
+	}
+	fill(t, b, wrong)
+	if !b.Complete() {
+		t.Fatal("wrong blob not complete after refill")
+	}
+	b.Release()
+	if s := c.Stats(); s.VerifyFailures != 1 || s.Verified != 2 {
+		t.Errorf("Stats = %+v, want 1 failure, 2 verified", s)
+	}
+}
+
+// Malformed bitmaps and data files are dropped.
+func TestRestartBadPartial(t *testing.T) {
+	rng := rand.New(rand.NewPCG(23, 23))
+	ct := newContent(rng, 3*testBS)
+	good := encodeBitmap(testBS, int64(len(ct.data)), []byte{0b001})
+	tests := []struct {
+		name   string
+		bitmap []byte
+		data   []byte
+	}{
+		{"bad magic", append([]byte("XXBMAP1\n"), good[8:]...), ct.data},
+		{"short header", good[:10], ct.data},
+		{"other size", encodeBitmap(testBS, int64(len(ct.data))+1, []byte{1}), ct.data},
+		{"bits past end", encodeBitmap(testBS, int64(len(ct.data)), []byte{0b1001}), ct.data},
+		{"too many bytes", append(bytes.Clone(good), 0), ct.data},
+		{"data size differs", good, ct.data[:10]},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writePartial(t, dir, ct, tt.data, nil)
+			sha := filepath.Join(dir, "blobs", "sha256")
+			if err := os.WriteFile(filepath.Join(sha, hexOf(ct)+bitmapSuffix), tt.bitmap, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			c := openCache(t, dir, Options{BlockSize: testBS})
+			if _, ok := c.Lookup(ct.digest); ok {
+				t.Error("blob with a bad partial kept")
+			}
+			if got := listDir(t, sha); len(got) != 0 {
+				t.Errorf("files left: %v", got)
+			}
+		})
+	}
+}
+
+// Open trusts the completion marker unless told to rehash.
+func TestRehash(t *testing.T) {
+	rng := rand.New(rand.NewPCG(24, 24))
+	ct := newContent(rng, 2*testBS)
+	dir := t.TempDir()
+	c := openCache(t, dir, Options{BlockSize: testBS})
+	b := mustAcquire(t, c, ct)
+	fill(t, b, ct)
+	b.Release()
+	c.Close()
+	name := filepath.Join(dir, "blobs", "sha256", hexOf(ct))
+	if err := os.WriteFile(name, bytes.Repeat([]byte{1}, len(ct.data)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, rehash := range []bool{false, true} {
+		c := openCache(t, dir, Options{BlockSize: testBS, Rehash: rehash})
+		b, ok := c.Lookup(ct.digest)
+		if ok == rehash {
+			t.Errorf("Rehash %v: tampered blob found %v", rehash, ok)
+		}
+		if ok {
+			b.Release()
+		}
+		if got := c.Stats().VerifyFailures; got != map[bool]int64{false: 0, true: 1}[rehash] {
+			t.Errorf("Rehash %v: VerifyFailures %d", rehash, got)
+		}
+		c.Close()
+	}
+}
+
+// A crash keeps the blocks whose bits were flushed; the others are fetched
+// again. Copying the files while the cache is open is what a crash leaves.
+func TestCrashKeepsFlushedBlocks(t *testing.T) {
+	rng := rand.New(rand.NewPCG(25, 25))
+	ct := newContent(rng, 6*testBS)
+	dir := t.TempDir()
+	c := openCache(t, dir, Options{BlockSize: testBS})
+	c.syncBytes = 2 * testBS
+	b := mustAcquire(t, c, ct)
+	defer b.Release()
+	for _, i := range []int{4, 1, 0} { // flush after the second; the third waits
+		mustWrite(t, b, ct, i)
+	}
+	crashed := t.TempDir()
+	sha := filepath.Join(crashed, "blobs", "sha256")
+	if err := os.MkdirAll(sha, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, suffix := range []string{partialSuffix, bitmapSuffix} {
+		data, err := os.ReadFile(c.path(b.e.d, suffix))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(sha, hexOf(ct)+suffix), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c2 := openCache(t, crashed, Options{BlockSize: testBS})
+	b2, ok := c2.Lookup(ct.digest)
+	if !ok {
+		t.Fatal("partial blob lost")
+	}
+	defer b2.Release()
+	if got, want := b2.Missing(), []int{0, 2, 3, 5}; !slices.Equal(got, want) {
+		t.Errorf("after crash Missing() = %v, want %v", got, want)
+	}
+}
+
+func TestLockDir(t *testing.T) {
+	dir := t.TempDir()
+	c := openCache(t, dir, Options{})
+	if c2, err := Open(dir, Options{Logger: testLogger(t)}); err == nil {
+		c2.Close()
+		t.Fatal("second Open of one directory succeeded")
+	}
+	c.Close()
+	c3 := openCache(t, dir, Options{})
+	c3.Close()
+}
+
+func TestOpenOptions(t *testing.T) {
+	for _, opts := range []Options{{BlockSize: -1}, {BlockSize: maxBlockSize + 1}, {MaxBytes: -1}} {
+		if c, err := Open(t.TempDir(), opts); err == nil {
+			c.Close()
+			t.Errorf("Open with %+v succeeded", opts)
+		}
+	}
+	c := openCache(t, t.TempDir(), Options{})
+	if c.BlockSize() != DefaultBlockSize {
+		t.Errorf("default BlockSize = %d", c.BlockSize())
+	}
+}
+
+// FuzzDecodeBitmap checks that any bitmap file either is rejected or
+// describes a consistent blob and encodes back to itself.
+func FuzzDecodeBitmap(f *testing.F) {
+	f.Add(encodeBitmap(testBS, 3*testBS, []byte{0b101}), int64(testBS))
+	f.Add(encodeBitmap(testBS, 0, nil), int64(testBS))
+	f.Add(encodeBitmap(7, 100, make([]byte, 2)), int64(7))
+	f.Add([]byte("FNBMAP1\n"), int64(1))
+	f.Fuzz(func(t *testing.T, buf []byte, blockSize int64) {
+		if blockSize <= 0 || blockSize > maxBlockSize {
+			return
+		}
+		size, bits, err := decodeBitmap(buf, blockSize)
+		if err != nil {
+			return
+		}
+		n := (size + blockSize - 1) / blockSize
+		if n > maxBlocks || int64(len(bits)) != (n+7)/8 {
+			t.Fatalf("size %d, %d bytes of bits for block size %d", size, len(bits), blockSize)
+		}
+		if !bytes.Equal(encodeBitmap(blockSize, size, bits), buf) {
+			t.Fatal("decoded bitmap does not encode back to its input")
+		}
+	})
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/faasnet/faasnet/api"
+)
+
+// TestMain lets tests run this binary's main as a real subprocess: the test
+// binary re-executes itself with FAASNET_RUN_MAIN=1.
+func TestMain(m *testing.M) {
+	if os.Getenv("FAASNET_RUN_MAIN") == "1" {
+		os.Args = append([]string{"faasnet"}, os.Args[1:]...)
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// proc is a faasnet subprocess.
+type proc struct {
+	cmd    *exec.Cmd
+	stderr *strings.Builder
+}
+
+var addrRE = regexp.MustCompile(`addr=(127\.0\.0\.1:\d+)`)
+
+// startFaasnet runs "faasnet args..." and waits for its "serving ... addr="
+// log line, whose address it returns.
+func startFaasnet(t *testing.T, args ...string) (*proc, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "FAASNET_RUN_MAIN=1")
+	pr, pw := io.Pipe()
+	cmd.Stderr = pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, stderr: &strings.Builder{}}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		pw.Close()
+	})
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sent := false
+		for sc.Scan() {
+			line := sc.Text()
+			p.stderr.WriteString(line + "\n")
+			if m := addrRE.FindStringSubmatch(line); m != nil && !sent {
+				found <- m[1]
+				sent = true
+			}
+		}
+	}()
+	select {
+	case addr := <-found:
+		return p, addr
+	case <-time.After(30 * time.Second):
+		t.Fatalf("faasnet %v did not report its address", args)
+		return nil, ""
+	}
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return append(b, '\n')
+}
+
+func TestManagerSurvivesKill9(t *testing.T) {
+	ctx := context.Background()
+	data := t.TempDir()
+	p, addr := startFaasnet(t, "manager", "--listen", "127.0.0.1:0", "--data", data, "--vm-timeout", "1h")
+	c := api.NewClient(addr)
+	for i := range 40 {
+		if _, err := c.RegisterVM(ctx, fmt.Sprintf("vm-%02d", i), fmt.Sprintf("127.0.0.1:%d", 30000+i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, fn := range []string{"f", "g"} {
+		if _, err := c.PutFunction(ctx, fn, api.FunctionRequest{Image: "127.0.0.1:5000/" + fn + ":1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Scale(ctx, "f", api.ScaleRequest{Count: 30}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Scale(ctx, "g", api.ScaleRequest{Count: 12}); err != nil {
+		t.Fatal(err)
+	}
+	for _, vm := range []string{"vm-00", "vm-07", "vm-13"} {
+		if err := c.Release(ctx, "f", vm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snapshot := func(c *api.Client) string {
+		var b strings.Builder
+		for _, fn := range []string{"f", "g"} {
+			tr, err := c.Tree(ctx, fn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Write(mustJSON(tr))
+		}
+		for i := range 40 {
+			as, err := c.Heartbeat(ctx, fmt.Sprintf("vm-%02d", i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Write(mustJSON(as))
+		}
+		return b.String()
+	}
+	before := snapshot(c)
+	if err := p.cmd.Process.Kill(); err != nil { // SIGKILL: no chance to flush anything
+		t.Fatal(err)
+	}
+	p.cmd.Wait()
+	_, addr2 := startFaasnet(t, "manager", "--listen", "127.0.0.1:0", "--data", data, "--vm-timeout", "1h")
+	if after := snapshot(api.NewClient(addr2)); after != before {
+		t.Fatalf("state changed across kill -9:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}

@@ -1,0 +1,745 @@
+// Package manager is faasnet's control plane: the pool of VMs, one function
+// tree per function, placement, failure detection and the HTTP API of
+// DESIGN.md section 3.
+//
+// All state lives in memory behind one mutex and every change is written to a
+// store.Store as one atomic batch before it is acknowledged. If the store
+// refuses a batch, the in-memory state is rebuilt from the store, so memory
+// never runs ahead of what a restarted manager would load.
+package manager
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/ftree"
+	"github.com/faasnet/faasnet/manager/store"
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// Options configure a Manager.
+type Options struct {
+	// VMTimeout is how long a VM may stay silent before it leaves every
+	// tree and the pool. Default 10 s.
+	VMTimeout time.Duration
+	// Push sends changed assignments to workers at once instead of waiting
+	// for their next heartbeat.
+	Push bool
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Now is the clock; tests replace it. Default time.Now.
+	Now func() time.Time
+}
+
+// Manager holds the control-plane state.
+type Manager struct {
+	opts    Options
+	log     *slog.Logger
+	store   store.Store
+	metrics *metrics
+	pusher  *pusher
+
+	mu  sync.Mutex
+	vms map[string]*vmState
+	fns map[string]*fnState
+}
+
+type vmState struct {
+	rec      store.VM
+	lastSeen time.Time
+	fns      map[string]bool // functions whose tree holds this VM
+	fanout   int             // children across all the VM's trees
+}
+
+type fnState struct {
+	rec     store.Function
+	tree    *ftree.Tree
+	gen     map[string]uint64 // each member VM's assignment generation
+	reports map[string]api.FunctionReport
+}
+
+// New loads the state from st and returns a Manager serving it. Every VM's
+// heartbeat clock starts now: a restart never drops a VM before its timeout
+// has passed again.
+func New(ctx context.Context, st store.Store, opts Options) (*Manager, error) {
+	if opts.VMTimeout <= 0 {
+		opts.VMTimeout = 10 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	m := &Manager{opts: opts, log: opts.Logger, store: st, metrics: newMetrics()}
+	m.pusher = newPusher(m)
+	if err := m.load(ctx); err != nil {
+		return nil, err
+	}
+	m.metrics.collectFrom(m)
+	return m, nil
+}
+
+// load replaces the in-memory state with the store's.
+func (m *Manager) load(ctx context.Context) error {
+	s, err := m.store.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("loading manager state: %w", err)
+	}
+	now := m.opts.Now()
+	m.vms = make(map[string]*vmState, len(s.VMs))
+	m.fns = make(map[string]*fnState, len(s.Functions))
+	for _, v := range s.VMs {
+		m.vms[v.Name] = &vmState{rec: v, lastSeen: now, fns: map[string]bool{}}
+	}
+	links := map[string][]ftree.Link{}
+	for _, f := range s.Functions {
+		m.fns[f.Name] = &fnState{rec: f, gen: map[string]uint64{}, reports: map[string]api.FunctionReport{}}
+	}
+	for _, n := range s.Nodes {
+		f, ok := m.fns[n.Function]
+		v, vok := m.vms[n.VM]
+		if !ok || !vok {
+			return fmt.Errorf("loading manager state: node %s/%s names an unknown function or VM", n.Function, n.VM)
+		}
+		links[n.Function] = append(links[n.Function], ftree.Link{VM: n.VM, Parent: n.Parent, Slot: n.Slot})
+		f.gen[n.VM] = n.Generation
+		v.fns[n.Function] = true
+		if n.Parent != "" {
+			if p, ok := m.vms[n.Parent]; ok {
+				p.fanout++
+			}
+		}
+	}
+	for name, f := range m.fns {
+		t, err := ftree.Restore(links[name], m.weight)
+		if err != nil {
+			return fmt.Errorf("loading the tree of function %s: %w", name, err)
+		}
+		f.tree = t
+	}
+	return nil
+}
+
+// weight is the tree's Weigher: a VM's fan-out across all its trees, so that
+// a new VM attaches to the least busy of the equally shallow parents.
+func (m *Manager) weight(vm string) int {
+	if v, ok := m.vms[vm]; ok {
+		return v.fanout
+	}
+	return 0
+}
+
+// Close stops background work. It does not close the store.
+func (m *Manager) Close() { m.pusher.stop() }
+
+// Run detects failed VMs and pushes assignments until ctx is done.
+func (m *Manager) Run(ctx context.Context) {
+	go m.pusher.run(ctx)
+	period := m.opts.VMTimeout / 4
+	if period > time.Second {
+		period = time.Second
+	}
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := m.Sweep(ctx); err != nil {
+				m.log.Error("removing silent VMs", "err", err)
+			}
+		}
+	}
+}
+
+// txn gathers one operation's changes: the batch to store and the VMs whose
+// assignments changed (to push to).
+type txn struct {
+	m       *Manager
+	batch   store.Batch
+	touched map[string]bool
+	fnDirty map[string]bool
+}
+
+// commit runs op under the lock and stores what it changed. op must validate
+// everything before changing anything; if storing fails, the state is reloaded.
+func (m *Manager) commit(ctx context.Context, op string, fn func(tx *txn) error) error {
+	m.mu.Lock()
+	tx := &txn{m: m, touched: map[string]bool{}, fnDirty: map[string]bool{}}
+	err := fn(tx)
+	if err == nil {
+		for name := range tx.fnDirty {
+			if f, ok := m.fns[name]; ok {
+				tx.batch.PutFunctions = append(tx.batch.PutFunctions, f.rec)
+			}
+		}
+		if !tx.batch.Empty() {
+			if serr := m.store.Apply(ctx, tx.batch); serr != nil {
+				err = &Error{503, fmt.Sprintf("storing the change (%s): %v", op, serr)}
+				if lerr := m.load(context.WithoutCancel(ctx)); lerr != nil {
+					m.log.Error("reloading state after a failed write", "err", lerr)
+				}
+			}
+		}
+	}
+	m.mu.Unlock()
+	m.metrics.op(op, err)
+	if err == nil && m.opts.Push {
+		for vm := range tx.touched {
+			m.pusher.enqueue(vm)
+		}
+	}
+	return err
+}
+
+// bump gives vm a new generation in f and records its node.
+func (tx *txn) bump(f *fnState, vm string) {
+	f.rec.Generation++
+	f.gen[vm] = f.rec.Generation
+	tx.fnDirty[f.rec.Name] = true
+	tx.touched[vm] = true
+	n, _ := f.tree.Node(vm)
+	tx.batch.PutNodes = append(tx.batch.PutNodes, store.Node{
+		Function: f.rec.Name, VM: vm, Parent: n.Parent, Slot: n.Slot, Generation: f.gen[vm],
+	})
+}
+
+// apply records a tree change: new generations for the moved VMs, new
+// fan-out (and so tree weights) for the VMs whose children changed.
+func (tx *txn) apply(f *fnState, ch ftree.Change) {
+	for _, mv := range ch.Moved {
+		tx.bump(f, mv.VM)
+	}
+	tx.m.metrics.parentChanges.Add(float64(len(ch.Moved)))
+	for _, vm := range ch.Fanout {
+		tx.m.refanout(vm)
+	}
+}
+
+// refanout recounts vm's children across its trees and tells each tree.
+func (m *Manager) refanout(vm string) {
+	v, ok := m.vms[vm]
+	if !ok {
+		return
+	}
+	n := 0
+	for fn := range v.fns {
+		n += len(m.fns[fn].tree.Children(vm))
+	}
+	if n == v.fanout {
+		return
+	}
+	v.fanout = n
+	for fn := range v.fns {
+		m.fns[fn].tree.Reweigh(vm)
+	}
+}
+
+// insert adds vm to f's tree.
+func (tx *txn) insert(f *fnState, vm string) error {
+	ch, err := f.tree.Insert(vm)
+	if err != nil {
+		return fmt.Errorf("inserting %s into the tree of %s: %w", vm, f.rec.Name, err)
+	}
+	tx.m.vms[vm].fns[f.rec.Name] = true
+	tx.apply(f, ch)
+	return nil
+}
+
+// remove takes vm out of f's tree.
+func (tx *txn) remove(f *fnState, vm string) error {
+	ch, err := f.tree.Delete(vm)
+	if err != nil {
+		return fmt.Errorf("removing %s from the tree of %s: %w", vm, f.rec.Name, err)
+	}
+	if len(ch.Moved) > 0 { // a deepest VM was promoted into vm's place
+		tx.m.metrics.promotions.Inc()
+	}
+	delete(f.gen, vm)
+	delete(f.reports, vm)
+	if v, ok := tx.m.vms[vm]; ok {
+		delete(v.fns, f.rec.Name)
+	}
+	tx.m.refanout(vm) // it lost its children in this tree
+	tx.touched[vm] = true
+	tx.batch.DeleteNodes = append(tx.batch.DeleteNodes, store.NodeKey{Function: f.rec.Name, VM: vm})
+	tx.apply(f, ch)
+	return nil
+}
+
+// RegisterVM registers vm or refreshes it. A nil capacity keeps the old
+// value (default api.DefaultCapacity).
+func (m *Manager) RegisterVM(ctx context.Context, vm string, req api.RegisterRequest) (api.VM, error) {
+	var out api.VM
+	err := m.commit(ctx, "register", func(tx *txn) error {
+		if err := api.ValidName("VM", vm); err != nil {
+			return badRequest("%v", err)
+		}
+		if err := api.ValidAddr(req.Addr); err != nil {
+			return badRequest("%v", err)
+		}
+		if req.Capacity != nil && (req.Capacity.Functions < 1 || req.Capacity.Functions > 10000) {
+			return badRequest("capacity.functions must be between 1 and 10000, not %d", req.Capacity.Functions)
+		}
+		v, ok := m.vms[vm]
+		if !ok {
+			v = &vmState{rec: store.VM{Name: vm, Capacity: api.DefaultCapacity}, fns: map[string]bool{}}
+		}
+		if req.Capacity != nil && req.Capacity.Functions < len(v.fns) {
+			return conflict("VM %s hosts %d functions, more than the capacity %d it asks for", vm, len(v.fns), req.Capacity.Functions)
+		}
+		rec := v.rec
+		rec.Addr = req.Addr
+		if req.Capacity != nil {
+			rec.Capacity = req.Capacity.Functions
+		}
+		if ok && rec.Addr != v.rec.Addr {
+			// The VM's children must dial the new address.
+			for fn := range v.fns {
+				f := m.fns[fn]
+				for _, c := range f.tree.Children(vm) {
+					tx.bump(f, c)
+				}
+			}
+		}
+		if !ok || !equalVM(rec, v.rec) {
+			tx.batch.PutVMs = append(tx.batch.PutVMs, rec)
+		}
+		v.rec = rec
+		v.lastSeen = m.opts.Now()
+		m.vms[vm] = v
+		out = m.vmInfo(v)
+		return nil
+	})
+	return out, err
+}
+
+func equalVM(a, b store.VM) bool {
+	return a.Name == b.Name && a.Addr == b.Addr && a.Capacity == b.Capacity && slices.Equal(a.Images, b.Images)
+}
+
+func (m *Manager) vmInfo(v *vmState) api.VM {
+	fns := make([]string, 0, len(v.fns))
+	for fn := range v.fns {
+		fns = append(fns, fn)
+	}
+	sort.Strings(fns)
+	return api.VM{VM: v.rec.Name, Addr: v.rec.Addr, Capacity: api.Capacity{Functions: v.rec.Capacity}, Functions: fns, Fanout: v.fanout}
+}
+
+// Heartbeat records that vm is alive and returns its desired state.
+func (m *Manager) Heartbeat(vm string) (api.Assignments, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.metrics.heartbeats.Inc()
+	v, ok := m.vms[vm]
+	if !ok {
+		return api.Assignments{}, notFound("VM %q is not registered (register with PUT %s/vms/%s)", vm, api.Prefix, vm)
+	}
+	v.lastSeen = m.opts.Now()
+	return m.assignments(v), nil
+}
+
+// Assignments returns vm's desired state without touching its clock.
+func (m *Manager) Assignments(vm string) (api.Assignments, string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.vms[vm]
+	if !ok {
+		return api.Assignments{}, "", notFound("VM %q is not registered", vm)
+	}
+	return m.assignments(v), v.rec.Addr, nil
+}
+
+func (m *Manager) assignments(v *vmState) api.Assignments {
+	out := api.Assignments{Assignments: []api.Assignment{}}
+	for fn := range v.fns {
+		f := m.fns[fn]
+		a := api.Assignment{Function: fn, Image: f.rec.Image, Generation: f.gen[v.rec.Name], Spec: f.rec.Spec}
+		if p, _ := f.tree.Parent(v.rec.Name); p != "" {
+			a.Parent = &api.Peer{VM: p, Addr: m.vms[p].rec.Addr}
+		}
+		out.Assignments = append(out.Assignments, a)
+	}
+	sort.Slice(out.Assignments, func(i, j int) bool { return out.Assignments[i].Function < out.Assignments[j].Function })
+	return out
+}
+
+// LeaveVM removes vm from every tree and the pool.
+func (m *Manager) LeaveVM(ctx context.Context, vm string) error {
+	return m.commit(ctx, "leave", func(tx *txn) error {
+		if _, ok := m.vms[vm]; !ok {
+			return notFound("VM %q is not registered", vm)
+		}
+		return tx.leave(vm)
+	})
+}
+
+func (tx *txn) leave(vm string) error {
+	v := tx.m.vms[vm]
+	fns := make([]string, 0, len(v.fns))
+	for fn := range v.fns {
+		fns = append(fns, fn)
+	}
+	sort.Strings(fns)
+	for _, fn := range fns {
+		if err := tx.remove(tx.m.fns[fn], vm); err != nil {
+			return err
+		}
+	}
+	delete(tx.m.vms, vm)
+	delete(tx.touched, vm)
+	tx.batch.DeleteVMs = append(tx.batch.DeleteVMs, vm)
+	return nil
+}
+
+// Sweep removes every VM silent for longer than the timeout.
+func (m *Manager) Sweep(ctx context.Context) error {
+	return m.commit(ctx, "sweep", func(tx *txn) error {
+		now := m.opts.Now()
+		var dead []string
+		for name, v := range m.vms {
+			if now.Sub(v.lastSeen) > m.opts.VMTimeout {
+				dead = append(dead, name)
+			}
+		}
+		sort.Strings(dead)
+		for _, vm := range dead {
+			m.log.Warn("VM missed its heartbeats: removing it", "vm", vm, "silent", now.Sub(m.vms[vm].lastSeen).Round(time.Millisecond))
+			m.metrics.missed.Inc()
+			if err := tx.leave(vm); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// maxImageRef bounds an image reference.
+const maxImageRef = 1024
+
+func validImage(image string) error {
+	if image == "" {
+		return badRequest("image is empty")
+	}
+	if len(image) > maxImageRef {
+		return badRequest("image reference is %d bytes long, the limit is %d", len(image), maxImageRef)
+	}
+	if _, err := name.ParseReference(image, name.WeakValidation); err != nil {
+		return badRequest("image %q: %v", image, err)
+	}
+	return nil
+}
+
+// PutFunction defines fn or changes its image or spec. An image change
+// gives every member a new generation so that the workers refetch.
+func (m *Manager) PutFunction(ctx context.Context, fn string, req api.FunctionRequest) (api.Function, error) {
+	var out api.Function
+	err := m.commit(ctx, "function", func(tx *txn) error {
+		if err := api.ValidName("function", fn); err != nil {
+			return badRequest("%v", err)
+		}
+		if err := validImage(req.Image); err != nil {
+			return err
+		}
+		if len(req.Spec) > 0 && !json.Valid(req.Spec) {
+			return badRequest("spec is not valid JSON")
+		}
+		f, ok := m.fns[fn]
+		if !ok {
+			f = &fnState{rec: store.Function{Name: fn}, tree: ftree.New(m.weight), gen: map[string]uint64{}, reports: map[string]api.FunctionReport{}}
+			m.fns[fn] = f
+		}
+		changed := !ok || f.rec.Image != req.Image || string(f.rec.Spec) != string(req.Spec)
+		f.rec.Image, f.rec.Spec = req.Image, req.Spec
+		if changed {
+			tx.fnDirty[fn] = true
+			if ok {
+				for _, n := range f.tree.Nodes() {
+					tx.bump(f, n.VM)
+				}
+			}
+		}
+		out = api.Function{Function: fn, Image: f.rec.Image, Spec: f.rec.Spec, VMs: f.tree.Len()}
+		return nil
+	})
+	return out, err
+}
+
+// DeleteFunction removes fn and its tree.
+func (m *Manager) DeleteFunction(ctx context.Context, fn string) error {
+	return m.commit(ctx, "delete-function", func(tx *txn) error {
+		f, ok := m.fns[fn]
+		if !ok {
+			return notFound("function %q is not defined", fn)
+		}
+		for _, n := range f.tree.Nodes() {
+			delete(m.vms[n.VM].fns, fn)
+			tx.touched[n.VM] = true
+		}
+		for _, n := range f.tree.Nodes() {
+			m.refanout(n.VM)
+		}
+		delete(m.fns, fn)
+		tx.batch.DeleteFunctions = append(tx.batch.DeleteFunctions, fn)
+		return nil
+	})
+}
+
+// maxScale bounds one scale request.
+const maxScale = 100000
+
+// Scale adds VMs to fn's tree: the named ones, or count VMs the manager
+// picks. All or nothing.
+func (m *Manager) Scale(ctx context.Context, fn string, req api.ScaleRequest) (api.ScaleResponse, error) {
+	out := api.ScaleResponse{Function: fn, Added: []api.Placement{}}
+	err := m.commit(ctx, "scale", func(tx *txn) error {
+		f, ok := m.fns[fn]
+		if !ok {
+			return notFound("function %q is not defined (define it with PUT %s/functions/%s)", fn, api.Prefix, fn)
+		}
+		vms, err := m.pick(f, req)
+		if err != nil {
+			return err
+		}
+		for _, vm := range vms {
+			if err := tx.insert(f, vm); err != nil {
+				return err
+			}
+		}
+		for _, vm := range vms {
+			out.Added = append(out.Added, m.placement(f, vm))
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (m *Manager) placement(f *fnState, vm string) api.Placement {
+	n, _ := f.tree.Node(vm)
+	p := api.Placement{VM: vm, Addr: m.vms[vm].rec.Addr, Depth: n.Depth}
+	if n.Parent != "" {
+		p.Parent = &n.Parent
+	}
+	return p
+}
+
+// pick validates a scale request and returns the VMs to add, in order.
+func (m *Manager) pick(f *fnState, req api.ScaleRequest) ([]string, error) {
+	switch {
+	case len(req.VMs) > 0 && req.Count != 0:
+		return nil, badRequest("give either vms or count, not both")
+	case len(req.VMs) == 0 && req.Count == 0:
+		return nil, badRequest("give vms (a list of VM names) or count (a positive number)")
+	case req.Count < 0 || req.Count > maxScale:
+		return nil, badRequest("count must be between 1 and %d, not %d", maxScale, req.Count)
+	case len(req.VMs) > maxScale:
+		return nil, badRequest("at most %d VMs in one request, not %d", maxScale, len(req.VMs))
+	}
+	if req.Count > 0 {
+		return m.choose(f, req.Count)
+	}
+	seen := make(map[string]bool, len(req.VMs))
+	for _, vm := range req.VMs {
+		if err := api.ValidName("VM", vm); err != nil {
+			return nil, badRequest("%v", err)
+		}
+		if seen[vm] {
+			return nil, badRequest("VM %s is named twice", vm)
+		}
+		seen[vm] = true
+		v, ok := m.vms[vm]
+		if !ok {
+			return nil, notFound("VM %q is not registered", vm)
+		}
+		if v.fns[f.rec.Name] {
+			return nil, conflict("VM %s is already in the tree of %s", vm, f.rec.Name)
+		}
+		if len(v.fns) >= v.rec.Capacity {
+			return nil, conflict("VM %s already hosts %d functions, its capacity", vm, len(v.fns))
+		}
+	}
+	return req.VMs, nil
+}
+
+// choose picks count free VMs for f: first those that already cache its
+// image, then the least loaded (fewest functions, then smallest fan-out).
+// The preferred VMs come first and so sit nearest the root.
+func (m *Manager) choose(f *fnState, count int) ([]string, error) {
+	type cand struct {
+		name   string
+		cached bool
+		fns    int
+		fanout int
+	}
+	var cs []cand
+	for name, v := range m.vms {
+		if v.fns[f.rec.Name] || len(v.fns) >= v.rec.Capacity {
+			continue
+		}
+		cs = append(cs, cand{name, slices.Contains(v.rec.Images, f.rec.Image), len(v.fns), v.fanout})
+	}
+	if len(cs) < count {
+		return nil, conflict("only %d VMs in the pool can take function %s, asked for %d", len(cs), f.rec.Name, count)
+	}
+	sort.Slice(cs, func(i, j int) bool {
+		a, b := cs[i], cs[j]
+		if a.cached != b.cached {
+			return a.cached
+		}
+		if a.fns != b.fns {
+			return a.fns < b.fns
+		}
+		if a.fanout != b.fanout {
+			return a.fanout < b.fanout
+		}
+		return a.name < b.name
+	})
+	out := make([]string, count)
+	for i := range out {
+		out[i] = cs[i].name
+	}
+	return out, nil
+}
+
+// Release removes vm from fn's tree (scale in).
+func (m *Manager) Release(ctx context.Context, fn, vm string) error {
+	return m.commit(ctx, "release", func(tx *txn) error {
+		f, ok := m.fns[fn]
+		if !ok {
+			return notFound("function %q is not defined", fn)
+		}
+		if !f.tree.Contains(vm) {
+			return notFound("VM %q is not in the tree of %s", vm, fn)
+		}
+		return tx.remove(f, vm)
+	})
+}
+
+// Tree returns fn's tree.
+func (m *Manager) Tree(fn string) (api.Tree, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f, ok := m.fns[fn]
+	if !ok {
+		return api.Tree{}, notFound("function %q is not defined", fn)
+	}
+	out := api.Tree{Function: fn, Height: f.tree.Height(), Nodes: []api.TreeNode{}}
+	if r := f.tree.Root(); r != "" {
+		out.Root = &r
+	}
+	for _, n := range f.tree.Nodes() {
+		tn := api.TreeNode{VM: n.VM, Addr: m.vms[n.VM].rec.Addr, Children: n.Children, Depth: n.Depth, Fanout: m.vms[n.VM].fanout}
+		if tn.Children == nil {
+			tn.Children = []string{}
+		}
+		if n.Parent != "" {
+			p := n.Parent
+			tn.Parent = &p
+		}
+		out.Nodes = append(out.Nodes, tn)
+	}
+	return out, nil
+}
+
+// Status returns what every VM of fn last reported.
+func (m *Manager) Status(fn string) (api.Status, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f, ok := m.fns[fn]
+	if !ok {
+		return api.Status{}, notFound("function %q is not defined", fn)
+	}
+	out := api.Status{Function: fn, Image: f.rec.Image, VMs: []api.VMStatus{}}
+	for _, n := range f.tree.Nodes() {
+		s := api.VMStatus{VM: n.VM, Depth: n.Depth}
+		if n.Parent != "" {
+			p := n.Parent
+			s.Parent = &p
+		}
+		r, ok := f.reports[n.VM]
+		if !ok || r.Generation < f.gen[n.VM] && r.State != api.StateReady {
+			// Nothing reported for this assignment yet.
+			r = api.FunctionReport{Function: fn, Image: f.rec.Image, Generation: f.gen[n.VM], State: api.StateAssigned}
+		}
+		s.FunctionReport = r
+		out.VMs = append(out.VMs, s)
+	}
+	return out, nil
+}
+
+// maxReportedImages bounds the image list of a status report.
+const maxReportedImages = 256
+
+// ReportStatus records vm's report. Reports for functions the VM no longer
+// hosts are stale and ignored.
+func (m *Manager) ReportStatus(ctx context.Context, vm string, r api.StatusReport) error {
+	if len(r.Images) > maxReportedImages {
+		return badRequest("at most %d images in a report, not %d", maxReportedImages, len(r.Images))
+	}
+	for _, fr := range r.Functions {
+		switch fr.State {
+		case api.StateAssigned, api.StateFetching, api.StateReady, api.StateFailed:
+		default:
+			return badRequest("function %q: state %q is not one of assigned, fetching, ready, failed", fr.Function, fr.State)
+		}
+	}
+	for _, img := range r.Images {
+		if len(img) > maxImageRef || img == "" {
+			return badRequest("image reference %q is empty or too long", img)
+		}
+	}
+	return m.commit(ctx, "status", func(tx *txn) error {
+		v, ok := m.vms[vm]
+		if !ok {
+			return notFound("VM %q is not registered", vm)
+		}
+		v.lastSeen = m.opts.Now()
+		for _, fr := range r.Functions {
+			if f, ok := m.fns[fr.Function]; ok && v.fns[fr.Function] {
+				f.reports[vm] = fr
+			}
+		}
+		images := slices.Clone(r.Images)
+		sort.Strings(images)
+		images = slices.Compact(images)
+		if r.Images != nil && !slices.Equal(images, v.rec.Images) {
+			v.rec.Images = images
+			tx.batch.PutVMs = append(tx.batch.PutVMs, v.rec)
+		}
+		return nil
+	})
+}
+
+// VMs lists the registered VMs.
+func (m *Manager) VMs() []api.VM {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]api.VM, 0, len(m.vms))
+	for _, v := range m.vms {
+		out = append(out, m.vmInfo(v))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].VM < out[j].VM })
+	return out
+}
+
+// Functions lists the defined functions.
+func (m *Manager) Functions() []api.Function {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]api.Function, 0, len(m.fns))
+	for _, f := range m.fns {
+		out = append(out, api.Function{Function: f.rec.Name, Image: f.rec.Image, Spec: f.rec.Spec, VMs: f.tree.Len()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Function < out[j].Function })
+	return out
+}
