@@ -21,6 +21,7 @@ import (
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/ftree"
 	"github.com/faasnet/faasnet/manager/store"
+	"github.com/faasnet/faasnet/placement"
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
@@ -571,42 +572,18 @@ func (m *Manager) pick(f *fnState, req api.ScaleRequest) ([]string, error) {
 	return req.VMs, nil
 }
 
-// choose picks count free VMs for f: first those that already cache its
-// image, then the least loaded (fewest functions, then smallest fan-out).
-// The preferred VMs come first and so sit nearest the root.
+// choose picks count free VMs for f (see package placement).
 func (m *Manager) choose(f *fnState, count int) ([]string, error) {
-	type cand struct {
-		name   string
-		cached bool
-		fns    int
-		fanout int
-	}
-	var cs []cand
+	var cs []placement.Candidate
 	for name, v := range m.vms {
 		if v.fns[f.rec.Name] || len(v.fns) >= v.rec.Capacity {
 			continue
 		}
-		cs = append(cs, cand{name, slices.Contains(v.rec.Images, f.rec.Image), len(v.fns), v.fanout})
+		cs = append(cs, placement.Candidate{VM: name, Cached: slices.Contains(v.rec.Images, f.rec.Image), Functions: len(v.fns), Fanout: v.fanout})
 	}
-	if len(cs) < count {
+	out := placement.Choose(cs, count)
+	if out == nil {
 		return nil, conflict("only %d VMs in the pool can take function %s, asked for %d", len(cs), f.rec.Name, count)
-	}
-	sort.Slice(cs, func(i, j int) bool {
-		a, b := cs[i], cs[j]
-		if a.cached != b.cached {
-			return a.cached
-		}
-		if a.fns != b.fns {
-			return a.fns < b.fns
-		}
-		if a.fanout != b.fanout {
-			return a.fanout < b.fanout
-		}
-		return a.name < b.name
-	})
-	out := make([]string, count)
-	for i := range out {
-		out[i] = cs[i].name
 	}
 	return out, nil
 }

@@ -33,5 +33,12 @@ streams blocks from its parent while forwarding them to its children.`,
 	}
 	root.AddCommand(newManagerCmd())
 	root.AddCommand(clientCmds()...)
+	for _, c := range subcommands {
+		root.AddCommand(c())
+	}
 	return root
 }
+
+// subcommands are added by the files that define them, from init, so that
+// each subcommand lives in its own file.
+var subcommands []func() *cobra.Command
