@@ -1,0 +1,5 @@
+//go:build race
+
+package bwlimit
+
+const raceEnabled = true

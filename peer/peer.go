@@ -1,0 +1,120 @@
+// Package peer implements the peer data protocol of a function tree: how a
+// VM serves image blobs to its children and how a child fetches them from
+// its parent.
+//
+// The protocol is plain HTTP/1.1 with keep-alive, the same shape as a
+// registry's blob API and debuggable with curl:
+//
+//	GET  /peer/v1/blobs/{digest}        the blob; Range: bytes=a-b, a- or -n
+//	HEAD /peer/v1/blobs/{digest}        its size (Content-Length), presence
+//	GET  /peer/v1/resolve?image={ref}   the image's manifest Descriptor (JSON)
+//
+// A blob body is streamed cut-through: the parent answers as soon as it
+// knows the blob's size and forwards each block to the child as the block
+// arrives, without waiting for the whole blob.
+package peer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// PathPrefix is where a Server is mounted: every peer URL path starts with
+// it.
+const PathPrefix = "/peer/v1/"
+
+// ErrNotFound is returned by a Source or Resolver that does not know what
+// was asked for; the server answers 404. A *StatusError for a 404 answer
+// matches it with errors.Is.
+var ErrNotFound = errors.New("peer: blob not found")
+
+// Blob is a blob being received or already complete.
+type Blob interface {
+	// Size is the blob's length in bytes, known before its content.
+	Size() int64
+	// Reader returns bytes [off, off+n) as they become available; it blocks
+	// until each is present, ctx is done, or the blob fails.
+	Reader(ctx context.Context, off, n int64) (io.ReadCloser, error)
+}
+
+// Source finds blobs to serve, starting a fetch from upstream if needed
+// (the worker's job). The server calls release when it is done with b.
+type Source interface {
+	Open(ctx context.Context, digest string) (b Blob, release func(), err error)
+}
+
+// Resolver maps an image reference to its manifest descriptor, so that a
+// child learns the digest from its parent instead of asking the registry.
+type Resolver interface {
+	Resolve(ctx context.Context, image string) (Descriptor, error)
+}
+
+// Descriptor identifies a manifest: what Resolve answers.
+type Descriptor struct {
+	Digest    string `json:"digest"`
+	Size      int64  `json:"size"`
+	MediaType string `json:"mediaType"`
+}
+
+// maxImageRef bounds an image reference in a resolve request; real ones are
+// a few hundred bytes at most.
+const maxImageRef = 4096
+
+// maxDescriptorJSON bounds a resolve answer; a descriptor is ~200 bytes.
+const maxDescriptorJSON = 64 << 10
+
+// validate checks what a child relies on: a digest it can ask for and a
+// size it can check.
+func (d Descriptor) validate() error {
+	if err := checkDigest(d.Digest); err != nil {
+		return err
+	}
+	if d.Size < 0 {
+		return fmt.Errorf("negative size %d", d.Size)
+	}
+	if d.MediaType == "" {
+		return errors.New("missing mediaType")
+	}
+	return nil
+}
+
+// decodeDescriptor parses and validates a resolve answer.
+func decodeDescriptor(data []byte) (Descriptor, error) {
+	var d Descriptor
+	if err := json.Unmarshal(data, &d); err != nil {
+		return Descriptor{}, fmt.Errorf("malformed descriptor: %w", err)
+	}
+	if err := d.validate(); err != nil {
+		return Descriptor{}, fmt.Errorf("invalid descriptor: %w", err)
+	}
+	return d, nil
+}
+
+// checkDigest accepts the digests OCI registries use: "sha256:" with 64 or
+// "sha512:" with 128 lower-case hex digits. Being strict keeps odd strings
+// out of URLs, logs and cache paths.
+func checkDigest(d string) error {
+	alg, hex, _ := strings.Cut(d, ":")
+	var hexLen int
+	switch alg {
+	case "sha256":
+		hexLen = 64
+	case "sha512":
+		hexLen = 128
+	default:
+		return fmt.Errorf("invalid digest %.80q: want sha256:<hex> or sha512:<hex>", d)
+	}
+	if len(hex) != hexLen {
+		return fmt.Errorf("invalid digest %.80q: want %d hex digits", d, hexLen)
+	}
+	for i := 0; i < len(hex); i++ {
+		if c := hex[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return fmt.Errorf("invalid digest %.80q: want lower-case hex digits", d)
+		}
+	}
+	return nil
+}
