@@ -63,6 +63,10 @@ type Assignment struct {
 // Assignments is a VM's whole desired state: the heartbeat answer.
 type Assignments struct {
 	Assignments []Assignment `json:"assignments"`
+	// Revision orders the documents of one manager: a worker ignores a
+	// document older than one it applied (a late heartbeat answer after a
+	// push). It only grows, across restarts too.
+	Revision uint64 `json:"revision,omitempty"`
 }
 
 // FunctionRequest is the body of PUT /functions/{fn}.

@@ -47,8 +47,9 @@ type Manager struct {
 	metrics *metrics
 	pusher  *pusher
 
-	mu  sync.Mutex
-	vms map[string]*vmState
+	mu       sync.Mutex
+	revision uint64 // grows with every change; starts at the clock so restarts keep growing
+	vms      map[string]*vmState
 	fns map[string]*fnState
 }
 
@@ -81,6 +82,7 @@ func New(ctx context.Context, st store.Store, opts Options) (*Manager, error) {
 	}
 	m := &Manager{opts: opts, log: opts.Logger, store: st, metrics: newMetrics()}
 	m.pusher = newPusher(m)
+	m.revision = uint64(opts.Now().UnixNano())
 	if err := m.load(ctx); err != nil {
 		return nil, err
 	}
@@ -182,6 +184,9 @@ func (m *Manager) commit(ctx context.Context, op string, fn func(tx *txn) error)
 			if f, ok := m.fns[name]; ok {
 				tx.batch.PutFunctions = append(tx.batch.PutFunctions, f.rec)
 			}
+		}
+		if !tx.batch.Empty() || len(tx.touched) > 0 {
+			m.revision++
 		}
 		if !tx.batch.Empty() {
 			if serr := m.store.Apply(ctx, tx.batch); serr != nil {
@@ -362,7 +367,7 @@ func (m *Manager) Assignments(vm string) (api.Assignments, string, error) {
 }
 
 func (m *Manager) assignments(v *vmState) api.Assignments {
-	out := api.Assignments{Assignments: []api.Assignment{}}
+	out := api.Assignments{Assignments: []api.Assignment{}, Revision: m.revision}
 	for fn := range v.fns {
 		f := m.fns[fn]
 		a := api.Assignment{Function: fn, Image: f.rec.Image, Generation: f.gen[v.rec.Name], Spec: f.rec.Spec}

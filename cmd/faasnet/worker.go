@@ -1,0 +1,65 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/faasnet/faasnet/units"
+	"github.com/faasnet/faasnet/worker"
+	"github.com/spf13/cobra"
+)
+
+func init() { subcommands = append(subcommands, newWorkerCmd) }
+
+func newWorkerCmd() *cobra.Command {
+	var (
+		cfg       worker.Config
+		listen    string
+		cacheSize units.Size
+		blockSize = units.Size(512 << 10)
+		up, down  units.Rate
+	)
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Run the agent of one VM: fetch images down the function trees and serve them",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.ID == "" {
+				host, _ := os.Hostname()
+				cfg.ID = host
+			}
+			cfg.CacheSize, cfg.BlockSize = int64(cacheSize), int64(blockSize)
+			cfg.UploadLimit, cfg.DownloadLimit = int64(up), int64(down)
+			if cfg.CacheDir == "" {
+				cfg.CacheDir = "faasnet-cache-" + cfg.ID
+			}
+			w, err := worker.New(cfg)
+			if err != nil {
+				return err
+			}
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return fmt.Errorf("listening on %s: %w", listen, err)
+			}
+			return w.Serve(cmd.Context(), ln)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.ID, "id", "", "VM name (default: the host name)")
+	f.StringVar(&listen, "listen", "127.0.0.1:7071", "address for peers, the local runtime, /metrics and /healthz")
+	f.StringVar(&cfg.Advertise, "advertise", "", "address registered with the manager (default: the listening address)")
+	f.StringVar(&cfg.Manager, "manager", "http://127.0.0.1:7070", "manager URL")
+	f.StringVar(&cfg.CacheDir, "cache", "", "cache directory (default faasnet-cache-ID)")
+	f.Var(&cacheSize, "cache-size", "cache size limit, e.g. 10GiB (0: unlimited)")
+	f.Var(&blockSize, "block-size", "block size of the peer protocol and cache")
+	f.Var(&up, "upload-limit", "upload bandwidth to children, e.g. 4MiB/s or 1Gbps (0: unlimited)")
+	f.Var(&down, "download-limit", "download bandwidth from parent or registry (0: unlimited)")
+	f.IntVar(&cfg.MaxUploads, "max-uploads", 16, "concurrent child streams")
+	f.IntVar(&cfg.Capacity, "capacity", 0, "functions this VM may host (0: the manager's default, 20)")
+	f.DurationVar(&cfg.Heartbeat, "heartbeat", time.Second, "heartbeat interval")
+	f.DurationVar(&cfg.ParentTimeout, "parent-timeout", 5*time.Second, "how long to wait for a failed parent's replacement before fetching from the registry")
+	f.DurationVar(&cfg.StallTimeout, "stall-timeout", 10*time.Second, "a stream that delivers nothing this long counts as failed")
+	return cmd
+}

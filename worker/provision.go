@@ -1,0 +1,236 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/blobcache"
+	"github.com/faasnet/faasnet/peer"
+	"github.com/faasnet/faasnet/upstream"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// provision brings f's image into the cache: resolve the image to its
+// manifest (from the parent, or the registry at the root), fetch the
+// manifest, then every blob, all through the tree. It holds references to
+// the blobs while f is assigned so that eviction leaves them alone.
+func (w *Worker) provision(ctx context.Context, f *function) {
+	defer close(f.done)
+	var held []*blobcache.Blob
+	defer func() {
+		for _, b := range held {
+			b.Release()
+		}
+	}()
+	w.setState(f, api.StateFetching, "")
+	desc, err := w.resolve(ctx, f)
+	if err != nil {
+		return // ctx done
+	}
+	mb, err := w.fetchWhole(ctx, f, desc.Digest)
+	if err != nil {
+		return
+	}
+	held = append(held, mb)
+	m, err := readManifest(mb, desc.MediaType)
+	if err != nil {
+		w.setState(f, api.StateFailed, fmt.Sprintf("image %s: %v", f.a.Image, err))
+		return
+	}
+	w.phase(f, "manifest")
+
+	repo, _ := w.repository(f.a.Image)
+	blobs := append([]string{desc.Digest}, nil...)
+	total := desc.Size
+	w.mu.Lock()
+	for _, d := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+		w.learn(f.name, d.Digest.String(), d.Size, string(d.MediaType), false, repo)
+		blobs = append(blobs, d.Digest.String())
+		total += d.Size
+	}
+	f.blobs, f.imageBytes = blobs, total
+	for _, d := range blobs[1:] {
+		w.ensureJob(d)
+	}
+	w.mu.Unlock()
+
+	for _, d := range blobs[1:] {
+		b, err := w.waitComplete(ctx, f, d)
+		if err != nil {
+			return
+		}
+		held = append(held, b)
+	}
+	w.phase(f, "ready")
+	w.setState(f, api.StateReady, "")
+	w.log.Info("image ready", "function", f.name, "image", f.a.Image, "bytes", total,
+		"took", time.Since(f.phases["assigned"]).Round(time.Millisecond))
+	<-ctx.Done()
+}
+
+// resolve finds the manifest of f's image: from the parent if f has one
+// (so only the root talks to the registry), else from the registry. On a
+// failing parent it waits for the manager's repair and then falls back to
+// the registry like blob fetches do.
+func (w *Worker) resolve(ctx context.Context, f *function) (peer.Descriptor, error) {
+	backoff := 200 * time.Millisecond
+	var failedAddr string
+	var failedAt time.Time
+	for {
+		w.mu.Lock()
+		a, changed := f.a, f.parentChanged
+		d, ok := w.images[a.Image]
+		w.mu.Unlock()
+		if ok {
+			return d, nil
+		}
+		var err error
+		if a.Parent != nil && !(a.Parent.Addr == failedAddr && time.Since(failedAt) > w.cfg.ParentTimeout) {
+			d, err = w.peers.Resolve(ctx, a.Parent.Addr, a.Image)
+			if err == nil {
+				return w.rememberImage(f, a.Image, d, nil)
+			}
+			if failedAddr != a.Parent.Addr {
+				failedAddr, failedAt = a.Parent.Addr, time.Now()
+			}
+			w.kickHeartbeat()
+		} else {
+			var im upstream.Image
+			im, err = w.reg.Resolve(ctx, a.Image)
+			if err == nil {
+				d = peer.Descriptor{Digest: im.Descriptor.Digest.String(), Size: im.Descriptor.Size, MediaType: string(im.Descriptor.MediaType)}
+				return w.rememberImage(f, a.Image, d, im.RawManifest)
+			}
+		}
+		if ctx.Err() != nil {
+			return peer.Descriptor{}, ctx.Err()
+		}
+		state := api.StateFetching
+		if errors.Is(err, upstream.ErrNotFound) || errors.Is(err, upstream.ErrUnauthorized) {
+			state = api.StateFailed
+		}
+		w.setState(f, state, fmt.Sprintf("resolving %s: %v", a.Image, err))
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return peer.Descriptor{}, ctx.Err()
+		case <-changed:
+		case <-t.C:
+		}
+		t.Stop()
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// rememberImage records the manifest descriptor of image, and stores the raw
+// manifest if the registry gave it.
+func (w *Worker) rememberImage(f *function, image string, d peer.Descriptor, raw []byte) (peer.Descriptor, error) {
+	repo, err := w.repository(image)
+	if err != nil {
+		w.setState(f, api.StateFailed, fmt.Sprintf("image %s: %v", image, err))
+		return d, err
+	}
+	if raw != nil {
+		b, err := w.cache.Acquire(d.Digest, d.Size)
+		if err == nil {
+			j := &job{digest: d.Digest, info: &blobInfo{}}
+			err = w.writeAll(b, raw, j)
+			w.mu.Lock()
+			info := w.learn(f.name, d.Digest, d.Size, d.MediaType, true, repo)
+			info.fromReg.Add(j.info.fromReg.Load())
+			w.mu.Unlock()
+			b.Release()
+		}
+		if err != nil {
+			w.setState(f, api.StateFetching, fmt.Sprintf("storing the manifest of %s: %v", image, errString(err)))
+		}
+	}
+	w.mu.Lock()
+	w.learn(f.name, d.Digest, d.Size, d.MediaType, true, repo)
+	w.images[image] = d
+	close(w.changed)
+	w.changed = make(chan struct{})
+	w.mu.Unlock()
+	w.setState(f, api.StateFetching, "")
+	return d, nil
+}
+
+// repository is where the registry keeps image's blobs.
+func (w *Worker) repository(image string) (name.Repository, error) {
+	ref, err := w.reg.ParseReference(image)
+	if err != nil {
+		return name.Repository{}, err
+	}
+	return ref.Context(), nil
+}
+
+// fetchWhole makes sure digest is fetched and returns it complete.
+func (w *Worker) fetchWhole(ctx context.Context, f *function, digest string) (*blobcache.Blob, error) {
+	w.mu.Lock()
+	w.ensureJob(digest)
+	w.mu.Unlock()
+	return w.waitComplete(ctx, f, digest)
+}
+
+// waitComplete waits until digest is complete and verified, reporting the
+// fetch's trouble in f's status meanwhile. It returns a reference.
+func (w *Worker) waitComplete(ctx context.Context, f *function, digest string) (*blobcache.Blob, error) {
+	w.mu.Lock()
+	info := w.known[digest]
+	w.mu.Unlock()
+	b, err := w.cache.Acquire(digest, info.size)
+	if err != nil {
+		w.setState(f, api.StateFailed, fmt.Sprintf("blob %s: %v", digest, errString(err)))
+		return nil, err
+	}
+	for !b.Complete() {
+		// Wake every second to surface the fetch's trouble in the status.
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := b.Wait(wctx)
+		cancel()
+		if ctx.Err() != nil {
+			b.Release()
+			return nil, ctx.Err()
+		}
+		if err != nil && !errors.Is(err, blobcache.ErrCorrupt) && !errors.Is(err, context.DeadlineExceeded) {
+			w.setState(f, api.StateFetching, fmt.Sprintf("blob %s: %v", digest, errString(err)))
+		}
+		// Surface the fetch's last error while we wait; restart the job if
+		// it ended without completing the blob (e.g. the disk was full).
+		w.mu.Lock()
+		msg := info.lastErr
+		if !b.Complete() {
+			w.ensureJob(digest)
+		}
+		w.mu.Unlock()
+		if msg != "" && !b.Complete() {
+			w.setState(f, api.StateFetching, fmt.Sprintf("blob %s: %s", digest, msg))
+		}
+	}
+	return b, nil
+}
+
+// readManifest reads and parses a complete manifest blob.
+func readManifest(b *blobcache.Blob, mediaType string) (upstream.Manifest, error) {
+	if b.Size() > upstream.MaxManifestSize {
+		return upstream.Manifest{}, fmt.Errorf("manifest of %d bytes is over the %d limit", b.Size(), upstream.MaxManifestSize)
+	}
+	raw := make([]byte, b.Size())
+	if _, err := b.ReadAt(raw, 0); err != nil && !errors.Is(err, io.EOF) {
+		return upstream.Manifest{}, err
+	}
+	m, err := upstream.ParseManifest(raw, mediaType)
+	if err != nil {
+		return m, err
+	}
+	if m.IsIndex() {
+		return m, errors.New("the manifest is an index; expected a platform manifest")
+	}
+	return m, nil
+}

@@ -1,0 +1,211 @@
+// Package worker is the agent on every VM. It follows the manager's
+// assignments, fetches every blob of a function's image from its tree parent
+// (the root: from the registry) into a block cache, serves its children while
+// it is still receiving, and serves the local container runtime as a
+// read-only registry mirror.
+//
+// One listener carries everything: the peer protocol (/peer/v1/), the OCI
+// read endpoint (/v2/), pushed assignments (/worker/v1/assignments),
+// /metrics and /healthz.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/blobcache"
+	"github.com/faasnet/faasnet/bwlimit"
+	"github.com/faasnet/faasnet/ociserve"
+	"github.com/faasnet/faasnet/peer"
+	"github.com/faasnet/faasnet/upstream"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Config configures a Worker. Zero values take the defaults noted.
+type Config struct {
+	ID        string // VM name, registered with the manager
+	Manager   string // manager URL
+	Advertise string // address children dial; default: the listener's
+	CacheDir  string
+	CacheSize int64 // bytes; 0 = unlimited
+	BlockSize int64 // default 512 KiB
+
+	UploadLimit   int64 // bytes/s to children; 0 = unlimited
+	DownloadLimit int64 // bytes/s from parent or registry; 0 = unlimited
+	MaxUploads    int   // concurrent child streams; default 16
+	Capacity      int   // functions; 0 = the manager's default
+
+	Heartbeat time.Duration // default 1 s
+	// ParentTimeout is how long blocks may be unavailable from a failed
+	// parent (waiting for the manager to repair the tree) before the worker
+	// fetches them from the registry. Default 5 s.
+	ParentTimeout time.Duration
+	// StallTimeout is how long a stream may deliver nothing before the
+	// source counts as failed. Default 10 s.
+	StallTimeout time.Duration
+
+	Registry []upstream.Option // registry access (auth, transport)
+	Logger   *slog.Logger
+}
+
+func (c *Config) defaults() error {
+	if err := api.ValidName("VM", c.ID); err != nil {
+		return err
+	}
+	if c.Manager == "" {
+		return errors.New("worker: no manager URL")
+	}
+	if c.CacheDir == "" {
+		return errors.New("worker: no cache directory")
+	}
+	if c.BlockSize <= 0 {
+		c.BlockSize = blobcache.DefaultBlockSize
+	}
+	if c.MaxUploads <= 0 {
+		c.MaxUploads = 16
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = time.Second
+	}
+	if c.ParentTimeout <= 0 {
+		c.ParentTimeout = 5 * time.Second
+	}
+	if c.StallTimeout <= 0 {
+		c.StallTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.Logger = c.Logger.With("vm", c.ID)
+	return nil
+}
+
+// Worker is one VM's agent.
+type Worker struct {
+	cfg     Config
+	log     *slog.Logger
+	cache   *blobcache.Cache
+	reg     *upstream.Registry
+	peers   *peer.Client
+	peerSrv *peer.Server
+	mgr     *api.Client
+	down    *bwlimit.Limiter
+	metrics *metrics
+	handler http.Handler
+
+	kick   chan struct{} // heartbeat now
+	report chan struct{} // send a status report soon
+
+	mu       sync.Mutex
+	ctx      context.Context // the worker's lifetime, set by Serve
+	fns      map[string]*function
+	removed  map[string]uint64 // generation at which a function was dropped
+	revision uint64            // newest assignments document applied
+	jobs     map[string]*job   // blob fetches by digest
+	known    map[string]*blobInfo
+	images   map[string]peer.Descriptor // image reference -> manifest
+	changed  chan struct{}              // closed and replaced when known or images grow
+	stateCh  chan struct{}              // closed and replaced when a function's state changes
+}
+
+// New opens the cache and prepares a worker; Serve runs it.
+func New(cfg Config) (*Worker, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	cache, err := blobcache.Open(cfg.CacheDir, blobcache.Options{BlockSize: cfg.BlockSize, MaxBytes: cfg.CacheSize, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("worker %s: %w", cfg.ID, err)
+	}
+	down := bwlimit.New(cfg.DownloadLimit)
+	w := &Worker{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		cache:   cache,
+		reg:     upstream.New(cfg.Registry...),
+		peers:   &peer.Client{HTTP: peer.NewHTTPClient(), Download: down},
+		mgr:     api.NewClient(cfg.Manager),
+		down:    down,
+		kick:    make(chan struct{}, 1),
+		report:  make(chan struct{}, 1),
+		fns:     map[string]*function{},
+		removed: map[string]uint64{},
+		jobs:    map[string]*job{},
+		known:   map[string]*blobInfo{},
+		images:  map[string]peer.Descriptor{},
+		changed: make(chan struct{}),
+		stateCh: make(chan struct{}),
+	}
+	w.peerSrv = peer.NewServer(w, peer.ServerOptions{
+		Upload:     bwlimit.New(cfg.UploadLimit),
+		MaxUploads: cfg.MaxUploads,
+		BlockSize:  int(cfg.BlockSize),
+		Resolver:   w,
+		Logger:     w.log,
+	})
+	w.metrics = newMetrics(w)
+	mux := http.NewServeMux()
+	mux.Handle(peer.PathPrefix, w.peerSrv)
+	mux.Handle("/v2/", ociserve.NewHandler(content{w}, w.log))
+	mux.HandleFunc("POST "+api.WorkerAssignmentsPath, w.handlePush)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(w.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(rw, "{\"status\":\"ok\",\"vm\":%q}\n", cfg.ID)
+	})
+	w.handler = mux
+	return w, nil
+}
+
+// Handler serves the worker's endpoints.
+func (w *Worker) Handler() http.Handler { return w.handler }
+
+// Serve runs the worker on ln until ctx is done: it serves HTTP, registers
+// with the manager, heartbeats and provisions. On return everything it
+// started has stopped and the cache is closed.
+func (w *Worker) Serve(ctx context.Context, ln net.Listener) error {
+	if w.cfg.Advertise == "" {
+		w.cfg.Advertise = ln.Addr().String()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w.mu.Lock()
+	w.ctx = ctx
+	w.mu.Unlock()
+
+	srv := &http.Server{Handler: w.handler, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			w.log.Error("serving", "err", err)
+			cancel()
+		}
+	}()
+	go func() { defer wg.Done(); w.heartbeatLoop(ctx) }()
+	go func() { defer wg.Done(); w.reportLoop(ctx) }()
+	w.log.Info("worker serving", "addr", w.cfg.Advertise, "manager", w.cfg.Manager, "cache", w.cfg.CacheDir)
+
+	<-ctx.Done()
+	shutdown, stop := context.WithTimeout(context.Background(), 2*time.Second)
+	defer stop()
+	srv.Shutdown(shutdown)
+	srv.Close()
+	wg.Wait()
+	w.stopAll()
+	return w.cache.Close()
+}
+
+// Addr is the address the worker registers.
+func (w *Worker) Addr() string { return w.cfg.Advertise }
+
+// ID is the worker's VM name.
+func (w *Worker) ID() string { return w.cfg.ID }
