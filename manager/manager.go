@@ -50,7 +50,7 @@ type Manager struct {
 	mu       sync.Mutex
 	revision uint64 // grows with every change; starts at the clock so restarts keep growing
 	vms      map[string]*vmState
-	fns map[string]*fnState
+	fns      map[string]*fnState
 }
 
 type vmState struct {

@@ -124,7 +124,9 @@ func (c content) match(ns, repo, reference string) (image string, ok bool) {
 	return "", false
 }
 
-func isDigest(s string) bool { return len(s) > 7 && s[:7] == "sha256:" || len(s) > 7 && s[:7] == "sha512:" }
+func isDigest(s string) bool {
+	return len(s) > 7 && s[:7] == "sha256:" || len(s) > 7 && s[:7] == "sha512:"
+}
 
 // Manifest serves an image's manifest once the image's manifest is verified.
 func (c content) Manifest(ctx context.Context, ns, repo, reference string) (ociserve.Manifest, error) {
