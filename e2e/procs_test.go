@@ -1,0 +1,143 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/faasnet/faasnet/api"
+)
+
+// binary is the faasnet binary built once for all tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "faasnet-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "faasnet")
+	build := exec.Command("go", "build", "-o", binary, "../cmd/faasnet")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building faasnet:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a running faasnet process.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	addr string
+
+	mu  sync.Mutex
+	log strings.Builder
+}
+
+var addrRE = regexp.MustCompile(`serving.* addr=(127\.0\.0\.1:\d+)`)
+
+// start runs "faasnet args..." and waits until it logs the address it serves.
+func start(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	pr, pw := io.Pipe()
+	cmd.Stderr = pw
+	cmd.Stdout = pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{name: name, cmd: cmd}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); pw.Close(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("--- log of %s ---\n%s", name, p.tail(30))
+		}
+	})
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			p.mu.Lock()
+			p.log.WriteString(line + "\n")
+			p.mu.Unlock()
+			if m := addrRE.FindStringSubmatch(line); m != nil {
+				select {
+				case found <- m[1]:
+				default:
+				}
+			}
+		}
+	}()
+	select {
+	case p.addr = <-found:
+		return p
+	case <-exited:
+		t.Fatalf("%s exited before serving:\n%s", name, p.tail(30))
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not start serving:\n%s", name, p.tail(30))
+	}
+	return nil
+}
+
+func (p *proc) tail(n int) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	lines := strings.Split(strings.TrimRight(p.log.String(), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// kill9 ends p with SIGKILL.
+func (p *proc) kill9(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitStatus polls the manager until every VM of fn is ready, or fails on
+// the deadline. Polling is how an operator watches a cluster of processes.
+func waitStatus(t *testing.T, c *api.Client, fn string, n int, timeout time.Duration) api.Status {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(timeout)
+	for {
+		s, err := c.Status(ctx, fn)
+		ready := 0
+		for _, v := range s.VMs {
+			if v.State == api.StateReady {
+				ready++
+			}
+		}
+		if err == nil && len(s.VMs) == n && ready == n {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d VMs ready after %v: %+v (%v)", ready, n, timeout, s, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
