@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/faasnet/faasnet/api"
@@ -210,7 +211,11 @@ func (w *Worker) waitComplete(ctx context.Context, f *function, digest string) (
 		}
 		w.mu.Unlock()
 		if msg != "" && !b.Complete() {
-			w.setState(f, api.StateFetching, fmt.Sprintf("blob %s: %s", digest, msg))
+			state := api.StateFetching
+			if strings.HasPrefix(msg, diskFull) {
+				state = api.StateFailed // it keeps trying, but an operator must act
+			}
+			w.setState(f, state, fmt.Sprintf("blob %s: %s", digest, msg))
 		}
 	}
 	return b, nil
