@@ -1,0 +1,283 @@
+package lazy
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"log"
+	"maps"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// startRegistry serves an in-process registry on 127.0.0.1 and returns its
+// host:port.
+func startRegistry(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// sourceImage builds an ordinary (gzip, not eStargz) image of the given
+// layers with a config worth keeping.
+func sourceImage(t *testing.T, layers [][]tentry, arch string) v1.Image {
+	t.Helper()
+	img := empty.Image
+	for _, l := range layers {
+		b := tarOf(t, l)
+		layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img, err = mutate.AppendLayers(img, layer); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = cfg.DeepCopy()
+	cfg.OS, cfg.Architecture = "linux", arch
+	cfg.Config.Entrypoint = []string{"/bin/sh", "-c"}
+	cfg.Config.Cmd = []string{"echo hello"}
+	cfg.Config.Env = []string{"PATH=/bin", "GREETING=hello"}
+	cfg.Config.WorkingDir = "/data"
+	if img, err = mutate.ConfigFile(img, cfg); err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+func pushImage(t *testing.T, ref string, img v1.Image) {
+	t.Helper()
+	if err := remote.Write(parseRef(t, ref), img); err != nil {
+		t.Fatalf("pushing %s: %v", ref, err)
+	}
+}
+
+func pullImage(t *testing.T, ref string) v1.Image {
+	t.Helper()
+	img, err := remote.Image(parseRef(t, ref))
+	if err != nil {
+		t.Fatalf("pulling %s: %v", ref, err)
+	}
+	return img
+}
+
+func TestConvert(t *testing.T) {
+	host := startRegistry(t)
+	src := sourceImage(t, testLayers(), "arm64")
+	pushImage(t, host+"/src:v1", src)
+
+	var events []Progress
+	res, err := Convert(context.Background(), host+"/src:v1", host+"/dst:v1",
+		WithChunkSize(testChunkSize), WithProgress(func(p Progress) { events = append(events, p) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := pullImage(t, host+"/dst:v1")
+	checkConverted(t, src, dst)
+
+	srcM, _ := src.Manifest()
+	dstM, _ := dst.Manifest()
+	var before, after int64
+	for i := range srcM.Layers {
+		before += srcM.Layers[i].Size
+		after += dstM.Layers[i].Size
+	}
+	if d, _ := dst.Digest(); res.Digest != d || res.Layers != 3 || res.Kept != 0 ||
+		res.BytesBefore != before || res.BytesAfter != after || res.MediaType != srcM.MediaType {
+		t.Errorf("Result %+v; want digest %s, 3 layers, %d bytes before and %d after", res, d, before, after)
+	}
+	var layerEvents, pushEvents int
+	for _, p := range events {
+		switch p.Stage {
+		case "layer":
+			layerEvents++
+			if p.Layer != layerEvents || p.Layers != 3 || p.Platform != "linux/arm64" || p.After <= 0 || p.Kept {
+				t.Errorf("layer event %+v", p)
+			}
+		case "push":
+			pushEvents++
+		}
+	}
+	if layerEvents != 3 || pushEvents == 0 {
+		t.Errorf("%d layer and %d push events, want 3 and some", layerEvents, pushEvents)
+	}
+
+	// Converting again keeps every layer as it is.
+	res2, err := Convert(context.Background(), host+"/dst:v1", host+"/dst2:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res2.Kept != 3 || res2.Layers != 0 || res2.BytesAfter != res2.BytesBefore || res2.BytesBefore != after {
+		t.Errorf("reconverting: %+v; want 3 layers kept, %d bytes", res2, after)
+	}
+	dst2M, _ := pullImage(t, host+"/dst2:v1").Manifest()
+	for i := range dstM.Layers {
+		if dst2M.Layers[i].Digest != dstM.Layers[i].Digest {
+			t.Errorf("layer %d changed when reconverted", i)
+		}
+	}
+}
+
+// checkConverted checks that dst is src converted: same config but diff
+// IDs, each layer eStargz with correct annotations, a valid tar.gz with the
+// same entries as the source layer.
+func checkConverted(t *testing.T, src, dst v1.Image) {
+	t.Helper()
+	srcCfg, _ := src.ConfigFile()
+	dstCfg, err := dst.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dstCfg.OS != srcCfg.OS || dstCfg.Architecture != srcCfg.Architecture ||
+		!slices.Equal(dstCfg.Config.Entrypoint, srcCfg.Config.Entrypoint) ||
+		!slices.Equal(dstCfg.Config.Cmd, srcCfg.Config.Cmd) ||
+		!slices.Equal(dstCfg.Config.Env, srcCfg.Config.Env) || dstCfg.Config.WorkingDir != srcCfg.Config.WorkingDir {
+		t.Errorf("config not kept:\n got %+v\nwant %+v", dstCfg, srcCfg)
+	}
+	dstM, _ := dst.Manifest()
+	if !IsLazy(dstM.Layers) {
+		t.Errorf("converted manifest not lazy: %+v", dstM.Layers)
+	}
+	srcLayers, _ := src.Layers()
+	dstLayers, _ := dst.Layers()
+	if len(dstLayers) != len(srcLayers) || len(dstCfg.RootFS.DiffIDs) != len(dstLayers) {
+		t.Fatalf("%d layers, %d diff IDs; want %d", len(dstLayers), len(dstCfg.RootFS.DiffIDs), len(srcLayers))
+	}
+	for i, dl := range dstLayers {
+		desc := dstM.Layers[i]
+		compressed := readAll(t, dl.Compressed)
+		// A valid tar.gz, read by the standard library alone.
+		zr, err := gzip.NewReader(bytes.NewReader(compressed))
+		if err != nil {
+			t.Fatalf("layer %d: not gzip: %v", i, err)
+		}
+		tarBytes, err := io.ReadAll(zr)
+		if err != nil {
+			t.Fatalf("layer %d: gunzip: %v", i, err)
+		}
+		sum := sha256.Sum256(tarBytes)
+		if got := "sha256:" + hex.EncodeToString(sum[:]); got != dstCfg.RootFS.DiffIDs[i].String() {
+			t.Errorf("layer %d: diff ID %s, config says %s", i, got, dstCfg.RootFS.DiffIDs[i])
+		}
+		if n, ok := UncompressedSize(desc); !ok || n != int64(len(tarBytes)) {
+			t.Errorf("layer %d: uncompressed-size annotation %v, tar has %d bytes", i, desc.Annotations, len(tarBytes))
+		}
+		got := tarContents(t, bytes.NewReader(tarBytes))
+		delete(got, estargz.TOCTarName)
+		want := tarContents(t, bytes.NewReader(readAll(t, srcLayers[i].Uncompressed)))
+		if !maps.Equal(got, want) {
+			t.Errorf("layer %d: entries %v, source has %v", i, keys(got), keys(want))
+		}
+		if _, err := TOC(context.Background(), BytesReader(compressed), desc.Size, desc.Annotations[TOCDigestAnnotation]); err != nil {
+			t.Errorf("layer %d: TOC with the annotated digest: %v", i, err)
+		}
+		if desc.MediaType != types.DockerLayer {
+			t.Errorf("layer %d: media type %s, want the source's family %s", i, desc.MediaType, types.DockerLayer)
+		}
+	}
+}
+
+func parseRef(t *testing.T, s string) name.Reference {
+	t.Helper()
+	ref, err := name.ParseReference(s, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}
+
+func readAll(t *testing.T, open func() (io.ReadCloser, error)) []byte {
+	t.Helper()
+	rc, err := open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestConvertIndex(t *testing.T) {
+	host := startRegistry(t)
+	small := [][]tentry{{dir("etc/", 0o755), reg("etc/hostname", "box\n", 0o644)}}
+	amd, arm := sourceImage(t, small, "amd64"), sourceImage(t, small, "arm64")
+	attestation := sourceImage(t, [][]tentry{{reg("x", "in-toto", 0o644)}}, "unknown")
+	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
+		mutate.IndexAddendum{Add: amd, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}},
+		mutate.IndexAddendum{Add: attestation, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "unknown", Architecture: "unknown"}}},
+	)
+	if err := remote.WriteIndex(parseRef(t, host+"/multi:v1"), idx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Convert(context.Background(), host+"/multi:v1", host+"/multi-esgz:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Layers != 2 || res.MediaType != types.OCIImageIndex {
+		t.Errorf("Result %+v; want 2 layers of an index", res)
+	}
+	out, err := remote.Index(parseRef(t, host+"/multi-esgz:v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, _ := out.IndexManifest()
+	var platforms []string
+	for _, d := range im.Manifests {
+		platforms = append(platforms, d.Platform.String())
+		img, err := out.Image(d.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := amd
+		if d.Platform.Architecture == "arm64" {
+			src = arm
+		}
+		checkConverted(t, src, img)
+	}
+	if !slices.Equal(platforms, []string{"linux/amd64", "linux/arm64"}) {
+		t.Errorf("platforms %v, want linux/amd64 and linux/arm64 without the attestation", platforms)
+	}
+}
+
+func TestLayerFromDescriptor(t *testing.T) {
+	d := v1.Descriptor{Size: 10, Annotations: map[string]string{UncompressedSizeAnnotation: strconv.Itoa(20)}}
+	if _, err := LayerFromDescriptor(d, BytesReader(nil)); err == nil {
+		t.Error("a layer without a TOC digest was taken for eStargz")
+	}
+	if IsLazy(nil) || IsLazy([]v1.Descriptor{d}) {
+		t.Error("IsLazy true without eStargz layers")
+	}
+	d.Annotations[TOCDigestAnnotation] = "sha256:" + strings.Repeat("a", 64)
+	l, err := LayerFromDescriptor(d, BytesReader(nil))
+	if err != nil || l.TOCDigest != d.Annotations[TOCDigestAnnotation] || l.Size != 10 {
+		t.Errorf("LayerFromDescriptor = %+v, %v", l, err)
+	}
+	if n, ok := UncompressedSize(d); !ok || n != 20 {
+		t.Errorf("UncompressedSize = %d, %v", n, ok)
+	}
+}
