@@ -52,7 +52,7 @@ type proc struct {
 var addrRE = regexp.MustCompile(`serving.* addr=(127\.0\.0\.1:\d+)`)
 
 // start runs "faasnet args..." and waits until it logs the address it serves.
-func start(t *testing.T, name string, args ...string) *proc {
+func start(t testing.TB, name string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -111,7 +111,7 @@ func (p *proc) tail(n int) string {
 }
 
 // kill9 ends p with SIGKILL.
-func (p *proc) kill9(t *testing.T) {
+func (p *proc) kill9(t testing.TB) {
 	t.Helper()
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -120,7 +120,7 @@ func (p *proc) kill9(t *testing.T) {
 
 // waitStatus polls the manager until every VM of fn is ready, or fails on
 // the deadline. Polling is how an operator watches a cluster of processes.
-func waitStatus(t *testing.T, c *api.Client, fn string, n int, timeout time.Duration) api.Status {
+func waitStatus(t testing.TB, c *api.Client, fn string, n int, timeout time.Duration) api.Status {
 	t.Helper()
 	ctx := context.Background()
 	deadline := time.Now().Add(timeout)
@@ -139,5 +139,21 @@ func waitStatus(t *testing.T, c *api.Client, fn string, n int, timeout time.Dura
 			t.Fatalf("%d of %d VMs ready after %v: %+v (%v)", ready, n, timeout, s, err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitVMs waits until the manager knows n VMs.
+func waitVMs(t testing.TB, c *api.Client, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		vms, err := c.VMs(context.Background())
+		if err == nil && len(vms) == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d VMs registered (%v)", len(vms), n, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
