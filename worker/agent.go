@@ -13,6 +13,7 @@ import (
 
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/blobcache"
+	"github.com/google/go-containerregistry/pkg/name"
 )
 
 // function is one assignment being provisioned. Its fields are guarded by
@@ -91,18 +92,47 @@ func (w *Worker) kickHeartbeat() {
 
 // handlePush applies assignments the manager pushed.
 func (w *Worker) handlePush(rw http.ResponseWriter, r *http.Request) {
-	var doc api.Assignments
 	data, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+	var doc api.Assignments
 	if err == nil {
-		err = json.Unmarshal(data, &doc)
+		doc, err = decodeAssignments(data)
 	}
 	if err != nil {
-		http.Error(rw, `{"error":"malformed assignments document"}`, http.StatusBadRequest)
+		rw.Header().Set("Content-Type", "application/json")
+		rw.WriteHeader(http.StatusBadRequest)
+		json.NewEncoder(rw).Encode(api.Error{Message: err.Error()})
 		return
 	}
 	w.reconcile(doc)
 	rw.Header().Set("Content-Type", "application/json")
 	rw.Write([]byte("{}\n"))
+}
+
+// decodeAssignments parses and checks a pushed assignments document.
+func decodeAssignments(data []byte) (api.Assignments, error) {
+	var doc api.Assignments
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return doc, fmt.Errorf("malformed assignments document: %w", err)
+	}
+	seen := map[string]bool{}
+	for _, a := range doc.Assignments {
+		if err := api.ValidName("function", a.Function); err != nil {
+			return doc, err
+		}
+		if seen[a.Function] {
+			return doc, fmt.Errorf("function %s is assigned twice", a.Function)
+		}
+		seen[a.Function] = true
+		if _, err := name.ParseReference(a.Image, name.WeakValidation); err != nil {
+			return doc, fmt.Errorf("function %s: image %q: %w", a.Function, a.Image, err)
+		}
+		if a.Parent != nil {
+			if err := api.ValidAddr(a.Parent.Addr); err != nil {
+				return doc, fmt.Errorf("function %s: parent: %w", a.Function, err)
+			}
+		}
+	}
+	return doc, nil
 }
 
 // reconcile moves the worker to the desired state in doc: start new
