@@ -132,6 +132,9 @@ func (c *Client) Open(ctx context.Context, addr, digest string, off, n int64) (i
 	if err != nil {
 		return nil, fmt.Errorf("peer %s: %s: %w", addr, object, err)
 	}
+	if IsDemand(ctx) {
+		req.Header.Set(DemandHeader, "1")
+	}
 	whole := off == 0 && n < 0
 	switch {
 	case whole:

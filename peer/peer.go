@@ -53,6 +53,27 @@ type Resolver interface {
 	Resolve(ctx context.Context, image string) (Descriptor, error)
 }
 
+// DemandHeader marks a blob request as an on-demand read (a container is
+// blocked on those bytes), as opposed to background streaming. A parent
+// fetches demanded ranges ahead of its own background streaming, so a
+// demand climbs the tree quickly.
+const DemandHeader = "Faasnet-Demand"
+
+type demandKey struct{}
+
+// WithDemand marks requests made with ctx as on-demand reads: the Client
+// sends DemandHeader, and the Server passes the mark on to the Source and
+// the Blob's Reader through their contexts.
+func WithDemand(ctx context.Context) context.Context {
+	return context.WithValue(ctx, demandKey{}, true)
+}
+
+// IsDemand reports whether ctx carries the on-demand mark.
+func IsDemand(ctx context.Context) bool {
+	v, _ := ctx.Value(demandKey{}).(bool)
+	return v
+}
+
 // Descriptor identifies a manifest: what Resolve answers.
 type Descriptor struct {
 	Digest    string `json:"digest"`

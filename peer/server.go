@@ -228,6 +228,9 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, digest string
 		return
 	}
 	ctx := r.Context()
+	if r.Header.Get(DemandHeader) != "" {
+		ctx = WithDemand(ctx)
+	}
 	b, release, err := s.src.Open(ctx, digest)
 	switch {
 	case errors.Is(err, ErrNotFound):
