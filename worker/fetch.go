@@ -14,6 +14,7 @@ import (
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/blobcache"
 	"github.com/faasnet/faasnet/bwlimit"
+	"github.com/faasnet/faasnet/peer"
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
@@ -187,7 +188,12 @@ func (w *Worker) jobFailed(j *job, err error) {
 // errs is probed: if it is alive and merely slow (waiting for its own
 // parent), the caller retries it; otherwise it counts as failed.
 func (w *Worker) fetchFromParent(ctx context.Context, j *job, b *blobcache.Blob, p *api.Peer) error {
-	err := w.fillMissing(ctx, b, j, true, func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	return w.parentWindow(ctx, j, b, p, 0, b.Blocks())
+}
+
+// parentWindow fetches the missing blocks in [from, to) from the parent.
+func (w *Worker) parentWindow(ctx context.Context, j *job, b *blobcache.Blob, p *api.Peer, from, to int) error {
+	err := w.fillWindow(ctx, b, j, from, to, true, func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
 		return w.peers.Open(ctx, p.Addr, j.digest, off, n)
 	})
 	if err == nil || errors.Is(err, blobcache.ErrCorrupt) || ctx.Err() != nil {
@@ -218,6 +224,11 @@ func (w *Worker) alive(ctx context.Context, addr string) bool {
 // fetchFromRegistry fetches the missing blocks from the registry (manifests
 // whole, from the manifest endpoint).
 func (w *Worker) fetchFromRegistry(ctx context.Context, j *job, b *blobcache.Blob) error {
+	return w.registryWindow(ctx, j, b, 0, b.Blocks())
+}
+
+// registryWindow fetches the missing blocks in [from, to) from the registry.
+func (w *Worker) registryWindow(ctx context.Context, j *job, b *blobcache.Blob, from, to int) error {
 	if j.info.manifest {
 		raw, _, err := w.reg.FetchManifest(ctx, j.info.repo, j.digest)
 		if err != nil {
@@ -225,7 +236,7 @@ func (w *Worker) fetchFromRegistry(ctx context.Context, j *job, b *blobcache.Blo
 		}
 		return w.writeAll(b, raw, j)
 	}
-	return w.fillMissing(ctx, b, j, false, func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	return w.fillWindow(ctx, b, j, from, to, false, func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
 		rc, err := w.reg.OpenBlob(ctx, j.info.repo, j.digest, off, n)
 		if err != nil {
 			return nil, err
@@ -262,13 +273,14 @@ func (w *Worker) writeAll(b *blobcache.Blob, raw []byte, j *job) error {
 // opener opens bytes [off, off+n) of the blob at a source.
 type opener func(ctx context.Context, off, n int64) (io.ReadCloser, error)
 
-// fillMissing fetches each run of missing blocks with one ranged stream,
-// writing blocks to the cache as they arrive, so that children reading the
-// blob get every block as soon as it lands (cut-through).
-func (w *Worker) fillMissing(ctx context.Context, b *blobcache.Blob, j *job, fromParent bool, open opener) error {
-	for i := b.NextMissing(0); i >= 0 && i < b.Blocks(); i = b.NextMissing(i) {
+// fillWindow fetches each run of missing blocks in [from, to) with one
+// ranged stream, writing blocks to the cache as they arrive, so that
+// children reading the blob get every block as soon as it lands
+// (cut-through).
+func (w *Worker) fillWindow(ctx context.Context, b *blobcache.Blob, j *job, from, to int, fromParent bool, open opener) error {
+	for i := b.NextMissing(from); i >= 0 && i < to; i = b.NextMissing(i) {
 		end := i + 1
-		for end < b.Blocks() && !b.Has(end) {
+		for end < to && !b.Has(end) {
 			end++
 		}
 		off, _ := b.BlockRange(i)
@@ -277,7 +289,7 @@ func (w *Worker) fillMissing(ctx context.Context, b *blobcache.Blob, j *job, fro
 			return err
 		}
 		i = end
-		if i >= b.Blocks() {
+		if i >= to {
 			break
 		}
 	}
@@ -301,7 +313,13 @@ func (w *Worker) fillRun(ctx context.Context, b *blobcache.Blob, j *job, first, 
 	}
 	defer body.Close()
 	r := &idleReader{r: body, watchdog: watchdog, timeout: w.cfg.StallTimeout}
+	demand := peer.IsDemand(ctx)
 	for k := first; k < end; k++ {
+		if !demand {
+			if err := w.yieldToDemand(ctx); err != nil {
+				return err
+			}
+		}
 		_, bn := b.BlockRange(k)
 		if err := b.WriteBlock(k, io.LimitReader(r, bn)); err != nil {
 			return stallOr(sctx, err)

@@ -11,6 +11,7 @@ type metrics struct {
 	in             *prometheus.CounterVec
 	verifyFailures prometheus.Counter
 	parentSwitches prometheus.Counter
+	demands        prometheus.Counter
 }
 
 func newMetrics(w *Worker) *metrics {
@@ -25,11 +26,14 @@ func newMetrics(w *Worker) *metrics {
 		parentSwitches: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "faasnet_worker_parent_switches_total", Help: "Times a function's tree parent changed.",
 		}),
+		demands: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "faasnet_worker_demand_fetches_total", Help: "On-demand range fetches (a container or a child blocked on bytes).",
+		}),
 	}
 	peerStat := func(name, help string, get func() int64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(get()) })
 	}
-	m.reg.MustRegister(m.in, m.verifyFailures, m.parentSwitches,
+	m.reg.MustRegister(m.in, m.verifyFailures, m.parentSwitches, m.demands,
 		peerStat("faasnet_worker_bytes_out_total", "Blob bytes sent to children.", func() int64 { return w.peerSrv.Stats().BytesSent }),
 		peerStat("faasnet_worker_blocks_served_total", "Blocks sent to children.", func() int64 { return w.peerSrv.Stats().Blocks }),
 		peerStat("faasnet_worker_peer_requests_total", "Peer protocol requests served.", func() int64 { return w.peerSrv.Stats().Requests }),

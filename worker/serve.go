@@ -31,12 +31,15 @@ func (w *Worker) Open(ctx context.Context, digest string) (peer.Blob, func(), er
 	if err != nil {
 		return nil, nil, fmt.Errorf("blob %s: %w", digest, err)
 	}
-	if !b.Complete() {
+	if !b.Complete() && !peer.IsDemand(ctx) {
+		// A child streaming the blob: stream it here too. A demanded
+		// range is fetched by the servedBlob's Reader instead, so lazy
+		// images are not pulled whole by one child's read.
 		w.mu.Lock()
 		w.ensureJob(digest)
 		w.mu.Unlock()
 	}
-	return b, b.Release, nil
+	return servedBlob{b, w}, b.Release, nil
 }
 
 // waitKnown waits until digest is a blob of one of the worker's images.

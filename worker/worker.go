@@ -113,6 +113,9 @@ type Worker struct {
 	images   map[string]peer.Descriptor // image reference -> manifest
 	changed  chan struct{}              // closed and replaced when known or images grow
 	stateCh  chan struct{}              // closed and replaced when a function's state changes
+
+	demands    int           // on-demand fetches in flight
+	demandIdle chan struct{} // closed when demands drops to zero
 }
 
 // New opens the cache and prepares a worker; Serve runs it.

@@ -1,0 +1,153 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/faasnet/faasnet/blobcache"
+	"github.com/faasnet/faasnet/peer"
+)
+
+// On-demand fetching: a container blocked on a read (through the lazy
+// filesystem), or a child that demands a range, needs a few blocks now. They
+// are fetched with a ranged request of their own, marked as demand so that
+// the parent fetches them ahead too, and background streaming pauses at the
+// next block boundary until no demand is in flight.
+
+// demand fetches the missing blocks covering [off, off+n) of digest and
+// returns once they are in the cache. A failing parent is not waited for: a
+// container is blocked, so the registry serves the bytes at once.
+func (w *Worker) demand(ctx context.Context, digest string, off, n int64) error {
+	w.mu.Lock()
+	info := w.known[digest]
+	w.mu.Unlock()
+	if info == nil {
+		return fmt.Errorf("blob %s is not part of any image this VM hosts", digest)
+	}
+	if off < 0 || n < 0 || off+n > info.size {
+		return fmt.Errorf("blob %s: range %d+%d is outside its %d bytes", digest, off, n, info.size)
+	}
+	if n == 0 {
+		return nil
+	}
+	b, err := w.cache.Acquire(digest, info.size)
+	if err != nil {
+		return err
+	}
+	defer b.Release()
+	bs := b.BlockSize()
+	from, to := int(off/bs), int((off+n-1)/bs)+1
+	if next := b.NextMissing(from); next < 0 || next >= to {
+		return nil
+	}
+	w.beginDemand()
+	defer w.endDemand()
+	w.metrics.demands.Inc()
+
+	ctx = peer.WithDemand(ctx)
+	j := &job{digest: digest, info: info}
+	src := w.pickSource(j)
+	if src.parent != nil {
+		err = w.parentWindow(ctx, j, b, src.parent, from, to)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		w.log.Warn("demand from the parent failed; the registry serves it", "digest", digest, "parent", peerName(src.parent), "err", err)
+		w.kickHeartbeat()
+	}
+	err = w.registryWindow(ctx, j, b, from, to)
+	if errors.Is(err, blobcache.ErrCorrupt) {
+		// The blob's last block arrived and the whole failed its digest:
+		// everything is dropped; fetch the window again from the registry.
+		w.metrics.verifyFailures.Inc()
+		err = w.registryWindow(ctx, j, b, from, to)
+	}
+	return err
+}
+
+func (w *Worker) beginDemand() {
+	w.mu.Lock()
+	if w.demands == 0 {
+		w.demandIdle = make(chan struct{})
+	}
+	w.demands++
+	w.mu.Unlock()
+}
+
+func (w *Worker) endDemand() {
+	w.mu.Lock()
+	if w.demands--; w.demands == 0 {
+		close(w.demandIdle)
+	}
+	w.mu.Unlock()
+}
+
+// yieldToDemand blocks background streaming while demands are in flight.
+func (w *Worker) yieldToDemand(ctx context.Context) error {
+	w.mu.Lock()
+	idle, busy := w.demandIdle, w.demands > 0
+	w.mu.Unlock()
+	if !busy {
+		return nil
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// servedBlob is a blob served to a child: a demanded range is fetched ahead
+// of background streaming.
+type servedBlob struct {
+	*blobcache.Blob
+	w *Worker
+}
+
+func (s servedBlob) Reader(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	if peer.IsDemand(ctx) && !s.Complete() {
+		go func() {
+			if err := s.w.demand(ctx, s.Digest(), off, n); err != nil && ctx.Err() == nil {
+				s.w.log.Warn("child's demand failed", "digest", s.Digest(), "err", err)
+			}
+		}()
+	}
+	return s.Blob.Reader(ctx, off, n)
+}
+
+// lazyBlob reads a layer blob for the lazy filesystem: it demands the bytes
+// and reads them from the cache once verified blocks are there.
+type lazyBlob struct {
+	w      *Worker
+	digest string
+}
+
+func (l lazyBlob) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	w := l.w
+	w.mu.Lock()
+	info := w.known[l.digest]
+	w.mu.Unlock()
+	if info == nil {
+		return 0, fmt.Errorf("blob %s is not known", l.digest)
+	}
+	if off >= info.size {
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), info.size-off)
+	if err := w.demand(ctx, l.digest, off, n); err != nil {
+		return 0, err
+	}
+	b, ok := w.cache.Lookup(l.digest)
+	if !ok {
+		return 0, fmt.Errorf("blob %s left the cache", l.digest)
+	}
+	defer b.Release()
+	got, err := b.ReadAt(p[:n], off)
+	if err == nil && n < int64(len(p)) {
+		err = io.EOF
+	}
+	return got, err
+}
