@@ -1,0 +1,109 @@
+package unpack
+
+import (
+	"archive/tar"
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+type ent struct {
+	name, body, link string
+	typ              byte
+	mode             int64
+}
+
+func tarOf(t *testing.T, es []ent) *bytes.Reader {
+	t.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	for _, e := range es {
+		h := &tar.Header{Name: e.name, Typeflag: e.typ, Mode: e.mode, Linkname: e.link, Size: int64(len(e.body)), ModTime: time.Unix(1e9, 0)}
+		if e.typ != tar.TypeReg {
+			h.Size = 0
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(e.body))
+	}
+	tw.Close()
+	return bytes.NewReader(b.Bytes())
+}
+
+func TestTar(t *testing.T) {
+	dir := t.TempDir()
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	err = Tar(root, tarOf(t, []ent{
+		{name: "app/handler.py", body: "print(1)", typ: tar.TypeReg, mode: 0o755},
+		{name: "app/", typ: tar.TypeDir, mode: 0o700},
+		{name: "bin/sh", link: "/usr/bin/dash", typ: tar.TypeSymlink, mode: 0o777},
+		{name: "app/hard", link: "app/handler.py", typ: tar.TypeLink},
+		{name: "./etc/../etc/motd", body: "hi", typ: tar.TypeReg, mode: 0o644},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "app/hard")); string(b) != "print(1)" {
+		t.Errorf("hard link content %q", b)
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "app/handler.py")); fi.Mode().Perm() != 0o755 {
+		t.Errorf("mode %v, want 0755", fi.Mode())
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "app")); fi.Mode().Perm() != 0o700 {
+		t.Errorf("directory mode %v, want 0700 (applied after its files)", fi.Mode())
+	}
+	if l, _ := os.Readlink(filepath.Join(dir, "bin/sh")); l != "/usr/bin/dash" {
+		t.Errorf("symlink target %q", l)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "etc/motd")); string(b) != "hi" {
+		t.Errorf("motd %q", b)
+	}
+}
+
+func TestTarCannotEscape(t *testing.T) {
+	outside := t.TempDir()
+	for name, es := range map[string][]ent{
+		"dot-dot":         {{name: "../escaped", body: "x", typ: tar.TypeReg, mode: 0o644}},
+		"through symlink": {{name: "evil", link: outside, typ: tar.TypeSymlink}, {name: "evil/escaped", body: "x", typ: tar.TypeReg, mode: 0o644}},
+		"hard link out":   {{name: "h", link: "../../etc/passwd", typ: tar.TypeLink}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			root, _ := os.OpenRoot(dir)
+			defer root.Close()
+			err := Tar(root, tarOf(t, es))
+			if err == nil && name != "dot-dot" {
+				t.Errorf("escape attempt accepted")
+			}
+			if _, serr := os.Stat(filepath.Join(outside, "escaped")); serr == nil {
+				t.Fatalf("an entry landed outside the root (err %v)", err)
+			}
+			if _, serr := os.Stat(filepath.Join(filepath.Dir(dir), "escaped")); serr == nil {
+				t.Fatalf("an entry landed outside the root")
+			}
+		})
+	}
+}
+
+func FuzzClean(f *testing.F) {
+	for _, s := range []string{"a/b", "../x", "/etc/passwd", "./a/../../b", "", ".", "a//b/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		p, err := clean(name)
+		if err != nil {
+			return
+		}
+		if strings.HasPrefix(p, "/") || p == ".." || strings.HasPrefix(p, "../") {
+			t.Fatalf("clean(%q) = %q escapes", name, p)
+		}
+	})
+}
