@@ -143,6 +143,9 @@ type FunctionReport struct {
 	BytesFromParent   int64                `json:"bytes_from_parent"`
 	BytesFromRegistry int64                `json:"bytes_from_registry"`
 	ImageBytes        int64                `json:"image_bytes,omitempty"`
+	// BytesBeforeReady is what was fetched until the VM was ready: all of
+	// the image for a whole fetch, what the container read for a lazy one.
+	BytesBeforeReady int64 `json:"bytes_before_ready,omitempty"`
 	Phases            map[string]time.Time `json:"phases,omitempty"`
 	Error             string               `json:"error,omitempty"`
 }
@@ -173,4 +176,29 @@ type Status struct {
 // Error is the body of every error answer.
 type Error struct {
 	Message string `json:"error"`
+}
+
+// FunctionSpec is the rest of a function's definition (FunctionRequest.Spec),
+// read by the workers. Without Readiness a worker only provisions the image
+// (it is ready when the image is in its cache); with it, the worker runs the
+// function's container and is ready when the container answers.
+type FunctionSpec struct {
+	// Command overrides the image's entrypoint and cmd.
+	Command []string `json:"command,omitempty"`
+	// Env adds KEY=VALUE pairs to the image's environment.
+	Env []string `json:"env,omitempty"`
+	// Memory limits the container, e.g. "256MiB"; empty means no limit.
+	Memory string `json:"memory,omitempty"`
+	// Readiness is how the platform probes the function.
+	Readiness *Readiness `json:"readiness,omitempty"`
+	// NoStream turns off background streaming of a lazy image's remaining
+	// blocks after the container started: only what it reads is fetched.
+	NoStream bool `json:"no_stream,omitempty"`
+}
+
+// Readiness is an HTTP readiness check. The worker gives the container a
+// port in the environment variable PORT and polls
+// http://127.0.0.1:PORT{Path} until it answers 2xx.
+type Readiness struct {
+	Path string `json:"path"`
 }

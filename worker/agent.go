@@ -20,6 +20,9 @@ import (
 // Worker.mu.
 type function struct {
 	name          string
+	image         string          // a.Image, fixed for f's lifetime (a new image restarts)
+	spec          json.RawMessage // a.Spec, fixed likewise
+	started       time.Time
 	a             api.Assignment
 	cancel        context.CancelFunc
 	done          chan struct{}
@@ -30,6 +33,8 @@ type function struct {
 	phases     map[string]time.Time
 	blobs      []string // the image's digests: manifest, config, layers
 	imageBytes int64
+
+	bytesBeforeReady int64
 }
 
 // heartbeatLoop registers, heartbeats and reconciles until ctx is done.
@@ -197,7 +202,8 @@ func peerName(p *api.Peer) string {
 func (w *Worker) startFunction(a api.Assignment) {
 	ctx, cancel := context.WithCancel(w.ctx)
 	f := &function{
-		name: a.Function, a: a, cancel: cancel, done: make(chan struct{}),
+		name: a.Function, image: a.Image, spec: a.Spec, started: time.Now(),
+		a: a, cancel: cancel, done: make(chan struct{}),
 		parentChanged: make(chan struct{}),
 		state:         api.StateAssigned,
 		phases:        map[string]time.Time{"assigned": time.Now()},
@@ -299,7 +305,7 @@ func (w *Worker) statusReport() api.StatusReport {
 	for _, f := range w.fns {
 		fr := api.FunctionReport{
 			Function: f.name, Image: f.a.Image, Generation: f.a.Generation,
-			State: f.state, Error: f.err, ImageBytes: f.imageBytes,
+			State: f.state, Error: f.err, ImageBytes: f.imageBytes, BytesBeforeReady: f.bytesBeforeReady,
 			Phases: make(map[string]time.Time, len(f.phases)),
 		}
 		for k, v := range f.phases {

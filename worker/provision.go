@@ -10,6 +10,7 @@ import (
 
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/blobcache"
+	"github.com/faasnet/faasnet/lazy"
 	"github.com/faasnet/faasnet/peer"
 	"github.com/faasnet/faasnet/upstream"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -40,37 +41,59 @@ func (w *Worker) provision(ctx context.Context, f *function) {
 	held = append(held, mb)
 	m, err := readManifest(mb, desc.MediaType)
 	if err != nil {
-		w.setState(f, api.StateFailed, fmt.Sprintf("image %s: %v", f.a.Image, err))
+		w.setState(f, api.StateFailed, fmt.Sprintf("image %s: %v", f.image, err))
+		return
+	}
+	spec, err := parseSpec(f.spec)
+	if err != nil {
+		w.setState(f, api.StateFailed, err.Error())
 		return
 	}
 	w.phase(f, "manifest")
 
-	repo, _ := w.repository(f.a.Image)
-	blobs := append([]string{desc.Digest}, nil...)
+	repo, _ := w.repository(f.image)
+	blobs := []string{desc.Digest}
 	total := desc.Size
 	w.mu.Lock()
-	for _, d := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+	for _, d := range append([]v1.Descriptor{m.config}, m.layers...) {
 		w.learn(f.name, d.Digest.String(), d.Size, string(d.MediaType), false, repo)
 		blobs = append(blobs, d.Digest.String())
 		total += d.Size
 	}
 	f.blobs, f.imageBytes = blobs, total
-	for _, d := range blobs[1:] {
-		w.ensureJob(d)
+	w.ensureJob(m.config.Digest.String())
+	if spec.Readiness == nil || !lazy.IsLazy(m.layers) {
+		for _, d := range m.layers {
+			w.ensureJob(d.Digest.String()) // whole fetch; lazy layers wait for reads
+		}
 	}
 	w.mu.Unlock()
 
-	for _, d := range blobs[1:] {
-		b, err := w.waitComplete(ctx, f, d)
+	if spec.Readiness != nil {
+		stop, err := w.runContainer(ctx, f, spec, m, &held)
 		if err != nil {
+			if ctx.Err() == nil {
+				w.setState(f, api.StateFailed, err.Error())
+			}
 			return
 		}
-		held = append(held, b)
+		defer stop()
+	} else {
+		for _, d := range blobs[1:] {
+			b, err := w.waitComplete(ctx, f, d)
+			if err != nil {
+				return
+			}
+			held = append(held, b)
+		}
+	}
+	if spec.Readiness == nil {
+		w.noteBytesBeforeReady(f)
 	}
 	w.phase(f, "ready")
 	w.setState(f, api.StateReady, "")
-	w.log.Info("image ready", "function", f.name, "image", f.a.Image, "bytes", total,
-		"took", time.Since(f.phases["assigned"]).Round(time.Millisecond))
+	w.log.Info("ready", "function", f.name, "image", f.image, "image_bytes", total,
+		"took", time.Since(f.started).Round(time.Millisecond))
 	<-ctx.Done()
 }
 
@@ -162,6 +185,18 @@ func (w *Worker) rememberImage(f *function, image string, d peer.Descriptor, raw
 	return d, nil
 }
 
+// noteBytesBeforeReady records what f fetched until now.
+func (w *Worker) noteBytesBeforeReady(f *function) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	f.bytesBeforeReady = 0
+	for _, d := range f.blobs {
+		if info := w.known[d]; info != nil {
+			f.bytesBeforeReady += info.fromParent.Load() + info.fromReg.Load()
+		}
+	}
+}
+
 // repository is where the registry keeps image's blobs.
 func (w *Worker) repository(image string) (name.Repository, error) {
 	ref, err := w.reg.ParseReference(image)
@@ -222,20 +257,20 @@ func (w *Worker) waitComplete(ctx context.Context, f *function, digest string) (
 }
 
 // readManifest reads and parses a complete manifest blob.
-func readManifest(b *blobcache.Blob, mediaType string) (upstream.Manifest, error) {
+func readManifest(b *blobcache.Blob, mediaType string) (manifestInfo, error) {
 	if b.Size() > upstream.MaxManifestSize {
-		return upstream.Manifest{}, fmt.Errorf("manifest of %d bytes is over the %d limit", b.Size(), upstream.MaxManifestSize)
+		return manifestInfo{}, fmt.Errorf("manifest of %d bytes is over the %d limit", b.Size(), upstream.MaxManifestSize)
 	}
 	raw := make([]byte, b.Size())
 	if _, err := b.ReadAt(raw, 0); err != nil && !errors.Is(err, io.EOF) {
-		return upstream.Manifest{}, err
+		return manifestInfo{}, err
 	}
 	m, err := upstream.ParseManifest(raw, mediaType)
 	if err != nil {
-		return m, err
+		return manifestInfo{}, err
 	}
 	if m.IsIndex() {
-		return m, errors.New("the manifest is an index; expected a platform manifest")
+		return manifestInfo{}, errors.New("the manifest is an index; expected a platform manifest")
 	}
-	return m, nil
+	return manifestInfo{raw: raw, mt: string(m.MediaType), config: m.Config, layers: m.Layers}, nil
 }

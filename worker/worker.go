@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/faasnet/faasnet/bwlimit"
 	"github.com/faasnet/faasnet/ociserve"
 	"github.com/faasnet/faasnet/peer"
+	"github.com/faasnet/faasnet/runtime"
 	"github.com/faasnet/faasnet/upstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -50,6 +52,13 @@ type Config struct {
 	// StallTimeout is how long a stream may deliver nothing before the
 	// source counts as failed. Default 10 s.
 	StallTimeout time.Duration
+
+	// Containers makes the worker run the containers of functions whose
+	// spec has a readiness check (needs root and runc). RunDir holds their
+	// bundles, runc state and mounts; default CacheDir + ".run".
+	Containers bool
+	RunDir     string
+	Runc       string // the runc binary; "" finds it
 
 	Registry []upstream.Option // registry access (auth, transport)
 	Logger   *slog.Logger
@@ -83,6 +92,9 @@ func (c *Config) defaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.RunDir == "" {
+		c.RunDir = filepath.Clean(c.CacheDir) + ".run"
+	}
 	c.Logger = c.Logger.With("vm", c.ID)
 	return nil
 }
@@ -99,6 +111,7 @@ type Worker struct {
 	down    *bwlimit.Limiter
 	metrics *metrics
 	handler http.Handler
+	rt      *runtime.Runtime // nil unless Config.Containers
 
 	kick   chan struct{} // heartbeat now
 	report chan struct{} // send a status report soon
@@ -153,6 +166,9 @@ func New(cfg Config) (*Worker, error) {
 		Resolver:   w,
 		Logger:     w.log,
 	})
+	if cfg.Containers {
+		w.rt = &runtime.Runtime{Root: w.runDir("runc"), StateDir: w.runDir("bundles"), Runc: cfg.Runc, Logger: w.log}
+	}
 	w.metrics = newMetrics(w)
 	mux := http.NewServeMux()
 	mux.Handle(peer.PathPrefix, w.peerSrv)
@@ -183,6 +199,7 @@ func (w *Worker) Serve(ctx context.Context, ln net.Listener) error {
 	w.ctx = ctx
 	w.mu.Unlock()
 
+	w.cleanupRuns(ctx)
 	srv := &http.Server{Handler: w.handler, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 	var wg sync.WaitGroup
 	wg.Add(3)

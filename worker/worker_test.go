@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -91,6 +92,14 @@ func newCluster(t *testing.T, vmTimeout time.Duration) *cluster {
 	return c
 }
 
+// testLogger discards logs unless FAASNET_TEST_LOG=1.
+func testLogger() *slog.Logger {
+	if os.Getenv("FAASNET_TEST_LOG") == "1" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
 func nopLog() *log.Logger { return log.New(io.Discard, "", 0) }
 
 func (c *cluster) push(spec imagegen.Spec) (string, v1.Image) {
@@ -112,7 +121,7 @@ func (c *cluster) push(spec imagegen.Spec) (string, v1.Image) {
 func (c *cluster) start(id string, mod func(*Config)) *Worker {
 	c.t.Helper()
 	cfg := Config{ID: id, Manager: c.mgr.Base, CacheDir: c.t.TempDir(), Heartbeat: 100 * time.Millisecond,
-		ParentTimeout: 2 * time.Second, StallTimeout: 3 * time.Second, Logger: slog.New(slog.DiscardHandler)}
+		ParentTimeout: 2 * time.Second, StallTimeout: 3 * time.Second, Logger: testLogger()}
 	if mod != nil {
 		mod(&cfg)
 	}
