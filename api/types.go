@@ -135,19 +135,19 @@ const (
 
 // FunctionReport is what a VM reports about one function.
 type FunctionReport struct {
-	Function          string               `json:"function"`
-	Image             string               `json:"image,omitempty"`
-	Generation        uint64               `json:"generation"`
-	State             string               `json:"state"`
-	BytesFetched      int64                `json:"bytes_fetched"`
-	BytesFromParent   int64                `json:"bytes_from_parent"`
-	BytesFromRegistry int64                `json:"bytes_from_registry"`
-	ImageBytes        int64                `json:"image_bytes,omitempty"`
+	Function          string `json:"function"`
+	Image             string `json:"image,omitempty"`
+	Generation        uint64 `json:"generation"`
+	State             string `json:"state"`
+	BytesFetched      int64  `json:"bytes_fetched"`
+	BytesFromParent   int64  `json:"bytes_from_parent"`
+	BytesFromRegistry int64  `json:"bytes_from_registry"`
+	ImageBytes        int64  `json:"image_bytes,omitempty"`
 	// BytesBeforeReady is what was fetched until the VM was ready: all of
 	// the image for a whole fetch, what the container read for a lazy one.
-	BytesBeforeReady int64 `json:"bytes_before_ready,omitempty"`
-	Phases            map[string]time.Time `json:"phases,omitempty"`
-	Error             string               `json:"error,omitempty"`
+	BytesBeforeReady int64                `json:"bytes_before_ready,omitempty"`
+	Phases           map[string]time.Time `json:"phases,omitempty"`
+	Error            string               `json:"error,omitempty"`
 }
 
 // StatusReport is the body of POST /vms/{vm}/status.
