@@ -9,12 +9,14 @@
 package manager
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	"github.com/faasnet/faasnet/ftree"
 	"github.com/faasnet/faasnet/manager/store"
 	"github.com/faasnet/faasnet/placement"
+	"github.com/faasnet/faasnet/units"
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
@@ -457,8 +460,8 @@ func (m *Manager) PutFunction(ctx context.Context, fn string, req api.FunctionRe
 		if err := validImage(req.Image); err != nil {
 			return err
 		}
-		if len(req.Spec) > 0 && !json.Valid(req.Spec) {
-			return badRequest("spec is not valid JSON")
+		if err := validSpec(req.Spec); err != nil {
+			return err
 		}
 		f, ok := m.fns[fn]
 		if !ok {
@@ -479,6 +482,33 @@ func (m *Manager) PutFunction(ctx context.Context, fn string, req api.FunctionRe
 		return nil
 	})
 	return out, err
+}
+
+// validSpec checks a function spec as the workers will read it.
+func validSpec(raw json.RawMessage) error {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	var s api.FunctionSpec
+	if err := dec.Decode(&s); err != nil {
+		return badRequest("spec: %v", err)
+	}
+	if s.Memory != "" {
+		if _, err := units.ParseSize(s.Memory); err != nil {
+			return badRequest("spec.memory: %v", err)
+		}
+	}
+	if s.Readiness != nil && !strings.HasPrefix(s.Readiness.Path, "/") {
+		return badRequest("spec.readiness.path %q must start with /", s.Readiness.Path)
+	}
+	for i, a := range s.Command {
+		if i == 0 && a == "" {
+			return badRequest("spec.command: the program name is empty")
+		}
+	}
+	return nil
 }
 
 // DeleteFunction removes fn and its tree.
