@@ -82,14 +82,14 @@ func (w *Worker) runContainer(ctx context.Context, f *function, spec api.Functio
 		}
 	}
 	var cleanups []func()
-	stop = func() {
+	undo := func() {
 		for i := len(cleanups) - 1; i >= 0; i-- {
 			cleanups[i]()
 		}
 	}
 	defer func() {
 		if err != nil {
-			stop()
+			undo()
 		}
 	}()
 
@@ -159,11 +159,12 @@ func (w *Worker) runContainer(ctx context.Context, f *function, spec api.Functio
 		// reads still go first.
 		w.mu.Lock()
 		for _, d := range m.layers {
+			w.known[d.Digest.String()].hold = false
 			w.ensureJob(d.Digest.String())
 		}
 		w.mu.Unlock()
 	}
-	return stop, nil
+	return undo, nil
 }
 
 // mountLazy mounts the eStargz layers at mountpoint, reading through the

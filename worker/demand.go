@@ -45,19 +45,46 @@ func (w *Worker) demand(ctx context.Context, digest string, off, n int64) error 
 	w.beginDemand()
 	defer w.endDemand()
 	w.metrics.demands.Inc()
-
-	ctx = peer.WithDemand(ctx)
 	j := &job{digest: digest, info: info}
+	for {
+		mine, others := w.claim(digest, b, from, to)
+		if len(mine) == 0 && len(others) == 0 {
+			return nil
+		}
+		for _, run := range runs(mine) {
+			err := w.demandRun(ctx, j, b, run[0], run[1])
+			if err != nil {
+				w.unclaim(digest, mine)
+				return err
+			}
+		}
+		w.unclaim(digest, mine)
+		// Blocks another demand was fetching: wait for it, then look again
+		// (if it failed, they are still missing and this call claims them).
+		for _, ch := range others {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+}
+
+// demandRun fetches blocks [from, to) now: from the parent, or at once from
+// the registry if the parent fails.
+func (w *Worker) demandRun(ctx context.Context, j *job, b *blobcache.Blob, from, to int) error {
+	ctx = peer.WithDemand(ctx)
 	src := w.pickSource(j)
 	if src.parent != nil {
-		err = w.parentWindow(ctx, j, b, src.parent, from, to)
+		err := w.parentWindow(ctx, j, b, src.parent, from, to)
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
-		w.log.Warn("demand from the parent failed; the registry serves it", "digest", digest, "parent", peerName(src.parent), "err", err)
+		w.log.Warn("demand from the parent failed; the registry serves it", "digest", j.digest, "parent", peerName(src.parent), "err", err)
 		w.kickHeartbeat()
 	}
-	err = w.registryWindow(ctx, j, b, from, to)
+	err := w.registryWindow(ctx, j, b, from, to)
 	if errors.Is(err, blobcache.ErrCorrupt) {
 		// The blob's last block arrived and the whole failed its digest:
 		// everything is dropped; fetch the window again from the registry.
@@ -65,6 +92,61 @@ func (w *Worker) demand(ctx context.Context, digest string, off, n int64) error 
 		err = w.registryWindow(ctx, j, b, from, to)
 	}
 	return err
+}
+
+// claim marks the missing blocks of [from, to) that no other demand is
+// fetching as this caller's, and returns them with the completion channels
+// of the blocks others are fetching: concurrent demands (a container's read
+// and a child's) fetch each block once.
+func (w *Worker) claim(digest string, b *blobcache.Blob, from, to int) (mine []int, others []chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	m := w.inflight[digest]
+	if m == nil {
+		m = map[int]chan struct{}{}
+		w.inflight[digest] = m
+	}
+	for i := from; i < to; i++ {
+		if b.Has(i) {
+			continue
+		}
+		if ch, ok := m[i]; ok {
+			others = append(others, ch)
+			continue
+		}
+		m[i] = make(chan struct{})
+		mine = append(mine, i)
+	}
+	if len(m) == 0 {
+		delete(w.inflight, digest)
+	}
+	return mine, others
+}
+
+func (w *Worker) unclaim(digest string, blocks []int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	m := w.inflight[digest]
+	for _, i := range blocks {
+		close(m[i])
+		delete(m, i)
+	}
+	if len(m) == 0 {
+		delete(w.inflight, digest)
+	}
+}
+
+// runs groups sorted block numbers into [first, end) runs.
+func runs(blocks []int) [][2]int {
+	var out [][2]int
+	for _, i := range blocks {
+		if n := len(out); n > 0 && out[n-1][1] == i {
+			out[n-1][1] = i + 1
+			continue
+		}
+		out = append(out, [2]int{i, i + 1})
+	}
+	return out
 }
 
 func (w *Worker) beginDemand() {

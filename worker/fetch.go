@@ -21,12 +21,16 @@ import (
 // blobInfo is what the worker knows about a blob of one of its images.
 // Guarded by Worker.mu except the counters.
 type blobInfo struct {
-	size       int64
-	mediaType  string
-	manifest   bool            // fetched from the registry's manifest endpoint
-	repo       name.Repository // where the registry keeps it
-	fns        map[string]bool // functions whose image holds it
-	lastErr    string
+	size      int64
+	mediaType string
+	manifest  bool            // fetched from the registry's manifest endpoint
+	repo      name.Repository // where the registry keeps it
+	fns       map[string]bool // functions whose image holds it
+	lastErr   string
+	// hold defers background streaming of a lazy layer until this VM's
+	// container answered: a child's streaming request must not pull the
+	// whole layer ahead of the container's own reads.
+	hold       bool
 	fromParent atomic.Int64
 	fromReg    atomic.Int64
 }
@@ -321,6 +325,14 @@ func (w *Worker) fillRun(ctx context.Context, b *blobcache.Blob, j *job, first, 
 			}
 		}
 		_, bn := b.BlockRange(k)
+		if b.Has(k) {
+			// An on-demand fetch got here first: skip the copy, and do not
+			// count it as fetched twice.
+			if _, err := io.CopyN(io.Discard, r, bn); err != nil {
+				return stallOr(sctx, err)
+			}
+			continue
+		}
 		if err := b.WriteBlock(k, io.LimitReader(r, bn)); err != nil {
 			return stallOr(sctx, err)
 		}

@@ -62,9 +62,12 @@ func (w *Worker) provision(ctx context.Context, f *function) {
 	}
 	f.blobs, f.imageBytes = blobs, total
 	w.ensureJob(m.config.Digest.String())
-	if spec.Readiness == nil || !lazy.IsLazy(m.layers) {
-		for _, d := range m.layers {
-			w.ensureJob(d.Digest.String()) // whole fetch; lazy layers wait for reads
+	lazyRun := spec.Readiness != nil && lazy.IsLazy(m.layers)
+	for _, d := range m.layers {
+		if lazyRun {
+			w.known[d.Digest.String()].hold = true // fetched as the container reads
+		} else {
+			w.ensureJob(d.Digest.String())
 		}
 	}
 	w.mu.Unlock()

@@ -31,7 +31,10 @@ func (w *Worker) Open(ctx context.Context, digest string) (peer.Blob, func(), er
 	if err != nil {
 		return nil, nil, fmt.Errorf("blob %s: %w", digest, err)
 	}
-	if !b.Complete() && !peer.IsDemand(ctx) {
+	w.mu.Lock()
+	hold := info.hold
+	w.mu.Unlock()
+	if !b.Complete() && !peer.IsDemand(ctx) && !hold {
 		// A child streaming the blob: stream it here too. A demanded
 		// range is fetched by the servedBlob's Reader instead, so lazy
 		// images are not pulled whole by one child's read.

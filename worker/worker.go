@@ -127,8 +127,9 @@ type Worker struct {
 	changed  chan struct{}              // closed and replaced when known or images grow
 	stateCh  chan struct{}              // closed and replaced when a function's state changes
 
-	demands    int           // on-demand fetches in flight
-	demandIdle chan struct{} // closed when demands drops to zero
+	inflight   map[string]map[int]chan struct{} // blocks being fetched on demand, by digest
+	demands    int                              // on-demand fetches in flight
+	demandIdle chan struct{}                    // closed when demands drops to zero
 }
 
 // New opens the cache and prepares a worker; Serve runs it.
@@ -142,22 +143,23 @@ func New(cfg Config) (*Worker, error) {
 	}
 	down := bwlimit.New(cfg.DownloadLimit)
 	w := &Worker{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		cache:   cache,
-		reg:     upstream.New(cfg.Registry...),
-		peers:   &peer.Client{HTTP: peer.NewHTTPClient(), Download: down},
-		mgr:     api.NewClient(cfg.Manager),
-		down:    down,
-		kick:    make(chan struct{}, 1),
-		report:  make(chan struct{}, 1),
-		fns:     map[string]*function{},
-		removed: map[string]uint64{},
-		jobs:    map[string]*job{},
-		known:   map[string]*blobInfo{},
-		images:  map[string]peer.Descriptor{},
-		changed: make(chan struct{}),
-		stateCh: make(chan struct{}),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		cache:    cache,
+		reg:      upstream.New(cfg.Registry...),
+		peers:    &peer.Client{HTTP: peer.NewHTTPClient(), Download: down},
+		mgr:      api.NewClient(cfg.Manager),
+		down:     down,
+		kick:     make(chan struct{}, 1),
+		report:   make(chan struct{}, 1),
+		fns:      map[string]*function{},
+		removed:  map[string]uint64{},
+		jobs:     map[string]*job{},
+		known:    map[string]*blobInfo{},
+		images:   map[string]peer.Descriptor{},
+		changed:  make(chan struct{}),
+		stateCh:  make(chan struct{}),
+		inflight: map[string]map[int]chan struct{}{},
 	}
 	w.peerSrv = peer.NewServer(w, peer.ServerOptions{
 		Upload:     bwlimit.New(cfg.UploadLimit),
