@@ -128,8 +128,11 @@ func waitStatus(t testing.TB, c *api.Client, fn string, n int, timeout time.Dura
 		s, err := c.Status(ctx, fn)
 		ready := 0
 		for _, v := range s.VMs {
-			if v.State == api.StateReady {
+			switch v.State {
+			case api.StateReady:
 				ready++
+			case api.StateFailed:
+				t.Fatalf("%s failed: %s", v.VM, v.Error)
 			}
 		}
 		if err == nil && len(s.VMs) == n && ready == n {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	mathrand "math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -187,14 +188,28 @@ func (w *Worker) mountLazy(ctx context.Context, mountpoint string, descs []v1.De
 
 func containerID(vm, fn string) string { return "faasnet-" + vm + "-" + fn }
 
-// freePort asks the kernel for a free loopback port for a container.
+// Container ports come from below the kernel's ephemeral range (usually
+// 32768-60999): a port taken from that range and released could be handed
+// to some outgoing connection before the function binds it.
+const (
+	portLow  = 20000
+	portHigh = 32000
+)
+
+// freePort picks a port for a container that nothing on the machine uses
+// now (checked by binding it on all addresses, as a function may).
 func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a port for the container: %w", err)
+	start := portLow + mathrand.IntN(portHigh-portLow)
+	for i := range portHigh - portLow {
+		p := portLow + (start-portLow+i)%(portHigh-portLow)
+		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return p, nil
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return 0, fmt.Errorf("no free port for a container in %d-%d", portLow, portHigh)
 }
 
 func readConfig(b *blobcache.Blob) (*v1.ConfigFile, error) {
