@@ -1,0 +1,283 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/imagegen"
+)
+
+// Options configures a Harness.
+type Options struct {
+	// Dir is where runs keep their VMs' caches, each run in a fresh
+	// directory removed afterwards; default /dev/shm where it exists and
+	// has room (on Linux), else os.TempDir().
+	Dir string
+	// Logger receives the components' logs; nil discards them.
+	Logger *slog.Logger
+	// OnEgress is passed to the registry (RegistryOptions.OnEgress).
+	OnEgress func(n int)
+}
+
+// Harness is a registry holding a scenario's images, ready for runs of any
+// strategy on any number of VMs. Runs must not overlap: they share the
+// registry and its egress count.
+type Harness struct {
+	sc     Scenario
+	reg    *Registry
+	images []Image
+	dir    string
+	log    *slog.Logger
+}
+
+// New starts the registry and pushes the scenario's images, one per
+// function.
+func New(ctx context.Context, sc Scenario, opts Options) (*Harness, error) {
+	if err := sc.defaults(); err != nil {
+		return nil, err
+	}
+	h := &Harness{sc: sc, dir: opts.Dir, log: opts.Logger}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	reg, err := StartRegistry(RegistryOptions{Egress: sc.RegistryBandwidth, OnEgress: opts.OnEgress})
+	if err != nil {
+		return nil, err
+	}
+	h.reg = reg
+	for i := range sc.Functions {
+		spec := imagegen.Spec{TotalSize: sc.ImageSize, Layers: sc.Layers, Seed: sc.Seed + int64(i)}
+		im, err := reg.Push(ctx, spec, fmt.Sprintf("bench/fn-%d", i), "v1")
+		if err != nil {
+			reg.Close()
+			return nil, err
+		}
+		h.images = append(h.images, im)
+	}
+	return h, nil
+}
+
+// Scenario returns the scenario, defaults filled in.
+func (h *Harness) Scenario() Scenario { return h.sc }
+
+// Images returns the pushed images, one per function.
+func (h *Harness) Images() []Image { return h.images }
+
+// ImageBytes is what each VM receives: all images.
+func (h *Harness) ImageBytes() int64 {
+	var n int64
+	for _, im := range h.images {
+		n += im.Bytes()
+	}
+	return n
+}
+
+// Registry returns the registry.
+func (h *Harness) Registry() *Registry { return h.reg }
+
+// Close stops the registry.
+func (h *Harness) Close() error { return h.reg.Close() }
+
+// RunOptions configures one run.
+type RunOptions struct {
+	// Progress, if set, is called every Interval while provisioning runs,
+	// and once when it ended, with the time since provisioning started.
+	Progress func(elapsed time.Duration, s Snapshot)
+	// Interval defaults to 250 ms.
+	Interval time.Duration
+	// Timeout bounds provisioning; VMs not ready by then count as failed.
+	// 0 means no bound but ctx.
+	Timeout time.Duration
+}
+
+// Result is the outcome of one run.
+type Result struct {
+	Strategy   string
+	VMs        int
+	ImageBytes int64 // what each VM had to receive
+	Reports    []VMReport
+	// Ready is each VM's ready time, from the start of provisioning, in
+	// the order of Reports; -1 for a VM that never became ready.
+	Ready []time.Duration
+	// Makespan is the time from the start of provisioning (the scale
+	// request) to the last VM ready; if some VM failed, the time until
+	// provisioning ended.
+	Makespan             time.Duration
+	FirstReady           time.Duration
+	P50, P90, P99        time.Duration // of the ready times of the VMs that became ready
+	RegistryEgress       int64         // bytes the registry sent, counted at the registry
+	MaxVMUpload          int64         // the busiest VM's upload bytes
+	Received             int64         // image bytes all VMs received
+	LowerBound           time.Duration // see LowerBound
+	Efficiency           float64       // LowerBound / Makespan
+	Wall                 time.Duration // provisioning, start to end
+	CPU                  float64       // share of all cores the process used while provisioning; 0 if unknown
+	MachineCPU           float64       // share of all cores busy machine-wide meanwhile (other processes too); 0 if unknown
+	Failed               int           // VMs not ready or not correct
+	Trees                []api.Tree    // for strategies that build trees
+	Err                  string        // why provisioning ended early, if it did
+	CPUTime, CPUCapacity time.Duration
+}
+
+// Run deploys strategy s on vms fresh VMs, provisions every image onto all
+// of them at once, and measures. A run that times out is a Result with
+// failed VMs; only ctx ending, or the strategy failing to start, is an
+// error.
+func (h *Harness) Run(ctx context.Context, s Strategy, vms int, opts RunOptions) (*Result, error) {
+	if vms <= 0 {
+		return nil, fmt.Errorf("%s: %d VMs", s.Name(), vms)
+	}
+	parent := h.dir
+	if parent == "" {
+		// Twice the bytes: a swarm agent keeps pieces and the blob.
+		if parent = ramDir(2 * int64(vms+1) * h.ImageBytes()); parent == "" {
+			parent = os.TempDir()
+		}
+	}
+	dir, err := os.MkdirTemp(parent, "faasnet-"+s.Name()+"-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	blobs := 0
+	for _, im := range h.images {
+		blobs += 1 + len(im.Layers)
+	}
+	raiseOpenFiles(uint64(vms*blobs*40 + 4096))
+	env := &Env{Registry: h.reg, Images: h.images, VMs: makeVMs(vms), Scenario: h.sc, Dir: dir, Logger: h.log}
+	runtime.GC() // start every run with the same heap, not the previous run's garbage
+	dep, err := s.Deploy(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	defer dep.Close()
+
+	pctx := ctx
+	if opts.Timeout > 0 {
+		var cancel context.CancelFunc
+		pctx, cancel = context.WithTimeout(ctx, opts.Timeout)
+		defer cancel()
+	}
+	h.reg.ResetEgress()
+	cpu0, cpuOK := cpuTime()
+	busy0, total0, machineOK := machineCPU()
+	start := time.Now()
+	stop := h.watch(dep, start, opts)
+	perr := dep.Provision(pctx)
+	wall := time.Since(start)
+	cpu1, _ := cpuTime()
+	busy1, total1, _ := machineCPU()
+	egress := h.reg.Egress()
+	if o, ok := dep.(interface{ standInEgress() int64 }); ok {
+		egress += o.standInEgress()
+	}
+	stop()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	res := &Result{Strategy: s.Name(), VMs: vms, ImageBytes: env.ImageBytes(), Wall: wall, RegistryEgress: egress}
+	if perr != nil {
+		res.Err = perr.Error()
+		if errors.Is(perr, context.DeadlineExceeded) {
+			res.Err = fmt.Sprintf("timed out after %v", opts.Timeout)
+		}
+	}
+	if cpuOK {
+		res.CPUTime = cpu1 - cpu0
+		res.CPUCapacity = wall * time.Duration(runtime.NumCPU())
+		res.CPU = float64(res.CPUTime) / float64(res.CPUCapacity)
+	}
+	if machineOK && total1 > total0 {
+		res.MachineCPU = float64(busy1-busy0) / float64(total1-total0)
+	}
+	if t, ok := dep.(interface{ Trees() []api.Tree }); ok {
+		res.Trees = t.Trees()
+	}
+	res.Reports = dep.Report(ctx)
+	sc := h.sc
+	res.LowerBound = LowerBound(vms, res.ImageBytes, sc.Bandwidth, sc.Bandwidth, sc.RegistryBandwidth)
+	res.summarize(start)
+	return res, nil
+}
+
+// watch calls opts.Progress every interval until the returned stop is
+// called, which calls it a last time and waits for the watcher to end.
+func (h *Harness) watch(dep Deployment, start time.Time, opts RunOptions) (stop func()) {
+	if opts.Progress == nil {
+		return func() {}
+	}
+	every := opts.Interval
+	if every <= 0 {
+		every = 250 * time.Millisecond
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				opts.Progress(time.Since(start), dep.Progress())
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+		opts.Progress(time.Since(start), dep.Progress())
+	}
+}
+
+// summarize computes the statistics of the reports.
+func (r *Result) summarize(start time.Time) {
+	var ready []time.Duration
+	r.Ready = make([]time.Duration, len(r.Reports))
+	for i, v := range r.Reports {
+		r.Received += v.Received
+		r.MaxVMUpload = max(r.MaxVMUpload, v.Uploaded)
+		r.Ready[i] = -1
+		if !v.Ready.IsZero() {
+			r.Ready[i] = v.Ready.Sub(start)
+			ready = append(ready, r.Ready[i])
+		}
+		if v.Ready.IsZero() || !v.Correct {
+			r.Failed++
+		}
+	}
+	slices.Sort(ready)
+	if len(ready) > 0 {
+		r.FirstReady = ready[0]
+		r.Makespan = ready[len(ready)-1]
+		r.P50, r.P90, r.P99 = Percentile(ready, 50), Percentile(ready, 90), Percentile(ready, 99)
+	}
+	if len(ready) < len(r.Reports) {
+		r.Makespan = r.Wall
+	}
+	if r.Makespan > 0 {
+		r.Efficiency = float64(r.LowerBound) / float64(r.Makespan)
+	}
+}
+
+// Percentile returns the p-th percentile (0 < p <= 100) of sorted by the
+// nearest-rank method: the smallest value with at least p% of the values at
+// or below it. It returns 0 for no values.
+func Percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	rank := int(math.Ceil(float64(len(sorted)) * p / 100))
+	rank = min(max(rank, 1), len(sorted))
+	return sorted[rank-1]
+}

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"log/slog"
+	"os"
+
+	"github.com/faasnet/faasnet/report"
+	"github.com/faasnet/faasnet/units"
+	"github.com/spf13/cobra"
+)
+
+func init() { subcommands = append(subcommands, newDemoCmd) }
+
+func newDemoCmd() *cobra.Command {
+	cfg := report.DemoDefaults
+	size, block := units.Size(cfg.ImageSize), units.Size(cfg.BlockSize)
+	bw, regBW := units.Rate(cfg.Bandwidth), units.Rate(cfg.RegistryBandwidth)
+	level := slog.LevelError // the workers' transient warnings would break the live view
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run the whole system on this machine: a registry, a manager and workers streaming an image down a function tree",
+		Long: `demo starts, in this process and on loopback only, a registry holding a
+generated multi-layer image, a manager and --vms workers with per-VM
+bandwidth limits; scales a function onto all workers at once; shows the
+progress and ends with the tree, each VM's ready time and the bytes the
+registry served. It exits non-zero if any VM did not end with the image
+complete and verified. Everything it starts is stopped and removed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.ImageSize, cfg.BlockSize = int64(size), int64(block)
+			cfg.Bandwidth, cfg.RegistryBandwidth = int64(bw), int64(regBW)
+			cfg.Out = cmd.OutOrStdout()
+			cfg.Live = cfg.Out == os.Stdout && report.IsTerminal(os.Stdout)
+			cfg.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			_, err := report.Demo(cmd.Context(), cfg)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.TextVar(&level, "log-level", level, "log level of the components (debug, info, warn, error)")
+	f.IntVar(&cfg.VMs, "vms", cfg.VMs, "number of emulated VMs (workers)")
+	f.Var(&size, "image-size", "approximate size of the generated image")
+	f.IntVar(&cfg.Layers, "layers", cfg.Layers, "layers of the generated image")
+	f.Var(&bw, "bandwidth", "each VM's upload and download limit (0: unlimited)")
+	f.Var(&regBW, "registry-bandwidth", "the registry's egress limit (0: unlimited)")
+	f.Var(&block, "block-size", "block size of the caches and the peer protocol (0: the default, 512KiB)")
+	f.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "give up on VMs not ready after this long")
+	f.StringVar(&cfg.JSON, "json", "", "write the summary to this file as JSON")
+	return cmd
+}

@@ -1,0 +1,116 @@
+package report
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"time"
+
+	"github.com/faasnet/faasnet/cluster"
+	"github.com/faasnet/faasnet/units"
+)
+
+// BenchConfig configures Bench.
+type BenchConfig struct {
+	// VMs are the VM counts; every strategy runs at each.
+	VMs        []int
+	Strategies []string
+	Scenario   cluster.Scenario
+	// Timeout bounds each run's provisioning; 0 means none.
+	Timeout time.Duration
+	// JSON and Plot, if set, are files for the results and the SVG plot.
+	JSON, Plot string
+	// Out receives progress, the table and warnings.
+	Out io.Writer
+	// Every is the interval of progress lines; default 5 s.
+	Every time.Duration
+	// Command is recorded in the JSON scenario, so results name how they
+	// were made.
+	Command string
+	Dir     string
+	Logger  *slog.Logger
+}
+
+// Bench runs every strategy on the same images and limits at each VM count,
+// one run after another, fresh VMs for each, and reports them. It returns
+// the rows, and an error if a run failed to start or a VM failed.
+func Bench(ctx context.Context, cfg BenchConfig) ([]Row, error) {
+	out := cfg.Out
+	if out == nil {
+		out = io.Discard
+	}
+	if len(cfg.VMs) == 0 || len(cfg.Strategies) == 0 {
+		return nil, errors.New("bench: no VM counts or no strategies")
+	}
+	var strats []cluster.Strategy
+	for _, name := range cfg.Strategies {
+		s, err := cluster.StrategyByName(name)
+		if err != nil {
+			return nil, err
+		}
+		strats = append(strats, s)
+	}
+	h, err := cluster.New(ctx, cfg.Scenario, cluster.Options{Dir: cfg.Dir, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	sc := h.Scenario()
+	fmt.Fprintf(out, "bench: %d image(s) of %s in %d layers; each VM %s up and down; registry %s; %d CPUs\n",
+		sc.Functions, units.FormatBytes(h.Images()[0].Bytes()), sc.Layers, units.FormatRate(sc.Bandwidth),
+		units.FormatRate(sc.RegistryBandwidth), runtime.NumCPU())
+
+	var rows []Row
+	failed := 0
+	every := cfg.Every
+	if every <= 0 {
+		every = 5 * time.Second
+	}
+	for _, n := range cfg.VMs {
+		for _, s := range strats {
+			prefix := fmt.Sprintf("  %-8s %4d VMs ", s.Name(), n)
+			p := &Progress{W: out, Prefix: prefix, Every: every}
+			res, err := h.Run(ctx, s, n, cluster.RunOptions{Progress: p.Update, Interval: time.Second, Timeout: cfg.Timeout})
+			if err != nil {
+				return rows, fmt.Errorf("bench: %s at %d VMs: %w", s.Name(), n, err)
+			}
+			row := RowOf(res)
+			rows = append(rows, row)
+			if row.FailedVMs > 0 {
+				failed++
+			}
+			fmt.Fprintf(out, "%sdone: makespan %.2fs, lower bound %.2fs, efficiency %.2f, registry egress %s, CPU %.0f%% (machine %.0f%%)\n",
+				prefix, row.MakespanS, row.LowerBoundS, row.Efficiency, units.FormatBytes(row.RegistryEgressBytes), 100*row.CPUUtilization, 100*row.MachineCPU)
+		}
+	}
+	fmt.Fprintln(out)
+	if err := WriteTable(out, rows); err != nil {
+		return rows, err
+	}
+	for _, w := range Warnings(rows) {
+		fmt.Fprintln(out, w)
+	}
+	if cfg.JSON != "" {
+		doc := BenchDoc{Scenario: Scenario{
+			VMs: cfg.VMs, Strategies: cfg.Strategies, ImageSizeBytes: sc.ImageSize, ImageBytes: h.ImageBytes(),
+			Layers: sc.Layers, Functions: sc.Functions, BandwidthBytesPerS: sc.Bandwidth,
+			RegistryBandwidthBPerS: sc.RegistryBandwidth, BlockSizeBytes: sc.BlockSize, PieceSizeBytes: sc.PieceSize,
+			CPUs: runtime.NumCPU(), Command: cfg.Command,
+		}, Results: rows}
+		if err := WriteJSON(cfg.JSON, doc); err != nil {
+			return rows, err
+		}
+	}
+	if cfg.Plot != "" {
+		if err := Plot(cfg.Plot, rows); err != nil {
+			return rows, err
+		}
+	}
+	if failed > 0 {
+		return rows, fmt.Errorf("bench: %d run(s) had VMs that failed", failed)
+	}
+	return rows, nil
+}

@@ -1,0 +1,206 @@
+// Package report presents what the cluster harness measures: the
+// benchmark's table, JSON and plot, the demo's live view and summary, and
+// the two commands' bodies (Bench, Demo), which cmd/faasnet calls after
+// parsing flags.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/faasnet/faasnet/cluster"
+	"github.com/faasnet/faasnet/units"
+)
+
+// Row is one strategy at one VM count: an entry of the JSON results. The
+// field names are a contract (issue 4).
+type Row struct {
+	Strategy            string  `json:"strategy"`
+	VMs                 int     `json:"vms"`
+	MakespanS           float64 `json:"makespan_s"`
+	P50S                float64 `json:"p50_s"`
+	P90S                float64 `json:"p90_s"`
+	P99S                float64 `json:"p99_s"`
+	RegistryEgressBytes int64   `json:"registry_egress_bytes"`
+	MaxVMUploadBytes    int64   `json:"max_vm_upload_bytes"`
+	LowerBoundS         float64 `json:"lower_bound_s"`
+	Efficiency          float64 `json:"efficiency"`
+
+	FirstReadyS     float64 `json:"first_ready_s"`
+	ImageBytes      int64   `json:"image_bytes"`
+	VMReceivedBytes int64   `json:"vm_received_bytes"`
+	FailedVMs       int     `json:"failed_vms"`
+	CPUUtilization  float64 `json:"cpu_utilization"`         // this process, share of all cores
+	MachineCPU      float64 `json:"machine_cpu_utilization"` // the whole machine, other processes too
+	Error           string  `json:"error,omitempty"`
+	// VMErrors are the first few failed VMs' errors.
+	VMErrors []string `json:"vm_errors,omitempty"`
+	// ReadyS are the VMs' ready times, for CDFs; -1 for a VM that never
+	// became ready.
+	ReadyS []float64 `json:"ready_s"`
+}
+
+// maxVMErrors is how many failed VMs' errors a row keeps.
+const maxVMErrors = 3
+
+// RowOf summarizes a result.
+func RowOf(r *cluster.Result) Row {
+	row := Row{
+		Strategy: r.Strategy, VMs: r.VMs,
+		MakespanS: r.Makespan.Seconds(), P50S: r.P50.Seconds(), P90S: r.P90.Seconds(), P99S: r.P99.Seconds(),
+		RegistryEgressBytes: r.RegistryEgress, MaxVMUploadBytes: r.MaxVMUpload,
+		LowerBoundS: r.LowerBound.Seconds(), Efficiency: r.Efficiency,
+		FirstReadyS: r.FirstReady.Seconds(), ImageBytes: r.ImageBytes, VMReceivedBytes: r.Received,
+		FailedVMs: r.Failed, CPUUtilization: r.CPU, MachineCPU: r.MachineCPU, Error: r.Err,
+	}
+	for _, v := range r.Reports {
+		if !v.Correct && len(row.VMErrors) < maxVMErrors {
+			row.VMErrors = append(row.VMErrors, v.VM+": "+v.Err)
+		}
+	}
+	for _, d := range r.Ready {
+		s := -1.0
+		if d >= 0 {
+			s = d.Seconds()
+		}
+		row.ReadyS = append(row.ReadyS, s)
+	}
+	return row
+}
+
+// Scenario is the JSON description of a benchmark's scenario.
+type Scenario struct {
+	VMs                    []int    `json:"vms"`
+	Strategies             []string `json:"strategies"`
+	ImageSizeBytes         int64    `json:"image_size_bytes"`
+	ImageBytes             int64    `json:"image_bytes"` // all images, manifests included: what each VM receives
+	Layers                 int      `json:"layers"`
+	Functions              int      `json:"functions"`
+	BandwidthBytesPerS     int64    `json:"bandwidth_bytes_per_s"`
+	RegistryBandwidthBPerS int64    `json:"registry_bandwidth_bytes_per_s"`
+	BlockSizeBytes         int64    `json:"block_size_bytes"`
+	PieceSizeBytes         int64    `json:"piece_size_bytes"`
+	CPUs                   int      `json:"cpus"`
+	Command                string   `json:"command,omitempty"`
+}
+
+// BenchDoc is the JSON document of a benchmark run.
+type BenchDoc struct {
+	Scenario Scenario `json:"scenario"`
+	Results  []Row    `json:"results"`
+}
+
+// WriteJSON writes v, indented, to the file path.
+func WriteJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
+
+// WriteTable writes rows as an aligned table, followed by the speed-ups of
+// faasnet over the other strategies measured at the same VM count.
+func WriteTable(w io.Writer, rows []Row) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "strategy\tVMs\tmakespan\tp50\tp90\tp99\tregistry egress\tbusiest upload\tlower bound\tefficiency\tCPU us/all\t")
+	for _, r := range rows {
+		makespan := secs(r.MakespanS)
+		if r.FailedVMs > 0 {
+			makespan = fmt.Sprintf("FAILED %d", r.FailedVMs)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.0f%%/%.0f%%\t\n", r.Strategy, r.VMs, makespan,
+			secs(r.P50S), secs(r.P90S), secs(r.P99S), units.FormatBytes(r.RegistryEgressBytes),
+			units.FormatBytes(r.MaxVMUploadBytes), secs(r.LowerBoundS), r.Efficiency, 100*r.CPUUtilization, 100*r.MachineCPU)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, s := range Speedups(rows) {
+		fmt.Fprintln(w, s)
+	}
+	return nil
+}
+
+func secs(s float64) string { return fmt.Sprintf("%.2fs", s) }
+
+// Speedups compares faasnet with every other strategy at each VM count:
+// ratios measured side by side in one run.
+func Speedups(rows []Row) []string {
+	var out []string
+	for _, f := range rows {
+		if f.Strategy != "faasnet" || f.FailedVMs > 0 || f.MakespanS <= 0 {
+			continue
+		}
+		var parts []string
+		for _, o := range rows {
+			if o.VMs != f.VMs || o.Strategy == "faasnet" || o.FailedVMs > 0 {
+				continue
+			}
+			parts = append(parts, fmt.Sprintf("%.1fx vs %s", o.MakespanS/f.MakespanS, o.Strategy))
+		}
+		if len(parts) > 0 {
+			out = append(out, fmt.Sprintf("faasnet at %d VMs: %s (makespan ratio)", f.VMs, strings.Join(parts, ", ")))
+		}
+	}
+	return out
+}
+
+// cpuBusy is the share of all cores above which a run counts as CPU-bound.
+const cpuBusy = 0.8
+
+// Warnings explains the rows whose numbers the machine, not the emulated
+// network, may have set: one warning per run during which this process
+// used most of the CPUs, and one note if other processes kept the CPUs
+// busy (timers then wake late and limited streams run below their rate,
+// so makespans are, if anything, too long).
+func Warnings(rows []Row) []string {
+	var out []string
+	busy, worst, ours := 0, 0.0, 0.0
+	for _, r := range rows {
+		if r.CPUUtilization >= cpuBusy {
+			out = append(out, fmt.Sprintf("warning: %s at %d VMs: %s", r.Strategy, r.VMs, cpuWarning(r.CPUUtilization, r.MachineCPU)))
+		} else if r.MachineCPU >= cpuBusy {
+			busy++
+			worst, ours = max(worst, r.MachineCPU), max(ours, r.CPUUtilization)
+		}
+		if r.Error != "" {
+			out = append(out, fmt.Sprintf("warning: %s at %d VMs: %s", r.Strategy, r.VMs, r.Error))
+		}
+		if r.FailedVMs > 0 {
+			out = append(out, fmt.Sprintf("warning: %s at %d VMs: %d VMs failed, for example %s", r.Strategy, r.VMs, r.FailedVMs, strings.Join(r.VMErrors, "; ")))
+		}
+	}
+	if busy > 0 {
+		out = append(out, fmt.Sprintf("note: during %d of %d runs other processes kept the %d CPUs up to %.0f%% busy (this process used at most %.0f%%): timers may have woken late, so limited links may have run below their rates and those makespans are, if anything, too long",
+			busy, len(rows), runtime.NumCPU(), 100*worst, 100*ours))
+	}
+	return out
+}
+
+// cpuWarning explains a run during which the CPUs were nearly all busy, by
+// this process or by others: then the CPU, not the emulated links, may
+// have set the pace, and the efficiency is a floor.
+func cpuWarning(ours, machine float64) string {
+	if ours < cpuBusy && machine < cpuBusy {
+		return ""
+	}
+	who := "this process"
+	if ours < cpuBusy {
+		who = "other processes"
+	}
+	return fmt.Sprintf("the %d CPUs were %.0f%% busy (this process %.0f%%, so mostly %s): the CPU, not the emulated links, may have limited it, and its efficiency is a floor",
+		runtime.NumCPU(), 100*max(ours, machine), 100*ours, who)
+}
+
+// seconds formats d for people.
+func seconds(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
