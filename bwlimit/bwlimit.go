@@ -3,9 +3,11 @@
 // which then share the rate between them.
 //
 // A Limiter is a token bucket (golang.org/x/time/rate) counting bytes. Its
-// burst is kept small, 1/50 of a second of traffic but at least 16 KiB, so
-// that a stream measured over a second or two sees the configured rate and
-// not the rate plus a large initial burst. Streams charge the limiter for
+// burst is 1/20 of a second of traffic (at least 16 KiB): small enough that
+// a stream measured over a couple of seconds sees the configured rate and
+// not the rate plus a large initial burst (at most 2.5% over 2 s), large
+// enough that a waiter whose timer fires up to 50 ms late on a busy machine
+// finds the tokens it missed instead of losing that time for good. Streams charge the limiter for
 // the bytes they actually moved, in pieces no larger than the burst.
 package bwlimit
 
@@ -22,7 +24,7 @@ import (
 const minBurst = 16 << 10
 
 // burstDivisor sets the burst to 1/burstDivisor of a second of traffic.
-const burstDivisor = 50
+const burstDivisor = 20
 
 // A Limiter limits the total rate of all streams charged to it. The nil
 // *Limiter, and one created with a rate of 0, do not limit. It is safe for

@@ -28,8 +28,9 @@ func TestNewBurst(t *testing.T) {
 		{1000, 1000},
 		{16 * kib, 16 * kib},
 		{100 * kib, 16 * kib},
-		{8 * mib, 8 * mib / 50},
-		{125e6, 125e6 / 50},
+		{400 * kib, 20 * kib},
+		{8 * mib, 8 * mib / 20},
+		{125e6, 125e6 / 20},
 	}
 	for _, tt := range tests {
 		l := New(tt.bps)
