@@ -136,7 +136,11 @@ func TestRunCleansUp(t *testing.T) {
 	}
 	for _, name := range Strategies() {
 		s, _ := StrategyByName(name)
-		if _, err := h.Run(context.Background(), s, 3, RunOptions{Timeout: time.Minute}); err != nil {
+		_, err := h.Run(context.Background(), s, 3, RunOptions{Timeout: time.Minute})
+		if name == "ondemand" { // needs a function (TestOnDemandNeedsAFunction); it must clean up all the same
+			continue
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -210,6 +210,8 @@ func (w *Worker) startFunction(a api.Assignment) {
 	}
 	w.fns[a.Function] = f
 	delete(w.removed, a.Function)
+	close(w.changed) // a child may be waiting for this image
+	w.changed = make(chan struct{})
 	w.log.Info("assigned", "function", a.Function, "image", a.Image, "parent", peerName(a.Parent), "generation", a.Generation)
 	go w.provision(ctx, f)
 	w.markReport()

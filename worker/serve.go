@@ -80,16 +80,18 @@ func (w *Worker) Resolve(ctx context.Context, image string) (peer.Descriptor, er
 		}
 		changed := w.changed
 		w.mu.Unlock()
-		switch {
-		case ok:
+		if ok {
 			return d, nil
-		case !hosted:
-			return peer.Descriptor{}, fmt.Errorf("image %s is not hosted here: %w", image, peer.ErrNotFound)
 		}
+		// A child may ask before this VM got its own assignment (the
+		// manager pushes to both at once): wait for it a little.
 		select {
 		case <-ctx.Done():
 			return peer.Descriptor{}, ctx.Err()
 		case <-deadline.C:
+			if !hosted {
+				return peer.Descriptor{}, fmt.Errorf("image %s is not hosted here: %w", image, peer.ErrNotFound)
+			}
 			return peer.Descriptor{}, fmt.Errorf("image %s is not resolved yet: %w", image, peer.ErrNotFound)
 		case <-changed:
 		}
