@@ -20,6 +20,7 @@ import (
 
 	"github.com/faasnet/faasnet/internal/testenv"
 	"github.com/faasnet/faasnet/runtime"
+	"github.com/faasnet/faasnet/unpack"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 )
 
@@ -296,7 +297,7 @@ func TestBuildAndRun(t *testing.T) {
 
 	rootfs := filepath.Join(t.TempDir(), "rootfs")
 	start = time.Now()
-	if err := unpack(img, rootfs); err != nil {
+	if err := unpack.Image(img, rootfs); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("unpacked in %v", time.Since(start).Round(time.Millisecond))

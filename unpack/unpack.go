@@ -20,10 +20,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 )
 
-// Image writes the flattened filesystem of img under dir, which must exist
-// and be empty. Whiteouts are applied (mutate.Extract gives each path's
+// Image writes the flattened filesystem of img under dir, which is created
+// if needed and should be empty. Whiteouts are applied (mutate.Extract gives each path's
 // topmost version only). Ownership is kept when running as root.
 func Image(img v1.Image, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("unpack: %w", err)
+	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return fmt.Errorf("unpack: %w", err)
