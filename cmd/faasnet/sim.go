@@ -1,0 +1,229 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/faasnet/faasnet/sim"
+	"github.com/faasnet/faasnet/units"
+	"github.com/spf13/cobra"
+)
+
+func init() { subcommands = append(subcommands, newSimCmd) }
+
+// simFlags are the flags of faasnet sim that need converting.
+type simFlags struct {
+	vms        string
+	strategies string
+	imageSize  units.Size
+	blockSize  units.Size
+	pieceSize  units.Size
+	bandwidth  units.Rate
+	registry   units.Rate
+	jsonFile   string
+	plotFile   string
+	traceDir   string
+	replay     sim.ReplayConfig
+}
+
+func newSimCmd() *cobra.Command {
+	def := sim.DefaultConfig()
+	fl := simFlags{
+		vms:        "128",
+		strategies: strings.Join(strategyNames(), ","),
+		imageSize:  units.Size(def.ImageSize),
+		blockSize:  units.Size(def.BlockSize),
+		pieceSize:  units.Size(def.PieceSize),
+		bandwidth:  units.Rate(def.Bandwidth),
+		registry:   units.Rate(def.RegistryBandwidth),
+		replay:     sim.ReplayConfig{Config: def, IdleTimeout: 15 * time.Minute, ScaleFactor: 1},
+	}
+	fl.replay.VMs = 1000
+	cfg := &fl.replay.Config
+	cmd := &cobra.Command{
+		Use:   "sim",
+		Short: "Simulate scale-out at any size, or replay a trace, with the real tree and placement code",
+		Long: `sim simulates starting containers on many VMs at once: the manager's
+placement and function trees (the same code), and a flow-level network in
+which every VM has an uplink and a downlink, the registry an egress link,
+and concurrent transfers share links max-min fairly. The defaults are the
+paper's 128-VM experiment. --vms 8,16,32 sweeps concurrency; --trace DIR
+replays an Azure Functions trace over a pool of --pool VMs instead.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runSim(cmd, &fl)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&fl.vms, "vms", fl.vms, "VMs, one container each unless --containers; a list (8,16,32) sweeps")
+	f.IntVar(&cfg.Containers, "containers", 0, "containers to start at once (default: one per VM)")
+	f.IntVar(&cfg.Functions, "functions", 0, "functions the containers belong to, each with its own image and tree (default: containers/VMs, rounded up)")
+	f.IntVar(&cfg.FunctionsPerVM, "functions-per-vm", cfg.FunctionsPerVM, "most functions one VM hosts")
+	f.Var(&fl.imageSize, "image-size", "image size, e.g. 758MB")
+	f.Var(&fl.bandwidth, "bandwidth", "each VM's upload and download bandwidth, e.g. 1Gbps")
+	f.Var(&fl.registry, "registry-bandwidth", "registry egress (0: unlimited); the default makes 128 pulls of 758MB take the paper's 83.3s")
+	f.StringVar(&fl.strategies, "strategies", fl.strategies, "strategies to compare, comma-separated, or all")
+	f.StringVar(&fl.jsonFile, "json", "", "write results as JSON to this file")
+	f.StringVar(&fl.plotFile, "plot", "", "write an SVG plot to this file: ready-time CDF, makespan against concurrency for a sweep, cold-start latency CDF for a trace")
+	f.Float64Var(&cfg.ReadFraction, "read-fraction", cfg.ReadFraction, "share of the image read before start, for faasnet-lazy and ondemand")
+	f.StringVar(&fl.traceDir, "trace", "", "replay the Azure Functions trace in this directory (invocations.csv, durations.csv)")
+	f.Var(&fl.blockSize, "block-size", "block size forwarded down the tree")
+	f.Var(&fl.pieceSize, "piece-size", "swarm piece size")
+	f.DurationVar(&cfg.Latency, "latency", cfg.Latency, "latency of one hop")
+	f.DurationVar(&cfg.StartTime, "start-time", cfg.StartTime, "time a container takes to start once its data is there")
+	f.DurationVar(&cfg.Resolution, "resolution", 0, "event time step; coarser is faster (0: a ten-thousandth of the lower bound)")
+	f.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the swarm's random choices")
+	f.IntVar(&cfg.Swarm.Conns, "swarm-conns", cfg.Swarm.Conns, "swarm: connections per peer")
+	f.IntVar(&cfg.Swarm.Pipeline, "swarm-pipeline", cfg.Swarm.Pipeline, "swarm: outstanding piece requests per connection")
+	f.DurationVar(&fl.replay.IdleTimeout, "idle-timeout", fl.replay.IdleTimeout, "trace: reclaim an instance idle this long")
+	f.IntVar(&fl.replay.VMs, "pool", fl.replay.VMs, "trace: VMs in the pool")
+	f.Float64Var(&fl.replay.ScaleFactor, "scale-factor", fl.replay.ScaleFactor, "trace: multiply every invocation count")
+	f.IntVar(&fl.replay.Minutes, "minutes", 0, "trace: replay only the first minutes (0: all)")
+	return cmd
+}
+
+func strategyNames() []string {
+	out := make([]string, len(sim.Strategies))
+	for i, s := range sim.Strategies {
+		out[i] = string(s)
+	}
+	return out
+}
+
+func runSim(cmd *cobra.Command, fl *simFlags) error {
+	strategies, err := sim.ParseStrategies(fl.strategies)
+	if err != nil {
+		return fmt.Errorf("--strategies: %w", err)
+	}
+	cfg := &fl.replay.Config
+	cfg.ImageSize, cfg.BlockSize, cfg.PieceSize = int64(fl.imageSize), int64(fl.blockSize), int64(fl.pieceSize)
+	cfg.Bandwidth, cfg.RegistryBandwidth = int64(fl.bandwidth), int64(fl.registry)
+	out := cmd.OutOrStdout()
+	if fl.traceDir != "" {
+		if cmd.Flags().Changed("vms") || cmd.Flags().Changed("containers") {
+			return errors.New("--trace takes the pool size from --pool and the containers from the trace, not --vms or --containers")
+		}
+		return runReplay(out, fl, strategies)
+	}
+	if cmd.Flags().Changed("pool") || cmd.Flags().Changed("scale-factor") || cmd.Flags().Changed("minutes") || cmd.Flags().Changed("idle-timeout") {
+		return errors.New("--pool, --scale-factor, --minutes and --idle-timeout need --trace")
+	}
+	sizes, err := parseInts(fl.vms)
+	if err != nil {
+		return fmt.Errorf("--vms: %w", err)
+	}
+	if len(sizes) > 1 && cfg.Containers != 0 {
+		return errors.New("--containers cannot go with a --vms sweep: each point starts one container per VM")
+	}
+	var results []*sim.Result
+	for _, n := range sizes {
+		c := *cfg
+		c.VMs = n
+		for _, s := range strategies {
+			slog.Info("simulating", "strategy", s, "vms", n)
+			r, err := sim.ScaleOut(c, s)
+			if err != nil {
+				return err
+			}
+			results = append(results, r)
+		}
+	}
+	if err := sim.WriteTable(out, results); err != nil {
+		return err
+	}
+	if err := writeJSON(fl.jsonFile, map[string]any{"config": cfg, "results": results}); err != nil {
+		return err
+	}
+	return writePlot(fl.plotFile, func(w io.Writer) error {
+		if len(sizes) > 1 {
+			return sim.PlotMakespans(w, results)
+		}
+		names, series := make([]string, len(results)), make([][]float64, len(results))
+		for i, r := range results {
+			names[i], series[i] = string(r.Strategy), r.ReadyTimes
+		}
+		title := fmt.Sprintf("%d containers on %d VMs", results[0].Containers, results[0].VMs)
+		return sim.PlotCDF(w, title, "container started (s)", names, series)
+	})
+}
+
+func runReplay(out io.Writer, fl *simFlags, strategies []sim.Strategy) error {
+	tr, err := sim.ReadTrace(fl.traceDir)
+	if err != nil {
+		return err
+	}
+	slog.Info("trace", "functions", len(tr.Functions), "minutes", tr.Minutes, "without_duration", tr.NoDuration)
+	var results []*sim.ReplayResult
+	for _, s := range strategies {
+		slog.Info("replaying", "strategy", s, "pool", fl.replay.VMs, "scale_factor", fl.replay.ScaleFactor)
+		r, err := sim.Replay(tr, fl.replay, s)
+		if err != nil {
+			return err
+		}
+		results = append(results, r)
+	}
+	if err := sim.WriteReplayTable(out, results); err != nil {
+		return err
+	}
+	if err := writeJSON(fl.jsonFile, map[string]any{"config": fl.replay, "trace": fl.traceDir, "results": results}); err != nil {
+		return err
+	}
+	return writePlot(fl.plotFile, func(w io.Writer) error {
+		names, series := make([]string, len(results)), make([][]float64, len(results))
+		for i, r := range results {
+			names[i], series[i] = string(r.Strategy), r.Latencies
+		}
+		return sim.PlotCDF(w, "Cold-start provisioning latency", "latency (s)", names, series)
+	})
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q is not a positive number", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func writeJSON(file string, v any) error {
+	if file == "" {
+		return nil
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding results: %w", err)
+	}
+	if err := os.WriteFile(file, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("writing results: %w", err)
+	}
+	return nil
+}
+
+func writePlot(file string, draw func(io.Writer) error) error {
+	if file == "" {
+		return nil
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return fmt.Errorf("creating the plot: %w", err)
+	}
+	if err := draw(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("writing the plot %s: %w", file, err)
+	}
+	return nil
+}

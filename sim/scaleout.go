@@ -1,0 +1,255 @@
+package sim
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"time"
+)
+
+// world is one simulated cluster: the network, the control plane and a data
+// plane.
+type world struct {
+	cfg   Config
+	strat Strategy
+	e     *engine
+	f     *forest
+	pl    plane
+	start int64 // ns: StartTime
+}
+
+func newWorld(cfg Config, s Strategy, functions int, res int64) (*world, error) {
+	if !s.valid() {
+		return nil, fmt.Errorf("unknown strategy %q", s)
+	}
+	e := newEngine(netParams{
+		vms:      cfg.VMs,
+		up:       float64(cfg.Bandwidth),
+		down:     float64(cfg.Bandwidth),
+		registry: cfg.registryRate(),
+		block:    float64(cfg.BlockSize),
+		latency:  int64(cfg.Latency),
+		res:      res,
+	})
+	w := &world{cfg: cfg, strat: s, e: e, f: newForest(cfg.VMs, functions, cfg.FunctionsPerVM), start: int64(cfg.StartTime)}
+	size := cfg.need(s)
+	switch s {
+	case FaaSNet, FaaSNetLazy:
+		w.pl = newTreePlane(e, functions, size)
+	case Registry, OnDemand:
+		w.pl = &directPlane{*newTreePlane(e, functions, size)}
+	case Swarm:
+		rng := rand.New(rand.NewPCG(cfg.Seed, 0x5eed))
+		w.pl = newSwarmPlane(e, cfg.Swarm, rng, functions, size, float64(cfg.PieceSize))
+	}
+	return w, nil
+}
+
+// scaleOut adds up to count VMs to fn's tree, picked and inserted as the
+// manager does, and starts their fetches. ready runs when a VM's container
+// has started. With cached, the VMs hold the image already and ready does
+// not run. It returns the VMs added.
+func (w *world) scaleOut(fn int32, count int, cached bool, ready func(vm int32)) ([]int32, error) {
+	vms := w.f.choose(fn, count)
+	for _, vm := range vms {
+		ch, err := w.f.insert(fn, vm)
+		if err != nil {
+			return nil, err
+		}
+		for _, mv := range ch.Moved {
+			if mv.VM != w.f.names[vm] {
+				w.pl.move(fn, w.f.index[mv.VM], w.f.parent(fn, w.f.index[mv.VM]))
+			}
+		}
+		w.pl.join(fn, vm, w.f.parent(fn, vm), cached, func() {
+			w.e.after(w.start, func() { ready(vm) })
+		})
+	}
+	return vms, nil
+}
+
+// scaleIn removes vm from fn's tree and tells the data plane.
+func (w *world) scaleIn(fn, vm int32) error {
+	ch, err := w.f.remove(fn, vm)
+	if err != nil {
+		return err
+	}
+	w.pl.leave(fn, vm)
+	for _, mv := range ch.Moved {
+		w.pl.move(fn, w.f.index[mv.VM], w.f.parent(fn, w.f.index[mv.VM]))
+	}
+	return nil
+}
+
+// Summary describes a distribution of durations, in seconds.
+type Summary struct {
+	N    int     `json:"n"`
+	Min  float64 `json:"min_s"`
+	Mean float64 `json:"mean_s"`
+	P50  float64 `json:"p50_s"`
+	P90  float64 `json:"p90_s"`
+	P99  float64 `json:"p99_s"`
+	Max  float64 `json:"max_s"`
+}
+
+// summarize sorts xs and describes it (nearest-rank percentiles).
+func summarize(xs []float64) Summary {
+	slices.Sort(xs)
+	s := Summary{N: len(xs)}
+	if len(xs) == 0 {
+		return s
+	}
+	sum := 0.0
+	for _, x := range xs {
+		sum += x
+	}
+	rank := func(p float64) float64 {
+		i := int(math.Ceil(p*float64(len(xs)))) - 1
+		return xs[max(0, min(i, len(xs)-1))]
+	}
+	s.Min, s.Max, s.Mean = xs[0], xs[len(xs)-1], sum/float64(len(xs))
+	s.P50, s.P90, s.P99 = rank(0.50), rank(0.90), rank(0.99)
+	return s
+}
+
+// VMTraffic is one VM's bytes sent and received.
+type VMTraffic struct {
+	VM       string `json:"vm"`
+	Sent     int64  `json:"sent_bytes"`
+	Received int64  `json:"received_bytes"`
+}
+
+// HeightSample is the height of the highest tree at a time.
+type HeightSample struct {
+	Time   float64 `json:"t_s"`
+	Height int     `json:"height"`
+}
+
+// Result is one strategy's scale-out.
+type Result struct {
+	Strategy   Strategy `json:"strategy"`
+	VMs        int      `json:"vms"`
+	Containers int      `json:"containers"`
+	Functions  int      `json:"functions"`
+	// Makespan is when the last container started, in seconds.
+	Makespan float64 `json:"makespan_s"`
+	// LowerBound is the least makespan any strategy moving the same bytes
+	// could reach (see lowerBound); Efficiency is LowerBound/Makespan.
+	LowerBound float64 `json:"lower_bound_s"`
+	Efficiency float64 `json:"efficiency"`
+	// Ready describes when containers started; ReadyTimes lists them,
+	// sorted.
+	Ready      Summary   `json:"ready"`
+	ReadyTimes []float64 `json:"ready_times_s"`
+	// RegistryEgress is the bytes the registry sent.
+	RegistryEgress int64 `json:"registry_egress_bytes"`
+	// Busiest is the VM that moved the most bytes (sent plus received).
+	Busiest VMTraffic `json:"busiest_vm"`
+	// PeakUpload is the highest upload rate of any VM, bytes/s.
+	PeakUpload float64 `json:"peak_upload_bytes_per_s"`
+	// Height is the height of the highest tree over time.
+	Height []HeightSample `json:"tree_height"`
+	// Resolution is the event time step used, in seconds; Steps the rate
+	// computations; Wall the real time the simulation took.
+	Resolution float64 `json:"resolution_s"`
+	Steps      int     `json:"steps"`
+	Wall       float64 `json:"wall_s"`
+}
+
+// lowerBound is the scenario's bound (DESIGN.md section 7) for containers
+// that each need bytes: no VM receives faster than its downlink, all VMs
+// together no faster than the registry's and every VM's uplinks can send,
+// and the registry must send each function's bytes once. A container also
+// waits one request latency and its start time.
+func lowerBound(cfg Config, perVM []int, bytes float64) float64 {
+	maxPerVM := slices.Max(perVM)
+	bw := float64(cfg.Bandwidth)
+	reg := cfg.registryRate()
+	b := float64(maxPerVM) * bytes / bw
+	b = math.Max(b, float64(cfg.Containers)*bytes/(reg+float64(cfg.VMs)*bw))
+	b = math.Max(b, float64(cfg.Functions)*bytes/reg)
+	return b + cfg.Latency.Seconds() + cfg.StartTime.Seconds()
+}
+
+// ScaleOut simulates cfg.Containers containers of cfg.Functions functions
+// started at once on cfg.VMs VMs with strategy s. Every function is scaled
+// out at time 0, one after the other, each to its share of the containers,
+// with the VMs the manager would pick (placement.Choose) inserted into its
+// tree as the manager does.
+func ScaleOut(cfg Config, s Strategy) (*Result, error) {
+	wall := time.Now()
+	cfg, err := cfg.normalize()
+	if err != nil {
+		return nil, err
+	}
+	counts := make([]int, cfg.Functions)
+	for i := range counts {
+		counts[i] = cfg.Containers / cfg.Functions
+		if i < cfg.Containers%cfg.Functions {
+			counts[i]++
+		}
+	}
+	// The bound needs each VM's container count, which placement decides;
+	// it is computed after placement and before the run picks a resolution.
+	res := int64(cfg.Resolution)
+	w, err := newWorld(cfg, s, cfg.Functions, max(res, 1))
+	if err != nil {
+		return nil, err
+	}
+	var ready []float64
+	onReady := func(int32) { ready = append(ready, float64(w.e.now)/1e9) }
+	for fn, n := range counts {
+		vms, err := w.scaleOut(int32(fn), n, false, onReady)
+		if err != nil {
+			return nil, err
+		}
+		if len(vms) < n {
+			return nil, fmt.Errorf("function %d: only %d of %d VMs can take it (capacity %d functions per VM)", fn, len(vms), n, cfg.FunctionsPerVM)
+		}
+	}
+	perVM := make([]int, cfg.VMs)
+	for i := range perVM {
+		perVM[i] = len(w.f.vms[i].fns)
+	}
+	bound := lowerBound(cfg, perVM, cfg.need(s))
+	if res == 0 {
+		w.e.p.res = autoResolution(bound)
+	}
+	// Give up long after any sane strategy is done: only a model bug can
+	// leave containers waiting forever.
+	limit := int64(math.Max(1e4*bound, 3600) * 1e9)
+	for len(ready) < cfg.Containers && w.e.step(limit) {
+	}
+	if len(ready) < cfg.Containers {
+		return nil, fmt.Errorf("%s: simulation stalled at %.3f s with %d of %d containers started", s, float64(w.e.now)/1e9, len(ready), cfg.Containers)
+	}
+	r := &Result{
+		Strategy: s, VMs: cfg.VMs, Containers: cfg.Containers, Functions: cfg.Functions,
+		LowerBound:     bound,
+		RegistryEgress: int64(math.Round(w.e.registryOut)),
+		Height:         []HeightSample{{0, w.f.height()}},
+		Resolution:     float64(w.e.p.res) / 1e9,
+		Steps:          w.e.steps,
+	}
+	r.Ready = summarize(ready)
+	r.ReadyTimes = ready
+	r.Makespan = r.Ready.Max
+	r.Efficiency = bound / r.Makespan
+	r.Busiest, r.PeakUpload = busiest(w)
+	r.Wall = time.Since(wall).Seconds()
+	return r, nil
+}
+
+func busiest(w *world) (VMTraffic, float64) {
+	var b VMTraffic
+	best, peak := -1.0, 0.0
+	for i := range w.e.sent {
+		if t := w.e.sent[i] + w.e.recv[i]; t > best {
+			best = t
+			b = VMTraffic{VM: w.f.names[i], Sent: int64(math.Round(w.e.sent[i])), Received: int64(math.Round(w.e.recv[i]))}
+		}
+		peak = math.Max(peak, w.e.peakUp[i])
+	}
+	return b, peak
+}
