@@ -14,8 +14,7 @@ import (
 // Scenario is what every strategy of a comparison shares: the images and the
 // emulated links. The number of VMs is chosen per run.
 type Scenario struct {
-	// ImageSize is the approximate size of each image (imagegen.Spec). A
-	// harness with a Function sets it to the size of its eStargz image.
+	// ImageSize is the approximate size of each image (imagegen.Spec).
 	ImageSize int64
 	// Layers is the number of layers of each image.
 	Layers int
@@ -37,9 +36,7 @@ type Scenario struct {
 	Seed int64
 }
 
-// defaults fills in the zero fields; the image size and layers matter only
-// for generated images.
-func (s *Scenario) defaults(generated bool) error {
+func (s *Scenario) defaults() error {
 	if s.Functions <= 0 {
 		s.Functions = 1
 	}
@@ -49,7 +46,7 @@ func (s *Scenario) defaults(generated bool) error {
 	if s.Layers > imagegen.MaxLayers {
 		return fmt.Errorf("scenario: %d layers, at most %d", s.Layers, imagegen.MaxLayers)
 	}
-	if generated && s.ImageSize <= 0 {
+	if s.ImageSize <= 0 {
 		return errors.New("scenario: no image size")
 	}
 	if s.BlockSize == 0 {
