@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/forest"
 	"github.com/faasnet/faasnet/ftree"
 	"github.com/faasnet/faasnet/manager/store"
 	"github.com/faasnet/faasnet/placement"
@@ -54,18 +55,19 @@ type Manager struct {
 	revision uint64 // grows with every change; starts at the clock so restarts keep growing
 	vms      map[string]*vmState
 	fns      map[string]*fnState
+	// forest holds the VMs' memberships, fan-outs and the trees; every
+	// change to a tree goes through it.
+	forest *forest.Forest
 }
 
 type vmState struct {
 	rec      store.VM
 	lastSeen time.Time
-	fns      map[string]bool // functions whose tree holds this VM
-	fanout   int             // children across all the VM's trees
 }
 
 type fnState struct {
 	rec     store.Function
-	tree    *ftree.Tree
+	tree    *ftree.Tree       // the forest's tree of this function, to read
 	gen     map[string]uint64 // each member VM's assignment generation
 	reports map[string]api.FunctionReport
 }
@@ -102,8 +104,10 @@ func (m *Manager) load(ctx context.Context) error {
 	now := m.opts.Now()
 	m.vms = make(map[string]*vmState, len(s.VMs))
 	m.fns = make(map[string]*fnState, len(s.Functions))
+	m.forest = forest.New()
 	for _, v := range s.VMs {
-		m.vms[v.Name] = &vmState{rec: v, lastSeen: now, fns: map[string]bool{}}
+		m.vms[v.Name] = &vmState{rec: v, lastSeen: now}
+		m.forest.SetVM(v.Name, v.Capacity)
 	}
 	links := map[string][]ftree.Link{}
 	for _, f := range s.Functions {
@@ -111,36 +115,20 @@ func (m *Manager) load(ctx context.Context) error {
 	}
 	for _, n := range s.Nodes {
 		f, ok := m.fns[n.Function]
-		v, vok := m.vms[n.VM]
+		_, vok := m.vms[n.VM]
 		if !ok || !vok {
 			return fmt.Errorf("loading manager state: node %s/%s names an unknown function or VM", n.Function, n.VM)
 		}
 		links[n.Function] = append(links[n.Function], ftree.Link{VM: n.VM, Parent: n.Parent, Slot: n.Slot})
 		f.gen[n.VM] = n.Generation
-		v.fns[n.Function] = true
-		if n.Parent != "" {
-			if p, ok := m.vms[n.Parent]; ok {
-				p.fanout++
-			}
-		}
 	}
 	for name, f := range m.fns {
-		t, err := ftree.Restore(links[name], m.weight)
-		if err != nil {
+		if err := m.forest.RestoreFunction(name, links[name]); err != nil {
 			return fmt.Errorf("loading the tree of function %s: %w", name, err)
 		}
-		f.tree = t
+		f.tree = m.forest.Tree(name)
 	}
 	return nil
-}
-
-// weight is the tree's Weigher: a VM's fan-out across all its trees, so that
-// a new VM attaches to the least busy of the equally shallow parents.
-func (m *Manager) weight(vm string) int {
-	if v, ok := m.vms[vm]; ok {
-		return v.fanout
-	}
-	return 0
 }
 
 // Close stops background work. It does not close the store.
@@ -222,63 +210,36 @@ func (tx *txn) bump(f *fnState, vm string) {
 	})
 }
 
-// apply records a tree change: new generations for the moved VMs, new
-// fan-out (and so tree weights) for the VMs whose children changed.
+// apply records a tree change: new generations for the moved VMs. (The
+// forest has brought fan-outs and tree weights up to date.)
 func (tx *txn) apply(f *fnState, ch ftree.Change) {
 	for _, mv := range ch.Moved {
 		tx.bump(f, mv.VM)
 	}
 	tx.m.metrics.parentChanges.Add(float64(len(ch.Moved)))
-	for _, vm := range ch.Fanout {
-		tx.m.refanout(vm)
-	}
-}
-
-// refanout recounts vm's children across its trees and tells each tree.
-func (m *Manager) refanout(vm string) {
-	v, ok := m.vms[vm]
-	if !ok {
-		return
-	}
-	n := 0
-	for fn := range v.fns {
-		n += len(m.fns[fn].tree.Children(vm))
-	}
-	if n == v.fanout {
-		return
-	}
-	v.fanout = n
-	for fn := range v.fns {
-		m.fns[fn].tree.Reweigh(vm)
-	}
 }
 
 // insert adds vm to f's tree.
 func (tx *txn) insert(f *fnState, vm string) error {
-	ch, err := f.tree.Insert(vm)
+	ch, err := tx.m.forest.Insert(f.rec.Name, vm)
 	if err != nil {
-		return fmt.Errorf("inserting %s into the tree of %s: %w", vm, f.rec.Name, err)
+		return err
 	}
-	tx.m.vms[vm].fns[f.rec.Name] = true
 	tx.apply(f, ch)
 	return nil
 }
 
 // remove takes vm out of f's tree.
 func (tx *txn) remove(f *fnState, vm string) error {
-	ch, err := f.tree.Delete(vm)
+	ch, err := tx.m.forest.Remove(f.rec.Name, vm)
 	if err != nil {
-		return fmt.Errorf("removing %s from the tree of %s: %w", vm, f.rec.Name, err)
+		return err
 	}
 	if len(ch.Moved) > 0 { // a deepest VM was promoted into vm's place
 		tx.m.metrics.promotions.Inc()
 	}
 	delete(f.gen, vm)
 	delete(f.reports, vm)
-	if v, ok := tx.m.vms[vm]; ok {
-		delete(v.fns, f.rec.Name)
-	}
-	tx.m.refanout(vm) // it lost its children in this tree
 	tx.touched[vm] = true
 	tx.batch.DeleteNodes = append(tx.batch.DeleteNodes, store.NodeKey{Function: f.rec.Name, VM: vm})
 	tx.apply(f, ch)
@@ -301,10 +262,10 @@ func (m *Manager) RegisterVM(ctx context.Context, vm string, req api.RegisterReq
 		}
 		v, ok := m.vms[vm]
 		if !ok {
-			v = &vmState{rec: store.VM{Name: vm, Capacity: api.DefaultCapacity}, fns: map[string]bool{}}
+			v = &vmState{rec: store.VM{Name: vm, Capacity: api.DefaultCapacity}}
 		}
-		if req.Capacity != nil && req.Capacity.Functions < len(v.fns) {
-			return conflict("VM %s hosts %d functions, more than the capacity %d it asks for", vm, len(v.fns), req.Capacity.Functions)
+		if hosted := m.forest.Load(vm); req.Capacity != nil && req.Capacity.Functions < hosted {
+			return conflict("VM %s hosts %d functions, more than the capacity %d it asks for", vm, hosted, req.Capacity.Functions)
 		}
 		rec := v.rec
 		rec.Addr = req.Addr
@@ -313,7 +274,7 @@ func (m *Manager) RegisterVM(ctx context.Context, vm string, req api.RegisterReq
 		}
 		if ok && rec.Addr != v.rec.Addr {
 			// The VM's children must dial the new address.
-			for fn := range v.fns {
+			for _, fn := range m.functionsOf(vm) {
 				f := m.fns[fn]
 				for _, c := range f.tree.Children(vm) {
 					tx.bump(f, c)
@@ -323,6 +284,7 @@ func (m *Manager) RegisterVM(ctx context.Context, vm string, req api.RegisterReq
 		if !ok || !equalVM(rec, v.rec) {
 			tx.batch.PutVMs = append(tx.batch.PutVMs, rec)
 		}
+		m.forest.SetVM(vm, rec.Capacity)
 		v.rec = rec
 		v.lastSeen = m.opts.Now()
 		m.vms[vm] = v
@@ -337,12 +299,17 @@ func equalVM(a, b store.VM) bool {
 }
 
 func (m *Manager) vmInfo(v *vmState) api.VM {
-	fns := make([]string, 0, len(v.fns))
-	for fn := range v.fns {
-		fns = append(fns, fn)
+	fns := m.functionsOf(v.rec.Name)
+	if fns == nil {
+		fns = []string{}
 	}
-	sort.Strings(fns)
-	return api.VM{VM: v.rec.Name, Addr: v.rec.Addr, Capacity: api.Capacity{Functions: v.rec.Capacity}, Functions: fns, Fanout: v.fanout}
+	return api.VM{VM: v.rec.Name, Addr: v.rec.Addr, Capacity: api.Capacity{Functions: v.rec.Capacity}, Functions: fns, Fanout: m.forest.Fanout(v.rec.Name)}
+}
+
+// functionsOf returns the functions whose tree holds vm, sorted.
+func (m *Manager) functionsOf(vm string) []string {
+	v, _ := m.forest.VM(vm)
+	return v.Functions
 }
 
 // Heartbeat records that vm is alive and returns its desired state.
@@ -371,7 +338,7 @@ func (m *Manager) Assignments(vm string) (api.Assignments, string, error) {
 
 func (m *Manager) assignments(v *vmState) api.Assignments {
 	out := api.Assignments{Assignments: []api.Assignment{}, Revision: m.revision}
-	for fn := range v.fns {
+	for _, fn := range m.functionsOf(v.rec.Name) {
 		f := m.fns[fn]
 		a := api.Assignment{Function: fn, Image: f.rec.Image, Generation: f.gen[v.rec.Name], Spec: f.rec.Spec}
 		if p, _ := f.tree.Parent(v.rec.Name); p != "" {
@@ -394,16 +361,13 @@ func (m *Manager) LeaveVM(ctx context.Context, vm string) error {
 }
 
 func (tx *txn) leave(vm string) error {
-	v := tx.m.vms[vm]
-	fns := make([]string, 0, len(v.fns))
-	for fn := range v.fns {
-		fns = append(fns, fn)
-	}
-	sort.Strings(fns)
-	for _, fn := range fns {
+	for _, fn := range tx.m.functionsOf(vm) {
 		if err := tx.remove(tx.m.fns[fn], vm); err != nil {
 			return err
 		}
+	}
+	if err := tx.m.forest.RemoveVM(vm); err != nil {
+		return err
 	}
 	delete(tx.m.vms, vm)
 	delete(tx.touched, vm)
@@ -465,7 +429,10 @@ func (m *Manager) PutFunction(ctx context.Context, fn string, req api.FunctionRe
 		}
 		f, ok := m.fns[fn]
 		if !ok {
-			f = &fnState{rec: store.Function{Name: fn}, tree: ftree.New(m.weight), gen: map[string]uint64{}, reports: map[string]api.FunctionReport{}}
+			if err := m.forest.AddFunction(fn); err != nil {
+				return err
+			}
+			f = &fnState{rec: store.Function{Name: fn}, tree: m.forest.Tree(fn), gen: map[string]uint64{}, reports: map[string]api.FunctionReport{}}
 			m.fns[fn] = f
 		}
 		changed := !ok || f.rec.Image != req.Image || string(f.rec.Spec) != string(req.Spec)
@@ -514,16 +481,15 @@ func validSpec(raw json.RawMessage) error {
 // DeleteFunction removes fn and its tree.
 func (m *Manager) DeleteFunction(ctx context.Context, fn string) error {
 	return m.commit(ctx, "delete-function", func(tx *txn) error {
-		f, ok := m.fns[fn]
-		if !ok {
+		if _, ok := m.fns[fn]; !ok {
 			return notFound("function %q is not defined", fn)
 		}
-		for _, n := range f.tree.Nodes() {
-			delete(m.vms[n.VM].fns, fn)
-			tx.touched[n.VM] = true
+		members, err := m.forest.RemoveFunction(fn)
+		if err != nil {
+			return err
 		}
-		for _, n := range f.tree.Nodes() {
-			m.refanout(n.VM)
+		for _, vm := range members {
+			tx.touched[vm] = true
 		}
 		delete(m.fns, fn)
 		tx.batch.DeleteFunctions = append(tx.batch.DeleteFunctions, fn)
@@ -597,11 +563,11 @@ func (m *Manager) pick(f *fnState, req api.ScaleRequest) ([]string, error) {
 		if !ok {
 			return nil, notFound("VM %q is not registered", vm)
 		}
-		if v.fns[f.rec.Name] {
+		if m.forest.Hosts(vm, f.rec.Name) {
 			return nil, conflict("VM %s is already in the tree of %s", vm, f.rec.Name)
 		}
-		if len(v.fns) >= v.rec.Capacity {
-			return nil, conflict("VM %s already hosts %d functions, its capacity", vm, len(v.fns))
+		if hosted := m.forest.Load(vm); hosted >= v.rec.Capacity {
+			return nil, conflict("VM %s already hosts %d functions, its capacity", vm, hosted)
 		}
 	}
 	return req.VMs, nil
@@ -609,13 +575,9 @@ func (m *Manager) pick(f *fnState, req api.ScaleRequest) ([]string, error) {
 
 // choose picks count free VMs for f (see package placement).
 func (m *Manager) choose(f *fnState, count int) ([]string, error) {
-	var cs []placement.Candidate
-	for name, v := range m.vms {
-		if v.fns[f.rec.Name] || len(v.fns) >= v.rec.Capacity {
-			continue
-		}
-		cs = append(cs, placement.Candidate{VM: name, Cached: slices.Contains(v.rec.Images, f.rec.Image), Functions: len(v.fns), Fanout: v.fanout})
-	}
+	cs := m.forest.AppendCandidates(nil, f.rec.Name, func(vm string) bool {
+		return slices.Contains(m.vms[vm].rec.Images, f.rec.Image)
+	})
 	out := placement.Choose(cs, count)
 	if out == nil {
 		return nil, conflict("only %d VMs in the pool can take function %s, asked for %d", len(cs), f.rec.Name, count)
@@ -650,7 +612,7 @@ func (m *Manager) Tree(fn string) (api.Tree, error) {
 		out.Root = &r
 	}
 	for _, n := range f.tree.Nodes() {
-		tn := api.TreeNode{VM: n.VM, Addr: m.vms[n.VM].rec.Addr, Children: n.Children, Depth: n.Depth, Fanout: m.vms[n.VM].fanout}
+		tn := api.TreeNode{VM: n.VM, Addr: m.vms[n.VM].rec.Addr, Children: n.Children, Depth: n.Depth, Fanout: m.forest.Fanout(n.VM)}
 		if tn.Children == nil {
 			tn.Children = []string{}
 		}
@@ -717,7 +679,7 @@ func (m *Manager) ReportStatus(ctx context.Context, vm string, r api.StatusRepor
 		}
 		v.lastSeen = m.opts.Now()
 		for _, fr := range r.Functions {
-			if f, ok := m.fns[fr.Function]; ok && v.fns[fr.Function] {
+			if f, ok := m.fns[fr.Function]; ok && m.forest.Hosts(vm, fr.Function) {
 				f.reports[vm] = fr
 			}
 		}

@@ -6,6 +6,8 @@ import (
 	"math"
 	"strings"
 	"time"
+
+	"github.com/faasnet/faasnet/imagegen"
 )
 
 // A Strategy is how VMs get a function's image.
@@ -101,7 +103,13 @@ type Config struct {
 	// in the paper.
 	FunctionsPerVM int `json:"functions_per_vm"`
 
-	ImageSize         int64 `json:"image_size"`
+	ImageSize int64 `json:"image_size"`
+	// Layers is the number of layers the image is made of, sized as
+	// package imagegen sizes the bench's images: the base layer half of
+	// the image, the others sharing the rest with decreasing weights.
+	// Every strategy moves them in parallel, each on its own (see plane).
+	// Default 1.
+	Layers            int   `json:"layers"`
 	Bandwidth         int64 `json:"bandwidth"`          // each VM's up and down
 	RegistryBandwidth int64 `json:"registry_bandwidth"` // 0: unlimited
 	BlockSize         int64 `json:"block_size"`
@@ -155,6 +163,9 @@ func (c Config) normalize() (Config, error) {
 	if c.Functions == 0 {
 		c.Functions = (c.Containers + c.VMs - 1) / c.VMs
 	}
+	if c.Layers == 0 {
+		c.Layers = 1
+	}
 	var errs []error
 	check := func(ok bool, format string, args ...any) {
 		if !ok {
@@ -165,6 +176,7 @@ func (c Config) normalize() (Config, error) {
 	check(c.Functions >= 1, "functions must be at least 1, not %d", c.Functions)
 	check(c.FunctionsPerVM >= 1, "functions per VM must be at least 1, not %d", c.FunctionsPerVM)
 	check(c.ImageSize >= 1, "image size must be positive, not %d", c.ImageSize)
+	check(c.Layers >= 1 && c.Layers <= imagegen.MaxLayers, "layers must be between 1 and %d, not %d", imagegen.MaxLayers, c.Layers)
 	check(c.Bandwidth >= 1, "bandwidth must be positive (VMs cannot be unlimited), not %d", c.Bandwidth)
 	check(c.RegistryBandwidth >= 0, "registry bandwidth must not be negative")
 	check(c.BlockSize >= 1, "block size must be positive, not %d", c.BlockSize)
@@ -173,6 +185,8 @@ func (c Config) normalize() (Config, error) {
 	check(c.Latency >= 0 && c.StartTime >= 0 && c.Resolution >= 0, "latency, start time and resolution must not be negative")
 	check(c.Swarm.Conns >= 1 && c.Swarm.Pipeline >= 1 && c.Swarm.Handout >= 1 && c.Swarm.Announce > 0,
 		"swarm conns, pipeline, handout and announce interval must be positive")
+	check(c.Swarm.Endgame >= 0 && c.Swarm.Blacklist >= 0 && c.Swarm.DialJitter >= 0,
+		"swarm endgame, blacklist and dial jitter must not be negative")
 	if c.Containers >= 1 && c.Functions >= 1 {
 		per := (c.Containers + c.Functions - 1) / c.Functions
 		check(per <= c.VMs, "%d containers of one function do not fit on %d VMs (one per VM)", per, c.VMs)

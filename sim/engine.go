@@ -47,6 +47,7 @@ type engine struct {
 	done  []*flow
 
 	sent, recv  []float64 // bytes per VM
+	waste       []float64 // bytes per VM received but not kept (swarm: duplicates, pieces cut off)
 	peakUp      []float64 // highest upload rate seen per VM
 	upNow       []float64
 	registryOut float64
@@ -63,6 +64,7 @@ func newEngine(p netParams) *engine {
 	e.caps[2*p.vms] = p.registry
 	e.sent = make([]float64, p.vms)
 	e.recv = make([]float64, p.vms)
+	e.waste = make([]float64, p.vms)
 	e.peakUp = make([]float64, p.vms)
 	e.upNow = make([]float64, p.vms)
 	return e
@@ -314,6 +316,13 @@ func (e *engine) advanceReplica(r *replica, dt float64) {
 	}
 	e.account(f, next-r.have)
 	r.have = next
+}
+
+// wasted records that vm received bytes it does not keep.
+func (e *engine) wasted(vm int32, bytes float64) {
+	if vm >= 0 {
+		e.waste[vm] += bytes
+	}
 }
 
 func (e *engine) account(f *flow, bytes float64) {

@@ -47,11 +47,11 @@ func TestLeaveMidTransfer(t *testing.T) {
 			if s == Swarm {
 				extra = float64(c.PieceSize)
 			}
-			if got := w.e.recv[vm]; got < c.need(s)-1 || got > c.need(s)+extra {
+			if got := w.e.recv[vm] - w.e.waste[vm]; got < c.need(s)-1 || got > c.need(s)+extra {
 				t.Errorf("%s: VM %d received %v bytes, want %v (+%v)", s, vm, got, c.need(s), extra)
 			}
 		}
-		if err := w.f.fns[0].Check(); err != nil {
+		if err := w.cp.trees[0].Check(); err != nil {
 			t.Error(err)
 		}
 	}

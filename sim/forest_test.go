@@ -13,11 +13,12 @@ import (
 	"github.com/faasnet/faasnet/manager/store"
 )
 
-// TestForestFollowsManager drives the real manager and the simulator's
-// control plane through the same seeded random scale-outs and releases and
-// checks that they pick the same VMs and build the same trees: the
-// simulator's trees are the manager's.
-func TestForestFollowsManager(t *testing.T) {
+// TestControlPlaneFollowsManager drives the real manager and the
+// simulator's control plane through the same seeded random scale-outs and
+// releases and checks that they pick the same VMs and build the same
+// trees. Both keep their state in a forest.Forest; this checks the glue
+// around it: names, placement's inputs, the partial choose.
+func TestControlPlaneFollowsManager(t *testing.T) {
 	const vms, functions, capacity = 40, 6, 3
 	ctx := context.Background()
 	m, err := manager.New(ctx, store.NewMemory(), manager.Options{VMTimeout: time.Hour})
@@ -25,87 +26,84 @@ func TestForestFollowsManager(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	f := newForest(vms, functions, capacity)
+	cp := newControlPlane(vms, functions, capacity)
 	for i := range vms {
-		c := capacity
-		_, err := m.RegisterVM(ctx, f.names[i], api.RegisterRequest{Addr: fmt.Sprintf("127.0.0.1:%d", 10000+i), Capacity: &api.Capacity{Functions: c}})
+		_, err := m.RegisterVM(ctx, cp.names[i], api.RegisterRequest{Addr: fmt.Sprintf("127.0.0.1:%d", 10000+i), Capacity: &api.Capacity{Functions: capacity}})
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	fname := func(fn int) string { return fmt.Sprintf("fn%d", fn) }
 	for fn := range functions {
-		if _, err := m.PutFunction(ctx, fname(fn), api.FunctionRequest{Image: "registry.local/img:" + fname(fn)}); err != nil {
+		if _, err := m.PutFunction(ctx, cp.fnNames[fn], api.FunctionRequest{Image: "registry.local/img:" + cp.fnNames[fn]}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	rng := rand.New(rand.NewPCG(3, 9))
 	for step := range 600 {
-		fn := rng.IntN(functions)
-		members := f.fns[fn].Nodes()
+		fn := int32(rng.IntN(functions))
+		name := cp.fnNames[fn]
+		members := cp.trees[fn].Nodes()
 		if len(members) > 0 && rng.IntN(5) < 2 {
 			vm := members[rng.IntN(len(members))].VM
-			if err := m.Release(ctx, fname(fn), vm); err != nil {
+			if err := m.Release(ctx, name, vm); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := f.remove(int32(fn), f.index[vm]); err != nil {
+			if _, err := cp.remove(fn, cp.index[vm]); err != nil {
 				t.Fatal(err)
 			}
 		} else {
-			free := len(f.choose(int32(fn), vms))
+			free := len(cp.choose(fn, vms))
 			if free == 0 {
 				continue
 			}
 			count := 1 + rng.IntN(min(free, 6))
-			resp, err := m.Scale(ctx, fname(fn), api.ScaleRequest{Count: count})
+			resp, err := m.Scale(ctx, name, api.ScaleRequest{Count: count})
 			if err != nil {
 				t.Fatal(err)
 			}
-			chosen := f.choose(int32(fn), count)
-			var want []string
+			var want, got []string
 			for _, p := range resp.Added {
 				want = append(want, p.VM)
 			}
-			var got []string
-			for _, vm := range chosen {
-				got = append(got, f.names[vm])
-				if _, err := f.insert(int32(fn), vm); err != nil {
+			for _, vm := range cp.choose(fn, count) {
+				got = append(got, cp.names[vm])
+				if _, err := cp.insert(fn, vm); err != nil {
 					t.Fatal(err)
 				}
 			}
 			if !slices.Equal(got, want) {
-				t.Fatalf("step %d: scaling %s by %d picked %v, the manager %v", step, fname(fn), count, got, want)
+				t.Fatalf("step %d: scaling %s by %d picked %v, the manager %v", step, name, count, got, want)
 			}
 		}
 		for g := range functions {
-			compareTree(t, step, m, fname(g), f, g)
+			compareTree(t, step, m, cp, int32(g))
 		}
 	}
 }
 
-func compareTree(t *testing.T, step int, m *manager.Manager, name string, f *forest, fn int) {
+func compareTree(t *testing.T, step int, m *manager.Manager, cp *controlPlane, fn int32) {
 	t.Helper()
+	name := cp.fnNames[fn]
 	tree, err := m.Tree(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(tree.Nodes) != f.fns[fn].Len() {
-		t.Fatalf("step %d: %s has %d VMs in the manager, %d here", step, name, len(tree.Nodes), f.fns[fn].Len())
+	if len(tree.Nodes) != cp.trees[fn].Len() {
+		t.Fatalf("step %d: %s has %d VMs in the manager, %d here", step, name, len(tree.Nodes), cp.trees[fn].Len())
 	}
 	for _, n := range tree.Nodes {
-		want := ""
+		want := int32(-1)
 		if n.Parent != nil {
-			want = *n.Parent
+			want = cp.index[*n.Parent]
 		}
-		got, ok := f.fns[fn].Parent(n.VM)
-		if !ok || got != want {
-			t.Fatalf("step %d: in %s, %s has parent %q here, %q in the manager", step, name, n.VM, got, want)
+		if got := cp.parent(fn, cp.index[n.VM]); got != want {
+			t.Fatalf("step %d: in %s, %s has parent %d here, %d in the manager", step, name, n.VM, got, want)
 		}
-		if fo := f.vms[f.index[n.VM]].fanout; fo != n.Fanout {
+		if fo := cp.fanout(cp.index[n.VM]); fo != n.Fanout {
 			t.Fatalf("step %d: %s has fan-out %d here, %d in the manager", step, n.VM, fo, n.Fanout)
 		}
 	}
-	if err := f.fns[fn].Check(); err != nil {
+	if err := cp.trees[fn].Check(); err != nil {
 		t.Fatalf("step %d: %s: %v", step, name, err)
 	}
 }
@@ -122,21 +120,21 @@ func TestPaperPlacement(t *testing.T) {
 	if c.Functions != 3 {
 		t.Fatalf("functions = %d, want 3", c.Functions)
 	}
-	f := newForest(c.VMs, c.Functions, c.FunctionsPerVM)
-	for fn := range 3 {
+	cp := newControlPlane(c.VMs, c.Functions, c.FunctionsPerVM)
+	for fn := range int32(3) {
 		n := 833
 		if fn == 0 {
 			n = 834
 		}
-		for _, vm := range f.choose(int32(fn), n) {
-			if _, err := f.insert(int32(fn), vm); err != nil {
+		for _, vm := range cp.choose(fn, n) {
+			if _, err := cp.insert(fn, vm); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	for i, v := range f.vms {
-		if len(v.fns) < 2 || len(v.fns) > 3 {
-			t.Fatalf("VM %d hosts %d functions", i, len(v.fns))
+	for i := range int32(c.VMs) {
+		if l := cp.load(i); l < 2 || l > 3 {
+			t.Fatalf("VM %d hosts %d functions", i, l)
 		}
 	}
 }

@@ -1,16 +1,25 @@
 package sim
 
-import "math/rand/v2"
+import (
+	"math/rand/v2"
+
+	"github.com/faasnet/faasnet/imagegen"
+)
 
 // A plane is a data plane: how the VMs the control plane assigns to a
-// function get its image. The control plane (forest) and its trees are the
-// same under every strategy, so that strategies differ in nothing but the
-// data plane.
+// function get its image. The control plane (controlPlane) and its trees
+// are the same under every strategy, so that strategies differ in nothing
+// but the data plane.
+//
+// An image is Config.Layers layers (see layerSizes), which every strategy
+// moves in parallel, each on its own, as the emulation's workers and swarm
+// agents do: a tree streams each layer down its own pipeline, a swarm
+// shares each layer as a torrent of its own.
 type plane interface {
 	// join starts vm's fetch of fn's image; parent is vm's parent in fn's
-	// tree, -1 at the root. done runs when vm has the bytes it needs. With
-	// cached, vm has the whole image already: it fetches nothing, done
-	// does not run, and vm can serve others at once.
+	// tree, -1 at the root. done runs when vm has the bytes it needs of
+	// every layer. With cached, vm has the whole image already: it
+	// fetches nothing, done does not run, and vm can serve others at once.
 	join(fn, vm, parent int32, cached bool, done func())
 	// move tells that vm's parent in fn's tree is now parent.
 	move(fn, vm, parent int32)
@@ -18,50 +27,99 @@ type plane interface {
 	leave(fn, vm int32)
 }
 
-// treePlane is FaaSNet: every VM streams from its tree parent, the root
-// from the registry.
-type treePlane struct {
-	e    *engine
-	size float64
-	reps []map[int32]*replica
+// layerSizes splits the bytes a VM needs of an image of cfg into its
+// layers: as package imagegen sizes the bench's generated images (the base
+// layer half of the image, the others sharing the rest with decreasing
+// weights), scaled to need.
+func layerSizes(cfg Config, need float64) []float64 {
+	n := max(cfg.Layers, 1)
+	if n == 1 {
+		return []float64{need}
+	}
+	sizes, err := imagegen.LayerSizes(imagegen.Spec{TotalSize: cfg.ImageSize, Layers: n})
+	if err != nil {
+		panic(err) // normalize checked the layers
+	}
+	out := make([]float64, n)
+	for i, s := range sizes {
+		out[i] = float64(s) * need / float64(cfg.ImageSize)
+	}
+	return out
 }
 
-func newTreePlane(e *engine, functions int, size float64) *treePlane {
-	p := &treePlane{e: e, size: size, reps: make([]map[int32]*replica, functions)}
+// allDone returns a function to call once per layer that runs done on the
+// last call.
+func allDone(layers int, done func()) func() {
+	if layers == 1 {
+		return done
+	}
+	left := layers
+	return func() {
+		if left--; left == 0 && done != nil {
+			done()
+		}
+	}
+}
+
+// treePlane is FaaSNet: every VM streams each layer from its tree parent,
+// the root from the registry.
+type treePlane struct {
+	e     *engine
+	sizes []float64 // of each layer
+	reps  []map[int32][]*replica
+}
+
+func newTreePlane(e *engine, functions int, sizes []float64) *treePlane {
+	p := &treePlane{e: e, sizes: sizes, reps: make([]map[int32][]*replica, functions)}
 	for i := range p.reps {
-		p.reps[i] = map[int32]*replica{}
+		p.reps[i] = map[int32][]*replica{}
 	}
 	return p
 }
 
-func (p *treePlane) replica(fn, vm int32) *replica {
+// replica returns vm's copy of layer l of fn's image; nil for the
+// registry (vm -1) or a VM that left.
+func (p *treePlane) replica(fn, vm int32, l int) *replica {
 	if vm < 0 {
 		return nil
 	}
-	return p.reps[fn][vm]
+	if rs := p.reps[fn][vm]; rs != nil {
+		return rs[l]
+	}
+	return nil
 }
 
 func (p *treePlane) join(fn, vm, parent int32, cached bool, done func()) {
-	r := &replica{vm: vm, size: p.size, parent: p.replica(fn, parent), onDone: done}
-	p.reps[fn][vm] = r
-	if cached {
-		r.have, r.done = r.size, true
-		return
+	rs := make([]*replica, len(p.sizes))
+	onDone := allDone(len(p.sizes), done)
+	for l, size := range p.sizes {
+		rs[l] = &replica{vm: vm, size: size, parent: p.replica(fn, parent, l), onDone: onDone}
 	}
-	p.e.fetch(r)
+	p.reps[fn][vm] = rs
+	for _, r := range rs {
+		if cached {
+			r.have, r.done = r.size, true
+			continue
+		}
+		p.e.fetch(r)
+	}
 }
 
 func (p *treePlane) move(fn, vm, parent int32) {
-	if r := p.replica(fn, vm); r != nil {
-		p.e.reparent(r, p.replica(fn, parent))
+	for l, r := range p.reps[fn][vm] {
+		p.e.reparent(r, p.replica(fn, parent, l))
 	}
 }
 
 func (p *treePlane) leave(fn, vm int32) {
-	if r := p.replica(fn, vm); r != nil {
-		p.e.drop(r)
-		delete(p.reps[fn], vm)
+	rs, ok := p.reps[fn][vm]
+	if !ok {
+		return
 	}
+	for _, r := range rs {
+		p.e.drop(r)
+	}
+	delete(p.reps[fn], vm)
 }
 
 // directPlane is every VM fetching from the registry (whole, or only the
@@ -75,37 +133,50 @@ func (p *directPlane) join(fn, vm, _ int32, cached bool, done func()) {
 }
 func (p *directPlane) move(fn, vm, parent int32) {}
 
-// swarmPlane is one swarm per function's image.
+// swarmPlane is one swarm per layer of each function's image.
 type swarmPlane struct {
-	e           *engine
-	cfg         SwarmConfig
-	rng         *rand.Rand
-	size, piece float64
-	swarms      []*swarm
-	peers       []map[int32]*speer
+	e      *engine
+	cfg    SwarmConfig
+	rng    *rand.Rand
+	sizes  []float64 // of each layer
+	piece  float64
+	swarms [][]*swarm // [fn][layer], created on the first join
+	peers  []map[int32][]*speer
 }
 
-func newSwarmPlane(e *engine, cfg SwarmConfig, rng *rand.Rand, functions int, size, piece float64) *swarmPlane {
-	p := &swarmPlane{e: e, cfg: cfg, rng: rng, size: size, piece: piece,
-		swarms: make([]*swarm, functions), peers: make([]map[int32]*speer, functions)}
+func newSwarmPlane(e *engine, cfg SwarmConfig, rng *rand.Rand, functions int, sizes []float64, piece float64) *swarmPlane {
+	p := &swarmPlane{e: e, cfg: cfg, rng: rng, sizes: sizes, piece: piece,
+		swarms: make([][]*swarm, functions), peers: make([]map[int32][]*speer, functions)}
 	for i := range p.peers {
-		p.peers[i] = map[int32]*speer{}
+		p.peers[i] = map[int32][]*speer{}
 	}
 	return p
 }
 
 func (p *swarmPlane) join(fn, vm, _ int32, cached bool, done func()) {
 	if p.swarms[fn] == nil {
-		p.swarms[fn] = newSwarm(p.e, p.cfg, p.rng, p.size, p.piece)
+		p.swarms[fn] = make([]*swarm, len(p.sizes))
+		for l, size := range p.sizes {
+			p.swarms[fn][l] = newSwarm(p.e, p.cfg, p.rng, size, p.piece)
+		}
 	}
-	p.peers[fn][vm] = p.swarms[fn].join(vm, cached, done)
+	onDone := allDone(len(p.sizes), done)
+	qs := make([]*speer, len(p.sizes))
+	for l, sw := range p.swarms[fn] {
+		qs[l] = sw.join(vm, cached, onDone)
+	}
+	p.peers[fn][vm] = qs
 }
 
 func (p *swarmPlane) move(fn, vm, parent int32) {}
 
 func (p *swarmPlane) leave(fn, vm int32) {
-	if q, ok := p.peers[fn][vm]; ok {
-		p.swarms[fn].leave(q)
-		delete(p.peers[fn], vm)
+	qs, ok := p.peers[fn][vm]
+	if !ok {
+		return
 	}
+	for l, q := range qs {
+		p.swarms[fn][l].leave(q)
+	}
+	delete(p.peers[fn], vm)
 }

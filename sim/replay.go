@@ -151,13 +151,13 @@ func Replay(tr *Trace, rc ReplayConfig, s Strategy) (*ReplayResult, error) {
 				}
 				burst += added
 				r.Rejected += deficit - added
-				r.PeakTree = max(r.PeakTree, w.f.fns[fn].Len())
+				r.PeakTree = max(r.PeakTree, w.cp.trees[fn].Len())
 			}
 			total += len(insts[fn])
 		}
 		r.PeakBurst = max(r.PeakBurst, burst)
 		r.PeakInstances = max(r.PeakInstances, total)
-		h := w.f.height()
+		h := w.cp.height()
 		r.PeakHeight = max(r.PeakHeight, h)
 		if len(r.Height) == 0 || r.Height[len(r.Height)-1].Height != h {
 			r.Height = append(r.Height, HeightSample{Time: float64(now) / 1e9, Height: h})

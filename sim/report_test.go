@@ -98,26 +98,3 @@ func TestCDFPoints(t *testing.T) {
 		t.Errorf("ends at %v", last)
 	}
 }
-
-func TestCalibrate(t *testing.T) {
-	c := DefaultConfig()
-	c.ImageSize = 10_000_000
-	sim, err := ScaleOut(func() Config { c := c; c.VMs = 16; return c }(), FaaSNet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows, err := Calibrate(c, []Measured{
-		{Strategy: FaaSNet, VMs: 16, Makespan: sim.Makespan * 1.1},
-		{Strategy: FaaSNet, VMs: 16, Makespan: sim.Makespan * 2},
-	}, 0.2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !rows[0].Within || rows[1].Within || rows[1].Ratio != 0.5 {
-		t.Errorf("rows %+v", rows)
-	}
-	var b bytes.Buffer
-	if err := WriteCalibration(&b, rows); err != nil || !strings.Contains(b.String(), "false") {
-		t.Errorf("table %q, %v", b.String(), err)
-	}
-}

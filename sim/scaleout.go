@@ -14,7 +14,7 @@ type world struct {
 	cfg   Config
 	strat Strategy
 	e     *engine
-	f     *forest
+	cp    *controlPlane
 	pl    plane
 	start int64 // ns: StartTime
 }
@@ -32,16 +32,16 @@ func newWorld(cfg Config, s Strategy, functions int, res int64) (*world, error) 
 		latency:  int64(cfg.Latency),
 		res:      res,
 	})
-	w := &world{cfg: cfg, strat: s, e: e, f: newForest(cfg.VMs, functions, cfg.FunctionsPerVM), start: int64(cfg.StartTime)}
-	size := cfg.need(s)
+	w := &world{cfg: cfg, strat: s, e: e, cp: newControlPlane(cfg.VMs, functions, cfg.FunctionsPerVM), start: int64(cfg.StartTime)}
+	sizes := layerSizes(cfg, cfg.need(s))
 	switch s {
 	case FaaSNet, FaaSNetLazy:
-		w.pl = newTreePlane(e, functions, size)
+		w.pl = newTreePlane(e, functions, sizes)
 	case Registry, OnDemand:
-		w.pl = &directPlane{*newTreePlane(e, functions, size)}
+		w.pl = &directPlane{*newTreePlane(e, functions, sizes)}
 	case Swarm:
 		rng := rand.New(rand.NewPCG(cfg.Seed, 0x5eed))
-		w.pl = newSwarmPlane(e, cfg.Swarm, rng, functions, size, float64(cfg.PieceSize))
+		w.pl = newSwarmPlane(e, cfg.Swarm, rng, functions, sizes, float64(cfg.PieceSize))
 	}
 	return w, nil
 }
@@ -51,18 +51,18 @@ func newWorld(cfg Config, s Strategy, functions int, res int64) (*world, error) 
 // has started. With cached, the VMs hold the image already and ready does
 // not run. It returns the VMs added.
 func (w *world) scaleOut(fn int32, count int, cached bool, ready func(vm int32)) ([]int32, error) {
-	vms := w.f.choose(fn, count)
+	vms := w.cp.choose(fn, count)
 	for _, vm := range vms {
-		ch, err := w.f.insert(fn, vm)
+		ch, err := w.cp.insert(fn, vm)
 		if err != nil {
 			return nil, err
 		}
 		for _, mv := range ch.Moved {
-			if mv.VM != w.f.names[vm] {
-				w.pl.move(fn, w.f.index[mv.VM], w.f.parent(fn, w.f.index[mv.VM]))
+			if mv.VM != w.cp.names[vm] {
+				w.pl.move(fn, w.cp.index[mv.VM], w.cp.parent(fn, w.cp.index[mv.VM]))
 			}
 		}
-		w.pl.join(fn, vm, w.f.parent(fn, vm), cached, func() {
+		w.pl.join(fn, vm, w.cp.parent(fn, vm), cached, func() {
 			w.e.after(w.start, func() { ready(vm) })
 		})
 	}
@@ -71,13 +71,13 @@ func (w *world) scaleOut(fn int32, count int, cached bool, ready func(vm int32))
 
 // scaleIn removes vm from fn's tree and tells the data plane.
 func (w *world) scaleIn(fn, vm int32) error {
-	ch, err := w.f.remove(fn, vm)
+	ch, err := w.cp.remove(fn, vm)
 	if err != nil {
 		return err
 	}
 	w.pl.leave(fn, vm)
 	for _, mv := range ch.Moved {
-		w.pl.move(fn, w.f.index[mv.VM], w.f.parent(fn, w.f.index[mv.VM]))
+		w.pl.move(fn, w.cp.index[mv.VM], w.cp.parent(fn, w.cp.index[mv.VM]))
 	}
 	return nil
 }
@@ -144,6 +144,9 @@ type Result struct {
 	ReadyTimes []float64 `json:"ready_times_s"`
 	// RegistryEgress is the bytes the registry sent.
 	RegistryEgress int64 `json:"registry_egress_bytes"`
+	// Wasted is the bytes VMs received and did not keep: a swarm's
+	// endgame duplicates and pieces cut off by closed connections.
+	Wasted int64 `json:"wasted_bytes"`
 	// Busiest is the VM that moved the most bytes (sent plus received).
 	Busiest VMTraffic `json:"busiest_vm"`
 	// PeakUpload is the highest upload rate of any VM, bytes/s.
@@ -210,7 +213,7 @@ func ScaleOut(cfg Config, s Strategy) (*Result, error) {
 	}
 	perVM := make([]int, cfg.VMs)
 	for i := range perVM {
-		perVM[i] = len(w.f.vms[i].fns)
+		perVM[i] = w.cp.load(int32(i))
 	}
 	bound := lowerBound(cfg, perVM, cfg.need(s))
 	if res == 0 {
@@ -228,7 +231,7 @@ func ScaleOut(cfg Config, s Strategy) (*Result, error) {
 		Strategy: s, VMs: cfg.VMs, Containers: cfg.Containers, Functions: cfg.Functions,
 		LowerBound:     bound,
 		RegistryEgress: int64(math.Round(w.e.registryOut)),
-		Height:         []HeightSample{{0, w.f.height()}},
+		Height:         []HeightSample{{0, w.cp.height()}},
 		Resolution:     float64(w.e.p.res) / 1e9,
 		Steps:          w.e.steps,
 	}
@@ -237,6 +240,11 @@ func ScaleOut(cfg Config, s Strategy) (*Result, error) {
 	r.Makespan = r.Ready.Max
 	r.Efficiency = bound / r.Makespan
 	r.Busiest, r.PeakUpload = busiest(w)
+	wasted := 0.0
+	for _, b := range w.e.waste {
+		wasted += b
+	}
+	r.Wasted = int64(math.Round(wasted))
 	r.Wall = time.Since(wall).Seconds()
 	return r, nil
 }
@@ -247,7 +255,7 @@ func busiest(w *world) (VMTraffic, float64) {
 	for i := range w.e.sent {
 		if t := w.e.sent[i] + w.e.recv[i]; t > best {
 			best = t
-			b = VMTraffic{VM: w.f.names[i], Sent: int64(math.Round(w.e.sent[i])), Received: int64(math.Round(w.e.recv[i]))}
+			b = VMTraffic{VM: w.cp.names[i], Sent: int64(math.Round(w.e.sent[i])), Received: int64(math.Round(w.e.recv[i]))}
 		}
 		peak = math.Max(peak, w.e.peakUp[i])
 	}

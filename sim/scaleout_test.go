@@ -148,11 +148,13 @@ func TestStrategiesInvariants(t *testing.T) {
 }
 
 // TestBytesAddUp checks conservation in the engine: every byte received
-// was sent by a VM or by the registry, and every VM received what it needs.
+// was sent by a VM or by the registry, and every VM received what it needs
+// (and what a swarm received twice), with one layer and with three.
 func TestBytesAddUp(t *testing.T) {
-	for _, s := range Strategies {
+	for k := range 2 * len(Strategies) {
+		s, layers := Strategies[k/2], 1+2*(k%2)
 		c := DefaultConfig()
-		c.VMs, c.Containers, c.ImageSize = 30, 70, 40_000_000
+		c.VMs, c.Containers, c.ImageSize, c.Layers = 30, 70, 40_000_000, layers
 		c, _ = c.normalize()
 		w, err := newWorld(c, s, c.Functions, 1000)
 		if err != nil {
@@ -176,9 +178,10 @@ func TestBytesAddUp(t *testing.T) {
 		for v := range c.VMs {
 			sent += w.e.sent[v]
 			recv += w.e.recv[v]
-			want := float64(len(w.f.vms[v].fns)) * c.need(s)
-			if math.Abs(w.e.recv[v]-want) > 1 {
-				t.Errorf("%s: VM %d received %v bytes, want %v", s, v, w.e.recv[v], want)
+			// Only a swarm's endgame receives a piece twice.
+			want := float64(w.cp.load(int32(v))) * c.need(s)
+			if got := w.e.recv[v] - w.e.waste[v]; math.Abs(got-want) > 1 || s != Swarm && w.e.waste[v] != 0 {
+				t.Errorf("%s: VM %d received %v bytes (%v twice), want %v", s, v, w.e.recv[v], w.e.waste[v], want)
 			}
 		}
 		if math.Abs(sent-recv) > 1 {
@@ -298,5 +301,60 @@ func BenchmarkScaleOut(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestLayers checks how an image of several layers moves: its layers are
+// sized as the bench's images are and add up to what a VM needs, a
+// registry-bound pull takes as long as with one layer, and a tree, whose
+// layers each wait a block at their share of the rate at every hop, is
+// slower than with one layer, by at most a block time per layer per hop.
+func TestLayers(t *testing.T) {
+	c := DefaultConfig()
+	c.ImageSize, c.Layers = 100_000_000, 5
+	sizes := layerSizes(c, c.need(FaaSNet))
+	want := []float64{50e6, 20e6, 15e6, 10e6, 5e6} // imagegen's documented split
+	for i := range want {
+		if math.Abs(sizes[i]-want[i]) > 1 {
+			t.Fatalf("layer sizes %v, want %v", sizes, want)
+		}
+	}
+	lazy := layerSizes(c, c.need(FaaSNetLazy))
+	sum := 0.0
+	for _, s := range lazy {
+		sum += s
+	}
+	if math.Abs(sum-c.need(FaaSNetLazy)) > 1e-6 || lazy[0] <= lazy[4] {
+		t.Errorf("lazy layers %v do not split %v", lazy, c.need(FaaSNetLazy))
+	}
+
+	for _, s := range []Strategy{Registry, FaaSNet} {
+		one := exact(16)
+		one.ImageSize = c.ImageSize
+		layered := one
+		layered.Layers = 5
+		a, err := ScaleOut(one, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := ScaleOut(layered, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.RegistryEgress != b.RegistryEgress {
+			t.Errorf("%s: registry sent %d bytes with one layer, %d with five", s, a.RegistryEgress, b.RegistryEgress)
+		}
+		switch s {
+		case Registry:
+			if math.Abs(a.Makespan-b.Makespan) > tolerance(b, b.Makespan) {
+				t.Errorf("registry: makespan %v with one layer, %v with five", a.Makespan, b.Makespan)
+			}
+		case FaaSNet:
+			hops := float64(lastHeight(a.Height))
+			most := a.Makespan + 5*hops*2*float64(one.BlockSize)/float64(one.Bandwidth)
+			if b.Makespan < a.Makespan || b.Makespan > most {
+				t.Errorf("faasnet: makespan %v with five layers, want between %v (one layer) and %v", b.Makespan, a.Makespan, most)
+			}
+		}
 	}
 }

@@ -30,6 +30,8 @@ type simFlags struct {
 	jsonFile   string
 	plotFile   string
 	traceDir   string
+	calibrate  string
+	tolerance  float64
 	replay     sim.ReplayConfig
 }
 
@@ -44,6 +46,7 @@ func newSimCmd() *cobra.Command {
 		bandwidth:  units.Rate(def.Bandwidth),
 		registry:   units.Rate(def.RegistryBandwidth),
 		replay:     sim.ReplayConfig{Config: def, IdleTimeout: 15 * time.Minute, ScaleFactor: 1},
+		tolerance:  0.2,
 	}
 	fl.replay.VMs = 1000
 	cfg := &fl.replay.Config
@@ -55,7 +58,13 @@ placement and function trees (the same code), and a flow-level network in
 which every VM has an uplink and a downlink, the registry an egress link,
 and concurrent transfers share links max-min fairly. The defaults are the
 paper's 128-VM experiment. --vms 8,16,32 sweeps concurrency; --trace DIR
-replays an Azure Functions trace over a pool of --pool VMs instead.`,
+replays an Azure Functions trace over a pool of --pool VMs instead.
+
+--calibrate FILE reads the results of faasnet bench --json FILE and
+simulates the same runs: the bench's image (size and layers), links, block
+and piece size, VM counts and strategies, with a flow latency of 0 unless
+--latency is given; it prints the simulated and the emulated makespans
+side by side and marks those more than --tolerance apart.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runSim(cmd, &fl)
@@ -86,6 +95,10 @@ replays an Azure Functions trace over a pool of --pool VMs instead.`,
 	f.IntVar(&fl.replay.VMs, "pool", fl.replay.VMs, "trace: VMs in the pool")
 	f.Float64Var(&fl.replay.ScaleFactor, "scale-factor", fl.replay.ScaleFactor, "trace: multiply every invocation count")
 	f.IntVar(&fl.replay.Minutes, "minutes", 0, "trace: replay only the first minutes (0: all)")
+	f.IntVar(&cfg.Layers, "layers", 1, "layers of each image, moved in parallel (sized as the bench's generated images)")
+	f.IntVar(&cfg.Swarm.Endgame, "swarm-endgame", cfg.Swarm.Endgame, "swarm: missing pieces at which a peer asks several peers for each (0: no endgame; the emulation uses 3)")
+	f.StringVar(&fl.calibrate, "calibrate", "", "simulate the runs of this faasnet bench --json file and compare")
+	f.Float64Var(&fl.tolerance, "tolerance", fl.tolerance, "calibration: relative difference of makespans flagged")
 	return cmd
 }
 
@@ -106,6 +119,19 @@ func runSim(cmd *cobra.Command, fl *simFlags) error {
 	cfg.ImageSize, cfg.BlockSize, cfg.PieceSize = int64(fl.imageSize), int64(fl.blockSize), int64(fl.pieceSize)
 	cfg.Bandwidth, cfg.RegistryBandwidth = int64(fl.bandwidth), int64(fl.registry)
 	out := cmd.OutOrStdout()
+	if fl.calibrate != "" {
+		for _, name := range []string{"trace", "vms", "containers", "functions", "image-size", "bandwidth", "registry-bandwidth", "block-size", "piece-size", "layers", "strategies"} {
+			if cmd.Flags().Changed(name) {
+				return fmt.Errorf("--calibrate takes the scenario from the bench's results, not --%s", name)
+			}
+		}
+		if !cmd.Flags().Changed("latency") {
+			// Loopback: what the emulation adds per hop is its own
+			// cost, which calibration is there to show.
+			cfg.Latency = 0
+		}
+		return runCalibrate(out, fl)
+	}
 	if fl.traceDir != "" {
 		if cmd.Flags().Changed("vms") || cmd.Flags().Changed("containers") {
 			return errors.New("--trace takes the pool size from --pool and the containers from the trace, not --vms or --containers")
@@ -182,6 +208,40 @@ func runReplay(out io.Writer, fl *simFlags, strategies []sim.Strategy) error {
 		}
 		return sim.PlotCDF(w, "Cold-start provisioning latency", "latency (s)", names, series)
 	})
+}
+
+func runCalibrate(out io.Writer, fl *simFlags) error {
+	f, err := os.Open(fl.calibrate)
+	if err != nil {
+		return fmt.Errorf("--calibrate: %w", err)
+	}
+	b, err := sim.ReadBench(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("--calibrate %s: %w", fl.calibrate, err)
+	}
+	cfg := b.Config(fl.replay.Config)
+	measured, failed := b.Measured()
+	for _, r := range failed {
+		fmt.Fprintf(out, "skipped: %s at %d VMs, where %d VMs failed\n", r.Strategy, r.VMs, r.FailedVMs)
+	}
+	slog.Info("calibrating", "runs", len(measured), "image", units.FormatBytes(cfg.ImageSize), "layers", cfg.Layers,
+		"bandwidth", units.FormatRate(cfg.Bandwidth), "registry", units.FormatRate(cfg.RegistryBandwidth))
+	rows, err := sim.Calibrate(cfg, measured, fl.tolerance)
+	if err != nil {
+		return err
+	}
+	if err := sim.WriteCalibration(out, rows); err != nil {
+		return err
+	}
+	off := 0
+	for _, r := range rows {
+		if !r.Within {
+			off++
+		}
+	}
+	fmt.Fprintf(out, "%d of %d runs within %.0f%% (ratio = simulated/emulated)\n", len(rows)-off, len(rows), 100*fl.tolerance)
+	return writeJSON(fl.jsonFile, map[string]any{"config": cfg, "bench": fl.calibrate, "calibration": rows})
 }
 
 func parseInts(s string) ([]int, error) {
