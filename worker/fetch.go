@@ -265,10 +265,11 @@ func (w *Worker) writeAll(b *blobcache.Blob, raw []byte, j *job) error {
 		if b.Has(i) {
 			continue
 		}
+		j.info.fromReg.Add(n) // before the write, which may complete the blob
 		if err := b.WriteBlock(i, bytes.NewReader(raw[off:off+n])); err != nil {
+			j.info.fromReg.Add(-n)
 			return err
 		}
-		j.info.fromReg.Add(n)
 		w.metrics.bytesIn(false, n)
 	}
 	return nil
@@ -333,10 +334,13 @@ func (w *Worker) fillRun(ctx context.Context, b *blobcache.Blob, j *job, first, 
 			}
 			continue
 		}
+		// Count first: the last block completes the blob, and a status
+		// report made at that moment must include it.
+		count.Add(bn)
 		if err := b.WriteBlock(k, io.LimitReader(r, bn)); err != nil {
+			count.Add(-bn)
 			return stallOr(sctx, err)
 		}
-		count.Add(bn)
 		w.metrics.bytesIn(fromParent, bn)
 	}
 	return nil
