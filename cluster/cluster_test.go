@@ -49,9 +49,11 @@ func run(t *testing.T, h *Harness, name string, vms int) *Result {
 	}
 	t.Logf("%s on %d VMs: makespan %v (first %v), lower bound %v, efficiency %.2f, registry egress %d, busiest upload %d, CPU %.0f%%",
 		name, vms, res.Makespan, res.FirstReady, res.LowerBound, res.Efficiency, res.RegistryEgress, res.MaxVMUpload, 100*res.CPU)
-	// The emulated links hold: nothing beats the lower bound. The slack is
-	// the limiters' initial bursts.
-	if res.Efficiency > 1.05 {
+	// The emulated links hold: nothing beats the lower bound but by the
+	// limiters' initial bursts, a twentieth of a second of traffic each
+	// (bwlimit), and timer jitter. With a lower bound of a quarter second
+	// (TestFaasnetOverlappingFunctions) a burst alone is 20% of it.
+	if res.Makespan < res.LowerBound*95/100-time.Second/20 {
 		t.Errorf("%s: efficiency %.2f: makespan %v under the lower bound %v", name, res.Efficiency, res.Makespan, res.LowerBound)
 	}
 	return res
@@ -136,7 +138,11 @@ func TestRunCleansUp(t *testing.T) {
 	}
 	for _, name := range Strategies() {
 		s, _ := StrategyByName(name)
-		if _, err := h.Run(context.Background(), s, 3, RunOptions{Timeout: time.Minute}); err != nil {
+		_, err := h.Run(context.Background(), s, 3, RunOptions{Timeout: time.Minute})
+		if name == "ondemand" { // needs a function (TestOnDemandNeedsAFunction); it must clean up all the same
+			continue
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/lazy"
 	"github.com/faasnet/faasnet/manager"
 	"github.com/faasnet/faasnet/manager/store"
 	"github.com/faasnet/faasnet/worker"
@@ -19,11 +20,39 @@ import (
 // Faasnet provisions through function trees: a manager and one faasnet
 // worker per VM, the same code as in production. Provision scales every
 // function onto all VMs at once; a VM is ready when its worker reports every
-// function ready (all blobs in its cache, verified).
+// function ready: all blobs in its cache, verified, or, when the harness
+// runs a Function, the function's container answering (started over a lazy
+// mount of the eStargz image, blocks fetched through the tree as it reads).
 type Faasnet struct{}
 
 // Name implements Strategy.
 func (Faasnet) Name() string { return "faasnet" }
+
+// Deploy implements Strategy: it starts the manager, defines one function
+// per image, starts the workers and waits until all have registered.
+func (Faasnet) Deploy(ctx context.Context, env *Env) (Deployment, error) {
+	return deployWorkers(ctx, env, "faasnet", env.Images, false)
+}
+
+// OnDemand is the paper's "optimized baseline": every VM mounts the
+// function's eStargz image lazily and fetches the blocks its container
+// reads straight from the registry, with no tree. It is Faasnet's code
+// with one difference, the tree: each VM is the only member of a function
+// of its own (same image, same spec), so every VM is a root. Like a root,
+// each VM streams the rest of the image from the registry once its
+// container answered. It needs a Function (Options.Function).
+type OnDemand struct{}
+
+// Name implements Strategy.
+func (OnDemand) Name() string { return "ondemand" }
+
+// Deploy implements Strategy.
+func (OnDemand) Deploy(ctx context.Context, env *Env) (Deployment, error) {
+	if env.Spec == nil {
+		return nil, errors.New("ondemand: fetches a function's eStargz image lazily, so it needs a function to run (a lazy bench: Options.Function)")
+	}
+	return deployWorkers(ctx, env, "ondemand", env.Images, true)
+}
 
 // Timeouts of the emulated control plane, looser than production's
 // defaults: a busy 2-core machine running a hundred VMs delays heartbeats
@@ -34,13 +63,20 @@ const (
 	stallTimeout  = 20 * time.Second
 )
 
-type faasnetDeployment struct {
-	env     *Env
+// workerDeployment is a manager and one faasnet worker per VM: Faasnet,
+// OnDemand, and RegistryPull when it runs containers.
+type workerDeployment struct {
+	env    *Env
+	name   string
+	images []Image // what every VM provisions
+	// solo makes every VM the only member of functions of its own, one
+	// per image: no VM has a parent.
+	solo    bool
 	cancel  context.CancelFunc
 	mgr     *manager.Manager
 	mgrSrv  *http.Server
 	client  *api.Client
-	fns     []string
+	fns     [][]string // fns[i][j]: VM i's function for image j
 	workers []*worker.Worker
 	wwg     sync.WaitGroup // the workers' Serve
 	mwg     sync.WaitGroup // the manager's Run and server
@@ -51,19 +87,20 @@ type faasnetDeployment struct {
 	errs  map[string]string
 }
 
-// Deploy implements Strategy: it starts the manager, defines one function
-// per image, starts the workers and waits until all have registered.
-func (Faasnet) Deploy(ctx context.Context, env *Env) (Deployment, error) {
+// deployWorkers starts the manager, defines the functions, starts the
+// workers and waits until all have registered.
+func deployWorkers(ctx context.Context, env *Env, name string, images []Image, solo bool) (Deployment, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	d := &faasnetDeployment{env: env, cancel: cancel, ready: map[string]time.Time{}, errs: map[string]string{}}
+	d := &workerDeployment{env: env, name: name, images: images, solo: solo, cancel: cancel,
+		ready: map[string]time.Time{}, errs: map[string]string{}}
 	if err := d.start(ctx); err != nil {
 		d.Close()
-		return nil, fmt.Errorf("faasnet: %w", err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return d, nil
 }
 
-func (d *faasnetDeployment) start(ctx context.Context) error {
+func (d *workerDeployment) start(ctx context.Context) error {
 	m, err := manager.New(ctx, store.NewMemory(), manager.Options{VMTimeout: vmTimeout, Push: true, Logger: d.env.Logger})
 	if err != nil {
 		return err
@@ -77,20 +114,20 @@ func (d *faasnetDeployment) start(ctx context.Context) error {
 	d.mgrSrv = &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	d.mwg.Go(func() { d.mgrSrv.Serve(ln) })
 	d.client = api.NewClient("http://" + ln.Addr().String())
-	for i, im := range d.env.Images {
-		fn := fmt.Sprintf("fn-%d", i)
-		if _, err := m.PutFunction(ctx, fn, api.FunctionRequest{Image: im.Ref}); err != nil {
-			return fmt.Errorf("defining %s: %w", fn, err)
-		}
-		d.fns = append(d.fns, fn)
+	if err := d.define(ctx); err != nil {
+		return err
 	}
 	sc := d.env.Scenario
 	for _, vm := range d.env.VMs {
-		w, err := worker.New(worker.Config{
+		cfg := worker.Config{
 			ID: vm.Name, Manager: d.client.Base, CacheDir: filepath.Join(d.env.Dir, vm.Name),
 			BlockSize: sc.BlockSize, UploadLimit: sc.Bandwidth, DownloadLimit: sc.Bandwidth,
 			ParentTimeout: parentTimeout, StallTimeout: stallTimeout, Logger: d.env.Logger,
-		})
+		}
+		if d.env.Spec != nil {
+			cfg.Containers, cfg.RunDir = true, filepath.Join(d.env.RunDir, vm.Name)
+		}
+		w, err := worker.New(cfg)
 		if err != nil {
 			return err
 		}
@@ -104,9 +141,41 @@ func (d *faasnetDeployment) start(ctx context.Context) error {
 	return d.waitRegistered(ctx)
 }
 
+// define defines the functions: one per image, or with solo one per image
+// and VM.
+func (d *workerDeployment) define(ctx context.Context) error {
+	d.fns = make([][]string, len(d.env.VMs))
+	for j, im := range d.images {
+		shared := fmt.Sprintf("fn-%d", j)
+		for i, vm := range d.env.VMs {
+			fn := shared
+			if d.solo {
+				fn = shared + "-" + vm.Name
+			}
+			d.fns[i] = append(d.fns[i], fn)
+			if !d.solo && i > 0 {
+				continue
+			}
+			if _, err := d.mgr.PutFunction(ctx, fn, api.FunctionRequest{Image: im.Ref, Spec: d.env.Spec}); err != nil {
+				return fmt.Errorf("defining %s: %w", fn, err)
+			}
+		}
+	}
+	return nil
+}
+
+// imageBytes is what each VM must hold: the images it provisions.
+func (d *workerDeployment) imageBytes() int64 {
+	var n int64
+	for _, im := range d.images {
+		n += im.Bytes()
+	}
+	return n
+}
+
 // waitRegistered polls the manager (another party's state, so polling with a
 // deadline) until it knows every VM.
-func (d *faasnetDeployment) waitRegistered(ctx context.Context) error {
+func (d *workerDeployment) waitRegistered(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second+time.Duration(len(d.workers))*100*time.Millisecond)
 	defer cancel()
 	t := time.NewTicker(20 * time.Millisecond)
@@ -125,43 +194,58 @@ func (d *faasnetDeployment) waitRegistered(ctx context.Context) error {
 }
 
 // Provision implements Deployment: one scale request per function, all VMs
-// at once, then it waits for every worker.
-func (d *faasnetDeployment) Provision(ctx context.Context) error {
-	n := len(d.workers)
-	errs := make([]error, len(d.fns))
+// of each at once (with solo, one VM each), then it waits for every worker.
+func (d *workerDeployment) Provision(ctx context.Context) error {
+	type scale struct {
+		fn  string
+		req api.ScaleRequest
+	}
+	var scales []scale
+	for j := range d.images {
+		if !d.solo {
+			scales = append(scales, scale{d.fns[0][j], api.ScaleRequest{Count: len(d.workers)}})
+			continue
+		}
+		for i, vm := range d.env.VMs {
+			scales = append(scales, scale{d.fns[i][j], api.ScaleRequest{VMs: []string{vm.Name}}})
+		}
+	}
+	errs := make([]error, len(scales))
 	var wg sync.WaitGroup
-	for i, fn := range d.fns {
+	for i, s := range scales {
 		wg.Go(func() {
-			_, errs[i] = d.client.Scale(ctx, fn, api.ScaleRequest{Count: n})
+			_, errs[i] = d.client.Scale(ctx, s.fn, s.req)
 		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("faasnet: scaling: %w", err)
+		return fmt.Errorf("%s: scaling: %w", d.name, err)
 	}
-	var trees []api.Tree
-	for _, fn := range d.fns {
-		t, err := d.mgr.Tree(fn)
-		if err != nil {
-			return fmt.Errorf("faasnet: tree of %s: %w", fn, err)
+	if !d.solo { // one-VM trees say nothing
+		var trees []api.Tree
+		for _, fn := range d.fns[0] {
+			t, err := d.mgr.Tree(fn)
+			if err != nil {
+				return fmt.Errorf("%s: tree of %s: %w", d.name, fn, err)
+			}
+			trees = append(trees, t)
 		}
-		trees = append(trees, t)
+		d.mu.Lock()
+		d.trees = trees
+		d.mu.Unlock()
 	}
-	d.mu.Lock()
-	d.trees = trees
-	d.mu.Unlock()
 
-	for _, w := range d.workers {
-		wg.Go(func() { d.wait(ctx, w) })
+	for i, w := range d.workers {
+		wg.Go(func() { d.wait(ctx, w, d.fns[i]) })
 	}
 	wg.Wait()
 	return ctx.Err()
 }
 
-// wait waits until every function is ready on w and records when the last
-// one became ready, by the worker's own clock of phases.
-func (d *faasnetDeployment) wait(ctx context.Context, w *worker.Worker) {
-	for _, fn := range d.fns {
+// wait waits until every function of fns is ready on w and records when
+// the last one became ready, by the worker's own clock of phases.
+func (d *workerDeployment) wait(ctx context.Context, w *worker.Worker, fns []string) {
+	for _, fn := range fns {
 		if err := w.WaitState(ctx, fn, api.StateReady); err != nil {
 			d.mu.Lock()
 			d.errs[w.ID()] = err.Error()
@@ -181,8 +265,8 @@ func (d *faasnetDeployment) wait(ctx context.Context, w *worker.Worker) {
 }
 
 // Progress implements Deployment.
-func (d *faasnetDeployment) Progress() Snapshot {
-	total := d.env.ImageBytes()
+func (d *workerDeployment) Progress() Snapshot {
+	total := d.imageBytes()
 	s := Snapshot{VMs: make([]VMProgress, len(d.workers))}
 	d.mu.Lock()
 	s.Trees = d.trees
@@ -199,16 +283,19 @@ func (d *faasnetDeployment) Progress() Snapshot {
 				p.Failed = r.Error
 			}
 		}
-		p.Ready = ready == len(d.fns)
+		p.Ready = ready == len(d.images)
 		s.VMs[i] = p
 	}
 	return s
 }
 
-// Report implements Deployment. A VM is correct when everything of every
-// image read back through its OCI endpoint, as a container runtime would,
-// matches the digests.
-func (d *faasnetDeployment) Report(ctx context.Context) []VMReport {
+// Report implements Deployment. Without containers, a VM is correct when
+// everything of every image read back through its OCI endpoint, as a
+// container runtime would, matches the digests. With containers, when its
+// container answered: the worker verified every blob before unpacking it,
+// and the lazy mount every chunk before the container read it (reading the
+// whole image back would fetch what lazy fetching saves).
+func (d *workerDeployment) Report(ctx context.Context) []VMReport {
 	out := make([]VMReport, len(d.workers))
 	var wg sync.WaitGroup
 	for i, w := range d.workers {
@@ -218,13 +305,22 @@ func (d *faasnetDeployment) Report(ctx context.Context) []VMReport {
 	return out
 }
 
-func (d *faasnetDeployment) report(ctx context.Context, w *worker.Worker) VMReport {
+func (d *workerDeployment) report(ctx context.Context, w *worker.Worker) VMReport {
 	d.mu.Lock()
 	r := VMReport{VM: w.ID(), Ready: d.ready[w.ID()], Err: d.errs[w.ID()]}
 	d.mu.Unlock()
 	for _, f := range w.Functions() {
 		r.Received += f.BytesFetched
 		r.FromRegistry += f.BytesFromRegistry
+		r.BytesBeforeReady += f.BytesBeforeReady
+		for k, t := range f.Phases {
+			if r.Phases == nil {
+				r.Phases = map[string]time.Time{}
+			}
+			if t.After(r.Phases[k]) {
+				r.Phases[k] = t
+			}
+		}
 	}
 	r.Uploaded = scrapeCounter(w.Handler(), "faasnet_worker_bytes_out_total")
 	if r.Ready.IsZero() {
@@ -233,20 +329,22 @@ func (d *faasnetDeployment) report(ctx context.Context, w *worker.Worker) VMRepo
 		}
 		return r
 	}
-	var errs []error
-	for _, im := range d.env.Images {
-		errs = append(errs, verifyOCI(ctx, w.Handler(), im))
-	}
-	if err := errors.Join(errs...); err != nil {
-		r.Err = err.Error()
-		return r
+	if d.env.Spec == nil {
+		var errs []error
+		for _, im := range d.images {
+			errs = append(errs, verifyOCI(ctx, w.Handler(), im))
+		}
+		if err := errors.Join(errs...); err != nil {
+			r.Err = err.Error()
+			return r
+		}
 	}
 	r.Correct = true
 	return r
 }
 
 // Trees returns the function trees as placed by the scale requests.
-func (d *faasnetDeployment) Trees() []api.Tree {
+func (d *workerDeployment) Trees() []api.Tree {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.trees
@@ -254,7 +352,7 @@ func (d *faasnetDeployment) Trees() []api.Tree {
 
 // Close implements Deployment: workers first, while the manager still
 // answers them, then the manager.
-func (d *faasnetDeployment) Close() error {
+func (d *workerDeployment) Close() error {
 	d.cancel()
 	d.wwg.Wait()
 	if d.mgrSrv != nil {
@@ -263,6 +361,14 @@ func (d *faasnetDeployment) Close() error {
 	d.mwg.Wait()
 	if d.mgr != nil {
 		d.mgr.Close()
+	}
+	// A worker unmounts its functions as it stops; this is the safety net
+	// for one that could not, so that the run's directory can go.
+	if d.env.RunDir != "" {
+		mnts, _ := filepath.Glob(filepath.Join(d.env.RunDir, "*", "mnt", "*"))
+		for _, m := range mnts {
+			lazy.Unmount(m)
+		}
 	}
 	return nil
 }

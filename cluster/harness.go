@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,15 @@ type Options struct {
 	Logger *slog.Logger
 	// OnEgress is passed to the registry (RegistryOptions.OnEgress).
 	OnEgress func(n int)
+	// Function, if set, replaces the scenario's generated images (its
+	// ImageSize, Layers and Functions are then ignored): runs start the
+	// function's container on every VM; see Function.
+	Function *Function
+	// RunDir is where runs with a Function keep their containers' bundles,
+	// mounts and unpacked root file systems, each run in a fresh directory
+	// removed afterwards; default os.TempDir(). A disk, not memory: a VM
+	// unpacks an image to its disk.
+	RunDir string
 }
 
 // Harness is a registry holding a scenario's images, ready for runs of any
@@ -35,17 +45,29 @@ type Harness struct {
 	sc     Scenario
 	reg    *Registry
 	images []Image
+	plain  []Image         // with a Function: its image before conversion
+	spec   json.RawMessage // with a Function: its definition
 	dir    string
+	runDir string
 	log    *slog.Logger
 }
 
 // New starts the registry and pushes the scenario's images, one per
-// function.
+// function, or the Function's image and its eStargz conversion.
 func New(ctx context.Context, sc Scenario, opts Options) (*Harness, error) {
-	if err := sc.defaults(); err != nil {
+	fn := opts.Function
+	var spec json.RawMessage
+	if fn != nil {
+		var err error
+		if spec, err = fn.spec(); err != nil {
+			return nil, err
+		}
+		sc.ImageSize, sc.Layers, sc.Functions = 0, 1, 1
+	}
+	if err := sc.defaults(fn == nil); err != nil {
 		return nil, err
 	}
-	h := &Harness{sc: sc, dir: opts.Dir, log: opts.Logger}
+	h := &Harness{sc: sc, dir: opts.Dir, runDir: opts.RunDir, spec: spec, log: opts.Logger}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -54,6 +76,16 @@ func New(ctx context.Context, sc Scenario, opts Options) (*Harness, error) {
 		return nil, err
 	}
 	h.reg = reg
+	if fn != nil {
+		plain, converted, err := reg.pushFunction(ctx, fn, "bench/fn-0")
+		if err != nil {
+			reg.Close()
+			return nil, err
+		}
+		h.images, h.plain = []Image{converted}, []Image{plain}
+		h.sc.ImageSize, h.sc.Layers = converted.Bytes(), len(converted.Layers)
+		return h, nil
+	}
 	for i := range sc.Functions {
 		spec := imagegen.Spec{TotalSize: sc.ImageSize, Layers: sc.Layers, Seed: sc.Seed + int64(i)}
 		im, err := reg.Push(ctx, spec, fmt.Sprintf("bench/fn-%d", i), "v1")
@@ -69,8 +101,16 @@ func New(ctx context.Context, sc Scenario, opts Options) (*Harness, error) {
 // Scenario returns the scenario, defaults filled in.
 func (h *Harness) Scenario() Scenario { return h.sc }
 
-// Images returns the pushed images, one per function.
+// Images returns the pushed images, one per function; with a Function, its
+// eStargz conversion.
 func (h *Harness) Images() []Image { return h.images }
+
+// PlainImages returns the Function's image before conversion, or nil
+// without a Function.
+func (h *Harness) PlainImages() []Image { return h.plain }
+
+// Containers reports whether runs start a Function's containers.
+func (h *Harness) Containers() bool { return h.spec != nil }
 
 // ImageBytes is what each VM receives: all images.
 func (h *Harness) ImageBytes() int64 {
@@ -126,6 +166,12 @@ type Result struct {
 	Trees                []api.Tree    // for strategies that build trees
 	Err                  string        // why provisioning ended early, if it did
 	CPUTime, CPUCapacity time.Duration
+	// Containers says the VMs ran the Function's container: ready means
+	// it answered.
+	Containers bool
+	// Phases are each VM's phases (VMReport.Phases) as times from the
+	// start of provisioning, in the order of Reports.
+	Phases []map[string]time.Duration
 }
 
 // Run deploys strategy s on vms fresh VMs, provisions every image onto all
@@ -139,7 +185,7 @@ func (h *Harness) Run(ctx context.Context, s Strategy, vms int, opts RunOptions)
 	parent := h.dir
 	if parent == "" {
 		// Twice the bytes: a swarm agent keeps pieces and the blob.
-		if parent = ramDir(2 * int64(vms+1) * h.ImageBytes()); parent == "" {
+		if parent = ramDir(2 * int64(vms+1) * max(h.ImageBytes(), imageBytes(h.plain))); parent == "" {
 			parent = os.TempDir()
 		}
 	}
@@ -148,12 +194,22 @@ func (h *Harness) Run(ctx context.Context, s Strategy, vms int, opts RunOptions)
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
+	env := &Env{Registry: h.reg, Images: h.images, Plain: h.plain, VMs: makeVMs(vms), Scenario: h.sc, Dir: dir, Spec: h.spec, Logger: h.log}
+	if h.spec != nil {
+		runParent := h.runDir
+		if runParent == "" {
+			runParent = os.TempDir()
+		}
+		if env.RunDir, err = os.MkdirTemp(runParent, "faasnet-run-"+s.Name()+"-*"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(env.RunDir)
+	}
 	blobs := 0
 	for _, im := range h.images {
 		blobs += 1 + len(im.Layers)
 	}
 	raiseOpenFiles(uint64(vms*blobs*40 + 4096))
-	env := &Env{Registry: h.reg, Images: h.images, VMs: makeVMs(vms), Scenario: h.sc, Dir: dir, Logger: h.log}
 	runtime.GC() // start every run with the same heap, not the previous run's garbage
 	dep, err := s.Deploy(ctx, env)
 	if err != nil {
@@ -184,7 +240,10 @@ func (h *Harness) Run(ctx context.Context, s Strategy, vms int, opts RunOptions)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	res := &Result{Strategy: s.Name(), VMs: vms, ImageBytes: env.ImageBytes(), Wall: wall, RegistryEgress: egress}
+	res := &Result{Strategy: s.Name(), VMs: vms, ImageBytes: env.ImageBytes(), Wall: wall, RegistryEgress: egress, Containers: h.spec != nil}
+	if o, ok := dep.(interface{ imageBytes() int64 }); ok {
+		res.ImageBytes = o.imageBytes()
+	}
 	if perr != nil {
 		res.Err = perr.Error()
 		if errors.Is(perr, context.DeadlineExceeded) {
@@ -204,9 +263,38 @@ func (h *Harness) Run(ctx context.Context, s Strategy, vms int, opts RunOptions)
 	}
 	res.Reports = dep.Report(ctx)
 	sc := h.sc
-	res.LowerBound = LowerBound(vms, res.ImageBytes, sc.Bandwidth, sc.Bandwidth, sc.RegistryBandwidth)
+	res.LowerBound = LowerBound(vms, res.neededBytes(), sc.Bandwidth, sc.Bandwidth, sc.RegistryBandwidth)
 	res.summarize(start)
 	return res, nil
+}
+
+// neededBytes is what each VM had to receive to be ready: the image, or,
+// when containers ran, the least any VM fetched before its container
+// answered (a container over a lazy mount needs only what it read; the
+// bound then leaves out the container's own start-up time).
+func (r *Result) neededBytes() int64 {
+	if !r.Containers {
+		return r.ImageBytes
+	}
+	least := int64(0)
+	for _, v := range r.Reports {
+		if v.BytesBeforeReady > 0 && (least == 0 || v.BytesBeforeReady < least) {
+			least = v.BytesBeforeReady
+		}
+	}
+	if least == 0 {
+		return r.ImageBytes
+	}
+	return least
+}
+
+// imageBytes is what a VM receives to hold images.
+func imageBytes(images []Image) int64 {
+	var n int64
+	for _, im := range images {
+		n += im.Bytes()
+	}
+	return n
 }
 
 // watch calls opts.Progress every interval until the returned stop is
@@ -244,7 +332,14 @@ func (h *Harness) watch(dep Deployment, start time.Time, opts RunOptions) (stop 
 func (r *Result) summarize(start time.Time) {
 	var ready []time.Duration
 	r.Ready = make([]time.Duration, len(r.Reports))
+	r.Phases = make([]map[string]time.Duration, len(r.Reports))
 	for i, v := range r.Reports {
+		if len(v.Phases) > 0 {
+			r.Phases[i] = make(map[string]time.Duration, len(v.Phases))
+			for k, t := range v.Phases {
+				r.Phases[i][k] = t.Sub(start)
+			}
+		}
 		r.Received += v.Received
 		r.MaxVMUpload = max(r.MaxVMUpload, v.Uploaded)
 		r.Ready[i] = -1

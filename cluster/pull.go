@@ -22,6 +22,11 @@ import (
 // RegistryPull is what a platform without trees does: every VM pulls every
 // image straight from the registry, all VMs at once, each blob of an image
 // in parallel as container runtimes do, through the VM's download limiter.
+//
+// With a Function, it is "pull, unpack, start" done by faasnet's worker
+// without a tree (as OnDemand, each VM the only member of a function of its
+// own) on the plain image: the worker fetches the whole image, unpacks it
+// and starts the container.
 type RegistryPull struct{}
 
 // Name implements Strategy.
@@ -30,6 +35,9 @@ func (RegistryPull) Name() string { return "registry" }
 // Deploy implements Strategy: one puller per VM, each with its own limiter
 // and connections, dialed from the VM's address.
 func (RegistryPull) Deploy(ctx context.Context, env *Env) (Deployment, error) {
+	if env.Spec != nil {
+		return deployWorkers(ctx, env, "registry", env.Plain, true)
+	}
 	d := &pullDeployment{env: env}
 	for _, vm := range env.VMs {
 		dir := filepath.Join(env.Dir, vm.Name)

@@ -148,8 +148,12 @@ type countingWriter struct {
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
+	// Counted before the write, and what did not go out taken back after:
+	// a client may read the last piece and finish, and a run read Egress,
+	// before a count made after the write.
+	c.r.egress.Add(int64(len(p)))
 	n, err := c.w.Write(p)
-	c.r.egress.Add(int64(n))
+	c.r.egress.Add(int64(n - len(p)))
 	if c.r.onEgress != nil && n > 0 {
 		c.r.onEgress(n)
 	}

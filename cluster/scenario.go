@@ -14,7 +14,8 @@ import (
 // Scenario is what every strategy of a comparison shares: the images and the
 // emulated links. The number of VMs is chosen per run.
 type Scenario struct {
-	// ImageSize is the approximate size of each image (imagegen.Spec).
+	// ImageSize is the approximate size of each image (imagegen.Spec). A
+	// harness with a Function sets it to the size of its eStargz image.
 	ImageSize int64
 	// Layers is the number of layers of each image.
 	Layers int
@@ -36,7 +37,9 @@ type Scenario struct {
 	Seed int64
 }
 
-func (s *Scenario) defaults() error {
+// defaults fills in the zero fields; the image size and layers matter only
+// for generated images.
+func (s *Scenario) defaults(generated bool) error {
 	if s.Functions <= 0 {
 		s.Functions = 1
 	}
@@ -46,7 +49,7 @@ func (s *Scenario) defaults() error {
 	if s.Layers > imagegen.MaxLayers {
 		return fmt.Errorf("scenario: %d layers, at most %d", s.Layers, imagegen.MaxLayers)
 	}
-	if s.ImageSize <= 0 {
+	if generated && s.ImageSize <= 0 {
 		return errors.New("scenario: no image size")
 	}
 	if s.BlockSize == 0 {

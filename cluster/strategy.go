@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -12,7 +13,7 @@ import (
 )
 
 // A Strategy is a way of bringing images to VMs: faasnet's function trees,
-// a plain registry pull, a P2P swarm.
+// a plain registry pull, a P2P swarm, lazy fetching from the registry.
 type Strategy interface {
 	// Name is how commands and results call the strategy.
 	Name() string
@@ -40,11 +41,23 @@ type Deployment interface {
 // Env is what a Deployment runs in.
 type Env struct {
 	Registry *Registry
-	Images   []Image
+	// Images are what every VM gets, one per function: generated, or the
+	// eStargz conversion of the harness's Function.
+	Images []Image
+	// Plain are the Function's images before conversion, in the order of
+	// Images; nil without a Function.
+	Plain    []Image
 	VMs      []VM
 	Scenario Scenario
 	Dir      string // fresh, the deployment's to use; removed after Close
-	Logger   *slog.Logger
+	// Spec is the Function's definition for the workers: VMs run its
+	// container and are ready when it answers. Nil without a Function: VMs
+	// are ready when they hold the images.
+	Spec json.RawMessage
+	// RunDir is fresh, on disk, for the VMs' containers (bundles, mounts,
+	// unpacked root file systems); removed after Close. Set with Spec.
+	RunDir string
+	Logger *slog.Logger
 }
 
 // ImageBytes is what each VM must receive: all images.
@@ -89,14 +102,25 @@ type VMReport struct {
 	Received, FromRegistry int64
 	// Uploaded is the blob bytes the VM sent to other VMs.
 	Uploaded int64
-	// Correct says that every blob the VM holds matched its digest.
+	// Correct says that every blob the VM holds matched its digest (with
+	// containers: that the container answered).
 	Correct bool
 	Err     string
+	// BytesBeforeReady is what the VM fetched until it was ready, as its
+	// worker counts: the whole image for a whole fetch, what the container
+	// read for a lazy one; 0 for strategies without workers.
+	BytesBeforeReady int64
+	// Phases are when the VM reached each phase of provisioning, for
+	// strategies with workers: assigned, manifest, then mount (lazy) or
+	// unpacked (whole fetch) and started with containers, and ready. With
+	// several functions, the latest of each.
+	Phases map[string]time.Time
 }
 
 // strategies are the strategies by name.
 var strategies = map[string]Strategy{
 	"faasnet":  Faasnet{},
+	"ondemand": OnDemand{},
 	"registry": RegistryPull{},
 	"swarm":    Swarm{},
 }

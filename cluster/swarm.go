@@ -48,6 +48,9 @@ type swarmDeployment struct {
 
 // Deploy implements Strategy.
 func (Swarm) Deploy(ctx context.Context, env *Env) (Deployment, error) {
+	if env.Spec != nil {
+		return nil, errors.New("swarm: its agents bring images, they cannot start a function's container")
+	}
 	d := &swarmDeployment{env: env, ready: map[string]time.Time{}, stats: map[string]swarm.Stats{}, errs: map[string]string{}}
 	if err := d.start(); err != nil {
 		d.Close()

@@ -31,7 +31,34 @@ type BenchConfig struct {
 	// were made.
 	Command string
 	Dir     string
-	Logger  *slog.Logger
+	// Lazy runs the Python function (cluster.PythonFunction) instead of
+	// generated images: VMs start its container and are ready when it
+	// answers; faasnet and ondemand mount its eStargz conversion lazily,
+	// registry pulls and unpacks the plain image. The scenario's image
+	// size, layers and functions are then ignored. Needs root, runc and
+	// /dev/fuse, and debootstrap the first time.
+	Lazy bool
+	// RunDir holds the containers' bundles, mounts and unpacked root file
+	// systems with Lazy; default os.TempDir().
+	RunDir string
+	Logger *slog.Logger
+}
+
+// benchHarness starts the registry with the bench's images: generated, or
+// with Lazy the Python function and its conversion.
+func benchHarness(ctx context.Context, cfg BenchConfig, out io.Writer) (*cluster.Harness, error) {
+	opts := cluster.Options{Dir: cfg.Dir, RunDir: cfg.RunDir, Logger: cfg.Logger}
+	if cfg.Lazy {
+		if err := cluster.CheckContainers(); err != nil {
+			return nil, fmt.Errorf("bench --lazy: %w", err)
+		}
+		fn, err := cluster.PythonFunction(ctx, out)
+		if err != nil {
+			return nil, fmt.Errorf("bench --lazy: %w", err)
+		}
+		opts.Function = fn
+	}
+	return cluster.New(ctx, cfg.Scenario, opts)
 }
 
 // Bench runs every strategy on the same images and limits at each VM count,
@@ -53,15 +80,20 @@ func Bench(ctx context.Context, cfg BenchConfig) ([]Row, error) {
 		}
 		strats = append(strats, s)
 	}
-	h, err := cluster.New(ctx, cfg.Scenario, cluster.Options{Dir: cfg.Dir, Logger: cfg.Logger})
+	h, err := benchHarness(ctx, cfg, out)
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close()
 	sc := h.Scenario()
-	fmt.Fprintf(out, "bench: %d image(s) of %s in %d layers; each VM %s up and down; registry %s; %d CPUs\n",
-		sc.Functions, units.FormatBytes(h.Images()[0].Bytes()), sc.Layers, units.FormatRate(sc.Bandwidth),
-		units.FormatRate(sc.RegistryBandwidth), runtime.NumCPU())
+	if cfg.Lazy {
+		fmt.Fprintf(out, "bench --lazy: %s; each VM %s up and down; registry %s; %d CPUs\n",
+			describeFunction(h), units.FormatRate(sc.Bandwidth), units.FormatRate(sc.RegistryBandwidth), runtime.NumCPU())
+	} else {
+		fmt.Fprintf(out, "bench: %d image(s) of %s in %d layers; each VM %s up and down; registry %s; %d CPUs\n",
+			sc.Functions, units.FormatBytes(h.Images()[0].Bytes()), sc.Layers, units.FormatRate(sc.Bandwidth),
+			units.FormatRate(sc.RegistryBandwidth), runtime.NumCPU())
+	}
 
 	var rows []Row
 	failed := 0
@@ -84,6 +116,10 @@ func Bench(ctx context.Context, cfg BenchConfig) ([]Row, error) {
 			}
 			fmt.Fprintf(out, "%sdone: makespan %.2fs, lower bound %.2fs, efficiency %.2f, registry egress %s, CPU %.0f%% (machine %.0f%%)\n",
 				prefix, row.MakespanS, row.LowerBoundS, row.Efficiency, units.FormatBytes(row.RegistryEgressBytes), 100*row.CPUUtilization, 100*row.MachineCPU)
+			if row.Containers {
+				fmt.Fprintf(out, "%s      fetched at most %s before the container answered (%.1f%% of the image)\n",
+					prefix, units.FormatBytes(row.BytesBeforeReadyMax), 100*row.FractionBeforeReady)
+			}
 		}
 	}
 	fmt.Fprintln(out)
@@ -98,8 +134,11 @@ func Bench(ctx context.Context, cfg BenchConfig) ([]Row, error) {
 			VMs: cfg.VMs, Strategies: cfg.Strategies, ImageSizeBytes: sc.ImageSize, ImageBytes: h.ImageBytes(),
 			Layers: sc.Layers, Functions: sc.Functions, BandwidthBytesPerS: sc.Bandwidth,
 			RegistryBandwidthBPerS: sc.RegistryBandwidth, BlockSizeBytes: sc.BlockSize, PieceSizeBytes: sc.PieceSize,
-			CPUs: runtime.NumCPU(), Command: cfg.Command,
+			CPUs: runtime.NumCPU(), Command: cfg.Command, Lazy: cfg.Lazy,
 		}, Results: rows}
+		if cfg.Lazy {
+			doc.Scenario.PlainImageBytes = h.PlainImages()[0].Bytes()
+		}
 		if err := WriteJSON(cfg.JSON, doc); err != nil {
 			return rows, err
 		}

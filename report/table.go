@@ -44,6 +44,19 @@ type Row struct {
 	// ReadyS are the VMs' ready times, for CDFs; -1 for a VM that never
 	// became ready.
 	ReadyS []float64 `json:"ready_s"`
+
+	// Containers says the VMs started the function's container and were
+	// ready when it answered (bench --lazy).
+	Containers bool `json:"containers,omitempty"`
+	// BytesBeforeReadyMax and Min are the most and the least any VM
+	// fetched until it was ready; 0 for strategies that do not count it.
+	BytesBeforeReadyMax int64 `json:"bytes_before_ready_max,omitempty"`
+	BytesBeforeReadyMin int64 `json:"bytes_before_ready_min,omitempty"`
+	// FractionBeforeReady is BytesBeforeReadyMax of ImageBytes.
+	FractionBeforeReady float64 `json:"fraction_before_ready,omitempty"`
+	// Phases is the distribution over the VMs of the time, from the scale
+	// request, each phase was reached; for strategies with workers.
+	Phases map[string]PhaseStats `json:"phases,omitempty"`
 }
 
 // maxVMErrors is how many failed VMs' errors a row keeps.
@@ -58,7 +71,10 @@ func RowOf(r *cluster.Result) Row {
 		LowerBoundS: r.LowerBound.Seconds(), Efficiency: r.Efficiency,
 		FirstReadyS: r.FirstReady.Seconds(), ImageBytes: r.ImageBytes, VMReceivedBytes: r.Received,
 		FailedVMs: r.Failed, CPUUtilization: r.CPU, MachineCPU: r.MachineCPU, Error: r.Err,
+		Containers: r.Containers, Phases: phaseStats(r.Phases),
 	}
+	row.BytesBeforeReadyMax, row.BytesBeforeReadyMin = beforeReady(r)
+	row.FractionBeforeReady = fraction(row.BytesBeforeReadyMax, r.ImageBytes)
 	for _, v := range r.Reports {
 		if !v.Correct && len(row.VMErrors) < maxVMErrors {
 			row.VMErrors = append(row.VMErrors, v.VM+": "+v.Err)
@@ -88,6 +104,11 @@ type Scenario struct {
 	PieceSizeBytes         int64    `json:"piece_size_bytes"`
 	CPUs                   int      `json:"cpus"`
 	Command                string   `json:"command,omitempty"`
+	// Lazy says the runs started the Python function's container (bench
+	// --lazy): ImageBytes is then its eStargz conversion, PlainImageBytes
+	// the image as built, which registry pulls.
+	Lazy            bool  `json:"lazy,omitempty"`
+	PlainImageBytes int64 `json:"plain_image_bytes,omitempty"`
 }
 
 // BenchDoc is the JSON document of a benchmark run.
@@ -125,10 +146,51 @@ func WriteTable(w io.Writer, rows []Row) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := writeContainerTable(w, rows); err != nil {
+		return err
+	}
 	for _, s := range Speedups(rows) {
 		fmt.Fprintln(w, s)
 	}
 	return nil
+}
+
+// writeContainerTable writes, for the rows whose VMs ran containers, what
+// each fetched before its container answered and the median time of each
+// phase; nothing if there are none.
+func writeContainerTable(w io.Writer, rows []Row) error {
+	all := map[string]PhaseStats{}
+	found := false
+	for _, r := range rows {
+		if r.Containers {
+			found = true
+			for k, v := range r.Phases {
+				all[k] = v
+			}
+		}
+	}
+	if !found {
+		return nil
+	}
+	phases := phaseNames(all)
+	fmt.Fprintln(w, "\ncontainers: bytes fetched before the container answered (most of any VM, share of the image), and the median time of each phase after the scale request")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "strategy\tVMs\tfetched before ready\tof image\t%s\t\n", strings.Join(phases, "\t"))
+	for _, r := range rows {
+		if !r.Containers {
+			continue
+		}
+		cells := []string{r.Strategy, fmt.Sprint(r.VMs), units.FormatBytes(r.BytesBeforeReadyMax), fmt.Sprintf("%.1f%%", 100*r.FractionBeforeReady)}
+		for _, p := range phases {
+			cell := "-"
+			if st, ok := r.Phases[p]; ok {
+				cell = secs(st.MedianS)
+			}
+			cells = append(cells, cell)
+		}
+		fmt.Fprintf(tw, "%s\t\n", strings.Join(cells, "\t"))
+	}
+	return tw.Flush()
 }
 
 func secs(s float64) string { return fmt.Sprintf("%.2fs", s) }

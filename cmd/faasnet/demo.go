@@ -3,6 +3,7 @@ package main
 import (
 	"log/slog"
 	"os"
+	"strconv"
 
 	"github.com/faasnet/faasnet/report"
 	"github.com/faasnet/faasnet/units"
@@ -24,10 +25,26 @@ generated multi-layer image, a manager and --vms workers with per-VM
 bandwidth limits; scales a function onto all workers at once; shows the
 progress and ends with the tree, each VM's ready time and the bytes the
 registry served. It exits non-zero if any VM did not end with the image
-complete and verified. Everything it starts is stopped and removed.`,
+complete and verified. Everything it starts is stopped and removed.
+
+With --lazy the function is real: a Python 3 image with numpy and scipy
+(about 260 MiB, built from Debian packages with debootstrap the first
+time, a minute or two, then cached), converted to eStargz (cached too).
+Every worker mounts the image through FUSE, starts the function's
+container with runc, and is ready when the container answers its
+readiness check; blocks are fetched as the container reads them, through
+the tree. The summary adds the bytes each VM fetched before its container
+answered and the time of each phase. --lazy needs root, runc and
+/dev/fuse; --image-size and --layers do not apply. Its default VM count
+is ` + strconv.Itoa(report.LazyDemoVMs) + `, as without: on a 2-core machine all 16 containers answer
+within about 5 s of the scale request, 32 within 11 to 14 s (the CPU is
+the limit).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.ImageSize, cfg.BlockSize = int64(size), int64(block)
+			if cfg.Lazy && !cmd.Flags().Changed("vms") {
+				cfg.VMs = report.LazyDemoVMs
+			}
 			cfg.Bandwidth, cfg.RegistryBandwidth = int64(bw), int64(regBW)
 			cfg.Out = cmd.OutOrStdout()
 			cfg.Live = cfg.Out == os.Stdout && report.IsTerminal(os.Stdout)
@@ -46,5 +63,6 @@ complete and verified. Everything it starts is stopped and removed.`,
 	f.Var(&block, "block-size", "block size of the caches and the peer protocol (0: the default, 512KiB)")
 	f.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "give up on VMs not ready after this long")
 	f.StringVar(&cfg.JSON, "json", "", "write the summary to this file as JSON")
+	f.BoolVar(&cfg.Lazy, "lazy", false, "run the Python function's containers over lazy eStargz mounts (needs root, runc, /dev/fuse)")
 	return cmd
 }
