@@ -116,6 +116,10 @@ func (w *Worker) pickSource(j *job) source {
 
 var errStalled = errors.New("no data within the stall timeout")
 
+// errSlowParent is a stall of a parent that still answers its health check:
+// it may be waiting for its own parent, so it is kept for a while.
+var errSlowParent = errors.New("parent alive but delivering nothing")
+
 // runJob fetches until the blob is complete, switching sources on failure.
 func (w *Worker) runJob(ctx context.Context, j *job) {
 	b, err := w.cache.Acquire(j.digest, j.info.size)
@@ -125,6 +129,7 @@ func (w *Worker) runJob(ctx context.Context, j *job) {
 	}
 	defer b.Release()
 	backoff := 200 * time.Millisecond
+	var slowSince time.Time
 	for !b.Complete() && ctx.Err() == nil {
 		src := w.pickSource(j)
 		useRegistry := src.parent == nil || j.distrust
@@ -132,10 +137,28 @@ func (w *Worker) runJob(ctx context.Context, j *job) {
 			useRegistry = true // the tree has not been repaired in time
 		}
 		var err error
+		progress := b.NextMissing(0)
 		if useRegistry {
 			err = w.fetchFromRegistry(ctx, j, b)
 		} else {
 			err = w.fetchFromParent(ctx, j, b, src.parent)
+		}
+		if b.NextMissing(0) != progress {
+			slowSince = time.Time{} // it delivered something this time
+		}
+		if errors.Is(err, errSlowParent) {
+			// Keep a slow parent, but not forever: one that delivers
+			// nothing for ParentTimeout counts as failed.
+			if slowSince.IsZero() {
+				slowSince = time.Now()
+			}
+			if time.Since(slowSince) < w.cfg.ParentTimeout {
+				continue
+			}
+			err = fmt.Errorf("parent %s delivered nothing for %v: %w", peerName(src.parent), time.Since(slowSince).Round(time.Second), errStalled)
+		}
+		if err == nil || !errors.Is(err, errStalled) {
+			slowSince = time.Time{}
 		}
 		switch {
 		case err == nil:
@@ -204,7 +227,7 @@ func (w *Worker) parentWindow(ctx context.Context, j *job, b *blobcache.Blob, p 
 		return err
 	}
 	if errors.Is(err, errStalled) && w.alive(ctx, p.Addr) {
-		return nil // slow, not dead: go on with the same parent
+		return errSlowParent
 	}
 	return fmt.Errorf("parent %s: %w", peerName(p), err)
 }
