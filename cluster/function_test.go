@@ -1,14 +1,9 @@
 package cluster
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
-	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
@@ -17,9 +12,6 @@ import (
 	"github.com/faasnet/faasnet/imagegen"
 	"github.com/faasnet/faasnet/internal/testenv"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
 // needContainers skips t (fails it in CI) unless this process can run
@@ -40,48 +32,7 @@ func needContainers(t *testing.T) {
 // /healthz on $PORT) in an image with 8 MiB it never reads.
 func serverFunction(t *testing.T) *Function {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "server")
-	cmd := exec.Command("go", "build", "-o", bin, "../runtime/testdata/server")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	server, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	for _, d := range []string{"proc", "sys", "dev", "tmp", "run", "etc", "app", "data"} {
-		tw.WriteHeader(&tar.Header{Name: d + "/", Typeflag: tar.TypeDir, Mode: 0o755})
-	}
-	add := func(name string, data []byte, mode int64) {
-		tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: mode, Size: int64(len(data))})
-		tw.Write(data)
-	}
-	add("app/server", server, 0o755)
-	filler := make([]byte, 8<<20)
-	rand.NewChaCha8([32]byte{5}).Read(filler)
-	add("data/unused.bin", filler, 0o644)
-	tw.Close()
-	layer, err := tarball.LayerFromReader(bytes.NewReader(b.Bytes()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg = cfg.DeepCopy()
-	cfg.Config.Entrypoint = []string{"/app/server"}
-	cfg.OS, cfg.Architecture = "linux", goruntime.GOARCH
-	if img, err = mutate.ConfigFile(img, cfg); err != nil {
-		t.Fatal(err)
-	}
+	img := testenv.ServerImage(t, 8<<20)
 	return &Function{Image: img, Spec: api.FunctionSpec{Readiness: &api.Readiness{Path: "/healthz"}, Memory: "64MiB"}}
 }
 

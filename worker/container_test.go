@@ -1,16 +1,10 @@
 package worker
 
 import (
-	"archive/tar"
-	"bytes"
 	"encoding/json"
-	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,69 +12,13 @@ import (
 	"github.com/faasnet/faasnet/internal/testenv"
 	"github.com/faasnet/faasnet/lazy"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
-
-var (
-	serverOnce sync.Once
-	serverBin  []byte
-	serverErr  error
-)
-
-// functionLayer is a layer with a static HTTP server at /app/server, the
-// mount points runc needs, and a large file the server never reads.
-func functionLayer(t *testing.T, filler int) []byte {
-	t.Helper()
-	serverOnce.Do(func() {
-		bin := filepath.Join(os.TempDir(), fmt.Sprintf("faasnet-worker-server-%d", os.Getpid()))
-		cmd := exec.Command("go", "build", "-o", bin, "../runtime/testdata/server")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			serverErr = fmt.Errorf("go build: %v\n%s", err, out)
-			return
-		}
-		serverBin, serverErr = os.ReadFile(bin)
-		os.Remove(bin)
-	})
-	if serverErr != nil {
-		t.Fatal(serverErr)
-	}
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	for _, d := range []string{"proc", "sys", "dev", "tmp", "run", "etc", "app", "data"} {
-		tw.WriteHeader(&tar.Header{Name: d + "/", Typeflag: tar.TypeDir, Mode: 0o755})
-	}
-	add := func(name string, data []byte, mode int64) {
-		tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: mode, Size: int64(len(data))})
-		tw.Write(data)
-	}
-	add("app/server", serverBin, 0o755)
-	big := make([]byte, filler)
-	rand.NewChaCha8([32]byte{1}).Read(big)
-	add("data/unused.bin", big, 0o644)
-	tw.Close()
-	return b.Bytes()
-}
 
 // pushFunctionImage pushes a plain image and its eStargz conversion.
 func (c *cluster) pushFunctionImage(t *testing.T, filler int) (plain, lazyRef string) {
 	t.Helper()
-	data := functionLayer(t, filler)
-	layer, err := tarball.LayerFromReader(bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, _ := img.ConfigFile()
-	cfg.Config.Entrypoint = []string{"/app/server"}
-	cfg.OS, cfg.Architecture = "linux", "amd64"
-	img, _ = mutate.ConfigFile(img, cfg)
+	img := testenv.ServerImage(t, filler)
 	plain = c.reg + "/fn/server:plain"
 	ref, _ := name.ParseReference(plain, name.Insecure)
 	if err := remote.Write(ref, img); err != nil {
