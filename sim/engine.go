@@ -361,7 +361,7 @@ func (e *engine) complete() {
 // nothing is left to happen before limit; the clock is then at limit (or
 // stays put if limit is math.MaxInt64 and nothing is left to happen).
 func (e *engine) step(limit int64) bool {
-	if t, ok := e.timers.peek(); ok && t <= e.now {
+	if t, ok := peek(e.timers); ok && t <= e.now {
 		e.fire()
 		return true
 	}
@@ -376,7 +376,7 @@ func (e *engine) step(limit int64) bool {
 	if next != math.MaxInt64 {
 		next = e.roundUp(max(next, e.now+1))
 	}
-	if t, ok := e.timers.peek(); ok {
+	if t, ok := peek(e.timers); ok {
 		next = min(next, t)
 	}
 	if next == math.MaxInt64 {
@@ -434,7 +434,7 @@ func (e *engine) at(t int64, fn func()) {
 // fire runs every timer that is due, in time then scheduling order.
 func (e *engine) fire() {
 	for {
-		t, ok := e.timers.peek()
+		t, ok := peek(e.timers)
 		if !ok || t > e.now {
 			return
 		}
@@ -451,56 +451,20 @@ type timer struct {
 	fn  func()
 }
 
-type timerHeap []timer
-
-func (h timerHeap) less(i, j int) bool {
-	if h[i].at != h[j].at {
-		return h[i].at < h[j].at
+// before orders timers by time, then by when they were set.
+func (t timer) before(o timer) bool {
+	if t.at != o.at {
+		return t.at < o.at
 	}
-	return h[i].seq < h[j].seq
+	return t.seq < o.seq
 }
 
-func (h timerHeap) peek() (int64, bool) {
+type timerHeap = minHeap[timer]
+
+// peek returns the time of the next timer.
+func peek(h timerHeap) (int64, bool) {
 	if len(h) == 0 {
 		return 0, false
 	}
 	return h[0].at, true
-}
-
-func (h *timerHeap) push(t timer) {
-	*h = append(*h, t)
-	s := *h
-	for i := len(s) - 1; i > 0; {
-		p := (i - 1) / 2
-		if !s.less(i, p) {
-			break
-		}
-		s[i], s[p] = s[p], s[i]
-		i = p
-	}
-}
-
-func (h *timerHeap) pop() timer {
-	s := *h
-	top := s[0]
-	n := len(s) - 1
-	s[0] = s[n]
-	s[n] = timer{}
-	s = s[:n]
-	for i := 0; ; {
-		c := 2*i + 1
-		if c >= n {
-			break
-		}
-		if c+1 < n && s.less(c+1, c) {
-			c++
-		}
-		if !s.less(c, i) {
-			break
-		}
-		s[i], s[c] = s[c], s[i]
-		i = c
-	}
-	*h = s
-	return top
 }

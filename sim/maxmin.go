@@ -176,62 +176,15 @@ type heapItem struct {
 	link int32
 }
 
-// linkHeap is a binary min-heap on key, then link (for determinism).
-type linkHeap []heapItem
-
-func (h linkHeap) less(i, j int) bool {
-	if h[i].key != h[j].key {
-		return h[i].key < h[j].key
+// before orders links by key, then by link (for determinism).
+func (it heapItem) before(o heapItem) bool {
+	if it.key != o.key {
+		return it.key < o.key
 	}
-	return h[i].link < h[j].link
+	return it.link < o.link
 }
 
-func (h linkHeap) init() {
-	for i := len(h)/2 - 1; i >= 0; i-- {
-		h.down(i)
-	}
-}
-
-func (h linkHeap) down(i int) {
-	n := len(h)
-	for {
-		c := 2*i + 1
-		if c >= n {
-			return
-		}
-		if c+1 < n && h.less(c+1, c) {
-			c++
-		}
-		if !h.less(c, i) {
-			return
-		}
-		h[i], h[c] = h[c], h[i]
-		i = c
-	}
-}
-
-func (h *linkHeap) push(it heapItem) {
-	*h = append(*h, it)
-	s := *h
-	for i := len(s) - 1; i > 0; {
-		p := (i - 1) / 2
-		if !s.less(i, p) {
-			break
-		}
-		s[i], s[p] = s[p], s[i]
-		i = p
-	}
-}
-
-func (h *linkHeap) pop() heapItem {
-	s := *h
-	top := s[0]
-	n := len(s) - 1
-	s[0] = s[n]
-	*h = s[:n]
-	h.down(0)
-	return top
-}
+type linkHeap = minHeap[heapItem]
 
 // grow returns s with length n, reusing its array when large enough.
 func grow[T any](s []T, n int) []T {
