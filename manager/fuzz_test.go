@@ -82,7 +82,7 @@ func FuzzHandler(f *testing.F) {
 
 // FuzzDecodeRequest drives the request-body parser with every request type.
 func FuzzDecodeRequest(f *testing.F) {
-	for _, s := range []string{`{}`, `{"addr":"h:1"}`, `{"vms":["a"],"count":2}`, `{"image":"x","spec":[1,2]}`, `{"functions":[{"state":"ready"}]}`, `nul`, `{} {}`, ``} {
+	for _, s := range []string{`{}`, `{"addr":"h:1"}`, `{"vms":["a"],"count":2}`, `{"image":"x","spec":[1,2]}`, `{"functions":[{"state":"ready"}]}`, `nul`, `{} {}`, `{} }`, `{}]`, ``} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {

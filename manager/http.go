@@ -136,7 +136,7 @@ func DecodeRequest(body io.Reader, v any) error {
 		}
 		return fmt.Errorf("request body is not valid JSON for this request: %w", err)
 	}
-	if dec.More() {
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return errors.New("request body has data after the JSON object")
 	}
 	return nil
