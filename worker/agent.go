@@ -360,8 +360,6 @@ func (w *Worker) WaitState(ctx context.Context, fn, state string) error {
 // in-process cluster).
 func (w *Worker) Functions() []api.FunctionReport { return w.statusReport().Functions }
 
-const diskFull = "cache disk full: "
-
 // errString is err's text, "" for nil, without wrapping noise for the
 // common cache errors.
 func errString(err error) string {
@@ -369,7 +367,7 @@ func errString(err error) string {
 	case err == nil:
 		return ""
 	case errors.Is(err, blobcache.ErrNoSpace):
-		return diskFull + err.Error()
+		return "cache disk full: " + err.Error()
 	}
 	return err.Error()
 }

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -217,7 +218,7 @@ func readConfig(b *blobcache.Blob) (*v1.ConfigFile, error) {
 	if _, err := b.ReadAt(raw, 0); err != nil {
 		return nil, err
 	}
-	cfg, err := v1.ParseConfigFile(strings.NewReader(string(raw)))
+	cfg, err := v1.ParseConfigFile(bytes.NewReader(raw))
 	if err != nil {
 		return nil, fmt.Errorf("image config %s: %w", b.Digest(), err)
 	}

@@ -26,7 +26,7 @@ type blobInfo struct {
 	manifest  bool            // fetched from the registry's manifest endpoint
 	repo      name.Repository // where the registry keeps it
 	fns       map[string]bool // functions whose image holds it
-	lastErr   string
+	lastErr   error           // the fetch's last failure, shown in status while waiting
 	// hold defers background streaming of a lazy layer until this VM's
 	// container answered: a child's streaming request must not pull the
 	// whole layer ahead of the container's own reads.
@@ -206,7 +206,7 @@ func sourceName(s source, registry bool) string {
 
 func (w *Worker) jobFailed(j *job, err error) {
 	w.mu.Lock()
-	j.info.lastErr = errString(err)
+	j.info.lastErr = err
 	w.mu.Unlock()
 	w.markReport()
 }

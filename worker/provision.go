@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/faasnet/faasnet/api"
@@ -163,15 +162,15 @@ func (w *Worker) rememberImage(f *function, image string, d peer.Descriptor, raw
 		w.setState(f, api.StateFailed, fmt.Sprintf("image %s: %v", image, err))
 		return d, err
 	}
+	w.mu.Lock()
+	info := w.learn(f.name, d.Digest, d.Size, d.MediaType, true, repo)
+	w.mu.Unlock()
 	if raw != nil {
+		// The root got the manifest with the resolve: store it, so that it
+		// is not fetched a second time.
 		b, err := w.cache.Acquire(d.Digest, d.Size)
 		if err == nil {
-			j := &job{digest: d.Digest, info: &blobInfo{}}
-			err = w.writeAll(b, raw, j)
-			w.mu.Lock()
-			info := w.learn(f.name, d.Digest, d.Size, d.MediaType, true, repo)
-			info.fromReg.Add(j.info.fromReg.Load())
-			w.mu.Unlock()
+			err = w.writeAll(b, raw, &job{digest: d.Digest, info: info})
 			b.Release()
 		}
 		if err != nil {
@@ -179,7 +178,6 @@ func (w *Worker) rememberImage(f *function, image string, d peer.Descriptor, raw
 		}
 	}
 	w.mu.Lock()
-	w.learn(f.name, d.Digest, d.Size, d.MediaType, true, repo)
 	w.images[image] = d
 	close(w.changed)
 	w.changed = make(chan struct{})
@@ -243,17 +241,17 @@ func (w *Worker) waitComplete(ctx context.Context, f *function, digest string) (
 		// Surface the fetch's last error while we wait; restart the job if
 		// it ended without completing the blob (e.g. the disk was full).
 		w.mu.Lock()
-		msg := info.lastErr
+		lastErr := info.lastErr
 		if !b.Complete() {
 			w.ensureJob(digest)
 		}
 		w.mu.Unlock()
-		if msg != "" && !b.Complete() {
+		if lastErr != nil && !b.Complete() {
 			state := api.StateFetching
-			if strings.HasPrefix(msg, diskFull) {
+			if errors.Is(lastErr, blobcache.ErrNoSpace) {
 				state = api.StateFailed // it keeps trying, but an operator must act
 			}
-			w.setState(f, state, fmt.Sprintf("blob %s: %s", digest, msg))
+			w.setState(f, state, fmt.Sprintf("blob %s: %s", digest, errString(lastErr)))
 		}
 	}
 	return b, nil
