@@ -1,8 +1,8 @@
 package digest
 
 import (
-	"fmt"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
