@@ -266,12 +266,14 @@ func (c *Client) do(req *http.Request, addr, object string) (*http.Response, err
 // 10.2.3; peers send no dates), clamped to maxRetryAfter. Anything else
 // means no wait was asked for.
 func retryAfter(h string) time.Duration {
-	secs, err := strconv.ParseUint(h, 10, 64)
-	switch {
-	case errors.Is(err, strconv.ErrRange) || err == nil && secs > uint64(maxRetryAfter/time.Second):
-		return maxRetryAfter
-	case err != nil:
+	// ParseUint reports a long number's overflow before a bad byte after
+	// it, so the digits are checked first.
+	if h == "" || strings.TrimLeft(h, "0123456789") != "" {
 		return 0
+	}
+	secs, err := strconv.ParseUint(h, 10, 64)
+	if err != nil || secs > uint64(maxRetryAfter/time.Second) {
+		return maxRetryAfter // every error left is ErrRange
 	}
 	return time.Duration(secs) * time.Second
 }

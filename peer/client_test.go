@@ -367,6 +367,7 @@ func TestClientRetryAfter(t *testing.T) {
 		{"3600", maxRetryAfter},
 		{"10000000000", maxRetryAfter},
 		{"99999999999999999999", maxRetryAfter},
+		{"18700000000000000000A", 0}, // found by FuzzRetryAfter
 	}
 	for _, tt := range tests {
 		addr := lyingPeer(t, func(w http.ResponseWriter, r *http.Request) {
