@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"strings"
 	"time"
@@ -76,7 +77,20 @@ var nsRE = regexp.MustCompile(`^(?:[a-zA-Z0-9.-]+|\[[0-9a-fA-F:.]+\])(?::[0-9]{1
 // validNS reports whether ns, from containerd's "?ns=", is absent or a
 // registry host: it reaches Content, which may dial it.
 func validNS(ns string) bool {
-	return ns == "" || len(ns) <= 255 && nsRE.MatchString(ns)
+	if ns == "" {
+		return true
+	}
+	if len(ns) > 255 || !nsRE.MatchString(ns) {
+		return false
+	}
+	// The pattern admits any hex and dots in brackets; only an IPv6
+	// address belongs there.
+	if rest, ok := strings.CutPrefix(ns, "["); ok {
+		literal, _, _ := strings.Cut(rest, "]")
+		addr, err := netip.ParseAddr(literal)
+		return err == nil && addr.Is6()
+	}
+	return true
 }
 
 type handler struct {

@@ -398,6 +398,7 @@ func TestErrors(t *testing.T) {
 		{"GET", "/v2/library/app/manifests/sha256:" + strings.ToUpper(sha[7:]), 400, "DIGEST_INVALID"},
 		{"GET", "/v2/library/app/manifests/-bad", 404, "MANIFEST_UNKNOWN"},
 		{"GET", "/v2/library/app/manifests/v1?ns=bad/ns", 400, "NAME_INVALID"},
+		{"GET", "/v2/library/app/manifests/v1?ns=[0]", 400, "NAME_INVALID"}, // found by FuzzValidNS
 		{"POST", "/v2/library/app/blobs/uploads/", 405, "UNSUPPORTED"},
 		{"PUT", "/v2/library/app/manifests/v1", 405, "UNSUPPORTED"},
 		{"PATCH", "/v2/library/app/blobs/uploads/x", 405, "UNSUPPORTED"},
