@@ -12,19 +12,20 @@ package ociserve
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/faasnet/faasnet/digest"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // Manifest is a manifest or index as served: its bytes, media type and digest.
@@ -73,6 +74,25 @@ const (
 // nsRE is the form of containerd's ns parameter: a host with optional port.
 var nsRE = regexp.MustCompile(`^(?:[a-zA-Z0-9.-]+|\[[0-9a-fA-F:.]+\])(?::[0-9]{1,5})?$`)
 
+// validNS reports whether ns, from containerd's "?ns=", is absent or a
+// registry host: it reaches Content, which may dial it.
+func validNS(ns string) bool {
+	if ns == "" {
+		return true
+	}
+	if len(ns) > 255 || !nsRE.MatchString(ns) {
+		return false
+	}
+	// The pattern admits any hex and dots in brackets; only an IPv6
+	// address belongs there.
+	if rest, ok := strings.CutPrefix(ns, "["); ok {
+		literal, _, _ := strings.Cut(rest, "]")
+		addr, err := netip.ParseAddr(literal)
+		return err == nil && addr.Is6()
+	}
+	return true
+}
+
 type handler struct {
 	content Content
 	log     *slog.Logger
@@ -101,7 +121,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ns := r.URL.Query().Get("ns")
-	if ns != "" && (len(ns) > 255 || !nsRE.MatchString(ns)) {
+	if !validNS(ns) {
 		writeError(w, http.StatusBadRequest, codeNameInvalid, fmt.Sprintf("invalid ns %q", ns))
 		return
 	}
@@ -154,32 +174,26 @@ func checkManifest(m Manifest, req Request) (string, error) {
 	if m.MediaType == "" {
 		return "", errors.New("manifest has no media type")
 	}
-	want := m.Digest
-	if want == "" && req.IsDigest() {
-		want = req.Reference
+	want := req.Digest
+	if m.Digest != "" {
+		h, err := digest.Parse(m.Digest)
+		if err != nil {
+			return "", fmt.Errorf("manifest digest: %w", err)
+		}
+		if req.IsDigest() && h != req.Digest {
+			return "", fmt.Errorf("asked for manifest %s, content returned %s", req.Digest, h)
+		}
+		want = h
 	}
-	if want == "" {
-		sum := sha256.Sum256(m.Body)
-		return "sha256:" + hex.EncodeToString(sum[:]), nil
+	if want == (v1.Hash{}) {
+		return digest.Of(m.Body).String(), nil
 	}
-	algo, _, _ := strings.Cut(want, ":")
-	var hh hash.Hash
-	switch algo {
-	case "sha256":
-		hh = sha256.New()
-	case "sha512":
-		hh = sha512.New()
-	default:
-		return "", fmt.Errorf("manifest digest %q: unsupported algorithm", want)
-	}
+	hh := digest.Hasher(want)
 	hh.Write(m.Body)
-	if got := algo + ":" + hex.EncodeToString(hh.Sum(nil)); got != want {
-		return "", fmt.Errorf("manifest body has digest %s, not %s", got, want)
+	if got := hex.EncodeToString(hh.Sum(nil)); got != want.Hex {
+		return "", fmt.Errorf("manifest body has digest %s:%s, not %s", want.Algorithm, got, want)
 	}
-	if req.IsDigest() && want != req.Reference {
-		return "", fmt.Errorf("asked for manifest %s, content returned %s", req.Reference, want)
-	}
-	return want, nil
+	return want.String(), nil
 }
 
 func (h *handler) serveBlob(w http.ResponseWriter, r *http.Request, ns string, req Request) {

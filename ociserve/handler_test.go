@@ -393,8 +393,12 @@ func TestErrors(t *testing.T) {
 		{"GET", "/v2/_catalog", 404, "UNSUPPORTED"},
 		{"GET", "/v2/Library/app/manifests/v1", 400, "NAME_INVALID"},
 		{"GET", "/v2/library/app/blobs/sha256:beef", 400, "DIGEST_INVALID"},
+		{"GET", "/v2/library/app/blobs/sha384:" + strings.Repeat("0", 96), 400, "DIGEST_INVALID"},
+		{"GET", "/v2/library/app/blobs/sha256:" + strings.ToUpper(sha[7:]), 400, "DIGEST_INVALID"},
+		{"GET", "/v2/library/app/manifests/sha256:" + strings.ToUpper(sha[7:]), 400, "DIGEST_INVALID"},
 		{"GET", "/v2/library/app/manifests/-bad", 404, "MANIFEST_UNKNOWN"},
 		{"GET", "/v2/library/app/manifests/v1?ns=bad/ns", 400, "NAME_INVALID"},
+		{"GET", "/v2/library/app/manifests/v1?ns=[0]", 400, "NAME_INVALID"}, // found by FuzzValidNS
 		{"POST", "/v2/library/app/blobs/uploads/", 405, "UNSUPPORTED"},
 		{"PUT", "/v2/library/app/manifests/v1", 405, "UNSUPPORTED"},
 		{"PATCH", "/v2/library/app/blobs/uploads/x", 405, "UNSUPPORTED"},

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/faasnet/faasnet/digest"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // Kind is what a request asks for.
@@ -38,10 +41,12 @@ type Request struct {
 	Name string
 	// Reference is a tag or a digest for KindManifest, a digest for KindBlob.
 	Reference string
+	// Digest is Reference parsed, when it is a digest.
+	Digest v1.Hash
 }
 
 // IsDigest reports whether the request names content by digest.
-func (r Request) IsDigest() bool { return strings.Contains(r.Reference, ":") }
+func (r Request) IsDigest() bool { return r.Digest != v1.Hash{} }
 
 // The reasons a path is not a valid request; ParsePath wraps one of them.
 var (
@@ -56,8 +61,6 @@ var (
 	nameComponent = `[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*`
 	nameRE        = regexp.MustCompile(`^` + nameComponent + `(?:/` + nameComponent + `)*$`)
 	tagRE         = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
-	digestRE      = regexp.MustCompile(`^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$`)
-	lowerHexRE    = regexp.MustCompile(`^[0-9a-f]+$`)
 )
 
 // maxNameLength bounds a repository name: clients refuse more than 255
@@ -68,9 +71,10 @@ const maxNameLength = 255
 // distribution API: "/v2/" (or "/v2"), "/v2/<name>/manifests/<reference>"
 // and "/v2/<name>/blobs/<digest>". A name may have several components
 // ("library/foo/bar", even "a/manifests/b": the reference is the last
-// component, so the kind is the one before it). It validates name, tag and
-// digest against the spec's grammar; digests of the registered algorithms
-// sha256 and sha512 must be lowercase hex of the right length.
+// component, so the kind is the one before it). It validates name and tag
+// against the spec's grammar, and digests with digest.Parse: only sha256
+// and sha512 in lowercase hex name content here, so any other digest,
+// well-formed for the spec or not, is ErrDigestInvalid.
 func ParsePath(path string) (Request, error) {
 	if path == "/v2/" || path == "/v2" {
 		return Request{Kind: KindBase}, nil
@@ -92,28 +96,17 @@ func ParsePath(path string) (Request, error) {
 	if len(req.Name) > maxNameLength || !nameRE.MatchString(req.Name) {
 		return Request{}, fmt.Errorf("%w: %q", ErrNameInvalid, req.Name)
 	}
-	if req.Kind == KindBlob || req.IsDigest() {
-		if err := validDigest(req.Reference); err != nil {
-			return Request{}, err
+	// A tag has no colon: a reference with one is a digest or nothing.
+	if req.Kind == KindBlob || strings.Contains(req.Reference, ":") {
+		h, err := digest.Parse(req.Reference)
+		if err != nil {
+			return Request{}, fmt.Errorf("%w: %w", ErrDigestInvalid, err)
 		}
+		req.Digest = h
 		return req, nil
 	}
 	if !tagRE.MatchString(req.Reference) {
 		return Request{}, fmt.Errorf("%w: %q", ErrReferenceInvalid, req.Reference)
 	}
 	return req, nil
-}
-
-// validDigest checks a digest against the spec's grammar and, for the
-// registered algorithms, the form of their encoding.
-func validDigest(d string) error {
-	if !digestRE.MatchString(d) {
-		return fmt.Errorf("%w: %q", ErrDigestInvalid, d)
-	}
-	algo, enc, _ := strings.Cut(d, ":")
-	want := map[string]int{"sha256": 64, "sha512": 128}[algo]
-	if want != 0 && (len(enc) != want || !lowerHexRE.MatchString(enc)) {
-		return fmt.Errorf("%w: %q is not %d lowercase hex digits", ErrDigestInvalid, d, want)
-	}
-	return nil
 }

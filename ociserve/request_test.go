@@ -2,9 +2,22 @@ package ociserve
 
 import (
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/faasnet/faasnet/digest"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
+
+func hashOf(t *testing.T, s string) v1.Hash {
+	t.Helper()
+	h, err := digest.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
 
 const (
 	sha  = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -20,17 +33,16 @@ func TestParsePath(t *testing.T) {
 	}{
 		{"/v2/", Request{Kind: KindBase}, nil},
 		{"/v2", Request{Kind: KindBase}, nil},
-		{"/v2/alpine/manifests/latest", Request{KindManifest, "alpine", "latest"}, nil},
-		{"/v2/library/foo/bar/manifests/v1.2_3-rc", Request{KindManifest, "library/foo/bar", "v1.2_3-rc"}, nil},
-		{"/v2/library/foo/manifests/" + sha, Request{KindManifest, "library/foo", sha}, nil},
-		{"/v2/library/foo/blobs/" + sha, Request{KindBlob, "library/foo", sha}, nil},
-		{"/v2/foo/blobs/" + sha5, Request{KindBlob, "foo", sha5}, nil},
-		{"/v2/foo/blobs/multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8", Request{KindBlob, "foo", "multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8"}, nil},
-		{"/v2/a/manifests/b/manifests/c", Request{KindManifest, "a/manifests/b", "c"}, nil},
-		{"/v2/a/blobs/b/manifests/c", Request{KindManifest, "a/blobs/b", "c"}, nil},
-		{"/v2/a.b/c__d/e---f/g_h/manifests/x", Request{KindManifest, "a.b/c__d/e---f/g_h", "x"}, nil},
-		{"/v2/foo/manifests/" + strings.Repeat("t", 128), Request{KindManifest, "foo", strings.Repeat("t", 128)}, nil},
-		{"/v2/" + strings.Repeat("n", 255) + "/manifests/x", Request{KindManifest, strings.Repeat("n", 255), "x"}, nil},
+		{"/v2/alpine/manifests/latest", Request{KindManifest, "alpine", "latest", v1.Hash{}}, nil},
+		{"/v2/library/foo/bar/manifests/v1.2_3-rc", Request{KindManifest, "library/foo/bar", "v1.2_3-rc", v1.Hash{}}, nil},
+		{"/v2/library/foo/manifests/" + sha, Request{KindManifest, "library/foo", sha, hashOf(t, sha)}, nil},
+		{"/v2/library/foo/blobs/" + sha, Request{KindBlob, "library/foo", sha, hashOf(t, sha)}, nil},
+		{"/v2/foo/blobs/" + sha5, Request{KindBlob, "foo", sha5, hashOf(t, sha5)}, nil},
+		{"/v2/a/manifests/b/manifests/c", Request{KindManifest, "a/manifests/b", "c", v1.Hash{}}, nil},
+		{"/v2/a/blobs/b/manifests/c", Request{KindManifest, "a/blobs/b", "c", v1.Hash{}}, nil},
+		{"/v2/a.b/c__d/e---f/g_h/manifests/x", Request{KindManifest, "a.b/c__d/e---f/g_h", "x", v1.Hash{}}, nil},
+		{"/v2/foo/manifests/" + strings.Repeat("t", 128), Request{KindManifest, "foo", strings.Repeat("t", 128), v1.Hash{}}, nil},
+		{"/v2/" + strings.Repeat("n", 255) + "/manifests/x", Request{KindManifest, strings.Repeat("n", 255), "x", v1.Hash{}}, nil},
 
 		{"/", Request{}, ErrUnknownPath},
 		{"", Request{}, ErrUnknownPath},
@@ -62,6 +74,9 @@ func TestParsePath(t *testing.T) {
 		{"/v2/foo/manifests/" + sha[:20], Request{}, ErrDigestInvalid},
 		{"/v2/foo/blobs/sha512:" + sha[7:], Request{}, ErrDigestInvalid},
 		{"/v2/foo/blobs/:abc", Request{}, ErrDigestInvalid},
+		{"/v2/foo/blobs/multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8", Request{}, ErrDigestInvalid},
+		{"/v2/foo/blobs/sha384:" + strings.Repeat("0", 96), Request{}, ErrDigestInvalid},
+		{"/v2/foo/manifests/sha256:" + sha[7:] + ":x", Request{}, ErrDigestInvalid},
 	}
 	for _, tt := range tests {
 		got, err := ParsePath(tt.path)
@@ -114,6 +129,9 @@ func FuzzParse(f *testing.F) {
 		if strings.ContainsAny(req.Name, "A:@ ") || strings.Contains(req.Reference, "/") {
 			t.Fatalf("invalid parts accepted: %+v", req)
 		}
+		if req.IsDigest() != strings.Contains(req.Reference, ":") || req.IsDigest() && req.Digest.String() != req.Reference {
+			t.Fatalf("digest %v of %+v", req.Digest, req)
+		}
 		if again, err := ParsePath(canon); err != nil || again != req {
 			t.Fatalf("re-parsing %q: %+v, %v", canon, again, err)
 		}
@@ -126,4 +144,21 @@ func BenchmarkParsePath(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// FuzzValidNS checks that an ns the handler passes on to Content is a
+// host[:port] and nothing more: no path, query, user or second host.
+func FuzzValidNS(f *testing.F) {
+	for _, ns := range []string{"", "registry.example.com:5000", "[::1]:5000", "a/b", "host?x=y", "user@host", "h:1:2", "[::1]x"} {
+		f.Add(ns)
+	}
+	f.Fuzz(func(t *testing.T, ns string) {
+		if !validNS(ns) || ns == "" {
+			return
+		}
+		u, err := url.Parse("https://" + ns + "/v2/")
+		if err != nil || u.Host != ns || u.User != nil || u.Path != "/v2/" || u.RawQuery != "" || len(ns) > 255 {
+			t.Fatalf("validNS accepted %q: %+v, %v", ns, u, err)
+		}
+	})
 }

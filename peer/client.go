@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/bwlimit"
+	"github.com/faasnet/faasnet/digest"
+	"github.com/faasnet/faasnet/httprange"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // Client fetches blobs from a parent's Server. The zero value is usable.
@@ -102,8 +105,8 @@ func (c *Client) httpClient() *http.Client {
 }
 
 // blobURL is the URL of a blob at a peer.
-func blobURL(addr, digest string) string {
-	return (&url.URL{Scheme: "http", Host: addr, Path: PathPrefix + "blobs/" + digest}).String()
+func blobURL(addr string, h v1.Hash) string {
+	return (&url.URL{Scheme: "http", Host: addr, Path: PathPrefix + "blobs/" + h.String()}).String()
 }
 
 // Open asks the peer at addr ("host:port") for n bytes of a blob from
@@ -112,92 +115,69 @@ func blobURL(addr, digest string) string {
 // asking.
 //
 // The answer must be exactly what was asked: 206 with a Content-Range of
-// that range and a matching Content-Length (200 with a Content-Length when
-// the whole blob was asked for). Reading is limited by c.Download, and a
-// body that ends before the promised length fails with
-// io.ErrUnexpectedEOF. Errors name the peer and the digest; a non-2xx
-// answer is a *StatusError.
+// that range (200 with a Content-Length when the whole blob was asked
+// for), checked by httprange.Body. Reading is limited by c.Download, and a
+// body shorter or longer than promised fails. Errors name the peer and the
+// digest; a non-2xx answer is a *StatusError.
 func (c *Client) Open(ctx context.Context, addr, digest string, off, n int64) (io.ReadCloser, error) {
 	object := "blob " + digest
-	if err := checkDigest(digest); err != nil {
+	h, err := parseDigest(digest)
+	if err != nil {
 		return nil, fmt.Errorf("peer %s: %w", addr, err)
 	}
-	if off < 0 {
-		return nil, fmt.Errorf("peer %s: %s: negative offset %d", addr, object, off)
-	}
-	if n == 0 {
+	if n == 0 && off >= 0 {
 		return io.NopCloser(strings.NewReader("")), nil
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, blobURL(addr, digest), nil)
+	rh, err := httprange.Header(off, n)
+	if err != nil {
+		return nil, fmt.Errorf("peer %s: %s: %w", addr, object, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, blobURL(addr, h), nil)
 	if err != nil {
 		return nil, fmt.Errorf("peer %s: %s: %w", addr, object, err)
 	}
 	if IsDemand(ctx) {
 		req.Header.Set(DemandHeader, "1")
 	}
-	whole := off == 0 && n < 0
-	switch {
-	case whole:
-	case n < 0:
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", off))
-	default:
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+n-1))
+	if rh != "" {
+		req.Header.Set("Range", rh)
 	}
 	resp, err := c.do(req, addr, object)
 	if err != nil {
 		return nil, err
 	}
-	length, err := checkBlobAnswer(resp, whole, off, n)
-	if err == nil {
-		err = checkDigestHeader(resp, digest)
-	}
+	body, err := checkBlobAnswer(ctx, resp, rh != "", digest, c.Download, off, n)
 	if err != nil {
 		resp.Body.Close()
 		return nil, fmt.Errorf("peer %s: %s: %w", addr, object, err)
 	}
-	return &body{
-		r:      bwlimit.NewReader(ctx, resp.Body, c.Download),
-		c:      resp.Body,
-		left:   length,
-		peer:   addr,
-		object: object,
-	}, nil
+	return body, nil
 }
 
-// checkBlobAnswer checks that a 2xx answer carries exactly the bytes asked
-// for, and returns their number.
-func checkBlobAnswer(resp *http.Response, whole bool, off, n int64) (int64, error) {
-	if whole {
-		if resp.StatusCode != http.StatusOK {
-			return 0, fmt.Errorf("answered %d to a request for the whole blob", resp.StatusCode)
-		}
-		if resp.ContentLength < 0 {
-			return 0, errors.New("answer has no Content-Length")
-		}
-		return resp.ContentLength, nil
+// checkBlobAnswer checks a 2xx answer to a request for [off, off+n) and
+// returns its body, download-limited and held to the promised length.
+// Unlike a registry, a peer must honour a range: a whole blob sent in
+// answer to one would be a confused peer pulling a layer in vain.
+func checkBlobAnswer(ctx context.Context, resp *http.Response, ranged bool, digest string, limit *bwlimit.Limiter, off, n int64) (io.ReadCloser, error) {
+	if ranged && resp.StatusCode != http.StatusPartialContent {
+		return nil, fmt.Errorf("answered %d to a range request", resp.StatusCode)
 	}
-	if resp.StatusCode != http.StatusPartialContent {
-		return 0, fmt.Errorf("answered %d to a range request", resp.StatusCode)
+	if err := checkDigestHeader(resp, digest); err != nil {
+		return nil, err
 	}
-	first, last, size, err := parseContentRange(resp.Header.Get("Content-Range"))
-	if err != nil {
-		return 0, err
-	}
-	wantLast := off + n - 1
-	if n < 0 {
-		if size < 0 {
-			return 0, errors.New("open-ended range answered without the blob size")
-		}
-		wantLast = size - 1
-	}
-	if first != off || last != wantLast {
-		return 0, fmt.Errorf("asked for bytes %d-%d, got Content-Range %q", off, wantLast, resp.Header.Get("Content-Range"))
-	}
-	if length := last - first + 1; resp.ContentLength != length {
-		return 0, fmt.Errorf("Content-Length %d does not match Content-Range %q", resp.ContentLength, resp.Header.Get("Content-Range"))
-	}
-	return last - first + 1, nil
+	resp.Body = limitedBody{bwlimit.NewReader(ctx, resp.Body, limit), resp.Body}
+	return httprange.Body(resp, off, n)
 }
+
+// limitedBody is a response body read through a download limiter.
+type limitedBody struct {
+	io.Reader
+	io.Closer
+}
+
+// parseDigest is digest.Parse, for functions whose digest parameter
+// hides the package.
+func parseDigest(s string) (v1.Hash, error) { return digest.Parse(s) }
 
 // checkDigestHeader checks Docker-Content-Digest, when the peer sent one.
 func checkDigestHeader(resp *http.Response, digest string) error {
@@ -212,10 +192,11 @@ func checkDigestHeader(resp *http.Response, digest string) error {
 // ErrNotFound).
 func (c *Client) Stat(ctx context.Context, addr, digest string) (int64, error) {
 	object := "blob " + digest
-	if err := checkDigest(digest); err != nil {
+	h, err := parseDigest(digest)
+	if err != nil {
 		return 0, fmt.Errorf("peer %s: %w", addr, err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, blobURL(addr, digest), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, blobURL(addr, h), nil)
 	if err != nil {
 		return 0, fmt.Errorf("peer %s: %s: %w", addr, object, err)
 	}
@@ -277,11 +258,29 @@ func (c *Client) do(req *http.Request, addr, object string) (*http.Response, err
 	}
 	defer resp.Body.Close()
 	e := &StatusError{Peer: addr, Object: object, StatusCode: resp.StatusCode, Message: errorMessage(resp.Body)}
-	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs >= 0 {
-		e.RetryAfter = time.Duration(secs) * time.Second
-	}
+	e.RetryAfter = retryAfter(resp.Header.Get("Retry-After"))
 	return nil, e
 }
+
+// retryAfter parses a Retry-After of delay-seconds (RFC 9110, section
+// 10.2.3; peers send no dates), clamped to maxRetryAfter. Anything else
+// means no wait was asked for.
+func retryAfter(h string) time.Duration {
+	// ParseUint reports a long number's overflow before a bad byte after
+	// it, so the digits are checked first.
+	if h == "" || strings.TrimLeft(h, "0123456789") != "" {
+		return 0
+	}
+	secs, err := strconv.ParseUint(h, 10, 64)
+	if err != nil || secs > uint64(maxRetryAfter/time.Second) {
+		return maxRetryAfter // every error left is ErrRange
+	}
+	return time.Duration(secs) * time.Second
+}
+
+// maxRetryAfter bounds the wait a peer may ask for: a child kept waiting
+// longer for its parent is better off at the registry.
+const maxRetryAfter = time.Minute
 
 // maxErrorBody bounds how much of an error answer is read for its message.
 const maxErrorBody = 4 << 10
@@ -297,37 +296,4 @@ func errorMessage(r io.Reader) string {
 		return e.Error
 	}
 	return strings.TrimSpace(strings.ToValidUTF8(string(data), "?"))
-}
-
-// body is a blob body that holds its peer to the promised length.
-type body struct {
-	r      io.Reader // the response body, download-limited
-	c      io.Closer // the response body
-	left   int64     // bytes still promised
-	peer   string
-	object string
-}
-
-func (b *body) Read(p []byte) (int, error) {
-	if b.left <= 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > b.left {
-		p = p[:b.left]
-	}
-	n, err := b.r.Read(p)
-	b.left -= int64(n)
-	switch {
-	case err == io.EOF && b.left > 0:
-		err = io.ErrUnexpectedEOF
-	case err == io.EOF:
-		return n, io.EOF
-	case err == nil:
-		return n, nil
-	}
-	return n, fmt.Errorf("peer %s: %s: %w", b.peer, b.object, err)
-}
-
-func (b *body) Close() error {
-	return b.c.Close()
 }

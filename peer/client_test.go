@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/bwlimit"
+	"github.com/faasnet/faasnet/httprange"
 )
 
 var testDigest = "sha256:" + strings.Repeat("ab", 32)
@@ -101,7 +102,7 @@ func TestClientChecksAnswer(t *testing.T) {
 			name: "open-ended of unknown size",
 			h:    answer(206, map[string]string{"Content-Range": "bytes 900-999/*"}, hundred),
 			off:  900, n: -1,
-			openErr: "without the blob size",
+			openErr: "without the complete length",
 		},
 		{
 			name: "no Content-Range",
@@ -147,6 +148,17 @@ func TestClientChecksAnswer(t *testing.T) {
 			},
 			off: 100, n: 100,
 			readErr: io.ErrUnexpectedEOF,
+		},
+		{
+			name: "long body",
+			h: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Range", "bytes 100-199/1000")
+				w.WriteHeader(206)
+				w.(http.Flusher).Flush() // chunked: the body is not bounded
+				io.WriteString(w, hundred+"and more")
+			},
+			off: 100, n: 100,
+			readErr: httprange.ErrTooLong,
 		},
 	}
 	for _, tt := range tests {
@@ -331,6 +343,45 @@ func TestResolveChecksAnswer(t *testing.T) {
 		_, err := c.Resolve(testContext(t), addr, "img")
 		if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
 			t.Errorf("Resolve answered %.40q: error %v, want %q", tt.body, err, tt.wantErr)
+		}
+	}
+}
+
+// A busy parent's Retry-After reaches the caller as a duration that means
+// what the parent said, and a number too large for a time.Duration does
+// not wrap around to a negative wait.
+func TestClientRetryAfter(t *testing.T) {
+	tests := []struct {
+		header string
+		want   time.Duration
+	}{
+		{"1", time.Second},
+		{"0", 0},
+		{"59", 59 * time.Second},
+		{"61", maxRetryAfter},
+		{"", 0},
+		{"-1", 0},
+		{"+1", 0},
+		{"1.5", 0},
+		{"Wed, 21 Oct 2015 07:28:00 GMT", 0},
+		{"3600", maxRetryAfter},
+		{"10000000000", maxRetryAfter},
+		{"99999999999999999999", maxRetryAfter},
+		{"18700000000000000000A", 0}, // found by FuzzRetryAfter
+	}
+	for _, tt := range tests {
+		addr := lyingPeer(t, func(w http.ResponseWriter, r *http.Request) {
+			w.Header()["Retry-After"] = []string{tt.header}
+			w.WriteHeader(http.StatusServiceUnavailable)
+		})
+		var c Client
+		_, err := c.Open(testContext(t), addr, testDigest, 0, -1)
+		var se *StatusError
+		if !errors.As(err, &se) || se.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("Retry-After %q: error %v, want a 503 StatusError", tt.header, err)
+		}
+		if se.RetryAfter != tt.want {
+			t.Errorf("Retry-After %q: RetryAfter = %v, want %v", tt.header, se.RetryAfter, tt.want)
 		}
 	}
 }

@@ -20,7 +20,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
+
+	"github.com/faasnet/faasnet/digest"
 )
 
 // PathPrefix is where a Server is mounted: every peer URL path starts with
@@ -91,7 +92,7 @@ const maxDescriptorJSON = 64 << 10
 // validate checks what a child relies on: a digest it can ask for and a
 // size it can check.
 func (d Descriptor) validate() error {
-	if err := checkDigest(d.Digest); err != nil {
+	if _, err := digest.Parse(d.Digest); err != nil {
 		return err
 	}
 	if d.Size < 0 {
@@ -113,29 +114,4 @@ func decodeDescriptor(data []byte) (Descriptor, error) {
 		return Descriptor{}, fmt.Errorf("invalid descriptor: %w", err)
 	}
 	return d, nil
-}
-
-// checkDigest accepts the digests OCI registries use: "sha256:" with 64 or
-// "sha512:" with 128 lower-case hex digits. Being strict keeps odd strings
-// out of URLs, logs and cache paths.
-func checkDigest(d string) error {
-	alg, hex, _ := strings.Cut(d, ":")
-	var hexLen int
-	switch alg {
-	case "sha256":
-		hexLen = 64
-	case "sha512":
-		hexLen = 128
-	default:
-		return fmt.Errorf("invalid digest %.80q: want sha256:<hex> or sha512:<hex>", d)
-	}
-	if len(hex) != hexLen {
-		return fmt.Errorf("invalid digest %.80q: want %d hex digits", d, hexLen)
-	}
-	for i := 0; i < len(hex); i++ {
-		if c := hex[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return fmt.Errorf("invalid digest %.80q: want lower-case hex digits", d)
-		}
-	}
-	return nil
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/bwlimit"
+	"github.com/faasnet/faasnet/digest"
+	"github.com/faasnet/faasnet/httprange"
 )
 
 // Defaults for ServerOptions.
@@ -222,8 +224,9 @@ func (s *Server) serveResolve(w http.ResponseWriter, r *http.Request) {
 	w.Write(body)
 }
 
-func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, digest string) {
-	if err := checkDigest(digest); err != nil {
+func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, name string) {
+	// A digest that parses is in canonical form, safe to pass on as is.
+	if _, err := digest.Parse(name); err != nil {
 		s.fail(w, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -231,10 +234,10 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, digest string
 	if r.Header.Get(DemandHeader) != "" {
 		ctx = WithDemand(ctx)
 	}
-	b, release, err := s.src.Open(ctx, digest)
+	b, release, err := s.src.Open(ctx, name)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		s.fail(w, http.StatusNotFound, "blob "+digest+" not found")
+		s.fail(w, http.StatusNotFound, "blob "+name+" not found")
 		return
 	case ctx.Err() != nil:
 		if err == nil {
@@ -242,28 +245,28 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, digest string
 		}
 		return
 	case err != nil:
-		s.log.Warn("peer: open blob failed", "digest", digest, "err", err)
-		s.fail(w, http.StatusBadGateway, "blob "+digest+": "+err.Error())
+		s.log.Warn("peer: open blob failed", "digest", name, "err", err)
+		s.fail(w, http.StatusBadGateway, "blob "+name+": "+err.Error())
 		return
 	}
 	defer release()
 
 	size := b.Size()
 	if size < 0 {
-		s.fail(w, http.StatusBadGateway, "blob "+digest+": size unknown")
+		s.fail(w, http.StatusBadGateway, "blob "+name+": size unknown")
 		return
 	}
 	off, n, status := int64(0), size, http.StatusOK
 	if h := r.Header.Get("Range"); h != "" {
-		if off, n, err = parseRange(h, size); err != nil {
-			w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+		if off, n, err = httprange.ParseRange(h, size); err != nil {
+			w.Header().Set("Content-Range", httprange.ContentRange{First: -1, Last: -1, Size: size}.String())
 			s.fail(w, http.StatusRequestedRangeNotSatisfiable, err.Error())
 			return
 		}
 		status = http.StatusPartialContent
 	}
 	if r.Method == http.MethodHead || n == 0 {
-		s.writeHeader(w, r, status, digest, off, n, size)
+		s.writeHeader(w, r, status, name, off, n, size)
 		return
 	}
 
@@ -278,14 +281,14 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, digest string
 	rd, err := b.Reader(ctx, off, n)
 	if err != nil {
 		if ctx.Err() == nil {
-			s.log.Warn("peer: read blob failed", "digest", digest, "err", err)
-			s.fail(w, http.StatusBadGateway, "blob "+digest+": "+err.Error())
+			s.log.Warn("peer: read blob failed", "digest", name, "err", err)
+			s.fail(w, http.StatusBadGateway, "blob "+name+": "+err.Error())
 		}
 		return
 	}
 	defer rd.Close()
 
-	s.writeHeader(w, r, status, digest, off, n, size)
+	s.writeHeader(w, r, status, name, off, n, size)
 	rc := http.NewResponseController(w)
 	// Headers go out at once: the child learns the request was accepted
 	// even if the first block is still on its way from upstream.
@@ -299,10 +302,10 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, digest string
 		if sourceFailed || errors.Is(err, os.ErrDeadlineExceeded) {
 			lvl = slog.LevelWarn
 		}
-		s.log.Log(ctx, lvl, "peer: blob body cut short", "digest", digest, "offset", off, "length", n, "err", err)
+		s.log.Log(ctx, lvl, "peer: blob body cut short", "digest", name, "offset", off, "length", n, "err", err)
 		return
 	}
-	s.log.Debug("peer: served blob", "digest", digest, "offset", off, "length", n, "duration", time.Since(start))
+	s.log.Debug("peer: served blob", "digest", name, "offset", off, "length", n, "duration", time.Since(start))
 }
 
 // writeHeader writes the headers of a successful blob answer.
@@ -320,7 +323,7 @@ func (s *Server) writeHeader(w http.ResponseWriter, r *http.Request, status int,
 	h.Set("Docker-Content-Digest", digest)
 	h.Set("Accept-Ranges", "bytes")
 	if status == http.StatusPartialContent {
-		h.Set("Content-Range", "bytes "+strconv.FormatInt(off, 10)+"-"+strconv.FormatInt(off+n-1, 10)+"/"+strconv.FormatInt(size, 10))
+		h.Set("Content-Range", httprange.ContentRange{First: off, Last: off + n - 1, Size: size}.String())
 	}
 	w.WriteHeader(status)
 }

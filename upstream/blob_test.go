@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/faasnet/faasnet/httprange"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
@@ -158,8 +159,8 @@ func TestOpenBlobServers(t *testing.T) {
 		{name: "clamped range", off: 9990, n: 20, wantErr: "Content-Range"},
 		{name: "ignored range", ignore: true, off: 5000, n: 123, want: blob[5000:5123], wantRange: true},
 		{name: "ignored open-ended range", ignore: true, off: 5000, n: -1, want: blob[5000:], wantRange: true},
-		{name: "ignored range beyond the end", ignore: true, off: 9990, n: 20, wantErr: "ended 10 bytes early"},
-		{name: "ignored range past the end", ignore: true, off: 20000, n: 1, wantErr: "skipping"},
+		{name: "ignored range beyond the end", ignore: true, off: 9990, n: 20, wantErr: "answer has 10000 bytes"},
+		{name: "ignored range past the end", ignore: true, off: 20000, n: 1, wantErr: "answer has 10000 bytes"},
 		{name: "whole", off: 0, n: -1, want: blob},
 	}
 	for _, tt := range tests {
@@ -322,26 +323,53 @@ func TestTransportReused(t *testing.T) {
 	}
 }
 
-func TestParseContentRange(t *testing.T) {
+// TestOpenBlobChecksAnswer serves answers a registry or its storage should
+// not give: each must fail, never read as a silently short or shifted range.
+func TestOpenBlobChecksAnswer(t *testing.T) {
+	blob := strings.Repeat("0123456789", 10)
+	// answer writes a 206 with the given Content-Range and body; chunked,
+	// it has no Content-Length to bound the body.
+	answer := func(cr, body string) http.HandlerFunc {
+		return func(w http.ResponseWriter, req *http.Request) {
+			if req.URL.Path == "/v2/" {
+				return
+			}
+			if cr != "" {
+				w.Header().Set("Content-Range", cr)
+			}
+			w.WriteHeader(http.StatusPartialContent)
+			w.(http.Flusher).Flush()
+			io.WriteString(w, body)
+		}
+	}
 	tests := []struct {
-		in         string
-		start, end int64
-		ok         bool
+		name    string
+		h       http.HandlerFunc
+		off, n  int64
+		openErr string
+		readErr error
 	}{
-		{"bytes 0-99/100", 0, 99, true},
-		{"bytes 5-5/*", 5, 5, true},
-		{"bytes 7-9", 7, 9, true},
-		{"bytes 9-7/10", 0, 0, false},
-		{"bytes -1-7/10", 0, 0, false},
-		{"bytes=0-9/10", 0, 0, false},
-		{"bytes */10", 0, 0, false},
-		{"", 0, 0, false},
+		{name: "short body to the end", h: answer("bytes 50-99/100", blob[50:60]), off: 50, n: -1, readErr: io.ErrUnexpectedEOF},
+		{name: "long body", h: answer("bytes 50-59/100", blob[50:70]), off: 50, n: 10, readErr: httprange.ErrTooLong},
+		{name: "no Content-Range", h: answer("", blob[40:50]), off: 50, n: 10, openErr: "malformed Content-Range"},
+		{name: "more than asked", h: answer("bytes 50-99/100", blob[50:]), off: 50, n: 10, openErr: "asked for bytes 50-59"},
+		{name: "not to the end", h: answer("bytes 50-59/100", blob[50:60]), off: 50, n: -1, openErr: "asked for bytes 50-99"},
+		{name: "no complete length", h: answer("bytes 50-59", blob[50:60]), off: 50, n: 10, openErr: "malformed Content-Range"},
+		{name: "past the complete length", h: answer("bytes 50-59/55", blob[50:60]), off: 50, n: 10, openErr: "malformed Content-Range"},
 	}
 	for _, tt := range tests {
-		s, e, err := parseContentRange(tt.in)
-		if (err == nil) != tt.ok || s != tt.start || e != tt.end {
-			t.Errorf("parseContentRange(%q) = %d, %d, %v", tt.in, s, e, err)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			r, repo := start(t, tt.h)
+			got, err := readRange(t.Context(), r, repo, d1, tt.off, tt.n)
+			switch {
+			case tt.openErr != "":
+				if err == nil || !strings.Contains(err.Error(), tt.openErr) || !strings.Contains(err.Error(), d1) {
+					t.Fatalf("error = %v, want %q naming the digest", err, tt.openErr)
+				}
+			case !errors.Is(err, tt.readErr) || !strings.Contains(err.Error(), d1):
+				t.Fatalf("read %d bytes, then error %v; want %v naming the digest", len(got), err, tt.readErr)
+			}
+		})
 	}
 }
 

@@ -1,13 +1,14 @@
 package upstream
 
 import (
-	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
 	"strings"
 
+	"github.com/faasnet/faasnet/digest"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -169,11 +170,15 @@ func checkDescriptors(ds []v1.Descriptor) error {
 	return nil
 }
 
-// checkDescriptor checks what the data plane relies on. The digest's form is
-// checked by v1.Hash while decoding; an absent digest decodes to zero.
+// checkDescriptor checks what the data plane relies on. v1.Hash checks a
+// digest's form while decoding, by its own rules, and decodes an absent one
+// to zero; faasnet's one rule is digest.Check.
 func checkDescriptor(d v1.Descriptor) error {
-	if d.Digest.Algorithm == "" {
+	if d.Digest == (v1.Hash{}) {
 		return errors.New("missing digest")
+	}
+	if err := digest.Check(d.Digest); err != nil {
+		return err
 	}
 	if d.Size < 0 {
 		return fmt.Errorf("%s: negative size %d", d.Digest, d.Size)
@@ -207,32 +212,24 @@ func isAlnum(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
 }
 
-// ParseDigest parses a digest of the form "sha256:<64 hex>" or
-// "sha512:<128 hex>" (lowercase), the algorithms we can verify.
+// ParseDigest parses a digest with digest.Parse, the one parser of digests
+// in faasnet: "sha256:<64 hex>" or "sha512:<128 hex>", lowercase.
 func ParseDigest(s string) (v1.Hash, error) {
-	h, err := v1.NewHash(s)
+	h, err := digest.Parse(s)
 	if err != nil {
-		return v1.Hash{}, fmt.Errorf("upstream: digest %q: %w", s, err)
+		return v1.Hash{}, fmt.Errorf("upstream: %w", err)
 	}
 	return h, nil
 }
 
-// verify returns an error unless b hashes to want.
+// verify returns an error unless b hashes to want, which has passed
+// digest.Check.
 func verify(b []byte, want v1.Hash) error {
-	hasher, err := v1.Hasher(want.Algorithm)
-	if err != nil {
-		return err
-	}
+	hasher := digest.Hasher(want)
 	hasher.Write(b)
-	got := v1.Hash{Algorithm: want.Algorithm, Hex: fmt.Sprintf("%x", hasher.Sum(nil))}
+	got := v1.Hash{Algorithm: want.Algorithm, Hex: hex.EncodeToString(hasher.Sum(nil))}
 	if got != want {
 		return fmt.Errorf("content has digest %s, want %s", got, want)
 	}
 	return nil
-}
-
-// sha256Of returns the sha256 digest of b.
-func sha256Of(b []byte) v1.Hash {
-	h, _, _ := v1.SHA256(bytes.NewReader(b)) // reading a bytes.Reader cannot fail
-	return h
 }

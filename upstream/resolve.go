@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/faasnet/faasnet/digest"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -115,14 +116,15 @@ func pickPlatform(entries []v1.Descriptor, want v1.Platform) (v1.Descriptor, err
 // verified against that digest and validated by ParseManifest, and its media
 // type.
 func (r *Registry) FetchManifest(ctx context.Context, repo name.Repository, digest string) ([]byte, types.MediaType, error) {
-	if _, err := ParseDigest(digest); err != nil {
-		return nil, "", err
-	}
-	repo, err := r.normalize(repo)
+	h, err := ParseDigest(digest)
 	if err != nil {
 		return nil, "", err
 	}
-	raw, desc, _, err := r.fetchManifest(ctx, repo, digest)
+	repo, err = r.normalize(repo)
+	if err != nil {
+		return nil, "", err
+	}
+	raw, desc, _, err := r.fetchManifest(ctx, repo, h.String())
 	if err != nil {
 		return nil, "", err
 	}
@@ -164,11 +166,15 @@ func (r *Registry) fetchManifest(ctx context.Context, repo name.Repository, refe
 // that is a digest, and against the registry's Docker-Content-Digest header
 // when that is a digest of the same algorithm.
 func manifestDigest(raw []byte, reference, header string) (v1.Hash, error) {
-	if want, err := v1.NewHash(reference); err == nil {
+	if strings.Contains(reference, ":") { // tags have no colon
+		want, err := ParseDigest(reference)
+		if err != nil {
+			return v1.Hash{}, err
+		}
 		return want, verify(raw, want)
 	}
-	got := sha256Of(raw)
-	if h, err := v1.NewHash(header); err == nil && h.Algorithm == got.Algorithm && h != got {
+	got := digest.Of(raw)
+	if h, err := digest.Parse(header); err == nil && h.Algorithm == got.Algorithm && h != got {
 		return v1.Hash{}, fmt.Errorf("registry says Docker-Content-Digest %s but content has digest %s", h, got)
 	}
 	return got, nil
