@@ -274,7 +274,7 @@ func (b *Blob) WriteBlock(i int, r io.Reader) error {
 		return err
 	}
 	if chase {
-		if err := e.chase(); err != nil {
+		if err := e.chase(i, buf); err != nil {
 			return err
 		}
 	}
@@ -347,8 +347,10 @@ func (e *entry) writeAt(p []byte, off int64, i int) error {
 
 // chase advances the hash over the present blocks that follow it and, when
 // it covers the whole blob, finishes the verification. The caller has set
-// e.hashing; chase clears it.
-func (e *entry) chase() error {
+// e.hashing; chase clears it. Block i's data is in mem (nil if not): blocks
+// mostly arrive in order, so the next block to hash is usually the one just
+// written, and hashing it from memory saves reading it back from the file.
+func (e *entry) chase(i int, mem []byte) error {
 	bufp := e.c.bufs.Get().(*[]byte)
 	defer e.c.bufs.Put(bufp)
 	for {
@@ -362,28 +364,38 @@ func (e *entry) chase() error {
 			e.mu.Unlock()
 			return e.finish()
 		}
-		i := e.hashed
-		if !has(e.bits, i) {
+		k := e.hashed
+		if !has(e.bits, k) {
 			e.hashing = false // a gap: its writer takes over
 			e.mu.Unlock()
 			return nil
 		}
 		e.mu.Unlock()
-		// A present block is never written again until a reset, and only
-		// the hashing goroutine resets, so this read is stable.
-		off, n := e.blockRange(i)
-		buf := (*bufp)[:n]
-		if _, err := e.f.ReadAt(buf, off); err != nil {
+		if k == i && mem != nil {
+			e.h.Write(mem)
+		} else if err := e.hashFromFile(k, (*bufp)); err != nil {
 			e.mu.Lock()
 			e.stopHashingLocked()
 			e.mu.Unlock()
-			return fmt.Errorf("blobcache: %s: verify: read block %d: %w", e.d, i, err)
+			return err
 		}
-		e.h.Write(buf)
 		e.mu.Lock()
 		e.hashed++
 		e.mu.Unlock()
 	}
+}
+
+// hashFromFile adds block k, read back from the data file, to the hash. A
+// present block is never written again until a reset, and only the hashing
+// goroutine resets, so this read is stable.
+func (e *entry) hashFromFile(k int, buf []byte) error {
+	off, n := e.blockRange(k)
+	buf = buf[:n]
+	if _, err := e.f.ReadAt(buf, off); err != nil {
+		return fmt.Errorf("blobcache: %s: verify: read block %d: %w", e.d, k, err)
+	}
+	e.h.Write(buf)
+	return nil
 }
 
 // finish compares the complete hash with the digest. On a match it records
@@ -459,7 +471,7 @@ func (b *Blob) Verify() error {
 		}
 		e.hashing = true
 		e.mu.Unlock()
-		return e.chase()
+		return e.chase(-1, nil)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"log"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,7 +23,9 @@ import (
 // processes without bandwidth limits: the parent holds the image complete,
 // the child fetches all of it. It reports the child's receive rate, the CPU
 // seconds each process spent per GB moved, and each process's peak memory
-// (VmHWM). The image size is FAASNET_BENCH_SIZE (default 1GiB). Run with
+// (VmHWM). The image size is FAASNET_BENCH_SIZE (default 1GiB). With
+// FAASNET_BENCH_PROFILE=DIR, both workers write CPU profiles there
+// (parent.pprof, child.pprof). Run with
 //
 //	go test -run '^$' -bench Forward -benchtime 1x ./e2e/
 func BenchmarkForward(b *testing.B) {
@@ -54,8 +57,14 @@ func forwardOnce(b *testing.B, ref string, size int64) {
 	ctx := context.Background()
 	mgr := start(b, "manager", "manager", "--listen", "127.0.0.1:0", "--data", b.TempDir())
 	c := api.NewClient(mgr.addr)
-	parent := start(b, "parent", "worker", "--id", "parent", "--listen", "127.0.0.1:0", "--manager", "http://"+mgr.addr, "--cache", b.TempDir(), "--heartbeat", "200ms")
-	child := start(b, "child", "worker", "--id", "child", "--listen", "127.0.0.1:0", "--manager", "http://"+mgr.addr, "--cache", b.TempDir(), "--heartbeat", "200ms")
+	worker := func(name string) *proc {
+		args := []string{"worker", "--id", name, "--listen", "127.0.0.1:0", "--manager", "http://" + mgr.addr, "--cache", b.TempDir(), "--heartbeat", "200ms"}
+		if dir := os.Getenv("FAASNET_BENCH_PROFILE"); dir != "" {
+			args = append(args, "--cpuprofile", filepath.Join(dir, name+".pprof"))
+		}
+		return start(b, name, args...)
+	}
+	parent, child := worker("parent"), worker("child")
 	waitVMs(b, c, 2)
 	c.PutFunction(ctx, "app", api.FunctionRequest{Image: ref})
 	if _, err := c.Scale(ctx, "app", api.ScaleRequest{VMs: []string{"parent"}}); err != nil {
@@ -84,6 +93,10 @@ func forwardOnce(b *testing.B, ref string, size int64) {
 	b.ReportMetric((cpuSeconds(b, child)-cpuC0)/gb, "child-cpu-s/GB")
 	b.ReportMetric(float64(peakRSS(b, parent))/(1<<20), "parent-peak-MiB")
 	b.ReportMetric(float64(peakRSS(b, child))/(1<<20), "child-peak-MiB")
+	if os.Getenv("FAASNET_BENCH_PROFILE") != "" {
+		parent.stop(b)
+		child.stop(b)
+	}
 	if childStatus.BytesFromParent != childStatus.ImageBytes {
 		b.Fatalf("child got %d of %d bytes from its parent", childStatus.BytesFromParent, childStatus.ImageBytes)
 	}

@@ -41,9 +41,10 @@ func TestMain(m *testing.M) {
 
 // proc is a running faasnet process.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	addr string
+	name   string
+	cmd    *exec.Cmd
+	addr   string
+	exited chan struct{} // closed when the process has exited
 
 	mu  sync.Mutex
 	log strings.Builder
@@ -62,8 +63,8 @@ func start(t testing.TB, name string, args ...string) *proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{name: name, cmd: cmd}
 	exited := make(chan struct{})
+	p := &proc{name: name, cmd: cmd, exited: exited}
 	go func() { cmd.Wait(); pw.Close(); close(exited) }()
 	t.Cleanup(func() {
 		cmd.Process.Kill()
@@ -108,6 +109,20 @@ func (p *proc) tail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// stop ends p with SIGTERM, so it can finish what it writes on exit (a
+// CPU profile), and waits for it.
+func (p *proc) stop(t testing.TB) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not exit 30 s after SIGTERM", p.name)
+	}
 }
 
 // kill9 ends p with SIGKILL.

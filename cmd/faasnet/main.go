@@ -31,6 +31,7 @@ streams blocks from its parent while forwarding them to its children.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	profileFlag(root)
 	root.AddCommand(newManagerCmd())
 	root.AddCommand(clientCmds()...)
 	for _, c := range subcommands {
