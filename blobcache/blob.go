@@ -10,6 +10,10 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/faasnet/faasnet/digest"
 )
 
 // A Blob is one reference to a cached blob. Many goroutines may use it at
@@ -25,7 +29,7 @@ type Blob struct {
 // entry is the shared state of one cached blob.
 type entry struct {
 	c    *Cache
-	d    digest
+	d    v1.Hash
 	size int64
 	bs   int64
 	n    int // number of blocks
@@ -61,7 +65,7 @@ type entry struct {
 	h       hash.Hash
 }
 
-func (c *Cache) newEntry(d digest, size int64) *entry {
+func (c *Cache) newEntry(d v1.Hash, size int64) *entry {
 	bs := c.opts.BlockSize
 	n := int((size + bs - 1) / bs)
 	e := &entry{
@@ -69,7 +73,7 @@ func (c *Cache) newEntry(d digest, size int64) *entry {
 		bits:    make([]byte, (n+7)/8),
 		claimed: make([]byte, (n+7)/8),
 		changed: make(chan struct{}),
-		h:       d.newHash(),
+		h:       digest.Hasher(d),
 	}
 	e.claimEnd = sync.NewCond(&e.mu)
 	return e
@@ -390,7 +394,7 @@ func (e *entry) chase() error {
 // the blob as verified on disk and then in memory; on a mismatch it drops
 // every block. The caller holds the hashing role; finish releases it.
 func (e *entry) finish() error {
-	if !e.d.matches(e.h.Sum(nil)) {
+	if !matches(e.d, e.h.Sum(nil)) {
 		e.mu.Lock()
 		e.bits = make([]byte, len(e.bits))
 		e.present = 0

@@ -41,6 +41,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/faasnet/faasnet/digest"
 )
 
 // DefaultBlockSize is the block size FaaSNet uses (512 KiB): large enough to
@@ -62,8 +66,9 @@ const defaultSyncBytes = 32 << 20
 
 var (
 	// ErrInvalidDigest reports a digest string that is not "<algorithm>:<hex>"
-	// in canonical form with a supported algorithm (sha256, sha512).
-	ErrInvalidDigest = errors.New("blobcache: invalid digest")
+	// in canonical form with a supported algorithm (sha256, sha512). It is
+	// digest.ErrInvalid: the cache parses names with package digest.
+	ErrInvalidDigest = digest.ErrInvalid
 	// ErrSizeMismatch reports an Acquire whose size differs from the cached blob's.
 	ErrSizeMismatch = errors.New("blobcache: size mismatch")
 	// ErrCorrupt reports that a blob's content did not match its digest. Its
@@ -132,7 +137,7 @@ type Cache struct {
 
 	mu      sync.Mutex
 	closed  bool
-	entries map[digest]*entry
+	entries map[v1.Hash]*entry
 	lru     *list.List // of *entry, most recently used at the front
 	total   int64      // sum of the sizes in entries
 
@@ -171,7 +176,7 @@ func Open(dir string, opts Options) (*Cache, error) {
 		log:       opts.Logger.With("cache", dir),
 		lock:      lock,
 		syncBytes: defaultSyncBytes,
-		entries:   make(map[digest]*entry),
+		entries:   make(map[v1.Hash]*entry),
 		lru:       list.New(),
 	}
 	c.bufs.New = func() any {
@@ -197,9 +202,9 @@ func (c *Cache) BlockSize() int64 { return c.opts.BlockSize }
 // size is an error wrapping ErrSizeMismatch. Creating a blob may evict others.
 // A blob of size 0 is verified at once.
 func (c *Cache) Acquire(dgst string, size int64) (*Blob, error) {
-	d, err := parseDigest(dgst)
+	d, err := digest.Parse(dgst)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("blobcache: acquire: %w", err)
 	}
 	if size < 0 || (size+c.opts.BlockSize-1)/c.opts.BlockSize > maxBlocks {
 		return nil, fmt.Errorf("blobcache: acquire %s: size %d outside [0, %d]", dgst, size, maxBlocks*c.opts.BlockSize)
@@ -231,7 +236,7 @@ func (c *Cache) Acquire(dgst string, size int64) (*Blob, error) {
 // Lookup returns the blob named dgst, partial or verified, with a reference
 // taken, or false if c has no such blob (or dgst is not a valid digest).
 func (c *Cache) Lookup(dgst string) (*Blob, bool) {
-	d, err := parseDigest(dgst)
+	d, err := digest.Parse(dgst)
 	if err != nil {
 		return nil, false
 	}
