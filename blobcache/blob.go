@@ -55,9 +55,13 @@ type entry struct {
 	gen     uint64 // incremented when a verification failure drops all blocks
 	// verified: the content matched the digest and the final name is on disk.
 	verified bool
-	dead     error         // why the entry is unusable (ErrClosed, errEvicted)
-	changed  chan struct{} // closed and replaced on every change waiters care about
-	claimEnd *sync.Cond    // broadcast when a claim ends
+	// unchecked: the final name was on disk at Open, but the content has
+	// not been hashed since; no Blob of it is handed out until it has been
+	// (see Cache.ensureChecked). checking: a goroutine is hashing it.
+	unchecked, checking bool
+	dead                error         // why the entry is unusable (ErrClosed, errEvicted)
+	changed             chan struct{} // closed and replaced on every change waiters care about
+	claimEnd            *sync.Cond    // broadcast when a claim ends
 	// The hash covers blocks [0, hashed). One goroutine at a time, the one
 	// that set hashing, advances it; it owns h until it clears hashing.
 	hashing bool

@@ -2,6 +2,7 @@ package blobcache
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -142,7 +143,7 @@ func (e *entry) openFiles() error {
 	if e.f != nil {
 		return nil
 	}
-	if e.isVerified() {
+	if e.isVerified() || e.isUnchecked() {
 		f, err := os.Open(e.path(""))
 		if err != nil {
 			return fmt.Errorf("blobcache: open %s: %w", e.d, err)
@@ -261,21 +262,35 @@ func syncDir(dir string) error {
 }
 
 // hashFile reports whether the file name has digest d. It syncs the file
-// too, since a match is about to be recorded as durable.
-func hashFile(name string, d v1.Hash) (bool, error) {
+// too, since a match is about to be recorded as durable. It stops early with
+// ctx's error once ctx is done.
+func hashFile(ctx context.Context, name string, d v1.Hash) (bool, error) {
 	f, err := os.Open(name)
 	if err != nil {
 		return false, err
 	}
 	defer f.Close()
 	h := digest.Hasher(d)
-	if _, err := io.Copy(h, f); err != nil {
+	if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
 		return false, fmt.Errorf("hash %s: %w", name, err)
 	}
 	if err := f.Sync(); err != nil {
 		return false, fmt.Errorf("sync %s: %w", name, err)
 	}
 	return matches(d, h.Sum(nil)), nil
+}
+
+// ctxReader reads from r until ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
 }
 
 // loaded is an entry found on disk, with the time it was last written as a
@@ -383,25 +398,15 @@ func (c *Cache) loadVerified(d v1.Hash) (loaded, bool) {
 		c.log.Warn("blobcache: cannot stat blob; ignoring it", "digest", d.String(), "err", err)
 		return loaded{}, false
 	}
-	if c.opts.Rehash {
-		ok, err := hashFile(name, d)
-		if err != nil {
-			c.removeGarbage(name, fmt.Sprintf("cannot rehash: %v", err))
-			return loaded{}, false
-		}
-		if !ok {
-			c.failures.Add(1)
-			c.removeGarbage(name, "content does not match digest")
-			return loaded{}, false
-		}
-	}
+	// All blocks are present, so nothing fetches them, but the blob is not
+	// served before it has been hashed again.
 	e := c.newEntry(d, fi.Size())
 	for i := range e.n {
 		set(e.bits, i)
 	}
 	e.present = e.n
 	e.hashed = e.n
-	e.verified = true
+	e.unchecked = true
 	return loaded{e, fi.ModTime()}, true
 }
 
@@ -437,7 +442,7 @@ func (c *Cache) loadPartial(d v1.Hash) (loaded, bool) {
 	if e.present < e.n {
 		return loaded{e, fi.ModTime()}, true
 	}
-	ok, err := hashFile(data, d)
+	ok, err := hashFile(c.ctx, data, d)
 	if err != nil {
 		return drop(fmt.Sprintf("cannot verify: %v", err))
 	}
