@@ -67,6 +67,9 @@ type entry struct {
 	hashing bool
 	hashed  int
 	h       hash.Hash
+	// rewind: Drop removed blocks the hash covers while a goroutine held
+	// the hashing role; it starts the hash over.
+	rewind bool
 }
 
 func (c *Cache) newEntry(d v1.Hash, size int64) *entry {
@@ -366,6 +369,11 @@ func (e *entry) chase() error {
 			e.mu.Unlock()
 			return fmt.Errorf("blobcache: %s: verify: %w", e.d, e.dead)
 		}
+		if e.rewind {
+			e.rewind = false
+			e.hashed = 0
+			e.h.Reset()
+		}
 		if e.hashed == e.n {
 			e.mu.Unlock()
 			return e.finish()
@@ -406,6 +414,7 @@ func (e *entry) finish() error {
 		e.gen++
 		e.hashed = 0
 		e.h.Reset()
+		e.rewind = false
 		e.hashing = false
 		e.notifyLocked()
 		e.mu.Unlock()
@@ -476,4 +485,66 @@ func (b *Blob) Verify() error {
 func (e *entry) stopHashingLocked() {
 	e.hashing = false
 	e.notifyLocked()
+}
+
+// Drop marks blocks [from, to) missing again, and persists that, so that
+// they are fetched anew. It is for bytes a consumer found wrong before the
+// blob was complete (a chunk of a lazily read layer that failed its own
+// digest): without it, a retry would read the same bad blocks.
+//
+// Readers and writers of other blocks are not disturbed, and a reader waiting
+// for a dropped block waits for it to come back. A read that was already
+// copying a dropped block may return its old bytes, as it would have a moment
+// earlier. A complete blob has nothing to drop: its content matches its
+// digest, so Drop returns an error and leaves it alone. If the last block has
+// just arrived, Drop waits for the blob's verification to decide.
+func (b *Blob) Drop(from, to int) error {
+	if err := b.live(); err != nil {
+		return err
+	}
+	e := b.e
+	if from < 0 || to > e.n || from > to {
+		return fmt.Errorf("blobcache: %s: drop blocks [%d, %d) outside [0, %d)", e.d, from, to, e.n)
+	}
+	// The hash covers every block and its verdict is being reached: wait
+	// for it (a local read of present blocks, so short).
+	err := e.wait(context.Background(), func() bool { return !e.hashing || e.hashed < e.n })
+	if err != nil && !errors.Is(err, ErrCorrupt) {
+		return err
+	}
+	e.mu.Lock()
+	switch {
+	case e.dead != nil:
+		e.mu.Unlock()
+		return fmt.Errorf("blobcache: %s: drop: %w", e.d, e.dead)
+	case e.verified || e.unchecked:
+		e.mu.Unlock()
+		return fmt.Errorf("blobcache: %s: drop blocks [%d, %d): the blob is complete and matches its digest", e.d, from, to)
+	}
+	dropped := 0
+	for i := from; i < to; i++ {
+		if has(e.bits, i) {
+			unset(e.bits, i)
+			dropped++
+		}
+	}
+	if dropped == 0 {
+		e.mu.Unlock()
+		return nil
+	}
+	e.present -= dropped
+	e.dirty += dropped
+	if from < e.hashed {
+		// The running hash has read bytes that are being replaced.
+		if e.hashing {
+			e.rewind = true
+		} else {
+			e.hashed = 0
+			e.h.Reset()
+		}
+	}
+	e.notifyLocked()
+	e.mu.Unlock()
+	e.c.log.Info("blobcache: dropped blocks", "digest", e.d.String(), "from", from, "to", to, "dropped", dropped)
+	return e.flush()
 }
