@@ -1,7 +1,7 @@
 // Package lazy gives on-demand access to container images in the eStargz
-// format: it converts images to eStargz (Convert), indexes a layer blob by
-// its table of contents (TOC), and mounts an image read-only through FUSE
-// (Mount) so that a container can start before the image has arrived.
+// format (package convert makes them): it indexes a layer blob by its table
+// of contents (TOC), and mounts an image read-only through FUSE (Mount) so
+// that a container can start before the image has arrived.
 //
 // An eStargz layer is a valid tar.gz whose regular files are cut into chunks,
 // each compressed as its own gzip member, followed by a TOC that lists every
