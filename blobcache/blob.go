@@ -10,6 +10,10 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/faasnet/faasnet/digest"
 )
 
 // A Blob is one reference to a cached blob. Many goroutines may use it at
@@ -25,7 +29,7 @@ type Blob struct {
 // entry is the shared state of one cached blob.
 type entry struct {
 	c    *Cache
-	d    digest
+	d    v1.Hash
 	size int64
 	bs   int64
 	n    int // number of blocks
@@ -51,17 +55,24 @@ type entry struct {
 	gen     uint64 // incremented when a verification failure drops all blocks
 	// verified: the content matched the digest and the final name is on disk.
 	verified bool
-	dead     error         // why the entry is unusable (ErrClosed, errEvicted)
-	changed  chan struct{} // closed and replaced on every change waiters care about
-	claimEnd *sync.Cond    // broadcast when a claim ends
+	// unchecked: the final name was on disk at Open, but the content has
+	// not been hashed since; no Blob of it is handed out until it has been
+	// (see Cache.ensureChecked). checking: a goroutine is hashing it.
+	unchecked, checking bool
+	dead                error         // why the entry is unusable (ErrClosed, errEvicted)
+	changed             chan struct{} // closed and replaced on every change waiters care about
+	claimEnd            *sync.Cond    // broadcast when a claim ends
 	// The hash covers blocks [0, hashed). One goroutine at a time, the one
 	// that set hashing, advances it; it owns h until it clears hashing.
 	hashing bool
 	hashed  int
 	h       hash.Hash
+	// rewind: Drop removed blocks the hash covers while a goroutine held
+	// the hashing role; it starts the hash over.
+	rewind bool
 }
 
-func (c *Cache) newEntry(d digest, size int64) *entry {
+func (c *Cache) newEntry(d v1.Hash, size int64) *entry {
 	bs := c.opts.BlockSize
 	n := int((size + bs - 1) / bs)
 	e := &entry{
@@ -69,7 +80,7 @@ func (c *Cache) newEntry(d digest, size int64) *entry {
 		bits:    make([]byte, (n+7)/8),
 		claimed: make([]byte, (n+7)/8),
 		changed: make(chan struct{}),
-		h:       d.newHash(),
+		h:       digest.Hasher(d),
 	}
 	e.claimEnd = sync.NewCond(&e.mu)
 	return e
@@ -360,6 +371,11 @@ func (e *entry) chase(i int, mem []byte) error {
 			e.mu.Unlock()
 			return fmt.Errorf("blobcache: %s: verify: %w", e.d, e.dead)
 		}
+		if e.rewind {
+			e.rewind = false
+			e.hashed = 0
+			e.h.Reset()
+		}
 		if e.hashed == e.n {
 			e.mu.Unlock()
 			return e.finish()
@@ -402,7 +418,7 @@ func (e *entry) hashFromFile(k int, buf []byte) error {
 // the blob as verified on disk and then in memory; on a mismatch it drops
 // every block. The caller holds the hashing role; finish releases it.
 func (e *entry) finish() error {
-	if !e.d.matches(e.h.Sum(nil)) {
+	if !matches(e.d, e.h.Sum(nil)) {
 		e.mu.Lock()
 		e.bits = make([]byte, len(e.bits))
 		e.present = 0
@@ -410,6 +426,7 @@ func (e *entry) finish() error {
 		e.gen++
 		e.hashed = 0
 		e.h.Reset()
+		e.rewind = false
 		e.hashing = false
 		e.notifyLocked()
 		e.mu.Unlock()
@@ -480,4 +497,66 @@ func (b *Blob) Verify() error {
 func (e *entry) stopHashingLocked() {
 	e.hashing = false
 	e.notifyLocked()
+}
+
+// Drop marks blocks [from, to) missing again, and persists that, so that
+// they are fetched anew. It is for bytes a consumer found wrong before the
+// blob was complete (a chunk of a lazily read layer that failed its own
+// digest): without it, a retry would read the same bad blocks.
+//
+// Readers and writers of other blocks are not disturbed, and a reader waiting
+// for a dropped block waits for it to come back. A read that was already
+// copying a dropped block may return its old bytes, as it would have a moment
+// earlier. A complete blob has nothing to drop: its content matches its
+// digest, so Drop returns an error and leaves it alone. If the last block has
+// just arrived, Drop waits for the blob's verification to decide.
+func (b *Blob) Drop(from, to int) error {
+	if err := b.live(); err != nil {
+		return err
+	}
+	e := b.e
+	if from < 0 || to > e.n || from > to {
+		return fmt.Errorf("blobcache: %s: drop blocks [%d, %d) outside [0, %d)", e.d, from, to, e.n)
+	}
+	// The hash covers every block and its verdict is being reached: wait
+	// for it (a local read of present blocks, so short).
+	err := e.wait(context.Background(), func() bool { return !e.hashing || e.hashed < e.n })
+	if err != nil && !errors.Is(err, ErrCorrupt) {
+		return err
+	}
+	e.mu.Lock()
+	switch {
+	case e.dead != nil:
+		e.mu.Unlock()
+		return fmt.Errorf("blobcache: %s: drop: %w", e.d, e.dead)
+	case e.verified || e.unchecked:
+		e.mu.Unlock()
+		return fmt.Errorf("blobcache: %s: drop blocks [%d, %d): the blob is complete and matches its digest", e.d, from, to)
+	}
+	dropped := 0
+	for i := from; i < to; i++ {
+		if has(e.bits, i) {
+			unset(e.bits, i)
+			dropped++
+		}
+	}
+	if dropped == 0 {
+		e.mu.Unlock()
+		return nil
+	}
+	e.present -= dropped
+	e.dirty += dropped
+	if from < e.hashed {
+		// The running hash has read bytes that are being replaced.
+		if e.hashing {
+			e.rewind = true
+		} else {
+			e.hashed = 0
+			e.h.Reset()
+		}
+	}
+	e.notifyLocked()
+	e.mu.Unlock()
+	e.c.log.Info("blobcache: dropped blocks", "digest", e.d.String(), "from", from, "to", to, "dropped", dropped)
+	return e.flush()
 }

@@ -29,10 +29,19 @@
 // crash a marked block is on disk and an unmarked one is fetched again. A
 // blob is renamed to its final name only after its data has been synced and
 // verified, so that name alone is the completion marker.
+//
+// The marker says the content was right when it was written, not that the
+// file is still intact: a disk error or another program may have changed it
+// since. So a verified blob kept from an earlier run is hashed again before
+// it is first served: Open starts a background pass over them, most recently
+// used first, and the first Acquire or Lookup of one not yet hashed hashes it
+// (or waits for the pass to finish it). One that does not match is dropped,
+// so it is fetched again like any missing blob.
 package blobcache
 
 import (
 	"container/list"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,6 +50,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/faasnet/faasnet/digest"
 )
 
 // DefaultBlockSize is the block size FaaSNet uses (512 KiB): large enough to
@@ -62,8 +75,9 @@ const defaultSyncBytes = 32 << 20
 
 var (
 	// ErrInvalidDigest reports a digest string that is not "<algorithm>:<hex>"
-	// in canonical form with a supported algorithm (sha256, sha512).
-	ErrInvalidDigest = errors.New("blobcache: invalid digest")
+	// in canonical form with a supported algorithm (sha256, sha512). It is
+	// digest.ErrInvalid: the cache parses names with package digest.
+	ErrInvalidDigest = digest.ErrInvalid
 	// ErrSizeMismatch reports an Acquire whose size differs from the cached blob's.
 	ErrSizeMismatch = errors.New("blobcache: size mismatch")
 	// ErrCorrupt reports that a blob's content did not match its digest. Its
@@ -93,8 +107,9 @@ type Options struct {
 	// MaxBytes bounds the sum of the sizes of the cached blobs. Zero means no
 	// bound. Blobs in use are never evicted, so the bound can be exceeded.
 	MaxBytes int64
-	// Rehash makes Open hash every verified blob again and drop those that no
-	// longer match, instead of trusting the completion marker.
+	// Rehash makes Open hash every verified blob kept from an earlier run
+	// before it returns, instead of in the background. Either way no such
+	// blob is served before it has been hashed again.
 	Rehash bool
 	// Logger receives what the cache does on its own: removed garbage,
 	// evictions, verification failures. Nil means slog.Default().
@@ -132,11 +147,19 @@ type Cache struct {
 
 	mu      sync.Mutex
 	closed  bool
-	entries map[digest]*entry
+	entries map[v1.Hash]*entry
 	lru     *list.List // of *entry, most recently used at the front
 	total   int64      // sum of the sizes in entries
 
 	evictions, failures, hits, misses atomic.Int64
+
+	// Verified blobs kept from an earlier run are hashed again before use
+	// (see the package doc). ctx ends those hashes when Close begins; wg
+	// waits for the background pass, which closes checked when it is done.
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	checked chan struct{}
 }
 
 // Open opens the cache in dir, creating it if needed. It keeps what an earlier
@@ -171,14 +194,17 @@ func Open(dir string, opts Options) (*Cache, error) {
 		log:       opts.Logger.With("cache", dir),
 		lock:      lock,
 		syncBytes: defaultSyncBytes,
-		entries:   make(map[digest]*entry),
+		entries:   make(map[v1.Hash]*entry),
 		lru:       list.New(),
+		checked:   make(chan struct{}),
 	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.bufs.New = func() any {
 		b := make([]byte, opts.BlockSize)
 		return &b
 	}
 	if err := c.load(); err != nil {
+		c.cancel()
 		lock.Close()
 		return nil, err
 	}
@@ -186,6 +212,15 @@ func Open(dir string, opts Options) (*Cache, error) {
 	c.evictLocked()
 	c.log.Debug("blobcache opened", "blobs", len(c.entries), "bytes", c.total)
 	c.mu.Unlock()
+	if opts.Rehash {
+		c.checkAll()
+	} else {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.checkAll()
+		}()
+	}
 	return c, nil
 }
 
@@ -195,58 +230,89 @@ func (c *Cache) BlockSize() int64 { return c.opts.BlockSize }
 // Acquire returns the blob named dgst, creating an empty one of size bytes if
 // there is none, and takes a reference to it. An existing blob of another
 // size is an error wrapping ErrSizeMismatch. Creating a blob may evict others.
-// A blob of size 0 is verified at once.
+// A blob of size 0 is verified at once. A blob kept from an earlier run is
+// hashed again first, if it has not been yet; if it fails, Acquire returns
+// an empty blob in its place.
 func (c *Cache) Acquire(dgst string, size int64) (*Blob, error) {
-	d, err := parseDigest(dgst)
+	d, err := digest.Parse(dgst)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("blobcache: acquire: %w", err)
 	}
 	if size < 0 || (size+c.opts.BlockSize-1)/c.opts.BlockSize > maxBlocks {
 		return nil, fmt.Errorf("blobcache: acquire %s: size %d outside [0, %d]", dgst, size, maxBlocks*c.opts.BlockSize)
 	}
+	for {
+		b, existing, err := c.acquire(d, size)
+		if err != nil || !existing {
+			return b, err
+		}
+		if err := c.ensureChecked(b.e); err != nil {
+			b.Release()
+			if c.ctx.Err() != nil {
+				return nil, fmt.Errorf("blobcache: acquire %s: %w", dgst, ErrClosed)
+			}
+			continue // it failed its check and was dropped: create it afresh
+		}
+		c.countUse(b.e)
+		return b, nil
+	}
+}
+
+// acquire is Acquire but for the check of an existing blob, which it reports.
+func (c *Cache) acquire(d v1.Hash, size int64) (b *Blob, existing bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return nil, ErrClosed
+		return nil, false, ErrClosed
 	}
 	if e, ok := c.entries[d]; ok {
 		if e.size != size {
-			return nil, fmt.Errorf("blobcache: acquire %s of %d bytes: %w with cached %d bytes", dgst, size, ErrSizeMismatch, e.size)
+			return nil, false, fmt.Errorf("blobcache: acquire %s of %d bytes: %w with cached %d bytes", d, size, ErrSizeMismatch, e.size)
 		}
-		return c.refExisting(e)
+		b, err := c.refExisting(e)
+		return b, err == nil, err
 	}
 	c.misses.Add(1)
 	e, err := c.create(d, size)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	c.entries[d] = e
 	e.elem = c.lru.PushFront(e)
 	c.total += size
-	b := c.refLocked(e)
+	b = c.refLocked(e)
 	c.evictLocked()
-	return b, nil
+	return b, false, nil
 }
 
 // Lookup returns the blob named dgst, partial or verified, with a reference
-// taken, or false if c has no such blob (or dgst is not a valid digest).
+// taken, or false if c has no such blob (or dgst is not a valid digest). A
+// blob kept from an earlier run is hashed again first, if it has not been
+// yet; if it fails, it is dropped and Lookup returns false.
 func (c *Cache) Lookup(dgst string) (*Blob, bool) {
-	d, err := parseDigest(dgst)
+	d, err := digest.Parse(dgst)
 	if err != nil {
 		return nil, false
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	e, ok := c.entries[d]
 	if c.closed || !ok {
 		c.misses.Add(1)
+		c.mu.Unlock()
 		return nil, false
 	}
 	b, err := c.refExisting(e)
+	c.mu.Unlock()
 	if err != nil {
 		c.log.Warn("blobcache: lookup failed", "digest", dgst, "err", err)
 		return nil, false
 	}
+	if err := c.ensureChecked(e); err != nil {
+		b.Release()
+		c.misses.Add(1)
+		return nil, false
+	}
+	c.countUse(e)
 	return b, true
 }
 
@@ -257,12 +323,16 @@ func (c *Cache) refExisting(e *entry) (*Blob, error) {
 		c.removeLocked(e, "files unreadable")
 		return nil, err
 	}
+	return c.refLocked(e), nil
+}
+
+// countUse counts a use of an existing blob as a hit or a miss.
+func (c *Cache) countUse(e *entry) {
 	if e.isVerified() {
 		c.hits.Add(1)
 	} else {
 		c.misses.Add(1)
 	}
-	return c.refLocked(e), nil
 }
 
 func (c *Cache) refLocked(e *entry) *Blob {
@@ -330,12 +400,17 @@ func (c *Cache) reclaim() bool {
 
 // removeLocked forgets e and deletes its files.
 func (c *Cache) removeLocked(e *entry, why string) {
+	c.dropLocked(e, errEvicted)
+	c.log.Info("blobcache: evicted", "digest", e.d.String(), "size", e.size, "reason", why)
+}
+
+// dropLocked forgets e, deletes its files and wakes its waiters with reason.
+func (c *Cache) dropLocked(e *entry, reason error) {
 	delete(c.entries, e.d)
 	c.lru.Remove(e.elem)
 	e.elem = nil
 	c.total -= e.size
-	e.destroy(errEvicted, true)
-	c.log.Info("blobcache: evicted", "digest", e.d.String(), "size", e.size, "reason", why)
+	e.destroy(reason, true)
 }
 
 // Stats returns a snapshot of c's state and counters.
@@ -368,11 +443,16 @@ func (c *Cache) Stats() Stats {
 // of its blobs, except Release, which stays safe.
 func (c *Cache) Close() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
+		c.mu.Unlock()
 		return nil
 	}
 	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	var errs []error
 	for _, e := range c.entries {
 		if err := e.flush(); err != nil {

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -74,6 +76,7 @@ func TestRestart(t *testing.T) {
 	if got := listDir(t, sha); !slices.Equal(got, want) {
 		t.Errorf("blobs/sha256 holds %v, want %v", got, want)
 	}
+	<-c.checked // the kept blob is verified again
 	s := c.Stats()
 	if s.Blobs != 2 || s.Verified != 1 || s.Bytes != int64(len(verified.data)+len(partial.data)) {
 		t.Errorf("Stats after reopen = %+v", s)
@@ -220,33 +223,143 @@ func TestRestartBadPartial(t *testing.T) {
 	}
 }
 
-// Open trusts the completion marker unless told to rehash.
-func TestRehash(t *testing.T) {
-	rng := rand.New(rand.NewPCG(24, 24))
-	ct := newContent(rng, 2*testBS)
+// A verified blob whose file changed while no cache had the directory is
+// never served after a restart: its first Lookup or Acquire waits for it to
+// be hashed again, and a mismatch drops it so that it is fetched again. With
+// Rehash, Open hashes every blob before it returns; without, a background
+// pass does, or the first user.
+func TestReopenRehashes(t *testing.T) {
+	tests := []struct {
+		name     string
+		rehash   bool
+		corrupt  bool
+		waitPass bool // let the background pass finish before the first Lookup
+	}{
+		{"intact", false, false, false},
+		{"intact, after the background pass", false, false, true},
+		{"intact, Rehash", true, false, false},
+		{"corrupt, first Lookup checks", false, true, false},
+		{"corrupt, after the background pass", false, true, true},
+		{"corrupt, Rehash", true, true, false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(24, uint64(i)))
+			ct := newContent(rng, 3*testBS+7)
+			dir := t.TempDir()
+			c := openCache(t, dir, Options{BlockSize: testBS})
+			b := mustAcquire(t, c, ct)
+			fill(t, b, ct)
+			b.Release()
+			c.Close()
+			name := filepath.Join(dir, "blobs", "sha256", hexOf(ct))
+			bad := bytes.Clone(ct.data)
+			bad[testBS+3] ^= 0xff // same size, one byte off
+			if tt.corrupt {
+				if err := os.WriteFile(name, bad, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			c = openCache(t, dir, Options{BlockSize: testBS, Rehash: tt.rehash})
+			if tt.waitPass {
+				<-c.checked
+			}
+			b, ok := c.Lookup(ct.digest)
+			if ok {
+				got := readAll(t, b)
+				if bytes.Equal(got, bad) {
+					t.Fatal("Lookup served the corrupted file under the blob's digest")
+				}
+				if !b.Complete() || !bytes.Equal(got, ct.data) {
+					t.Errorf("Lookup: complete %v, content right %v; want a verified blob", b.Complete(), bytes.Equal(got, ct.data))
+				}
+				b.Release()
+			}
+			if ok == tt.corrupt {
+				t.Fatalf("Lookup found the blob: %v, want %v", ok, !tt.corrupt)
+			}
+			<-c.checked
+			s := c.Stats()
+			if want := map[bool]int64{false: 0, true: 1}[tt.corrupt]; s.VerifyFailures != want {
+				t.Errorf("VerifyFailures %d, want %d", s.VerifyFailures, want)
+			}
+			if !tt.corrupt {
+				return
+			}
+			if _, err := os.Stat(name); !os.IsNotExist(err) {
+				t.Errorf("corrupted file still on disk: %v", err)
+			}
+			if s.Blobs != 0 || s.Bytes != 0 {
+				t.Errorf("Stats after the drop: %+v, want no blob", s)
+			}
+			// Dropped, it fills again as any new blob.
+			b = mustAcquire(t, c, ct)
+			defer b.Release()
+			if b.Complete() || len(b.Missing()) != b.Blocks() {
+				t.Fatalf("Acquire after the drop: complete %v, %d of %d blocks missing", b.Complete(), len(b.Missing()), b.Blocks())
+			}
+			fill(t, b, ct)
+			if !b.Complete() || !bytes.Equal(readAll(t, b), ct.data) {
+				t.Error("refetched blob not complete and right")
+			}
+		})
+	}
+}
+
+// Concurrent first users of a blob kept from an earlier run hash it once,
+// and none of them is served a corrupted one.
+func TestReopenConcurrentLookups(t *testing.T) {
+	rng := rand.New(rand.NewPCG(26, 26))
+	good, bad := newContent(rng, 5*testBS), newContent(rng, 5*testBS)
 	dir := t.TempDir()
 	c := openCache(t, dir, Options{BlockSize: testBS})
-	b := mustAcquire(t, c, ct)
-	fill(t, b, ct)
-	b.Release()
+	for _, ct := range []content{good, bad} {
+		b := mustAcquire(t, c, ct)
+		fill(t, b, ct)
+		b.Release()
+	}
 	c.Close()
-	name := filepath.Join(dir, "blobs", "sha256", hexOf(ct))
-	if err := os.WriteFile(name, bytes.Repeat([]byte{1}, len(ct.data)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "blobs", "sha256", hexOf(bad)), good.data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, rehash := range []bool{false, true} {
-		c := openCache(t, dir, Options{BlockSize: testBS, Rehash: rehash})
-		b, ok := c.Lookup(ct.digest)
-		if ok == rehash {
-			t.Errorf("Rehash %v: tampered blob found %v", rehash, ok)
-		}
-		if ok {
-			b.Release()
-		}
-		if got := c.Stats().VerifyFailures; got != map[bool]int64{false: 0, true: 1}[rehash] {
-			t.Errorf("Rehash %v: VerifyFailures %d", rehash, got)
-		}
-		c.Close()
+	c = openCache(t, dir, Options{BlockSize: testBS})
+	const users = 8
+	var wg sync.WaitGroup
+	var served atomic.Int32
+	for i := range users {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ct := []content{good, bad}[i%2]
+			var b *Blob
+			if i%4 < 2 {
+				var ok bool
+				if b, ok = c.Lookup(ct.digest); !ok {
+					return
+				}
+			} else {
+				var err error
+				if b, err = c.Acquire(ct.digest, int64(len(ct.data))); err != nil {
+					t.Errorf("Acquire(%s): %v", ct.digest, err)
+					return
+				}
+			}
+			defer b.Release()
+			if b.Complete() {
+				served.Add(1)
+				if got := readAll(t, b); !bytes.Equal(got, ct.data) {
+					t.Errorf("served %s with the wrong content", ct.digest)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if got := served.Load(); got != users/2 {
+		t.Errorf("%d users were served a complete blob, want %d (the intact one's)", got, users/2)
+	}
+	if s := c.Stats(); s.VerifyFailures != 1 {
+		t.Errorf("VerifyFailures %d, want 1: the corrupted blob is hashed once", s.VerifyFailures)
 	}
 }
 

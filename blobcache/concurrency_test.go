@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -322,4 +325,110 @@ func TestWaitEnds(t *testing.T) {
 	if _, err := c.Acquire(ct.digest, int64(len(ct.data))); !errors.Is(err, ErrClosed) {
 		t.Errorf("Acquire after Close = %v, want ErrClosed", err)
 	}
+}
+
+// Drop forgets blocks found bad before the blob is complete, persistently,
+// without disturbing readers of other blocks; refilled, the blob verifies,
+// which it would not if the running hash kept the dropped bytes.
+func TestDrop(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	ct := newContent(rng, 6*testBS-3)
+	dir := t.TempDir()
+	c := openCache(t, dir, Options{BlockSize: testBS})
+	b := mustAcquire(t, c, ct)
+	ctx, cancel := context.WithTimeout(context.Background(), safety)
+	defer cancel()
+
+	// Blocks 0-3 arrive, block 2 wrong: the hash runs past it.
+	bad := bytes.Clone(ct.block(testBS, 2))
+	bad[5] ^= 0x40
+	for i := range 4 {
+		data := ct.block(testBS, i)
+		if i == 2 {
+			data = bad
+		}
+		if err := b.WriteBlock(i, bytes.NewReader(data)); err != nil {
+			t.Fatalf("WriteBlock(%d): %v", i, err)
+		}
+	}
+	// A reader of block 0, part-way through.
+	other, err := b.Reader(ctx, 0, testBS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	half := make([]byte, testBS/2)
+	if _, err := io.ReadFull(other, half); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Drop(2, 3); err != nil {
+		t.Fatalf("Drop(2, 3): %v", err)
+	}
+	// A reader of the dropped block waits for it to come back.
+	later, err := b.Reader(ctx, 2*testBS, 2*testBS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	laterGot := make(chan []byte, 1)
+	go func() {
+		defer later.Close()
+		got, err := io.ReadAll(later)
+		if err != nil {
+			t.Errorf("reader of the dropped range: %v", err)
+		}
+		laterGot <- got
+	}()
+	if b.Has(2) || !b.Has(1) || !b.Has(3) || b.NextMissing(0) != 2 {
+		t.Fatalf("after Drop(2, 3): missing %v, want [2 4 5]", b.Missing())
+	}
+	if _, err := b.ReadAt(make([]byte, 1), 2*testBS); !errors.Is(err, ErrNotPresent) {
+		t.Errorf("ReadAt of a dropped block = %v, want ErrNotPresent", err)
+	}
+	rest := make([]byte, testBS/2)
+	if _, err := io.ReadFull(other, rest); err != nil || !bytes.Equal(append(half, rest...), ct.block(testBS, 0)) {
+		t.Errorf("reader of another block disturbed by Drop: %v", err)
+	}
+
+	// The drop is on disk: a copy of the files, as a crash leaves them,
+	// lacks block 2.
+	crashed := t.TempDir()
+	sha := filepath.Join(crashed, "blobs", "sha256")
+	if err := os.MkdirAll(sha, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, suffix := range []string{partialSuffix, bitmapSuffix} {
+		data, err := os.ReadFile(c.path(b.e.d, suffix))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(sha, hexOf(ct)+suffix), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c2 := openCache(t, crashed, Options{BlockSize: testBS})
+	b2, ok := c2.Lookup(ct.digest)
+	if !ok {
+		t.Fatal("copied partial blob not found")
+	}
+	if got := b2.Missing(); !slices.Equal(got, []int{2, 4, 5}) {
+		t.Errorf("after reopening, missing %v, want [2 4 5]", got)
+	}
+	b2.Release()
+
+	for _, i := range []int{4, 5, 2} {
+		mustWrite(t, b, ct, i)
+	}
+	if !b.Complete() || !bytes.Equal(readAll(t, b), ct.data) {
+		t.Fatalf("refilled blob: complete %v; want complete and right", b.Complete())
+	}
+	if got := <-laterGot; !bytes.Equal(got, ct.data[2*testBS:4*testBS]) {
+		t.Error("reader waiting on the dropped block got the wrong bytes")
+	}
+	if err := b.Drop(0, 1); err == nil {
+		t.Error("Drop on a complete blob succeeded")
+	}
+	if s := c.Stats(); s.VerifyFailures != 0 || !b.Has(0) {
+		t.Errorf("after Drop on a complete blob: %+v, block 0 present %v", s, b.Has(0))
+	}
+	b.Release()
 }

@@ -2,7 +2,9 @@ package blobcache
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +14,10 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/faasnet/faasnet/digest"
 )
 
 // Bitmap file: a header, then one bit per block (bit i at byte i/8, mask
@@ -34,9 +40,12 @@ const (
 // path returns the name of e's file with suffix ("" for the verified blob).
 func (e *entry) path(suffix string) string { return e.c.path(e.d, suffix) }
 
-func (c *Cache) path(d digest, suffix string) string {
-	return filepath.Join(c.root, d.algo, d.hex+suffix)
+func (c *Cache) path(d v1.Hash, suffix string) string {
+	return filepath.Join(c.root, d.Algorithm, d.Hex+suffix)
 }
+
+// matches reports whether sum, the output of digest.Hasher(d), is d.
+func matches(d v1.Hash, sum []byte) bool { return hex.EncodeToString(sum) == d.Hex }
 
 func encodeBitmap(blockSize, size int64, bits []byte) []byte {
 	buf := make([]byte, bitmapHeader+len(bits))
@@ -74,7 +83,7 @@ func decodeBitmap(buf []byte, blockSize int64) (size int64, bits []byte, err err
 
 // create makes the files of a new, empty blob: a sparse data file of the full
 // size and a bitmap with no bit set. An empty blob is verified at once.
-func (c *Cache) create(d digest, size int64) (*entry, error) {
+func (c *Cache) create(d v1.Hash, size int64) (*entry, error) {
 	e := c.newEntry(d, size)
 	if err := os.MkdirAll(filepath.Dir(e.path("")), 0o755); err != nil {
 		return nil, fmt.Errorf("blobcache: create %s: %w", d, noSpace(err))
@@ -110,7 +119,7 @@ func (c *Cache) create(d digest, size int64) (*entry, error) {
 
 // createEmpty records a blob of size 0, whose content is known.
 func (c *Cache) createEmpty(e *entry) error {
-	if !e.d.matches(e.d.newHash().Sum(nil)) {
+	if !matches(e.d, digest.Hasher(e.d).Sum(nil)) {
 		c.failures.Add(1)
 		return fmt.Errorf("blobcache: create %s of 0 bytes: %w", e.d, ErrCorrupt)
 	}
@@ -134,7 +143,7 @@ func (e *entry) openFiles() error {
 	if e.f != nil {
 		return nil
 	}
-	if e.isVerified() {
+	if e.isVerified() || e.isUnchecked() {
 		f, err := os.Open(e.path(""))
 		if err != nil {
 			return fmt.Errorf("blobcache: open %s: %w", e.d, err)
@@ -253,21 +262,35 @@ func syncDir(dir string) error {
 }
 
 // hashFile reports whether the file name has digest d. It syncs the file
-// too, since a match is about to be recorded as durable.
-func hashFile(name string, d digest) (bool, error) {
+// too, since a match is about to be recorded as durable. It stops early with
+// ctx's error once ctx is done.
+func hashFile(ctx context.Context, name string, d v1.Hash) (bool, error) {
 	f, err := os.Open(name)
 	if err != nil {
 		return false, err
 	}
 	defer f.Close()
-	h := d.newHash()
-	if _, err := io.Copy(h, f); err != nil {
+	h := digest.Hasher(d)
+	if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
 		return false, fmt.Errorf("hash %s: %w", name, err)
 	}
 	if err := f.Sync(); err != nil {
 		return false, fmt.Errorf("sync %s: %w", name, err)
 	}
-	return d.matches(h.Sum(nil)), nil
+	return matches(d, h.Sum(nil)), nil
+}
+
+// ctxReader reads from r until ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
 }
 
 // loaded is an entry found on disk, with the time it was last written as a
@@ -285,7 +308,7 @@ func (c *Cache) load() error {
 	}
 	var found []loaded
 	for _, de := range des {
-		if _, ok := algorithms[de.Name()]; ok && de.IsDir() {
+		if digest.Supported(de.Name()) && de.IsDir() {
 			found = append(found, c.loadAlgo(de.Name())...)
 			continue
 		}
@@ -310,14 +333,14 @@ func (c *Cache) loadAlgo(algo string) []loaded {
 		c.log.Warn("blobcache: cannot read directory; ignoring it", "dir", dir, "err", err)
 		return nil
 	}
-	byDigest := make(map[digest]*blobFiles)
+	byDigest := make(map[v1.Hash]*blobFiles)
 	for _, de := range des {
 		name := de.Name()
-		hex, suffix, _ := strings.Cut(name, ".")
+		enc, suffix, _ := strings.Cut(name, ".")
 		if suffix != "" {
 			suffix = "." + suffix
 		}
-		d, err := parseDigest(algo + ":" + hex)
+		d, err := digest.Parse(algo + ":" + enc)
 		if err != nil || !de.Type().IsRegular() || (suffix != "" && suffix != partialSuffix && suffix != bitmapSuffix) {
 			c.removeGarbage(filepath.Join(dir, name), "unknown name")
 			continue
@@ -346,7 +369,7 @@ func (c *Cache) loadAlgo(algo string) []loaded {
 }
 
 // loadBlob makes an entry of the files found for d, or removes them.
-func (c *Cache) loadBlob(d digest, bf blobFiles) (loaded, bool) {
+func (c *Cache) loadBlob(d v1.Hash, bf blobFiles) (loaded, bool) {
 	switch {
 	case bf.final:
 		// The final name is the completion marker; anything beside it is
@@ -368,39 +391,29 @@ func (c *Cache) loadBlob(d digest, bf blobFiles) (loaded, bool) {
 	return loaded{}, false
 }
 
-func (c *Cache) loadVerified(d digest) (loaded, bool) {
+func (c *Cache) loadVerified(d v1.Hash) (loaded, bool) {
 	name := c.path(d, "")
 	fi, err := os.Stat(name)
 	if err != nil {
 		c.log.Warn("blobcache: cannot stat blob; ignoring it", "digest", d.String(), "err", err)
 		return loaded{}, false
 	}
-	if c.opts.Rehash {
-		ok, err := hashFile(name, d)
-		if err != nil {
-			c.removeGarbage(name, fmt.Sprintf("cannot rehash: %v", err))
-			return loaded{}, false
-		}
-		if !ok {
-			c.failures.Add(1)
-			c.removeGarbage(name, "content does not match digest")
-			return loaded{}, false
-		}
-	}
+	// All blocks are present, so nothing fetches them, but the blob is not
+	// served before it has been hashed again.
 	e := c.newEntry(d, fi.Size())
 	for i := range e.n {
 		set(e.bits, i)
 	}
 	e.present = e.n
 	e.hashed = e.n
-	e.verified = true
+	e.unchecked = true
 	return loaded{e, fi.ModTime()}, true
 }
 
 // loadPartial restores a partial blob's present blocks from its bitmap. A
 // partial blob that is already full (its last block arrived, but the process
 // stopped before the completion marker) is verified now.
-func (c *Cache) loadPartial(d digest) (loaded, bool) {
+func (c *Cache) loadPartial(d v1.Hash) (loaded, bool) {
 	data, bitmap := c.path(d, partialSuffix), c.path(d, bitmapSuffix)
 	drop := func(why string) (loaded, bool) {
 		c.removeGarbage(data, why)
@@ -429,7 +442,7 @@ func (c *Cache) loadPartial(d digest) (loaded, bool) {
 	if e.present < e.n {
 		return loaded{e, fi.ModTime()}, true
 	}
-	ok, err := hashFile(data, d)
+	ok, err := hashFile(c.ctx, data, d)
 	if err != nil {
 		return drop(fmt.Sprintf("cannot verify: %v", err))
 	}

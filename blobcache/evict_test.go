@@ -6,6 +6,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/faasnet/faasnet/digest"
 )
 
 // evictScript runs ops on a cache of blobs named by one letter, each of
@@ -79,9 +83,9 @@ func TestEviction(t *testing.T) {
 	}
 }
 
-func mustParse(t *testing.T, s string) digest {
+func mustParse(t *testing.T, s string) v1.Hash {
 	t.Helper()
-	d, err := parseDigest(s)
+	d, err := digest.Parse(s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +182,7 @@ func cachedSet(c *Cache, contents []content) []int {
 	defer c.mu.Unlock()
 	var got []int
 	for i, ct := range contents {
-		d, _ := parseDigest(ct.digest)
+		d, _ := digest.Parse(ct.digest)
 		if _, ok := c.entries[d]; ok {
 			got = append(got, i)
 		}

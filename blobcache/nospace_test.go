@@ -4,20 +4,23 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
-	"os"
 	"syscall"
 	"testing"
+
+	"github.com/faasnet/faasnet/internal/testenv"
 )
 
-// tinyFS mounts a tmpfs of size bytes, so that the disk really fills.
+// tinyFS mounts a tmpfs of size bytes, so that the disk really fills. It
+// skips the test without root, and fails it under CI=true.
 func tinyFS(t *testing.T, size string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: mounting a tmpfs to fill needs root")
-	}
+	testenv.NeedRoot(t)
 	dir := t.TempDir()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
-		t.Skipf("skipping: cannot mount a tmpfs (%v); needs CAP_SYS_ADMIN", err)
+		if testenv.InCI() {
+			t.Fatalf("cannot mount a tmpfs on %s (needs CAP_SYS_ADMIN): %v", dir, err)
+		}
+		t.Skipf("cannot mount a tmpfs on %s (needs CAP_SYS_ADMIN): %v; skipping", dir, err)
 	}
 	t.Cleanup(func() {
 		if err := syscall.Unmount(dir, 0); err != nil {

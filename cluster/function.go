@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/convert"
 	"github.com/faasnet/faasnet/imagegen"
-	"github.com/faasnet/faasnet/lazy"
 	"github.com/faasnet/faasnet/pyimage"
 	"github.com/faasnet/faasnet/units"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -145,7 +145,7 @@ func (r *Registry) pushFunction(ctx context.Context, f *Function, repo string) (
 		if entry != "" {
 			fmt.Fprintf(out, "converting to eStargz (cache %s: %v)\n", entry, err)
 		}
-		res, err := lazy.Convert(ctx, plainRef, lazyRef, lazy.WithRemoteOptions(remote.WithTransport(backend)))
+		res, err := convert.Convert(ctx, plainRef, lazyRef, convert.WithRemoteOptions(remote.WithTransport(backend)))
 		if err != nil {
 			return Image{}, Image{}, err
 		}

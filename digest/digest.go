@@ -61,6 +61,12 @@ func Check(h v1.Hash) error {
 	return nil
 }
 
+// Supported reports whether algo is an algorithm Parse accepts.
+func Supported(algo string) bool {
+	_, ok := algorithms[algo]
+	return ok
+}
+
 // Hasher returns a new hash of h's algorithm; h must have passed Check.
 func Hasher(h v1.Hash) hash.Hash { return algorithms[h.Algorithm].hash() }
 

@@ -98,7 +98,8 @@ func openLayers(ctx context.Context, r *reader, layers []Layer) ([]*Index, error
 	var wg sync.WaitGroup
 	for i, l := range layers {
 		blob := r.counted(l.Blob)
-		r.layers = append(r.layers, layerSource{digest: l.Digest, blob: blob})
+		refetch, _ := l.Blob.(Refetcher)
+		r.layers = append(r.layers, layerSource{digest: l.Digest, blob: blob, refetch: refetch})
 		wg.Go(func() {
 			indexes[i], errs[i] = TOC(ctx, blob, l.Size, l.TOCDigest)
 			if errs[i] != nil {

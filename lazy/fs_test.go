@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/internal/testenv"
-	"github.com/faasnet/faasnet/upstream"
 )
 
 // TestMain lets a test run a mount in a child process (this test binary,
@@ -341,47 +340,5 @@ func TestUnmountStale(t *testing.T) {
 	}
 	if ok, err := Mounted(mp); ok || err != nil {
 		t.Errorf("Mounted after Unmount = %v, %v; want false", ok, err)
-	}
-}
-
-// TestConvertAndMount converts the test image in a registry and mounts the
-// result with every byte read from the registry, counted.
-func TestConvertAndMount(t *testing.T) {
-	needFUSE(t)
-	host := startRegistry(t)
-	pushImage(t, host+"/src:v1", sourceImage(t, testLayers(), "amd64"))
-	if _, err := Convert(context.Background(), host+"/src:v1", host+"/dst:v1", WithChunkSize(testChunkSize)); err != nil {
-		t.Fatal(err)
-	}
-	reg := upstream.New()
-	im, err := reg.Resolve(context.Background(), host+"/dst:v1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var layers []Layer
-	var total int64
-	for _, d := range im.Manifest.Layers {
-		l, err := LayerFromDescriptor(d, NewRegistryBlob(reg, im.Repository, d.Digest.String()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		layers = append(layers, l)
-		total += d.Size
-	}
-	fsys := mountTest(t, layers, Options{})
-	mounted := fsys.Stats().BlobBytesRead
-	if b, err := os.ReadFile(filepath.Join(fsys.Mountpoint(), "etc/passwd")); err != nil || string(b) != "root:x:0:0:changed\n" {
-		t.Fatalf("etc/passwd: %q, %v", b, err)
-	}
-	read := fsys.Stats().BlobBytesRead - mounted
-	if read <= 0 || read > testChunkSize {
-		t.Errorf("reading a small file read %d bytes from the registry, want at most one chunk (%d)", read, testChunkSize)
-	}
-	if all := fsys.Stats().BlobBytesRead; all > total/4 {
-		t.Errorf("mounting and reading one file read %d of the image's %d bytes", all, total)
-	}
-	checkTree(t, fsys.Mountpoint())
-	if s := fsys.Stats(); s.BlobBytesRead > total {
-		t.Errorf("reading everything read %d bytes of a %d-byte image", s.BlobBytesRead, total)
 	}
 }

@@ -6,9 +6,6 @@ import (
 	"context"
 	"io"
 	"math/rand"
-	"path"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -224,42 +221,6 @@ var built struct {
 	sync.Once
 	blobs   [][]byte
 	digests []string
-}
-
-// tarContents reads a tar archive into a map from cleaned name to a
-// description of the entry (type, mode, link, contents), leaving out the
-// eStargz landmark files.
-func tarContents(t testing.TB, r io.Reader) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	tr := tar.NewReader(r)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("reading tar: %v", err)
-		}
-		name := cleanName(h.Name)
-		if isLandmark(name) {
-			continue
-		}
-		body, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatalf("reading %s: %v", name, err)
-		}
-		var xattrs []string
-		for k, v := range h.PAXRecords {
-			if strings.HasPrefix(k, "SCHILY.xattr.") {
-				xattrs = append(xattrs, k+"="+v)
-			}
-		}
-		slices.Sort(xattrs)
-		out[name] = strings.Join([]string{
-			string(h.Typeflag), path.Clean(h.Linkname), string(rune(h.Mode)), string(body), strings.Join(xattrs, ","),
-		}, "|")
-	}
 }
 
 // countingReader is a BlobReader over a blob in memory that counts the

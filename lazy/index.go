@@ -17,6 +17,8 @@ import (
 	"strings"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
+
+	"github.com/faasnet/faasnet/digest"
 )
 
 const (
@@ -83,6 +85,11 @@ func (c *chunk) blobRange() Range { return Range{c.blobOff, c.blobEnd - c.blobOf
 // containerd.io/snapshot/stargz/toc.digest annotation), the TOC's JSON must
 // have that digest: the digests of all chunks are trusted through it.
 func TOC(ctx context.Context, blob BlobReader, size int64, tocDigest string) (*Index, error) {
+	if tocDigest != "" {
+		if _, err := digest.Parse(tocDigest); err != nil {
+			return nil, fmt.Errorf("lazy: TOC digest annotation: %w", err)
+		}
+	}
 	if size < estargz.FooterSize {
 		return nil, fmt.Errorf("lazy: blob of %d bytes: %w: smaller than the footer", size, ErrNotEStargz)
 	}
@@ -332,15 +339,20 @@ func (ix *Index) placeChunks() error {
 	return nil
 }
 
+// parseSHA256 parses a chunk digest of the TOC, which must be a canonical
+// sha256 digest (package digest), into its bytes.
 func parseSHA256(d string) ([sha256.Size]byte, error) {
 	var sum [sha256.Size]byte
-	h, ok := strings.CutPrefix(d, "sha256:")
-	if !ok {
-		return sum, fmt.Errorf("digest %q is not sha256", d)
+	h, err := digest.Parse(d)
+	if err != nil {
+		return sum, err
 	}
-	b, err := hex.DecodeString(h)
-	if err != nil || len(b) != sha256.Size {
-		return sum, fmt.Errorf("malformed digest %q", d)
+	if h.Algorithm != "sha256" {
+		return sum, fmt.Errorf("chunk digest %.80q is not sha256", d)
+	}
+	b, err := hex.DecodeString(h.Hex)
+	if err != nil { // cannot happen after Parse
+		return sum, fmt.Errorf("chunk digest %.80q: %w", d, err)
 	}
 	copy(sum[:], b)
 	return sum, nil

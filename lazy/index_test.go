@@ -65,6 +65,7 @@ func TestTOCRejects(t *testing.T) {
 		want   string
 	}{
 		{"wrong digest", blob, "sha256:" + strings.Repeat("0", 64), "TOC digest"},
+		{"uppercase digest", blob, "sha256:" + strings.ToUpper(strings.TrimPrefix(digest, "sha256:")), "invalid digest"},
 		{"truncated", blob[:n-1], digest, "not an eStargz"},
 		{"too small", blob[:10], digest, "not an eStargz"},
 		{"plain gzip", blob[:n-estargz.FooterSize], "", "not an eStargz"},
@@ -255,4 +256,49 @@ func FuzzIndexJSON(f *testing.F) {
 		}
 		check(root)
 	})
+}
+
+// The TOC's chunk digests are parsed as strictly as every other digest:
+// uppercase hex, which hex.DecodeString alone would take, is refused.
+func TestChunkDigestMustBeCanonical(t *testing.T) {
+	blob, _ := esgz(t, tarOf(t, testLayers()[0]))
+	size := int64(len(blob))
+	ix, err := TOC(context.Background(), BytesReader(blob), size, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := tocJSON(blob[ix.TOCOffset() : size-estargz.FooterSize])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		mod   func(string) string
+		valid bool
+	}{
+		{"as written", func(d string) string { return d }, true},
+		{"uppercase hex", func(d string) string { return "sha256:" + strings.ToUpper(strings.TrimPrefix(d, "sha256:")) }, false},
+		{"uppercase algorithm", func(d string) string { return "SHA256:" + strings.TrimPrefix(d, "sha256:") }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var toc estargz.JTOC
+			if err := json.Unmarshal(raw, &toc); err != nil {
+				t.Fatal(err)
+			}
+			changed := 0
+			for _, e := range toc.Entries {
+				if e.ChunkDigest != "" {
+					e.ChunkDigest = tc.mod(e.ChunkDigest)
+					changed++
+				}
+			}
+			if changed == 0 {
+				t.Fatal("no chunk digests in the test TOC")
+			}
+			_, err := buildIndex(&toc, size, ix.TOCOffset())
+			if tc.valid != (err == nil) {
+				t.Errorf("buildIndex with chunk digests %s: %v; want valid %v", tc.name, err, tc.valid)
+			}
+		})
+	}
 }

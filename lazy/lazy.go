@@ -1,7 +1,7 @@
 // Package lazy gives on-demand access to container images in the eStargz
-// format: it converts images to eStargz (Convert), indexes a layer blob by
-// its table of contents (TOC), and mounts an image read-only through FUSE
-// (Mount) so that a container can start before the image has arrived.
+// format (package convert makes them): it indexes a layer blob by its table
+// of contents (TOC), and mounts an image read-only through FUSE (Mount) so
+// that a container can start before the image has arrived.
 //
 // An eStargz layer is a valid tar.gz whose regular files are cut into chunks,
 // each compressed as its own gzip member, followed by a TOC that lists every
@@ -47,6 +47,18 @@ type BlobReader interface {
 	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
 }
 
+// A Refetcher is a BlobReader that keeps what it reads, like the faasnet
+// worker's block cache. Once a chunk has failed verification, reading it
+// again would return the same bad bytes, so the reader calls Refetch first:
+// it drops what is kept for [off, off+n) and fetches those bytes anew,
+// returning once they are kept. fromOrigin asks for them from the blob's
+// origin (the registry) rather than from a relay, such as a tree parent,
+// that may have sent the bad ones.
+type Refetcher interface {
+	BlobReader
+	Refetch(ctx context.Context, off, n int64, fromOrigin bool) error
+}
+
 // Layer is one eStargz layer of an image.
 type Layer struct {
 	// Digest is the blob's digest, for logs and errors.
@@ -56,7 +68,8 @@ type Layer struct {
 	// TOCDigest is the layer's TOCDigestAnnotation. It is required: it is
 	// what makes the chunk digests in the TOC trustworthy.
 	TOCDigest string
-	// Blob reads the blob's bytes.
+	// Blob reads the blob's bytes. If it is a Refetcher, chunks that fail
+	// verification are fetched again through it.
 	Blob BlobReader
 }
 

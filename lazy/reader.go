@@ -69,9 +69,10 @@ var errVerify = errors.New("chunk failed verification")
 
 // layerSource is where one layer's chunks come from.
 type layerSource struct {
-	digest string
-	ix     *Index
-	blob   BlobReader
+	digest  string
+	ix      *Index
+	blob    BlobReader
+	refetch Refetcher // the blob's own reader, if it keeps what it reads
 }
 
 // reader serves the contents of files from their layers' chunks: from the
@@ -240,19 +241,32 @@ func (r *reader) fetch(k chunkKey, c *chunk, call *fetchCall) {
 }
 
 // fetchVerified fetches c and verifies it; bytes that fail verification are
-// fetched once more (the source may have been a bad parent), then given up.
+// never returned. A source that keeps what it reads (a Refetcher) drops the
+// chunk's bytes and fetches them again, first as before (the first bytes may
+// have been damaged on the way) and then from the origin (the relay may be
+// what damages them); another source is read once more. Then it gives up.
 func (r *reader) fetchVerified(ctx context.Context, layer int, c *chunk) ([]byte, error) {
 	src := r.layers[layer]
-	for attempt := 1; ; attempt++ {
+	retries := []bool{false} // for each retry, whether it goes to the origin
+	if src.refetch != nil {
+		retries = []bool{false, true}
+	}
+	for attempt := 0; ; attempt++ {
 		data, err := fetchChunk(ctx, src.blob, c)
 		if !errors.Is(err, errVerify) {
 			return data, err
 		}
 		r.verifyFailures.Add(1)
 		r.log.Warn("lazy: chunk failed verification", "layer", src.digest,
-			"blob_offset", c.blobOff, "attempt", attempt, "err", err)
-		if attempt == 2 {
+			"blob_offset", c.blobOff, "attempt", attempt+1, "err", err)
+		if attempt == len(retries) {
 			return nil, err
+		}
+		if src.refetch == nil {
+			continue
+		}
+		if err := src.refetch.Refetch(ctx, c.blobOff, c.blobEnd-c.blobOff, retries[attempt]); err != nil {
+			return nil, fmt.Errorf("fetching blob range [%d, %d) again after it failed verification: %w", c.blobOff, c.blobEnd, err)
 		}
 	}
 }

@@ -243,3 +243,107 @@ func TestMountRefusesBadLayers(t *testing.T) {
 		})
 	}
 }
+
+// keepingBlob keeps every range it reads, like the worker's block cache: a
+// second read of a range returns the kept bytes. It reads through relay, and
+// from origin when a Refetch asks for it.
+type keepingBlob struct {
+	relay, origin BlobReader
+	mu            sync.Mutex
+	kept          map[int64][]byte // by offset
+	refetches     []bool           // fromOrigin of each Refetch
+}
+
+func (k *keepingBlob) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if b, ok := k.kept[off]; ok && len(b) >= len(p) {
+		return copy(p, b), nil
+	}
+	n, err := k.relay.ReadAt(ctx, p, off)
+	if err == nil {
+		k.kept[off] = bytes.Clone(p[:n])
+	}
+	return n, err
+}
+
+func (k *keepingBlob) Refetch(ctx context.Context, off, n int64, fromOrigin bool) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.refetches = append(k.refetches, fromOrigin)
+	src := k.relay
+	if fromOrigin {
+		src = k.origin
+	}
+	b := make([]byte, n)
+	if err := readFull(ctx, src, b, off); err != nil {
+		return err
+	}
+	k.kept[off] = b
+	return nil
+}
+
+// A chunk that fails verification is not read again from where it is kept:
+// it is fetched again, from the relay once, then from the origin.
+func TestBadChunksAreRefetched(t *testing.T) {
+	tests := []struct {
+		name           string
+		relayCorrupt   int64 // data reads the relay corrupts (-1: all)
+		originCorrupt  bool
+		wantErr        bool
+		wantRefetches  []bool
+		wantVerifyFail int64
+	}{
+		{"relay always corrupt", -1, false, false, []bool{false, true}, 2},
+		{"relay corrupt once", 1, false, false, []bool{false}, 1},
+		{"origin corrupt too", -1, true, true, []bool{false, true}, 3},
+		{"nothing corrupt", 0, false, false, nil, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			blobs, digests := testBlobs(t)
+			r := newReader(Options{Logger: quiet}.withDefaults())
+			t.Cleanup(r.close)
+			var ixs []*Index
+			var kbs []*keepingBlob
+			for i, b := range blobs {
+				ix, err := TOC(context.Background(), BytesReader(b), int64(len(b)), digests[i])
+				if err != nil {
+					t.Fatal(err)
+				}
+				relay := &faultyBlob{b: b, tocOffset: ix.TOCOffset()}
+				var origin BlobReader = BytesReader(b)
+				if i == 0 {
+					relay.corrupt.Store(tt.relayCorrupt)
+					if tt.originCorrupt {
+						bad := &faultyBlob{b: b, tocOffset: ix.TOCOffset()}
+						bad.corrupt.Store(-1)
+						origin = bad
+					}
+				}
+				kb := &keepingBlob{relay: relay, origin: origin, kept: map[int64][]byte{}}
+				ixs, kbs = append(ixs, ix), append(kbs, kb)
+				r.layers = append(r.layers, layerSource{digest: digests[i], ix: ix, blob: r.counted(kb), refetch: kb})
+			}
+			root, err := merge(ixs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dest := make([]byte, 1000)
+			n, err := r.readFile(context.Background(), root.lookup("data/big"), dest, 5)
+			if tt.wantErr {
+				if !errors.Is(err, errVerify) || n != 0 {
+					t.Fatalf("read = %d, %v; want a verification error", n, err)
+				}
+			} else if err != nil || string(dest[:n]) != bigBody[5:1005] {
+				t.Fatalf("read = %d, %v; want the file's bytes", n, err)
+			}
+			if got := kbs[0].refetches; fmt.Sprint(got) != fmt.Sprint(tt.wantRefetches) {
+				t.Errorf("Refetch calls (fromOrigin) %v, want %v", got, tt.wantRefetches)
+			}
+			if got := r.stats().VerifyFailures; got != tt.wantVerifyFail {
+				t.Errorf("VerifyFailures %d, want %d", got, tt.wantVerifyFail)
+			}
+		})
+	}
+}

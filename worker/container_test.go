@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/convert"
 	"github.com/faasnet/faasnet/internal/testenv"
 	"github.com/faasnet/faasnet/lazy"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -25,7 +26,7 @@ func (c *cluster) pushFunctionImage(t *testing.T, filler int) (plain, lazyRef st
 		t.Fatal(err)
 	}
 	lazyRef = c.reg + "/fn/server:lazy"
-	if _, err := lazy.Convert(c.ctx, plain, lazyRef); err != nil {
+	if _, err := convert.Convert(c.ctx, plain, lazyRef); err != nil {
 		t.Fatal(err)
 	}
 	return plain, lazyRef

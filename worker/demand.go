@@ -20,6 +20,11 @@ import (
 // returns once they are in the cache. A failing parent is not waited for: a
 // container is blocked, so the registry serves the bytes at once.
 func (w *Worker) demand(ctx context.Context, digest string, off, n int64) error {
+	return w.demandFrom(ctx, digest, off, n, false)
+}
+
+// demandFrom is demand, straight from the registry if fromRegistry.
+func (w *Worker) demandFrom(ctx context.Context, digest string, off, n int64, fromRegistry bool) error {
 	w.mu.Lock()
 	info := w.known[digest]
 	w.mu.Unlock()
@@ -52,7 +57,7 @@ func (w *Worker) demand(ctx context.Context, digest string, off, n int64) error 
 			return nil
 		}
 		for _, run := range runs(mine) {
-			err := w.demandRun(ctx, j, b, run[0], run[1])
+			err := w.demandRun(ctx, j, b, run[0], run[1], fromRegistry)
 			if err != nil {
 				w.unclaim(digest, mine)
 				return err
@@ -72,11 +77,11 @@ func (w *Worker) demand(ctx context.Context, digest string, off, n int64) error 
 }
 
 // demandRun fetches blocks [from, to) now: from the parent, or at once from
-// the registry if the parent fails.
-func (w *Worker) demandRun(ctx context.Context, j *job, b *blobcache.Blob, from, to int) error {
+// the registry if the parent fails or fromRegistry.
+func (w *Worker) demandRun(ctx context.Context, j *job, b *blobcache.Blob, from, to int, fromRegistry bool) error {
 	ctx = peer.WithDemand(ctx)
 	src := w.pickSource(j)
-	if src.parent != nil {
+	if src.parent != nil && !fromRegistry {
 		err := w.parentWindow(ctx, j, b, src.parent, from, to)
 		if err == nil || ctx.Err() != nil {
 			return err
@@ -232,4 +237,34 @@ func (l lazyBlob) ReadAt(ctx context.Context, p []byte, off int64) (int, error) 
 		err = io.EOF
 	}
 	return got, err
+}
+
+// Refetch drops the cached blocks that cover [off, off+n), which held a chunk
+// that failed verification, and fetches them again: from the parent, or from
+// the registry if fromOrigin (lazy.Refetcher). Without it, a retry of the
+// chunk would read the same bad blocks, now and after a restart.
+func (l lazyBlob) Refetch(ctx context.Context, off, n int64, fromOrigin bool) error {
+	w := l.w
+	w.mu.Lock()
+	info := w.known[l.digest]
+	w.mu.Unlock()
+	if info == nil {
+		return fmt.Errorf("blob %s is not known", l.digest)
+	}
+	if off < 0 || n <= 0 || off > info.size-n {
+		return fmt.Errorf("blob %s: range %d+%d is outside its %d bytes", l.digest, off, n, info.size)
+	}
+	b, err := w.cache.Acquire(l.digest, info.size)
+	if err != nil {
+		return err
+	}
+	defer b.Release()
+	bs := b.BlockSize()
+	if err := b.Drop(int(off/bs), int((off+n-1)/bs)+1); err != nil {
+		return fmt.Errorf("blob %s: dropping the blocks of bytes [%d, %d): %w", l.digest, off, off+n, err)
+	}
+	w.metrics.verifyFailures.Inc()
+	w.log.Warn("lazy chunk failed verification: dropped its blocks, fetching them again",
+		"digest", l.digest, "offset", off, "length", n, "from_registry", fromOrigin)
+	return w.demandFrom(ctx, l.digest, off, n, fromOrigin)
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/faasnet/faasnet/convert"
 	"github.com/faasnet/faasnet/lazy"
 	"github.com/faasnet/faasnet/units"
 	"github.com/spf13/cobra"
@@ -35,18 +36,18 @@ kept. Registries on loopback addresses are spoken to over plain HTTP.`,
 			if err != nil || size <= 0 || size > lazy.MaxChunkSize {
 				return fmt.Errorf("--chunk-size %q: want a size up to %s", chunkSize, units.FormatBytes(lazy.MaxChunkSize))
 			}
-			opts := []lazy.ConvertOption{
-				lazy.WithChunkSize(int(size)),
-				lazy.WithCompressionLevel(level),
-				lazy.WithPrioritizedFiles(prioritized...),
-				lazy.WithInsecureRegistries(insecure...),
+			opts := []convert.ConvertOption{
+				convert.WithChunkSize(int(size)),
+				convert.WithCompressionLevel(level),
+				convert.WithPrioritizedFiles(prioritized...),
+				convert.WithInsecureRegistries(insecure...),
 			}
 			return runConvert(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0], args[1], opts)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&chunkSize, "chunk-size", units.FormatBytes(lazy.DefaultChunkSize), "size of the chunks files are cut into (the unit of on-demand reads)")
-	f.IntVar(&level, "compression-level", lazy.DefaultCompressionLevel, "gzip compression level, 1 (fast) to 9 (small)")
+	f.StringVar(&chunkSize, "chunk-size", units.FormatBytes(convert.DefaultChunkSize), "size of the chunks files are cut into (the unit of on-demand reads)")
+	f.IntVar(&level, "compression-level", convert.DefaultCompressionLevel, "gzip compression level, 1 (fast) to 9 (small)")
 	f.StringSliceVar(&prioritized, "prioritize", nil, "files a container reads at start, put first in their layers for prefetching (repeat or comma-separate)")
 	f.StringSliceVar(&insecure, "insecure-registry", nil, "registry (host[:port]) to speak plain HTTP to, besides loopback ones")
 	return cmd
@@ -54,9 +55,9 @@ kept. Registries on loopback addresses are spoken to over plain HTTP.`,
 
 // runConvert converts src to dst, showing progress on progress and the
 // summary on out.
-func runConvert(ctx context.Context, out, progress io.Writer, src, dst string, opts []lazy.ConvertOption) error {
+func runConvert(ctx context.Context, out, progress io.Writer, src, dst string, opts []convert.ConvertOption) error {
 	lastPush := -1
-	opts = append(opts, lazy.WithProgress(func(p lazy.Progress) {
+	opts = append(opts, convert.WithProgress(func(p convert.Progress) {
 		switch p.Stage {
 		case "layer":
 			verb := "converted"
@@ -76,7 +77,7 @@ func runConvert(ctx context.Context, out, progress io.Writer, src, dst string, o
 			}
 		}
 	}))
-	res, err := lazy.Convert(ctx, src, dst, opts...)
+	res, err := convert.Convert(ctx, src, dst, opts...)
 	if err != nil {
 		return err
 	}

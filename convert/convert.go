@@ -1,4 +1,8 @@
-package lazy
+// Package convert converts container images to eStargz, the format that
+// package lazy mounts on demand: each layer becomes a valid tar.gz whose
+// files are cut into separately compressed chunks, with a table of contents
+// (TOC) whose digest is recorded in the layer's annotations.
+package convert
 
 import (
 	"compress/gzip"
@@ -87,7 +91,7 @@ func WithCompressionLevel(l int) ConvertOption { return func(o *convertOptions) 
 
 // WithPrioritizedFiles lists files (absolute paths in the image) that a
 // container reads at start. Each layer puts those it holds first, followed
-// by a prefetch landmark, so that Index.PrefetchRange covers them.
+// by a prefetch landmark, so that lazy's Index.PrefetchRange covers them.
 func WithPrioritizedFiles(files ...string) ConvertOption {
 	return func(o *convertOptions) { o.prioritized = files }
 }
@@ -119,8 +123,9 @@ func WithTempDir(dir string) ConvertOption { return func(o *convertOptions) { o.
 // to eStargz, and pushes the result to dst. Config (entrypoint, environment,
 // platform, history), manifest annotations and media types are kept; only
 // the layers and their diff IDs change. Converted layers are valid tar.gz
-// with the annotations TOCDigestAnnotation and UncompressedSizeAnnotation;
-// layers that already carry them are kept as they are.
+// with the annotations lazy.TOCDigestAnnotation and
+// lazy.UncompressedSizeAnnotation; layers that already carry a TOC digest
+// are kept as they are.
 func Convert(ctx context.Context, src, dst string, opts ...ConvertOption) (Result, error) {
 	o := convertOptions{chunkSize: DefaultChunkSize, level: DefaultCompressionLevel, progress: func(Progress) {}}
 	for _, opt := range opts {
@@ -138,11 +143,11 @@ func Convert(ctx context.Context, src, dst string, opts ...ConvertOption) (Resul
 	ropts := append([]remote.Option{remote.WithContext(ctx)}, o.remote...)
 	desc, err := remote.Get(srcRef, ropts...)
 	if err != nil {
-		return Result{}, fmt.Errorf("lazy: reading %s: %w", src, err)
+		return Result{}, fmt.Errorf("convert: reading %s: %w", src, err)
 	}
 	tmp, err := os.MkdirTemp(o.tempDir, "faasnet-convert-")
 	if err != nil {
-		return Result{}, fmt.Errorf("lazy: converting %s: %w", src, err)
+		return Result{}, fmt.Errorf("convert: converting %s: %w", src, err)
 	}
 	defer os.RemoveAll(tmp)
 	c := &converter{opts: o, tmp: tmp}
@@ -155,29 +160,29 @@ func Convert(ctx context.Context, src, dst string, opts ...ConvertOption) (Resul
 	if desc.MediaType.IsIndex() {
 		idx, err := desc.ImageIndex()
 		if err != nil {
-			return Result{}, fmt.Errorf("lazy: reading index %s: %w", src, err)
+			return Result{}, fmt.Errorf("convert: reading index %s: %w", src, err)
 		}
 		out, err := c.index(ctx, idx)
 		if err != nil {
-			return Result{}, fmt.Errorf("lazy: converting %s: %w", src, err)
+			return Result{}, fmt.Errorf("convert: converting %s: %w", src, err)
 		}
 		err = c.push(func(po remote.Option) error { return remote.WriteIndex(dstRef, out, append(ropts, po)...) })
 		if err != nil {
-			return Result{}, fmt.Errorf("lazy: pushing %s: %w", dst, err)
+			return Result{}, fmt.Errorf("convert: pushing %s: %w", dst, err)
 		}
 		pushed = out
 	} else {
 		img, err := desc.Image()
 		if err != nil {
-			return Result{}, fmt.Errorf("lazy: reading image %s: %w", src, err)
+			return Result{}, fmt.Errorf("convert: reading image %s: %w", src, err)
 		}
 		out, err := c.image(ctx, img, "")
 		if err != nil {
-			return Result{}, fmt.Errorf("lazy: converting %s: %w", src, err)
+			return Result{}, fmt.Errorf("convert: converting %s: %w", src, err)
 		}
 		err = c.push(func(po remote.Option) error { return remote.Write(dstRef, out, append(ropts, po)...) })
 		if err != nil {
-			return Result{}, fmt.Errorf("lazy: pushing %s: %w", dst, err)
+			return Result{}, fmt.Errorf("convert: pushing %s: %w", dst, err)
 		}
 		pushed = out
 	}
@@ -286,7 +291,7 @@ func (c *converter) image(ctx context.Context, img v1.Image, platform string) (v
 	for i, l := range layers {
 		d := m.Layers[i]
 		p := Progress{Stage: "layer", Platform: platform, Layer: i + 1, Layers: len(layers), Digest: d.Digest, Before: d.Size}
-		if IsLazyLayer(d) {
+		if d.Annotations[estargz.TOCJSONDigestAnnotation] != "" {
 			adds[i] = mutate.Addendum{Layer: l, Annotations: d.Annotations, MediaType: d.MediaType}
 			if diffIDs[i], err = l.DiffID(); err != nil {
 				return nil, err
@@ -391,8 +396,8 @@ func (c *converter) layer(ctx context.Context, l v1.Layer, mt types.MediaType) (
 		mt:     mt,
 	}
 	ann := map[string]string{
-		TOCDigestAnnotation:        blob.TOCDigest().String(),
-		UncompressedSizeAnnotation: strconv.FormatInt(uncompressed, 10),
+		estargz.TOCJSONDigestAnnotation:         blob.TOCDigest().String(),
+		estargz.StoreUncompressedSizeAnnotation: strconv.FormatInt(uncompressed, 10),
 	}
 	return fl, ann, nil
 }

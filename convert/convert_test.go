@@ -1,4 +1,4 @@
-package lazy
+package convert
 
 import (
 	"bytes"
@@ -10,8 +10,9 @@ import (
 	"log"
 	"maps"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -24,6 +25,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/faasnet/faasnet/internal/testenv"
+	"github.com/faasnet/faasnet/lazy"
+	"github.com/faasnet/faasnet/upstream"
 )
 
 // startRegistry serves an in-process registry on 127.0.0.1 and returns its
@@ -156,7 +161,7 @@ func checkConverted(t *testing.T, src, dst v1.Image) {
 		t.Errorf("config not kept:\n got %+v\nwant %+v", dstCfg, srcCfg)
 	}
 	dstM, _ := dst.Manifest()
-	if !IsLazy(dstM.Layers) {
+	if !lazy.IsLazy(dstM.Layers) {
 		t.Errorf("converted manifest not lazy: %+v", dstM.Layers)
 	}
 	srcLayers, _ := src.Layers()
@@ -180,7 +185,7 @@ func checkConverted(t *testing.T, src, dst v1.Image) {
 		if got := "sha256:" + hex.EncodeToString(sum[:]); got != dstCfg.RootFS.DiffIDs[i].String() {
 			t.Errorf("layer %d: diff ID %s, config says %s", i, got, dstCfg.RootFS.DiffIDs[i])
 		}
-		if n, ok := UncompressedSize(desc); !ok || n != int64(len(tarBytes)) {
+		if n, ok := lazy.UncompressedSize(desc); !ok || n != int64(len(tarBytes)) {
 			t.Errorf("layer %d: uncompressed-size annotation %v, tar has %d bytes", i, desc.Annotations, len(tarBytes))
 		}
 		got := tarContents(t, bytes.NewReader(tarBytes))
@@ -189,7 +194,7 @@ func checkConverted(t *testing.T, src, dst v1.Image) {
 		if !maps.Equal(got, want) {
 			t.Errorf("layer %d: entries %v, source has %v", i, keys(got), keys(want))
 		}
-		if _, err := TOC(context.Background(), BytesReader(compressed), desc.Size, desc.Annotations[TOCDigestAnnotation]); err != nil {
+		if _, err := lazy.TOC(context.Background(), lazy.BytesReader(compressed), desc.Size, desc.Annotations[lazy.TOCDigestAnnotation]); err != nil {
 			t.Errorf("layer %d: TOC with the annotated digest: %v", i, err)
 		}
 		if desc.MediaType != types.DockerLayer {
@@ -223,9 +228,9 @@ func readAll(t *testing.T, open func() (io.ReadCloser, error)) []byte {
 
 func TestConvertIndex(t *testing.T) {
 	host := startRegistry(t)
-	small := [][]tentry{{dir("etc/", 0o755), reg("etc/hostname", "box\n", 0o644)}}
+	small := [][]tentry{{{name: "etc/"}, {name: "etc/hostname", body: "box\n"}}}
 	amd, arm := sourceImage(t, small, "amd64"), sourceImage(t, small, "arm64")
-	attestation := sourceImage(t, [][]tentry{{reg("x", "in-toto", 0o644)}}, "unknown")
+	attestation := sourceImage(t, [][]tentry{{{name: "x", body: "in-toto"}}}, "unknown")
 	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
 		mutate.IndexAddendum{Add: amd, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
 		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}},
@@ -264,20 +269,72 @@ func TestConvertIndex(t *testing.T) {
 	}
 }
 
-func TestLayerFromDescriptor(t *testing.T) {
-	d := v1.Descriptor{Size: 10, Annotations: map[string]string{UncompressedSizeAnnotation: strconv.Itoa(20)}}
-	if _, err := LayerFromDescriptor(d, BytesReader(nil)); err == nil {
-		t.Error("a layer without a TOC digest was taken for eStargz")
+// TestConvertAndMount converts the test image in a registry and mounts the
+// result with every byte read from the registry, counted.
+func TestConvertAndMount(t *testing.T) {
+	testenv.NeedRoot(t)
+	testenv.NeedTool(t, "fusermount3")
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		if testenv.InCI() {
+			t.Fatalf("no /dev/fuse: %v", err)
+		}
+		t.Skipf("no /dev/fuse (%v); skipping", err)
 	}
-	if IsLazy(nil) || IsLazy([]v1.Descriptor{d}) {
-		t.Error("IsLazy true without eStargz layers")
+	host := startRegistry(t)
+	pushImage(t, host+"/src:v1", sourceImage(t, testLayers(), "amd64"))
+	if _, err := Convert(context.Background(), host+"/src:v1", host+"/dst:v1", WithChunkSize(testChunkSize)); err != nil {
+		t.Fatal(err)
 	}
-	d.Annotations[TOCDigestAnnotation] = "sha256:" + strings.Repeat("a", 64)
-	l, err := LayerFromDescriptor(d, BytesReader(nil))
-	if err != nil || l.TOCDigest != d.Annotations[TOCDigestAnnotation] || l.Size != 10 {
-		t.Errorf("LayerFromDescriptor = %+v, %v", l, err)
+	reg := upstream.New()
+	im, err := reg.Resolve(context.Background(), host+"/dst:v1")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if n, ok := UncompressedSize(d); !ok || n != 20 {
-		t.Errorf("UncompressedSize = %d, %v", n, ok)
+	var layers []lazy.Layer
+	var total int64
+	for _, d := range im.Manifest.Layers {
+		l, err := lazy.LayerFromDescriptor(d, lazy.NewRegistryBlob(reg, im.Repository, d.Digest.String()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		layers = append(layers, l)
+		total += d.Size
+	}
+	fsys, err := lazy.Mount(context.Background(), t.TempDir(), layers, lazy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := fsys.Close(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+	})
+	mounted := fsys.Stats().BlobBytesRead
+	if b, err := os.ReadFile(filepath.Join(fsys.Mountpoint(), "etc/passwd")); err != nil || string(b) != "root:x:0:0:changed\n" {
+		t.Fatalf("etc/passwd: %q, %v", b, err)
+	}
+	read := fsys.Stats().BlobBytesRead - mounted
+	if read <= 0 || read > testChunkSize {
+		t.Errorf("reading a small file read %d bytes from the registry, want at most one chunk (%d)", read, testChunkSize)
+	}
+	if all := fsys.Stats().BlobBytesRead; all > total/4 {
+		t.Errorf("mounting and reading one file read %d of the image's %d bytes", all, total)
+	}
+	// Every file of the merged image, read whole.
+	for _, l := range testLayers() {
+		for _, e := range l {
+			if strings.HasSuffix(e.name, "/") || e.link != "" || e.name == "etc/passwd" {
+				continue
+			}
+			if b, err := os.ReadFile(filepath.Join(fsys.Mountpoint(), e.name)); err != nil || string(b) != e.body {
+				t.Errorf("%s: %d bytes, %v; want its %d bytes", e.name, len(b), err, len(e.body))
+			}
+		}
+	}
+	if link, err := os.Readlink(filepath.Join(fsys.Mountpoint(), "data/link")); err != nil || link != "small" {
+		t.Errorf("data/link -> %q, %v", link, err)
+	}
+	if s := fsys.Stats(); s.BlobBytesRead > total {
+		t.Errorf("reading everything read %d bytes of a %d-byte image", s.BlobBytesRead, total)
 	}
 }
