@@ -16,7 +16,7 @@ import (
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/blobcache"
 	"github.com/faasnet/faasnet/lazy"
-	"github.com/faasnet/faasnet/runtime"
+	"github.com/faasnet/faasnet/runc"
 	"github.com/faasnet/faasnet/units"
 	"github.com/faasnet/faasnet/unpack"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -132,7 +132,7 @@ func (w *Worker) runContainer(ctx context.Context, f *function, spec api.Functio
 	if err != nil {
 		return nil, err
 	}
-	c, err := w.rt.Start(ctx, runtime.Spec{
+	c, err := w.rt.Start(ctx, runc.Spec{
 		ID: containerID(w.cfg.ID, f.name), Rootfs: rootfs, Image: cfg.Config,
 		Command: spec.Command, Env: spec.Env, MemoryBytes: memory, Port: port,
 	})

@@ -25,7 +25,7 @@ import (
 	"github.com/faasnet/faasnet/bwlimit"
 	"github.com/faasnet/faasnet/ociserve"
 	"github.com/faasnet/faasnet/peer"
-	"github.com/faasnet/faasnet/runtime"
+	"github.com/faasnet/faasnet/runc"
 	"github.com/faasnet/faasnet/upstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -111,7 +111,7 @@ type Worker struct {
 	down    *bwlimit.Limiter
 	metrics *metrics
 	handler http.Handler
-	rt      *runtime.Runtime // nil unless Config.Containers
+	rt      *runc.Runtime // nil unless Config.Containers
 
 	kick   chan struct{} // heartbeat now
 	report chan struct{} // send a status report soon
@@ -169,7 +169,7 @@ func New(cfg Config) (*Worker, error) {
 		Logger:     w.log,
 	})
 	if cfg.Containers {
-		w.rt = &runtime.Runtime{Root: w.runDir("runc"), StateDir: w.runDir("bundles"), Runc: cfg.Runc, Logger: w.log}
+		w.rt = &runc.Runtime{Root: w.runDir("runc"), StateDir: w.runDir("bundles"), Runc: cfg.Runc, Logger: w.log}
 	}
 	w.metrics = newMetrics(w)
 	mux := http.NewServeMux()
