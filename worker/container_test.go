@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -94,8 +95,9 @@ func TestContainersStartLazilyThroughTheTree(t *testing.T) {
 		w := c.workers[id]
 		deadline := time.Now().Add(30 * time.Second)
 		for {
-			out, _ := exec.Command("runc", "--root", w.runDir("runc"), "list", "-q").Output()
-			mounted, _ := lazy.Mounted(w.runDir("mnt", "lazy"))
+			// The layout of the run directory is package container's (see Host).
+			out, _ := exec.Command("runc", "--root", filepath.Join(run[id], "runc"), "list", "-q").Output()
+			mounted, _ := lazy.Mounted(filepath.Join(run[id], "mnt", "lazy"))
 			w.mu.Lock()
 			n := len(w.fns)
 			w.mu.Unlock()

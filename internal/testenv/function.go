@@ -24,7 +24,7 @@ var (
 	serverErr  error
 )
 
-// ServerImage is a small function image for container tests: the runtime
+// ServerImage is a small function image for container tests: the runc
 // package's test server (it answers /healthz on $PORT) built statically at
 // /app/server, the mount points runc needs, and filler bytes of random data
 // at /data/unused.bin that the server never reads (so lazy starts show what
