@@ -26,7 +26,7 @@ func (c *cluster) pushFunctionImage(t *testing.T, filler int) (plain, lazyRef st
 		t.Fatal(err)
 	}
 	lazyRef = c.reg + "/fn/server:lazy"
-	if _, err := lazy.Convert(c.ctx, plain, lazyRef); err != nil {
+	if _, err := lazy.Convert(c.ctx, plain, lazyRef, lazy.WithCompressionLevel(1)); err != nil {
 		t.Fatal(err)
 	}
 	return plain, lazyRef
