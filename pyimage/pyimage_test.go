@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/internal/testenv"
-	"github.com/faasnet/faasnet/runtime"
+	"github.com/faasnet/faasnet/runc"
 	"github.com/faasnet/faasnet/unpack"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 )
@@ -238,7 +238,7 @@ func TestHandler(t *testing.T) {
 		}
 	}()
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
-	if _, err := runtime.WaitReady(ctx, base+"/healthz"); err != nil {
+	if _, err := runc.WaitReady(ctx, base+"/healthz"); err != nil {
 		t.Fatal(err)
 	}
 	status, v := getJSON(t, base+"/")
@@ -306,11 +306,11 @@ func TestBuildAndRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	rt := &runtime.Runtime{Root: filepath.Join(dir, "runc"), StateDir: filepath.Join(dir, "bundles")}
+	rt := &runc.Runtime{Root: filepath.Join(dir, "runc"), StateDir: filepath.Join(dir, "bundles")}
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	port := freePort(t)
-	c, err := rt.Start(ctx, runtime.Spec{ID: fmt.Sprintf("pyimage-%d", os.Getpid()), Rootfs: rootfs, Image: cf.Config, Env: []string{"HOST=127.0.0.1"}, Port: port, MemoryBytes: 512 << 20})
+	c, err := rt.Start(ctx, runc.Spec{ID: fmt.Sprintf("pyimage-%d", os.Getpid()), Rootfs: rootfs, Image: cf.Config, Env: []string{"HOST=127.0.0.1"}, Port: port, MemoryBytes: 512 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -98,7 +98,6 @@ func entry(root *os.Root, name string, h *tar.Header, r io.Reader) error {
 			return err
 		}
 	}
-	mode := fs.FileMode(h.Mode) & fs.ModePerm
 	switch h.Typeflag {
 	case tar.TypeDir:
 		if err := root.Mkdir(name, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
@@ -140,16 +139,25 @@ func entry(root *os.Root, name string, h *tar.Header, r io.Reader) error {
 		return nil // extended headers are folded in by archive/tar
 	}
 	meta(root, name, h)
-	return root.Chmod(name, mode|fs.FileMode(h.Mode)&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
+	return root.Chmod(name, mode(h))
 }
 
-// meta sets ownership (as root), mode and times, best effort.
+// meta sets ownership (as root), mode and times, best effort. Ownership
+// goes first: chown clears a file's setuid and setgid bits.
 func meta(root *os.Root, name string, h *tar.Header) {
 	if os.Geteuid() == 0 {
 		root.Lchown(name, h.Uid, h.Gid)
 	}
 	if h.Typeflag == tar.TypeDir {
-		root.Chmod(name, fs.FileMode(h.Mode)&fs.ModePerm)
+		root.Chmod(name, mode(h))
 	}
 	root.Chtimes(name, h.ModTime, h.ModTime)
+}
+
+// mode is the entry's permissions with its setuid, setgid and sticky bits.
+// The raw tar bits are not an fs.FileMode: tar's 04000 (setuid) is
+// fs.ModeSetuid, a high bit, which archive/tar's FileInfo translates.
+// Chmod sets them as given, without the umask.
+func mode(h *tar.Header) fs.FileMode {
+	return h.FileInfo().Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
 }

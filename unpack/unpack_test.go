@@ -14,6 +14,7 @@ type ent struct {
 	name, body, link string
 	typ              byte
 	mode             int64
+	uid              int
 }
 
 func tarOf(t *testing.T, es []ent) *bytes.Reader {
@@ -21,7 +22,7 @@ func tarOf(t *testing.T, es []ent) *bytes.Reader {
 	var b bytes.Buffer
 	tw := tar.NewWriter(&b)
 	for _, e := range es {
-		h := &tar.Header{Name: e.name, Typeflag: e.typ, Mode: e.mode, Linkname: e.link, Size: int64(len(e.body)), ModTime: time.Unix(1e9, 0)}
+		h := &tar.Header{Name: e.name, Typeflag: e.typ, Mode: e.mode, Linkname: e.link, Uid: e.uid, Size: int64(len(e.body)), ModTime: time.Unix(1e9, 0)}
 		if e.typ != tar.TypeReg {
 			h.Size = 0
 		}
@@ -65,6 +66,45 @@ func TestTar(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "etc/motd")); string(b) != "hi" {
 		t.Errorf("motd %q", b)
+	}
+}
+
+// TestTarSpecialBits checks that setuid, setgid and sticky bits survive
+// unpacking, as a container runtime keeps them. Owners are set too (when
+// root), since a chown after the chmod would clear setuid and setgid.
+func TestTarSpecialBits(t *testing.T) {
+	dir := t.TempDir()
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	tests := []struct {
+		e    ent
+		want os.FileMode
+	}{
+		{ent{name: "usr/bin/su", body: "x", typ: tar.TypeReg, mode: 0o4755, uid: 1000}, os.ModeSetuid | 0o755},
+		{ent{name: "usr/bin/wall", body: "x", typ: tar.TypeReg, mode: 0o2755, uid: 1000}, os.ModeSetgid | 0o755},
+		{ent{name: "usr/bin/both", body: "x", typ: tar.TypeReg, mode: 0o6711}, os.ModeSetuid | os.ModeSetgid | 0o711},
+		{ent{name: "usr/bin/plain", body: "x", typ: tar.TypeReg, mode: 0o755}, 0o755},
+		{ent{name: "tmp/", typ: tar.TypeDir, mode: 0o1777}, os.ModeDir | os.ModeSticky | 0o777},
+		{ent{name: "srv/shared/", typ: tar.TypeDir, mode: 0o2775, uid: 1000}, os.ModeDir | os.ModeSetgid | 0o775},
+	}
+	var es []ent
+	for _, tc := range tests {
+		es = append(es, tc.e)
+	}
+	if err := Tar(root, tarOf(t, es)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range tests {
+		fi, err := os.Lstat(filepath.Join(dir, tc.e.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode() != tc.want {
+			t.Errorf("%s: mode %v, want %v (tar mode %#o)", tc.e.name, fi.Mode(), tc.want, tc.e.mode)
+		}
 	}
 }
 

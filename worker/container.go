@@ -6,19 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	mathrand "math/rand/v2"
-	"net"
-	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/blobcache"
+	"github.com/faasnet/faasnet/container"
 	"github.com/faasnet/faasnet/lazy"
-	"github.com/faasnet/faasnet/runtime"
 	"github.com/faasnet/faasnet/units"
-	"github.com/faasnet/faasnet/unpack"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -36,27 +30,15 @@ func parseSpec(raw json.RawMessage) (api.FunctionSpec, error) {
 	return s, nil
 }
 
-// runDirs are where containers live: bundles and runc state, mount points
-// and unpacked root filesystems.
-func (w *Worker) runDir(parts ...string) string {
-	return filepath.Join(append([]string{w.cfg.RunDir}, parts...)...)
-}
-
-// cleanupRuns removes what a crashed worker left: containers and mounts.
+// cleanupRuns removes what a crashed worker left: containers, mounts and
+// unpacked images.
 func (w *Worker) cleanupRuns(ctx context.Context) {
-	if w.rt == nil {
+	if w.containers == nil {
 		return
 	}
-	if err := w.rt.Cleanup(ctx); err != nil {
-		w.log.Warn("removing stale containers", "err", err)
+	if err := w.containers.Cleanup(ctx); err != nil {
+		w.log.Warn("cleaning up containers", "err", err)
 	}
-	mnts, _ := filepath.Glob(w.runDir("mnt", "*"))
-	for _, m := range mnts {
-		if err := lazy.Unmount(m); err != nil {
-			w.log.Warn("removing a stale mount", "mountpoint", m, "err", err)
-		}
-	}
-	os.RemoveAll(w.runDir("rootfs"))
 }
 
 // runContainer starts f's container once the image's config is here: over
@@ -65,7 +47,7 @@ func (w *Worker) cleanupRuns(ctx context.Context) {
 // whole fetch. It returns when the container answers its readiness check,
 // and leaves a stop function that ends the container and unmounts.
 func (w *Worker) runContainer(ctx context.Context, f *function, spec api.FunctionSpec, m manifestInfo, held *[]*blobcache.Blob) (stop func(), err error) {
-	if w.rt == nil {
+	if w.containers == nil {
 		return nil, fmt.Errorf("function %s wants a container, but this worker does not run containers (start it with --containers, as root with runc)", f.name)
 	}
 	cfgBlob, err := w.waitComplete(ctx, f, m.config.Digest.String())
@@ -77,37 +59,20 @@ func (w *Worker) runContainer(ctx context.Context, f *function, spec api.Functio
 	if err != nil {
 		return nil, err
 	}
-	var memory int64
+	cf := container.Function{
+		Name: f.name, Config: cfg.Config, Command: spec.Command, Env: spec.Env,
+		ReadinessPath: spec.Readiness.Path, Phase: func(p string) { w.phase(f, p) },
+	}
 	if spec.Memory != "" {
-		if memory, err = units.ParseSize(spec.Memory); err != nil {
+		if cf.MemoryBytes, err = units.ParseSize(spec.Memory); err != nil {
 			return nil, fmt.Errorf("function %s: memory: %w", f.name, err)
 		}
 	}
-	var cleanups []func()
-	undo := func() {
-		for i := len(cleanups) - 1; i >= 0; i-- {
-			cleanups[i]()
-		}
-	}
-	defer func() {
-		if err != nil {
-			undo()
-		}
-	}()
-
-	rootfs, lazyImage := "", lazy.IsLazy(m.layers)
+	lazyImage := lazy.IsLazy(m.layers)
 	if lazyImage {
-		rootfs = w.runDir("mnt", f.name)
-		fs, err := w.mountLazy(ctx, rootfs, m.layers)
-		if err != nil {
+		if cf.Layers, err = w.lazyLayers(m.layers); err != nil {
 			return nil, err
 		}
-		cleanups = append(cleanups, func() {
-			if err := fs.Close(); err != nil {
-				w.log.Warn("unmounting", "function", f.name, "err", err)
-			}
-		})
-		w.phase(f, "mount")
 	} else {
 		for _, d := range m.layers {
 			b, err := w.waitComplete(ctx, f, d.Digest.String())
@@ -116,42 +81,10 @@ func (w *Worker) runContainer(ctx context.Context, f *function, spec api.Functio
 			}
 			*held = append(*held, b)
 		}
-		rootfs = w.runDir("rootfs", f.name)
-		os.RemoveAll(rootfs)
-		cleanups = append(cleanups, func() { os.RemoveAll(rootfs) })
-		if err := os.MkdirAll(rootfs, 0o755); err != nil {
-			return nil, err
-		}
-		if err := unpack.Image(w.localImage(m, cfgBlob), rootfs); err != nil {
-			return nil, fmt.Errorf("function %s: %w", f.name, err)
-		}
-		w.phase(f, "unpacked")
+		cf.Image = w.localImage(m, cfgBlob)
 	}
-
-	port, err := freePort()
+	run, err := w.containers.Run(ctx, cf)
 	if err != nil {
-		return nil, err
-	}
-	c, err := w.rt.Start(ctx, runtime.Spec{
-		ID: containerID(w.cfg.ID, f.name), Rootfs: rootfs, Image: cfg.Config,
-		Command: spec.Command, Env: spec.Env, MemoryBytes: memory, Port: port,
-	})
-	if err != nil {
-		return nil, err
-	}
-	cleanups = append(cleanups, func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := c.Stop(sctx); err != nil {
-			w.log.Warn("stopping the container", "function", f.name, "err", err)
-		}
-	})
-	w.phase(f, "started")
-	path := spec.Readiness.Path
-	if !strings.HasPrefix(path, "/") {
-		path = "/" + path
-	}
-	if _, err := c.WaitReady(ctx, fmt.Sprintf("http://127.0.0.1:%d%s", port, path)); err != nil {
 		return nil, err
 	}
 	w.noteBytesBeforeReady(f)
@@ -166,16 +99,18 @@ func (w *Worker) runContainer(ctx context.Context, f *function, spec api.Functio
 		}
 		w.mu.Unlock()
 	}
-	return undo, nil
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := run.Stop(sctx); err != nil {
+			w.log.Warn("stopping the container", "function", f.name, "err", err)
+		}
+	}, nil
 }
 
-// mountLazy mounts the eStargz layers at mountpoint, reading through the
-// tree on demand.
-func (w *Worker) mountLazy(ctx context.Context, mountpoint string, descs []v1.Descriptor) (*lazy.FS, error) {
-	lazy.Unmount(mountpoint)
-	if err := os.MkdirAll(mountpoint, 0o755); err != nil {
-		return nil, err
-	}
+// lazyLayers are the eStargz layers of descs, read through the tree on
+// demand.
+func (w *Worker) lazyLayers(descs []v1.Descriptor) ([]lazy.Layer, error) {
 	layers := make([]lazy.Layer, 0, len(descs))
 	for _, d := range descs {
 		l, err := lazy.LayerFromDescriptor(d, lazyBlob{w, d.Digest.String()})
@@ -184,33 +119,7 @@ func (w *Worker) mountLazy(ctx context.Context, mountpoint string, descs []v1.De
 		}
 		layers = append(layers, l)
 	}
-	return lazy.Mount(ctx, mountpoint, layers, lazy.Options{Logger: w.log})
-}
-
-func containerID(vm, fn string) string { return "faasnet-" + vm + "-" + fn }
-
-// Container ports come from below the kernel's ephemeral range (usually
-// 32768-60999): a port taken from that range and released could be handed
-// to some outgoing connection before the function binds it.
-const (
-	portLow  = 20000
-	portHigh = 32000
-)
-
-// freePort picks a port for a container that nothing on the machine uses
-// now (checked by binding it on all addresses, as a function may).
-func freePort() (int, error) {
-	start := portLow + mathrand.IntN(portHigh-portLow)
-	for i := range portHigh - portLow {
-		p := portLow + (start-portLow+i)%(portHigh-portLow)
-		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", p))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		return p, nil
-	}
-	return 0, fmt.Errorf("no free port for a container in %d-%d", portLow, portHigh)
+	return layers, nil
 }
 
 func readConfig(b *blobcache.Blob) (*v1.ConfigFile, error) {

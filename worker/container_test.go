@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +27,7 @@ func (c *cluster) pushFunctionImage(t *testing.T, filler int) (plain, lazyRef st
 		t.Fatal(err)
 	}
 	lazyRef = c.reg + "/fn/server:lazy"
-	if _, err := convert.Convert(c.ctx, plain, lazyRef); err != nil {
+	if _, err := convert.Convert(c.ctx, plain, lazyRef, convert.WithCompressionLevel(1)); err != nil {
 		t.Fatal(err)
 	}
 	return plain, lazyRef
@@ -95,8 +96,9 @@ func TestContainersStartLazilyThroughTheTree(t *testing.T) {
 		w := c.workers[id]
 		deadline := time.Now().Add(30 * time.Second)
 		for {
-			out, _ := exec.Command("runc", "--root", w.runDir("runc"), "list", "-q").Output()
-			mounted, _ := lazy.Mounted(w.runDir("mnt", "lazy"))
+			// The layout of the run directory is package container's (see Host).
+			out, _ := exec.Command("runc", "--root", filepath.Join(run[id], "runc"), "list", "-q").Output()
+			mounted, _ := lazy.Mounted(filepath.Join(run[id], "mnt", "lazy"))
 			w.mu.Lock()
 			n := len(w.fns)
 			w.mu.Unlock()

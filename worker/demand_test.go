@@ -120,7 +120,11 @@ func TestLazyChunkFromLyingParentIsRefetched(t *testing.T) {
 	gets := c.counter.gets[digest]
 	c.counter.mu.Unlock()
 
-	fsys, err := w.mountLazy(c.ctx, filepath.Join(t.TempDir(), "mnt"), []v1.Descriptor{layer})
+	layers, err := w.lazyLayers([]v1.Descriptor{layer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys, err := lazy.Mount(c.ctx, t.TempDir(), layers, lazy.Options{Logger: w.log})
 	if err != nil {
 		t.Fatal(err)
 	}

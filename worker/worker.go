@@ -23,9 +23,9 @@ import (
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/blobcache"
 	"github.com/faasnet/faasnet/bwlimit"
+	"github.com/faasnet/faasnet/container"
 	"github.com/faasnet/faasnet/ociserve"
 	"github.com/faasnet/faasnet/peer"
-	"github.com/faasnet/faasnet/runtime"
 	"github.com/faasnet/faasnet/upstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -111,7 +111,8 @@ type Worker struct {
 	down    *bwlimit.Limiter
 	metrics *metrics
 	handler http.Handler
-	rt      *runtime.Runtime // nil unless Config.Containers
+
+	containers *container.Host // nil unless Config.Containers
 
 	kick   chan struct{} // heartbeat now
 	report chan struct{} // send a status report soon
@@ -169,7 +170,7 @@ func New(cfg Config) (*Worker, error) {
 		Logger:     w.log,
 	})
 	if cfg.Containers {
-		w.rt = &runtime.Runtime{Root: w.runDir("runc"), StateDir: w.runDir("bundles"), Runc: cfg.Runc, Logger: w.log}
+		w.containers = container.New(container.Config{Dir: cfg.RunDir, VM: cfg.ID, Runc: cfg.Runc, Logger: w.log})
 	}
 	w.metrics = newMetrics(w)
 	mux := http.NewServeMux()

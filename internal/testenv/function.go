@@ -24,7 +24,7 @@ var (
 	serverErr  error
 )
 
-// ServerImage is a small function image for container tests: the runtime
+// ServerImage is a small function image for container tests: the runc
 // package's test server (it answers /healthz on $PORT) built statically at
 // /app/server, the mount points runc needs, and filler bytes of random data
 // at /data/unused.bin that the server never reads (so lazy starts show what
@@ -70,7 +70,7 @@ func ServerImage(t testing.TB, filler int) v1.Image {
 	return img
 }
 
-// buildServer compiles runtime/testdata/server statically, once.
+// buildServer compiles runc/testdata/server statically, once.
 func buildServer() {
 	root, err := moduleRoot()
 	if err != nil {
@@ -84,11 +84,11 @@ func buildServer() {
 	}
 	defer os.RemoveAll(dir)
 	bin := filepath.Join(dir, "server")
-	cmd := exec.Command("go", "build", "-o", bin, "./runtime/testdata/server")
+	cmd := exec.Command("go", "build", "-o", bin, "./runc/testdata/server")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		serverErr = fmt.Errorf("go build runtime/testdata/server: %v\n%s", err, out)
+		serverErr = fmt.Errorf("go build runc/testdata/server: %v\n%s", err, out)
 		return
 	}
 	serverBin, serverErr = os.ReadFile(bin)

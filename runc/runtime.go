@@ -1,4 +1,4 @@
-// Package runtime starts a function's container with runc and tells when it
+// Package runc starts a function's container with runc and tells when it
 // is ready.
 //
 // A container runs the image's entrypoint (or a given command) on a
@@ -14,7 +14,7 @@
 // worker that crashes, and the next worker removes them with Cleanup. The
 // container's standard output and error, and runc's own errors, go to a log
 // file in its bundle; errors quote its tail.
-package runtime
+package runc
 
 import (
 	"bytes"
@@ -67,10 +67,10 @@ func (r *Runtime) Start(ctx context.Context, s Spec) (*Container, error) {
 	}
 	rootfs, err := filepath.Abs(s.Rootfs)
 	if err != nil {
-		return nil, fmt.Errorf("runtime: container %s: rootfs %q: %w", s.ID, s.Rootfs, err)
+		return nil, fmt.Errorf("runc: container %s: rootfs %q: %w", s.ID, s.Rootfs, err)
 	}
 	if fi, err := os.Stat(rootfs); err != nil || !fi.IsDir() {
-		return nil, fmt.Errorf("runtime: container %s: rootfs %s is not a directory (%v)", s.ID, rootfs, err)
+		return nil, fmt.Errorf("runc: container %s: rootfs %s is not a directory (%v)", s.ID, rootfs, err)
 	}
 	spec, err := ociSpec(s, rootfs, cgroupsPath(r.Root, s.ID))
 	if err != nil {
@@ -78,7 +78,7 @@ func (r *Runtime) Start(ctx context.Context, s Spec) (*Container, error) {
 	}
 	bundle := filepath.Join(r.StateDir, s.ID)
 	if err := writeBundle(bundle, spec); err != nil {
-		return nil, fmt.Errorf("runtime: container %s: %w", s.ID, err)
+		return nil, fmt.Errorf("runc: container %s: %w", s.ID, err)
 	}
 	c := &Container{r: r, id: s.ID, bundle: bundle, logPath: filepath.Join(bundle, logFile)}
 	pid, err := r.run(ctx, c)
@@ -91,7 +91,7 @@ func (r *Runtime) Start(ctx context.Context, s Spec) (*Container, error) {
 			r.logger().Warn("removing a container that failed to start", "id", s.ID, "err", derr)
 		}
 		os.RemoveAll(bundle)
-		return nil, fmt.Errorf("runtime: start container %s: %w%s", s.ID, err, quoteLog(tail))
+		return nil, fmt.Errorf("runc: start container %s: %w%s", s.ID, err, quoteLog(tail))
 	}
 	c.pid = pid
 	c.watch()
@@ -170,14 +170,14 @@ func (r *Runtime) Cleanup(ctx context.Context) error {
 	}
 	entries, err := os.ReadDir(r.StateDir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		errs = append(errs, fmt.Errorf("runtime: cleanup: %w", err))
+		errs = append(errs, fmt.Errorf("runc: cleanup: %w", err))
 	}
 	for _, e := range entries {
 		if checkID(e.Name()) != nil || !e.IsDir() {
 			continue // not a bundle of ours
 		}
 		if err := os.RemoveAll(filepath.Join(r.StateDir, e.Name())); err != nil {
-			errs = append(errs, fmt.Errorf("runtime: cleanup: %w", err))
+			errs = append(errs, fmt.Errorf("runc: cleanup: %w", err))
 		}
 	}
 	if len(errs) == 0 {
@@ -223,7 +223,7 @@ func parseList(out []byte) ([]string, error) {
 		ID string `json:"id"`
 	}
 	if err := json.Unmarshal(out, &cs); err != nil {
-		return nil, fmt.Errorf("runtime: parsing runc list: %w", err)
+		return nil, fmt.Errorf("runc: parsing runc list: %w", err)
 	}
 	ids := make([]string, 0, len(cs))
 	for _, c := range cs {
@@ -258,7 +258,7 @@ func (r *Runtime) runc(ctx context.Context, args ...string) ([]byte, error) {
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.WaitDelay = time.Second
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("runtime: runc %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(stderr.Bytes()))
+		return nil, fmt.Errorf("runc: runc %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(stderr.Bytes()))
 	}
 	return stdout.Bytes(), nil
 }
@@ -266,7 +266,7 @@ func (r *Runtime) runc(ctx context.Context, args ...string) ([]byte, error) {
 // check reports a Runtime that lacks its directories.
 func (r *Runtime) check() error {
 	if r.Root == "" || r.StateDir == "" {
-		return errors.New("runtime: Runtime needs Root and StateDir")
+		return errors.New("runc: Runtime needs Root and StateDir")
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package runtime
+package runc
 
 import (
 	"context"
@@ -32,7 +32,7 @@ func WaitReady(ctx context.Context, url string) (time.Duration, error) {
 func waitReady(ctx context.Context, url string, exited <-chan struct{}) (time.Duration, error) {
 	start := time.Now()
 	if _, err := http.NewRequest(http.MethodGet, url, nil); err != nil {
-		return 0, fmt.Errorf("runtime: readiness probe: %w", err)
+		return 0, fmt.Errorf("runc: readiness probe: %w", err)
 	}
 	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
@@ -48,7 +48,7 @@ func waitReady(ctx context.Context, url string, exited <-chan struct{}) (time.Du
 			return time.Since(start), ErrExited
 		case <-ctx.Done():
 			d := time.Since(start)
-			return d, fmt.Errorf("runtime: %s not ready after %v (last probe: %v): %w", url, d.Round(time.Millisecond), last, ctx.Err())
+			return d, fmt.Errorf("runc: %s not ready after %v (last probe: %v): %w", url, d.Round(time.Millisecond), last, ctx.Err())
 		}
 		ok, err := probe(ctx, client, url)
 		if ok {

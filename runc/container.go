@@ -1,4 +1,4 @@
-package runtime
+package runc
 
 import (
 	"bytes"
@@ -116,7 +116,7 @@ func (c *Container) hasExited() bool {
 func (c *Container) WaitReady(ctx context.Context, url string) (time.Duration, error) {
 	d, err := waitReady(ctx, url, c.exited)
 	if errors.Is(err, ErrExited) {
-		return d, fmt.Errorf("runtime: container %s: %w before %s answered (after %v)%s", c.id, err, url, d.Round(time.Millisecond), quoteLog(c.LogTail()))
+		return d, fmt.Errorf("runc: container %s: %w before %s answered (after %v)%s", c.id, err, url, d.Round(time.Millisecond), quoteLog(c.LogTail()))
 	}
 	return d, err
 }
@@ -133,7 +133,7 @@ func (c *Container) Stop(ctx context.Context) error {
 		return nil
 	}
 	if err := c.stop(ctx); err != nil {
-		return fmt.Errorf("runtime: stop container %s: %w", c.id, err)
+		return fmt.Errorf("runc: stop container %s: %w", c.id, err)
 	}
 	c.stopped = true
 	return nil

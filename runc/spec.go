@@ -1,4 +1,4 @@
-package runtime
+package runc
 
 import (
 	"crypto/sha256"
@@ -42,7 +42,7 @@ const maxIDLen = 128
 // checkID reports whether id is usable as a runc container id.
 func checkID(id string) error {
 	if len(id) > maxIDLen || !idRE.MatchString(id) || id == "." || id == ".." {
-		return fmt.Errorf("runtime: invalid container id %q (want 1-%d of letters, digits, _ + - .)", id, maxIDLen)
+		return fmt.Errorf("runc: invalid container id %q (want 1-%d of letters, digits, _ + - .)", id, maxIDLen)
 	}
 	return nil
 }
@@ -55,7 +55,7 @@ func (s Spec) args() ([]string, error) {
 	}
 	a := append(append([]string{}, s.Image.Entrypoint...), s.Image.Cmd...)
 	if len(a) == 0 {
-		return nil, fmt.Errorf("runtime: container %s: no command: the image has neither entrypoint nor cmd and Spec.Command is empty", s.ID)
+		return nil, fmt.Errorf("runc: container %s: no command: the image has neither entrypoint nor cmd and Spec.Command is empty", s.ID)
 	}
 	return a, nil
 }
@@ -128,7 +128,7 @@ func ociSpec(s Spec, rootfs, cgroupsPath string) (*specs.Spec, error) {
 	}
 	user, err := resolveUser(rootfs, s.Image.User)
 	if err != nil {
-		return nil, fmt.Errorf("runtime: container %s: %w", s.ID, err)
+		return nil, fmt.Errorf("runc: container %s: %w", s.ID, err)
 	}
 	spec := &specs.Spec{
 		Version: ociVersion,

@@ -1,4 +1,4 @@
-package runtime
+package runc
 
 import (
 	"bufio"
@@ -7,9 +7,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -32,11 +32,16 @@ func resolveUser(rootfs, user string) (specs.User, error) {
 	if userPart == "" || (hasGroup && groupPart == "") {
 		return specs.User{}, fmt.Errorf("user %q: want user[:group]", user)
 	}
-	passwd, err := readAccounts(filepath.Join(rootfs, "etc/passwd"))
+	root, err := os.OpenRoot(rootfs)
 	if err != nil {
 		return specs.User{}, fmt.Errorf("user %q: %w", user, err)
 	}
-	groups, err := readAccounts(filepath.Join(rootfs, "etc/group"))
+	defer root.Close()
+	passwd, err := readAccounts(root, "etc/passwd")
+	if err != nil {
+		return specs.User{}, fmt.Errorf("user %q: %w", user, err)
+	}
+	groups, err := readAccounts(root, "etc/group")
 	if err != nil {
 		return specs.User{}, fmt.Errorf("user %q: %w", user, err)
 	}
@@ -105,16 +110,30 @@ func findEntry(entries [][]string, i int, v string) []string {
 	return nil
 }
 
-// readAccounts reads a passwd or group file; a missing file has no entries.
-func readAccounts(name string) ([][]string, error) {
-	f, err := os.Open(name)
+// readAccounts reads a passwd or group file of the image; a missing file has
+// no entries. The worker runs as root and the image is outside input, so
+// the file is opened through root: a symbolic link (in the name or any
+// directory above it) that leads out of the rootfs is an error, never a
+// read of the host's file. Absolute links are refused too, although a
+// chroot would resolve them inside: os.Root cannot tell the two apart, and
+// images rarely link these files. O_NONBLOCK keeps a FIFO planted there
+// from blocking the open; anything but a regular file is refused.
+func readAccounts(root *os.Root, name string) ([][]string, error) {
+	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the image's /%s: %w", name, err)
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("the image's /%s: %w", name, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("the image's /%s is not a regular file (%v)", name, fi.Mode().Type())
+	}
 	return parseAccounts(io.LimitReader(f, maxAccountFile)), nil
 }
 

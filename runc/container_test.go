@@ -1,4 +1,4 @@
-package runtime
+package runc
 
 import (
 	"context"
@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 func buildServer(t *testing.T) string {
 	t.Helper()
 	serverOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "runtime-server-")
+		dir, err := os.MkdirTemp("", "runc-server-")
 		if err != nil {
 			serverErr = err
 			return
