@@ -231,7 +231,8 @@ func (w *Worker) stopFunction(f *function) {
 	w.markReport()
 }
 
-// stopAll ends every function and fetch and waits for them.
+// stopAll ends every function and fetch and waits for them. Called once
+// the worker's context is done and no request is being served.
 func (w *Worker) stopAll() {
 	w.mu.Lock()
 	var waits []chan struct{}
@@ -246,6 +247,7 @@ func (w *Worker) stopAll() {
 	for _, c := range waits {
 		<-c
 	}
+	w.bg.Wait()
 }
 
 // setState records a state change of f and schedules a report.

@@ -20,8 +20,13 @@ const knownWait = 10 * time.Second
 // receiving is served as it arrives; one it has not started is fetched
 // upstream first.
 func (w *Worker) Open(ctx context.Context, digest string) (peer.Blob, func(), error) {
-	if b, ok := w.cache.Lookup(digest); ok && b.Complete() {
-		return b, b.Release, nil
+	if b, ok := w.cache.Lookup(digest); ok {
+		if b.Complete() {
+			return b, b.Release, nil
+		}
+		// Partial: served through a reference taken below, with the job
+		// it may need started.
+		b.Release()
 	}
 	info, err := w.waitKnown(ctx, digest)
 	if err != nil {

@@ -113,6 +113,12 @@ type Worker struct {
 	handler http.Handler
 	rt      *runtime.Runtime // nil unless Config.Containers
 
+	// serving is read-held by every request Serve's server runs, so that
+	// Serve can wait for them: they hold cache references.
+	serving  sync.RWMutex
+	stopping bool           // guarded by serving: refuse new requests
+	bg       sync.WaitGroup // fetch jobs and child demands; Serve waits for them
+
 	kick   chan struct{} // heartbeat now
 	report chan struct{} // send a status report soon
 
@@ -202,7 +208,7 @@ func (w *Worker) Serve(ctx context.Context, ln net.Listener) error {
 	w.mu.Unlock()
 
 	w.cleanupRuns(ctx)
-	srv := &http.Server{Handler: w.handler, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	srv := &http.Server{Handler: w.tracked(w.handler), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() {
@@ -222,8 +228,25 @@ func (w *Worker) Serve(ctx context.Context, ln net.Listener) error {
 	srv.Shutdown(shutdown)
 	srv.Close()
 	wg.Wait()
+	// Close returns before the handlers do; they end soon, as ctx is done.
+	w.serving.Lock()
+	w.stopping = true
+	w.serving.Unlock()
 	w.stopAll()
 	return w.cache.Close()
+}
+
+// tracked serves h until Serve stops, which waits for every request in it.
+func (w *Worker) tracked(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		w.serving.RLock()
+		defer w.serving.RUnlock()
+		if w.stopping {
+			http.Error(rw, "worker stopping", http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(rw, r)
+	})
 }
 
 // Addr is the address the worker registers.
