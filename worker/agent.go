@@ -222,10 +222,11 @@ func (w *Worker) stopFunction(f *function) {
 	f.cancel()
 	delete(w.fns, f.name)
 	w.removed[f.name] = f.a.Generation
-	for _, d := range f.blobs {
-		if info := w.known[d]; info != nil {
-			delete(info.fns, f.name)
-		}
+	// Every blob f learnt, not just f.blobs: f may be dropped before it
+	// read its manifest.
+	for d, info := range w.known {
+		delete(info.fns, f.name)
+		w.stopUnneeded(d)
 	}
 	w.log.Info("released", "function", f.name)
 	w.markReport()
@@ -239,9 +240,6 @@ func (w *Worker) stopAll() {
 	for _, f := range w.fns {
 		f.cancel()
 		waits = append(waits, f.done)
-	}
-	for _, j := range w.jobs {
-		waits = append(waits, j.done)
 	}
 	w.mu.Unlock()
 	for _, c := range waits {

@@ -37,17 +37,24 @@ func (w *Worker) Open(ctx context.Context, digest string) (peer.Blob, func(), er
 		return nil, nil, fmt.Errorf("blob %s: %w", digest, err)
 	}
 	w.mu.Lock()
-	hold := info.hold
-	w.mu.Unlock()
-	if !b.Complete() && !peer.IsDemand(ctx) && !hold {
+	// The child needs the blob while it has it open: a fetch goes on for
+	// it even if no function here needs the blob any more.
+	info.readers++
+	if !b.Complete() && !peer.IsDemand(ctx) && !info.hold {
 		// A child streaming the blob: stream it here too. A demanded
 		// range is fetched by the servedBlob's Reader instead, so lazy
 		// images are not pulled whole by one child's read.
-		w.mu.Lock()
 		w.ensureJob(digest)
+	}
+	w.mu.Unlock()
+	release := func() {
+		b.Release()
+		w.mu.Lock()
+		info.readers--
+		w.stopUnneeded(digest)
 		w.mu.Unlock()
 	}
-	return servedBlob{b, w}, b.Release, nil
+	return servedBlob{b, w}, release, nil
 }
 
 // waitKnown waits until digest is a blob of one of the worker's images.

@@ -24,7 +24,7 @@ func TestOpenOfPartialBlobReleasesItsReference(t *testing.T) {
 	}
 	b.Release()
 	w.mu.Lock()
-	w.learn("", d, int64(len(data)), "application/octet-stream", false, name.Repository{})
+	w.learn(nil, d, int64(len(data)), "application/octet-stream", false, name.Repository{})
 	w.mu.Unlock()
 
 	blob, release, err := w.Open(t.Context(), d)

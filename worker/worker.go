@@ -23,6 +23,7 @@ import (
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/blobcache"
 	"github.com/faasnet/faasnet/bwlimit"
+	"github.com/faasnet/faasnet/failover"
 	"github.com/faasnet/faasnet/ociserve"
 	"github.com/faasnet/faasnet/peer"
 	"github.com/faasnet/faasnet/runtime"
@@ -52,6 +53,9 @@ type Config struct {
 	// StallTimeout is how long a stream may deliver nothing before the
 	// source counts as failed. Default 10 s.
 	StallTimeout time.Duration
+	// BusyTimeout is how long a parent at its upload cap (503 with
+	// Retry-After) is waited for before the registry serves. Default 30 s.
+	BusyTimeout time.Duration
 
 	// Containers makes the worker run the containers of functions whose
 	// spec has a readiness check (needs root and runc). RunDir holds their
@@ -89,6 +93,9 @@ func (c *Config) defaults() error {
 	if c.StallTimeout <= 0 {
 		c.StallTimeout = 10 * time.Second
 	}
+	if c.BusyTimeout <= 0 {
+		c.BusyTimeout = failover.Default.BusyTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -110,6 +117,7 @@ type Worker struct {
 	mgr     *api.Client
 	down    *bwlimit.Limiter
 	metrics *metrics
+	policy  failover.Policy // when fetches wait, retry or fail over
 	handler http.Handler
 	rt      *runtime.Runtime // nil unless Config.Containers
 
@@ -167,6 +175,8 @@ func New(cfg Config) (*Worker, error) {
 		stateCh:  make(chan struct{}),
 		inflight: map[string]map[int]chan struct{}{},
 	}
+	w.policy = failover.Default
+	w.policy.ParentTimeout, w.policy.BusyTimeout = cfg.ParentTimeout, cfg.BusyTimeout
 	w.peerSrv = peer.NewServer(w, peer.ServerOptions{
 		Upload:     bwlimit.New(cfg.UploadLimit),
 		MaxUploads: cfg.MaxUploads,
