@@ -103,11 +103,16 @@ func testLogger() *slog.Logger {
 func nopLog() *log.Logger { return log.New(io.Discard, "", 0) }
 
 func (c *cluster) push(spec imagegen.Spec) (string, v1.Image) {
+	return c.pushTag(spec, "v1")
+}
+
+// pushTag pushes an image as test/app:tag.
+func (c *cluster) pushTag(spec imagegen.Spec, tag string) (string, v1.Image) {
 	img, err := imagegen.Image(spec)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	ref := c.reg + "/test/app:v1"
+	ref := c.reg + "/test/app:" + tag
 	if err := imagegen.Push(c.ctx, img, ref); err != nil {
 		c.t.Fatal(err)
 	}
