@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/faasnet/faasnet/digest"
 	"github.com/faasnet/faasnet/ociserve"
 	"github.com/faasnet/faasnet/peer"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -119,6 +120,8 @@ type content struct{ w *Worker }
 // the tag, or a digest of the image.
 func (c content) match(ns, repo, reference string) (image string, ok bool) {
 	w := c.w
+	_, err := digest.Parse(reference)
+	isDigest := err == nil
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, f := range w.fns {
@@ -133,7 +136,7 @@ func (c content) match(ns, repo, reference string) (image string, ok bool) {
 		if reference == ref.Identifier() || reference == d.Digest {
 			return f.a.Image, true
 		}
-		if isDigest(reference) {
+		if isDigest {
 			for _, b := range f.blobs {
 				if b == reference {
 					return f.a.Image, true
@@ -142,10 +145,6 @@ func (c content) match(ns, repo, reference string) (image string, ok bool) {
 		}
 	}
 	return "", false
-}
-
-func isDigest(s string) bool {
-	return len(s) > 7 && s[:7] == "sha256:" || len(s) > 7 && s[:7] == "sha512:"
 }
 
 // Manifest serves an image's manifest once the image's manifest is verified.
