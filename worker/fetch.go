@@ -159,9 +159,10 @@ func (w *Worker) runJob(ctx context.Context, j *job) {
 		if ctx.Err() != nil {
 			return
 		}
-		outcome, retryAfter := w.outcome(ctx, src, err)
+		parent := addrOf(src.Parent())
+		outcome, retryAfter := w.outcome(ctx, parent, err)
 		d := w.policy.Next(&j.fo, failover.Attempt{
-			Parent:     addrOf(src.Parent()),
+			Parent:     parent,
 			Outcome:    outcome,
 			Progress:   j.info.fromParent.Load()+j.info.fromReg.Load() != before,
 			RetryAfter: retryAfter,
@@ -183,20 +184,21 @@ func (w *Worker) chooseSource(j *job, parent *api.Peer) source {
 	return w.parentSource(j, *parent)
 }
 
-// outcome classifies an attempt's error for the failover policy. A stalled
-// parent is probed: alive, it is merely slow (waiting for its own parent).
-func (w *Worker) outcome(ctx context.Context, src source, err error) (failover.Outcome, time.Duration) {
+// outcome classifies the error of an attempt at parent ("": the registry)
+// for the failover policy. A stalled parent is probed: alive, it is merely
+// slow (waiting for its own parent).
+func (w *Worker) outcome(ctx context.Context, parent string, err error) (failover.Outcome, time.Duration) {
 	var se *peer.StatusError
 	switch {
 	case err == nil:
 		return failover.Done, 0
 	case errors.Is(err, blobcache.ErrCorrupt):
 		return failover.Corrupt, 0
-	case src.Parent() == nil:
+	case parent == "":
 		return failover.Failed, 0
 	case errors.As(err, &se) && se.StatusCode == http.StatusServiceUnavailable:
 		return failover.Busy, se.RetryAfter
-	case errors.Is(err, errStalled) && w.alive(ctx, src.Parent().Addr):
+	case errors.Is(err, errStalled) && w.alive(ctx, parent):
 		return failover.Slow, 0
 	}
 	return failover.Failed, 0

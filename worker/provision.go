@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"time"
 
 	"github.com/faasnet/faasnet/api"
@@ -138,11 +137,7 @@ func (w *Worker) resolve(ctx context.Context, f *function) (peer.Descriptor, err
 			state = api.StateFailed
 		}
 		w.setState(f, state, fmt.Sprintf("resolving %s: %v", a.Image, err))
-		outcome, retryAfter := failover.Failed, time.Duration(0)
-		var se *peer.StatusError
-		if parent != "" && errors.As(err, &se) && se.StatusCode == http.StatusServiceUnavailable {
-			outcome, retryAfter = failover.Busy, se.RetryAfter
-		}
+		outcome, retryAfter := w.outcome(ctx, parent, err)
 		dec := w.policy.Next(&st, failover.Attempt{Parent: parent, Outcome: outcome, RetryAfter: retryAfter, At: time.Now()})
 		if dec.Action == failover.Repair {
 			w.kickHeartbeat()
