@@ -222,16 +222,18 @@ func (w *Worker) stopFunction(f *function) {
 	f.cancel()
 	delete(w.fns, f.name)
 	w.removed[f.name] = f.a.Generation
-	for _, d := range f.blobs {
-		if info := w.known[d]; info != nil {
-			delete(info.fns, f.name)
-		}
+	// Every blob f learnt, not just f.blobs: f may be dropped before it
+	// read its manifest.
+	for d, info := range w.known {
+		delete(info.fns, f.name)
+		w.stopUnneeded(d)
 	}
 	w.log.Info("released", "function", f.name)
 	w.markReport()
 }
 
-// stopAll ends every function and fetch and waits for them.
+// stopAll ends every function and fetch and waits for them. Called once
+// the worker's context is done and no request is being served.
 func (w *Worker) stopAll() {
 	w.mu.Lock()
 	var waits []chan struct{}
@@ -239,13 +241,11 @@ func (w *Worker) stopAll() {
 		f.cancel()
 		waits = append(waits, f.done)
 	}
-	for _, j := range w.jobs {
-		waits = append(waits, j.done)
-	}
 	w.mu.Unlock()
 	for _, c := range waits {
 		<-c
 	}
+	w.bg.Wait()
 }
 
 // setState records a state change of f and schedules a report.

@@ -196,11 +196,11 @@ type servedBlob struct {
 
 func (s servedBlob) Reader(ctx context.Context, off, n int64) (io.ReadCloser, error) {
 	if peer.IsDemand(ctx) && !s.Complete() {
-		go func() {
+		s.w.bg.Go(func() {
 			if err := s.w.demand(ctx, s.Digest(), off, n); err != nil && ctx.Err() == nil {
 				s.w.log.Warn("child's demand failed", "digest", s.Digest(), "err", err)
 			}
-		}()
+		})
 	}
 	return s.Blob.Reader(ctx, off, n)
 }

@@ -13,7 +13,7 @@ import (
 
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/blobcache"
-	"github.com/faasnet/faasnet/bwlimit"
+	"github.com/faasnet/faasnet/failover"
 	"github.com/faasnet/faasnet/peer"
 	"github.com/google/go-containerregistry/pkg/name"
 )
@@ -25,7 +25,8 @@ type blobInfo struct {
 	mediaType string
 	manifest  bool            // fetched from the registry's manifest endpoint
 	repo      name.Repository // where the registry keeps it
-	fns       map[string]bool // functions whose image holds it
+	fns       map[string]bool // live functions whose image holds it
+	readers   int             // children reading it through the peer server
 	lastErr   error           // the fetch's last failure, shown in status while waiting
 	// hold defers background streaming of a lazy layer until this VM's
 	// container answered: a child's streaming request must not pull the
@@ -35,9 +36,14 @@ type blobInfo struct {
 	fromReg    atomic.Int64
 }
 
-// learn records a blob of f's image; it wakes requests waiting for it.
-// Called with w.mu held.
-func (w *Worker) learn(fn, digest string, size int64, mediaType string, manifest bool, repo name.Repository) *blobInfo {
+// needed reports whether a function or a child still needs the blob: a
+// fetch stops once neither does. Called with w.mu held.
+func (info *blobInfo) needed() bool { return len(info.fns) > 0 || info.readers > 0 }
+
+// learn records a blob of f's image (f nil: of no function); it wakes
+// requests waiting for it. A function already dropped is not recorded: its
+// provisioning may still be winding down. Called with w.mu held.
+func (w *Worker) learn(f *function, digest string, size int64, mediaType string, manifest bool, repo name.Repository) *blobInfo {
 	info := w.known[digest]
 	if info == nil {
 		info = &blobInfo{size: size, mediaType: mediaType, manifest: manifest, repo: repo, fns: map[string]bool{}}
@@ -45,51 +51,70 @@ func (w *Worker) learn(fn, digest string, size int64, mediaType string, manifest
 		close(w.changed)
 		w.changed = make(chan struct{})
 	}
-	if fn != "" {
-		info.fns[fn] = true
+	if f != nil && w.fns[f.name] == f {
+		info.fns[f.name] = true
 	}
 	return info
 }
 
-// job fetches one blob into the cache until it is complete and verified.
-// One job per digest, shared by every function and child that needs it.
+// job fetches one blob into the cache until it is complete and verified, or
+// nothing needs it any more. One job per digest, shared by every function
+// and child that needs it.
 type job struct {
 	digest string
 	info   *blobInfo
-	done   chan struct{}
-
-	distrust   bool      // the tree served bad bytes: use the registry
-	failedAddr string    // the parent that last failed
-	failedAt   time.Time // when it started failing
+	cancel context.CancelFunc
+	fo     failover.State // the fetch's record of its parent, for w.policy
 }
 
-// ensureJob starts fetching digest unless a fetch is running or the blob is
-// complete. Called with w.mu held.
+// ensureJob starts fetching digest unless a fetch is running, the blob is
+// not needed, or the worker is stopping. Called with w.mu held.
 func (w *Worker) ensureJob(digest string) {
 	if _, ok := w.jobs[digest]; ok || w.ctx == nil || w.ctx.Err() != nil {
 		return
 	}
 	info := w.known[digest]
-	j := &job{digest: digest, info: info, done: make(chan struct{})}
+	if info == nil || !info.needed() {
+		return
+	}
+	ctx, cancel := context.WithCancel(w.ctx)
+	j := &job{digest: digest, info: info, cancel: cancel}
 	w.jobs[digest] = j
-	go func() {
-		defer close(j.done)
-		w.runJob(w.ctx, j)
+	w.bg.Go(func() {
+		defer cancel()
+		w.runJob(ctx, j)
 		w.mu.Lock()
-		delete(w.jobs, digest)
+		if w.jobs[digest] == j {
+			delete(w.jobs, digest)
+		}
 		w.mu.Unlock()
-	}()
+	})
 }
 
-// source is where the next attempt fetches from.
-type source struct {
-	parent  *api.Peer     // nil: the registry
+// stopUnneeded stops the fetch of digest once no function and no child
+// needs the blob: a VM released from a function (scale-in, a new image)
+// must not go on pulling it from its former parent or the registry. The job
+// is forgotten at once, so that a new need starts a new one while the old
+// winds down. Called with w.mu held.
+func (w *Worker) stopUnneeded(digest string) {
+	j := w.jobs[digest]
+	if j == nil || j.info.needed() {
+		return
+	}
+	j.cancel()
+	delete(w.jobs, digest)
+	w.log.Debug("fetch stopped: no function or child needs the blob", "digest", digest)
+}
+
+// parentChoice is the tree parent a fetch of a blob should use now.
+type parentChoice struct {
+	parent  *api.Peer     // nil: none (this VM is a root)
 	changed chan struct{} // closed when the function's parent changes
 }
 
-// pickSource chooses the parent of a function that needs the blob; if no
-// function has a parent (this VM is a root) or the tree failed, the registry.
-func (w *Worker) pickSource(j *job) source {
+// pickSource chooses the parent of a function that needs the blob; nil if
+// no function has one (this VM is a root).
+func (w *Worker) pickSource(j *job) parentChoice {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	names := make([]string, 0, len(j.info.fns))
@@ -97,7 +122,7 @@ func (w *Worker) pickSource(j *job) source {
 		names = append(names, fn)
 	}
 	sort.Strings(names)
-	var src source
+	var src parentChoice
 	for _, fn := range names {
 		f := w.fns[fn]
 		if f == nil {
@@ -108,7 +133,7 @@ func (w *Worker) pickSource(j *job) source {
 		}
 		if f.a.Parent != nil {
 			p := *f.a.Parent
-			return source{parent: &p, changed: f.parentChanged}
+			return parentChoice{parent: &p, changed: f.parentChanged}
 		}
 	}
 	return src
@@ -116,11 +141,9 @@ func (w *Worker) pickSource(j *job) source {
 
 var errStalled = errors.New("no data within the stall timeout")
 
-// errSlowParent is a stall of a parent that still answers its health check:
-// it may be waiting for its own parent, so it is kept for a while.
-var errSlowParent = errors.New("parent alive but delivering nothing")
-
-// runJob fetches until the blob is complete, switching sources on failure.
+// runJob fetches until the blob is complete: each attempt asks the failover
+// policy for the source, fills every missing block from it, and lets the
+// policy decide what comes next.
 func (w *Worker) runJob(ctx context.Context, j *job) {
 	b, err := w.cache.Acquire(j.digest, j.info.size)
 	if err != nil {
@@ -128,80 +151,104 @@ func (w *Worker) runJob(ctx context.Context, j *job) {
 		return
 	}
 	defer b.Release()
-	backoff := 200 * time.Millisecond
-	var slowSince time.Time
 	for !b.Complete() && ctx.Err() == nil {
-		src := w.pickSource(j)
-		useRegistry := src.parent == nil || j.distrust
-		if !useRegistry && src.parent.Addr == j.failedAddr && time.Since(j.failedAt) > w.cfg.ParentTimeout {
-			useRegistry = true // the tree has not been repaired in time
-		}
-		var err error
-		progress := b.NextMissing(0)
-		if useRegistry {
-			err = w.fetchFromRegistry(ctx, j, b)
-		} else {
-			err = w.fetchFromParent(ctx, j, b, src.parent)
-		}
-		if b.NextMissing(0) != progress {
-			slowSince = time.Time{} // it delivered something this time
-		}
-		if errors.Is(err, errSlowParent) {
-			// Keep a slow parent, but not forever: one that delivers
-			// nothing for ParentTimeout counts as failed.
-			if slowSince.IsZero() {
-				slowSince = time.Now()
-			}
-			if time.Since(slowSince) < w.cfg.ParentTimeout {
-				continue
-			}
-			err = fmt.Errorf("parent %s delivered nothing for %v: %w", peerName(src.parent), time.Since(slowSince).Round(time.Second), errStalled)
-		}
-		if err == nil || !errors.Is(err, errStalled) {
-			slowSince = time.Time{}
-		}
-		switch {
-		case err == nil:
-			backoff = 200 * time.Millisecond
-			j.failedAddr = ""
-			continue
-		case ctx.Err() != nil:
+		choice := w.pickSource(j)
+		src := w.chooseSource(j, choice.parent)
+		before := j.info.fromParent.Load() + j.info.fromReg.Load()
+		err := w.fill(ctx, j, b, src, 0, b.Blocks())
+		if ctx.Err() != nil {
 			return
-		case errors.Is(err, blobcache.ErrCorrupt):
-			w.metrics.verifyFailures.Inc()
-			w.log.Warn("blob failed verification: dropped, fetching it again from the registry",
-				"digest", j.digest, "source", sourceName(src, useRegistry))
-			j.distrust = true
-			continue
-		case !useRegistry:
-			if j.failedAddr != src.parent.Addr {
-				j.failedAddr, j.failedAt = src.parent.Addr, time.Now()
-			}
-			w.log.Warn("parent failed; asking the manager", "digest", j.digest, "parent", peerName(src.parent), "err", err)
-			w.kickHeartbeat()
-		default:
-			w.log.Warn("registry fetch failed", "digest", j.digest, "err", err)
 		}
-		w.jobFailed(j, err)
-		// Wait for a new parent, or retry after a pause.
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		parent := addrOf(src.Parent())
+		outcome, retryAfter := w.outcome(ctx, parent, err)
+		d := w.policy.Next(&j.fo, failover.Attempt{
+			Parent:     parent,
+			Outcome:    outcome,
+			Progress:   j.info.fromParent.Load()+j.info.fromReg.Load() != before,
+			RetryAfter: retryAfter,
+			At:         time.Now(),
+		})
+		w.noteAttempt(j, src, outcome, err, d)
+		if !pause(ctx, d, choice.changed) {
 			return
-		case <-src.changed:
-		case <-t.C:
 		}
-		t.Stop()
-		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 
-func sourceName(s source, registry bool) string {
-	if registry {
-		return "registry"
+// chooseSource is the source of j's next attempt: the parent, unless the
+// policy gave up on it (or there is none).
+func (w *Worker) chooseSource(j *job, parent *api.Peer) source {
+	if w.policy.UseRegistry(&j.fo, addrOf(parent)) {
+		return w.registrySource(j)
 	}
-	return peerName(s.parent)
+	return w.parentSource(j, *parent)
+}
+
+// outcome classifies the error of an attempt at parent ("": the registry)
+// for the failover policy. A stalled parent is probed: alive, it is merely
+// slow (waiting for its own parent).
+func (w *Worker) outcome(ctx context.Context, parent string, err error) (failover.Outcome, time.Duration) {
+	var se *peer.StatusError
+	switch {
+	case err == nil:
+		return failover.Done, 0
+	case errors.Is(err, blobcache.ErrCorrupt):
+		return failover.Corrupt, 0
+	case parent == "":
+		return failover.Failed, 0
+	case errors.As(err, &se) && se.StatusCode == http.StatusServiceUnavailable:
+		return failover.Busy, se.RetryAfter
+	case errors.Is(err, errStalled) && w.alive(ctx, parent):
+		return failover.Slow, 0
+	}
+	return failover.Failed, 0
+}
+
+// noteAttempt logs and reports an attempt that did not complete the blob.
+func (w *Worker) noteAttempt(j *job, src source, outcome failover.Outcome, err error, d failover.Decision) {
+	if err == nil {
+		return
+	}
+	from := peerName(src.Parent())
+	switch outcome {
+	case failover.Corrupt:
+		w.metrics.verifyFailures.Inc()
+		w.log.Warn("blob failed verification: dropped, fetching it again", "digest", j.digest, "source", from)
+	case failover.Busy:
+		w.log.Info("parent busy; waiting for it", "digest", j.digest, "parent", from, "wait", d.Delay, "err", err)
+	case failover.Slow:
+		w.log.Info("parent alive but delivering nothing; trying it again", "digest", j.digest, "parent", from)
+	default:
+		w.log.Warn("fetch failed", "digest", j.digest, "source", from, "next", d.Action, "err", err)
+	}
+	if d.Action == failover.Repair {
+		w.kickHeartbeat()
+	}
+	w.jobFailed(j, err)
+}
+
+// pause carries out a decision's wait: for its delay, or until the parent
+// changes. It reports false if ctx ended first.
+func pause(ctx context.Context, d failover.Decision, parentChanged <-chan struct{}) bool {
+	if d.Action == failover.Go {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d.Delay)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-parentChanged:
+	case <-t.C:
+	}
+	return true
+}
+
+func addrOf(p *api.Peer) string {
+	if p == nil {
+		return ""
+	}
+	return p.Addr
 }
 
 func (w *Worker) jobFailed(j *job, err error) {
@@ -211,25 +258,14 @@ func (w *Worker) jobFailed(j *job, err error) {
 	w.markReport()
 }
 
-// fetchFromParent streams the missing blocks from the parent. A parent that
-// errs is probed: if it is alive and merely slow (waiting for its own
-// parent), the caller retries it; otherwise it counts as failed.
-func (w *Worker) fetchFromParent(ctx context.Context, j *job, b *blobcache.Blob, p *api.Peer) error {
-	return w.parentWindow(ctx, j, b, p, 0, b.Blocks())
+// parentWindow fetches the missing blocks in [from, to) from parent p.
+func (w *Worker) parentWindow(ctx context.Context, j *job, b *blobcache.Blob, p *api.Peer, from, to int) error {
+	return w.fill(ctx, j, b, w.parentSource(j, *p), from, to)
 }
 
-// parentWindow fetches the missing blocks in [from, to) from the parent.
-func (w *Worker) parentWindow(ctx context.Context, j *job, b *blobcache.Blob, p *api.Peer, from, to int) error {
-	err := w.fillWindow(ctx, b, j, from, to, true, func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
-		return w.peers.Open(ctx, p.Addr, j.digest, off, n)
-	})
-	if err == nil || errors.Is(err, blobcache.ErrCorrupt) || ctx.Err() != nil {
-		return err
-	}
-	if errors.Is(err, errStalled) && w.alive(ctx, p.Addr) {
-		return errSlowParent
-	}
-	return fmt.Errorf("parent %s: %w", peerName(p), err)
+// registryWindow fetches the missing blocks in [from, to) from the registry.
+func (w *Worker) registryWindow(ctx context.Context, j *job, b *blobcache.Blob, from, to int) error {
+	return w.fill(ctx, j, b, w.registrySource(j), from, to)
 }
 
 // alive probes a peer's /healthz.
@@ -246,35 +282,6 @@ func (w *Worker) alive(ctx context.Context, addr string) bool {
 	}
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
-}
-
-// fetchFromRegistry fetches the missing blocks from the registry (manifests
-// whole, from the manifest endpoint).
-func (w *Worker) fetchFromRegistry(ctx context.Context, j *job, b *blobcache.Blob) error {
-	return w.registryWindow(ctx, j, b, 0, b.Blocks())
-}
-
-// registryWindow fetches the missing blocks in [from, to) from the registry.
-func (w *Worker) registryWindow(ctx context.Context, j *job, b *blobcache.Blob, from, to int) error {
-	if j.info.manifest {
-		raw, _, err := w.reg.FetchManifest(ctx, j.info.repo, j.digest)
-		if err != nil {
-			return err
-		}
-		return w.writeAll(b, raw, j)
-	}
-	return w.fillWindow(ctx, b, j, from, to, false, func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
-		rc, err := w.reg.OpenBlob(ctx, j.info.repo, j.digest, off, n)
-		if err != nil {
-			return nil, err
-		}
-		return readCloser{bwlimit.NewReader(ctx, rc, w.down), rc}, nil
-	})
-}
-
-type readCloser struct {
-	io.Reader
-	io.Closer
 }
 
 // writeAll stores a whole small blob held in memory: a manifest from the
@@ -298,14 +305,11 @@ func (w *Worker) writeAll(b *blobcache.Blob, raw []byte, j *job) error {
 	return nil
 }
 
-// opener opens bytes [off, off+n) of the blob at a source.
-type opener func(ctx context.Context, off, n int64) (io.ReadCloser, error)
-
-// fillWindow fetches each run of missing blocks in [from, to) with one
+// fill fetches each run of missing blocks in [from, to) from src with one
 // ranged stream, writing blocks to the cache as they arrive, so that
 // children reading the blob get every block as soon as it lands
 // (cut-through).
-func (w *Worker) fillWindow(ctx context.Context, b *blobcache.Blob, j *job, from, to int, fromParent bool, open opener) error {
+func (w *Worker) fill(ctx context.Context, j *job, b *blobcache.Blob, src source, from, to int) error {
 	for i := b.NextMissing(from); i >= 0 && i < to; i = b.NextMissing(i) {
 		end := i + 1
 		for end < to && !b.Has(end) {
@@ -313,7 +317,7 @@ func (w *Worker) fillWindow(ctx context.Context, b *blobcache.Blob, j *job, from
 		}
 		off, _ := b.BlockRange(i)
 		lastOff, lastN := b.BlockRange(end - 1)
-		if err := w.fillRun(ctx, b, j, i, end, off, lastOff+lastN-off, fromParent, open); err != nil {
+		if err := w.fillRun(ctx, b, j, i, end, off, lastOff+lastN-off, src); err != nil {
 			return err
 		}
 		i = end
@@ -326,7 +330,8 @@ func (w *Worker) fillWindow(ctx context.Context, b *blobcache.Blob, j *job, from
 
 // fillRun streams blocks [first, end) and writes them. A stream that
 // delivers nothing for StallTimeout is cut and reported as errStalled.
-func (w *Worker) fillRun(ctx context.Context, b *blobcache.Blob, j *job, first, end int, off, n int64, fromParent bool, open opener) error {
+func (w *Worker) fillRun(ctx context.Context, b *blobcache.Blob, j *job, first, end int, off, n int64, src source) error {
+	fromParent := src.Parent() != nil
 	count := &j.info.fromReg
 	if fromParent {
 		count = &j.info.fromParent
@@ -335,7 +340,7 @@ func (w *Worker) fillRun(ctx context.Context, b *blobcache.Blob, j *job, first, 
 	defer cancel(nil)
 	watchdog := time.AfterFunc(w.cfg.StallTimeout, func() { cancel(errStalled) })
 	defer watchdog.Stop()
-	body, err := open(sctx, off, n)
+	body, err := src.Open(sctx, off, n)
 	if err != nil {
 		return stallOr(sctx, err)
 	}

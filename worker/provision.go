@@ -9,6 +9,7 @@ import (
 
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/blobcache"
+	"github.com/faasnet/faasnet/failover"
 	"github.com/faasnet/faasnet/lazy"
 	"github.com/faasnet/faasnet/peer"
 	"github.com/faasnet/faasnet/upstream"
@@ -55,7 +56,7 @@ func (w *Worker) provision(ctx context.Context, f *function) {
 	total := desc.Size
 	w.mu.Lock()
 	for _, d := range append([]v1.Descriptor{m.config}, m.layers...) {
-		w.learn(f.name, d.Digest.String(), d.Size, string(d.MediaType), false, repo)
+		w.learn(f, d.Digest.String(), d.Size, string(d.MediaType), false, repo)
 		blobs = append(blobs, d.Digest.String())
 		total += d.Size
 	}
@@ -100,13 +101,10 @@ func (w *Worker) provision(ctx context.Context, f *function) {
 }
 
 // resolve finds the manifest of f's image: from the parent if f has one
-// (so only the root talks to the registry), else from the registry. On a
-// failing parent it waits for the manager's repair and then falls back to
-// the registry like blob fetches do.
+// (so only the root talks to the registry), else from the registry. A
+// failing parent is handled by the failover policy, as blob fetches are.
 func (w *Worker) resolve(ctx context.Context, f *function) (peer.Descriptor, error) {
-	backoff := 200 * time.Millisecond
-	var failedAddr string
-	var failedAt time.Time
+	var st failover.State
 	for {
 		w.mu.Lock()
 		a, changed := f.a, f.parentChanged
@@ -115,17 +113,15 @@ func (w *Worker) resolve(ctx context.Context, f *function) (peer.Descriptor, err
 		if ok {
 			return d, nil
 		}
+		parent := addrOf(a.Parent)
 		var err error
-		if a.Parent != nil && !(a.Parent.Addr == failedAddr && time.Since(failedAt) > w.cfg.ParentTimeout) {
-			d, err = w.peers.Resolve(ctx, a.Parent.Addr, a.Image)
+		if !w.policy.UseRegistry(&st, parent) {
+			d, err = w.peers.Resolve(ctx, parent, a.Image)
 			if err == nil {
 				return w.rememberImage(f, a.Image, d, nil)
 			}
-			if failedAddr != a.Parent.Addr {
-				failedAddr, failedAt = a.Parent.Addr, time.Now()
-			}
-			w.kickHeartbeat()
 		} else {
+			parent = ""
 			var im upstream.Image
 			im, err = w.reg.Resolve(ctx, a.Image)
 			if err == nil {
@@ -141,16 +137,14 @@ func (w *Worker) resolve(ctx context.Context, f *function) (peer.Descriptor, err
 			state = api.StateFailed
 		}
 		w.setState(f, state, fmt.Sprintf("resolving %s: %v", a.Image, err))
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return peer.Descriptor{}, ctx.Err()
-		case <-changed:
-		case <-t.C:
+		outcome, retryAfter := w.outcome(ctx, parent, err)
+		dec := w.policy.Next(&st, failover.Attempt{Parent: parent, Outcome: outcome, RetryAfter: retryAfter, At: time.Now()})
+		if dec.Action == failover.Repair {
+			w.kickHeartbeat()
 		}
-		t.Stop()
-		backoff = min(2*backoff, 5*time.Second)
+		if !pause(ctx, dec, changed) {
+			return peer.Descriptor{}, ctx.Err()
+		}
 	}
 }
 
@@ -163,7 +157,7 @@ func (w *Worker) rememberImage(f *function, image string, d peer.Descriptor, raw
 		return d, err
 	}
 	w.mu.Lock()
-	info := w.learn(f.name, d.Digest, d.Size, d.MediaType, true, repo)
+	info := w.learn(f, d.Digest, d.Size, d.MediaType, true, repo)
 	w.mu.Unlock()
 	if raw != nil {
 		// The root got the manifest with the resolve: store it, so that it

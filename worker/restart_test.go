@@ -54,10 +54,7 @@ func FuzzDecodeAssignments(f *testing.F) {
 }
 
 func TestPushOfMalformedDocumentIs400(t *testing.T) {
-	w, err := New(Config{ID: "vm", Manager: "http://127.0.0.1:1", CacheDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := newWorker(t, Config{})
 	for _, body := range []string{`{`, `{"assignments":[{"function":"a b","image":"x/y:1"}]}`} {
 		rec := httptest.NewRecorder()
 		w.handlePush(rec, httptest.NewRequest(http.MethodPost, api.WorkerAssignmentsPath, strings.NewReader(body)))

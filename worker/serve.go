@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/faasnet/faasnet/digest"
 	"github.com/faasnet/faasnet/ociserve"
 	"github.com/faasnet/faasnet/peer"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -20,8 +21,13 @@ const knownWait = 10 * time.Second
 // receiving is served as it arrives; one it has not started is fetched
 // upstream first.
 func (w *Worker) Open(ctx context.Context, digest string) (peer.Blob, func(), error) {
-	if b, ok := w.cache.Lookup(digest); ok && b.Complete() {
-		return b, b.Release, nil
+	if b, ok := w.cache.Lookup(digest); ok {
+		if b.Complete() {
+			return b, b.Release, nil
+		}
+		// Partial: served through a reference taken below, with the job
+		// it may need started.
+		b.Release()
 	}
 	info, err := w.waitKnown(ctx, digest)
 	if err != nil {
@@ -32,17 +38,24 @@ func (w *Worker) Open(ctx context.Context, digest string) (peer.Blob, func(), er
 		return nil, nil, fmt.Errorf("blob %s: %w", digest, err)
 	}
 	w.mu.Lock()
-	hold := info.hold
-	w.mu.Unlock()
-	if !b.Complete() && !peer.IsDemand(ctx) && !hold {
+	// The child needs the blob while it has it open: a fetch goes on for
+	// it even if no function here needs the blob any more.
+	info.readers++
+	if !b.Complete() && !peer.IsDemand(ctx) && !info.hold {
 		// A child streaming the blob: stream it here too. A demanded
 		// range is fetched by the servedBlob's Reader instead, so lazy
 		// images are not pulled whole by one child's read.
-		w.mu.Lock()
 		w.ensureJob(digest)
+	}
+	w.mu.Unlock()
+	release := func() {
+		b.Release()
+		w.mu.Lock()
+		info.readers--
+		w.stopUnneeded(digest)
 		w.mu.Unlock()
 	}
-	return servedBlob{b, w}, b.Release, nil
+	return servedBlob{b, w}, release, nil
 }
 
 // waitKnown waits until digest is a blob of one of the worker's images.
@@ -107,6 +120,8 @@ type content struct{ w *Worker }
 // the tag, or a digest of the image.
 func (c content) match(ns, repo, reference string) (image string, ok bool) {
 	w := c.w
+	_, err := digest.Parse(reference)
+	isDigest := err == nil
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, f := range w.fns {
@@ -121,7 +136,7 @@ func (c content) match(ns, repo, reference string) (image string, ok bool) {
 		if reference == ref.Identifier() || reference == d.Digest {
 			return f.a.Image, true
 		}
-		if isDigest(reference) {
+		if isDigest {
 			for _, b := range f.blobs {
 				if b == reference {
 					return f.a.Image, true
@@ -130,10 +145,6 @@ func (c content) match(ns, repo, reference string) (image string, ok bool) {
 		}
 	}
 	return "", false
-}
-
-func isDigest(s string) bool {
-	return len(s) > 7 && s[:7] == "sha256:" || len(s) > 7 && s[:7] == "sha512:"
 }
 
 // Manifest serves an image's manifest once the image's manifest is verified.

@@ -24,6 +24,7 @@ import (
 	"github.com/faasnet/faasnet/blobcache"
 	"github.com/faasnet/faasnet/bwlimit"
 	"github.com/faasnet/faasnet/container"
+	"github.com/faasnet/faasnet/failover"
 	"github.com/faasnet/faasnet/ociserve"
 	"github.com/faasnet/faasnet/peer"
 	"github.com/faasnet/faasnet/upstream"
@@ -52,6 +53,9 @@ type Config struct {
 	// StallTimeout is how long a stream may deliver nothing before the
 	// source counts as failed. Default 10 s.
 	StallTimeout time.Duration
+	// BusyTimeout is how long a parent at its upload cap (503 with
+	// Retry-After) is waited for before the registry serves. Default 30 s.
+	BusyTimeout time.Duration
 
 	// Containers makes the worker run the containers of functions whose
 	// spec has a readiness check (needs root and runc). RunDir holds their
@@ -89,6 +93,9 @@ func (c *Config) defaults() error {
 	if c.StallTimeout <= 0 {
 		c.StallTimeout = 10 * time.Second
 	}
+	if c.BusyTimeout <= 0 {
+		c.BusyTimeout = failover.Default.BusyTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -110,9 +117,16 @@ type Worker struct {
 	mgr     *api.Client
 	down    *bwlimit.Limiter
 	metrics *metrics
+	policy  failover.Policy // when fetches wait, retry or fail over
 	handler http.Handler
 
 	containers *container.Host // nil unless Config.Containers
+
+	// serving is read-held by every request Serve's server runs, so that
+	// Serve can wait for them: they hold cache references.
+	serving  sync.RWMutex
+	stopping bool           // guarded by serving: refuse new requests
+	bg       sync.WaitGroup // fetch jobs and child demands; Serve waits for them
 
 	kick   chan struct{} // heartbeat now
 	report chan struct{} // send a status report soon
@@ -162,6 +176,8 @@ func New(cfg Config) (*Worker, error) {
 		stateCh:  make(chan struct{}),
 		inflight: map[string]map[int]chan struct{}{},
 	}
+	w.policy = failover.Default
+	w.policy.ParentTimeout, w.policy.BusyTimeout = cfg.ParentTimeout, cfg.BusyTimeout
 	w.peerSrv = peer.NewServer(w, peer.ServerOptions{
 		Upload:     bwlimit.New(cfg.UploadLimit),
 		MaxUploads: cfg.MaxUploads,
@@ -203,7 +219,7 @@ func (w *Worker) Serve(ctx context.Context, ln net.Listener) error {
 	w.mu.Unlock()
 
 	w.cleanupRuns(ctx)
-	srv := &http.Server{Handler: w.handler, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	srv := &http.Server{Handler: w.tracked(w.handler), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() {
@@ -223,8 +239,25 @@ func (w *Worker) Serve(ctx context.Context, ln net.Listener) error {
 	srv.Shutdown(shutdown)
 	srv.Close()
 	wg.Wait()
+	// Close returns before the handlers do; they end soon, as ctx is done.
+	w.serving.Lock()
+	w.stopping = true
+	w.serving.Unlock()
 	w.stopAll()
 	return w.cache.Close()
+}
+
+// tracked serves h until Serve stops, which waits for every request in it.
+func (w *Worker) tracked(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		w.serving.RLock()
+		defer w.serving.RUnlock()
+		if w.stopping {
+			http.Error(rw, "worker stopping", http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(rw, r)
+	})
 }
 
 // Addr is the address the worker registers.

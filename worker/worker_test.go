@@ -103,11 +103,16 @@ func testLogger() *slog.Logger {
 func nopLog() *log.Logger { return log.New(io.Discard, "", 0) }
 
 func (c *cluster) push(spec imagegen.Spec) (string, v1.Image) {
+	return c.pushTag(spec, "v1")
+}
+
+// pushTag pushes an image as test/app:tag.
+func (c *cluster) pushTag(spec imagegen.Spec, tag string) (string, v1.Image) {
 	img, err := imagegen.Image(spec)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	ref := c.reg + "/test/app:v1"
+	ref := c.reg + "/test/app:" + tag
 	if err := imagegen.Push(c.ctx, img, ref); err != nil {
 		c.t.Fatal(err)
 	}
@@ -137,8 +142,50 @@ func (c *cluster) start(id string, mod func(*Config)) *Worker {
 	done := make(chan struct{})
 	go func() { defer close(done); w.Serve(ctx, ln) }()
 	c.workers[id], c.stops[id], c.dones[id] = w, cancel, done
-	c.t.Cleanup(func() { cancel(); <-done })
+	c.t.Cleanup(func() {
+		cancel()
+		<-done
+		checkNoReferences(c.t, w)
+	})
 	return w
+}
+
+// newWorker makes a worker that is not served, for tests of its parts. Its
+// cache is closed, and checked for leaked references, when the test ends.
+func newWorker(t *testing.T, cfg Config) *Worker {
+	t.Helper()
+	if cfg.ID == "" {
+		cfg.ID = "vm"
+	}
+	if cfg.Manager == "" {
+		cfg.Manager = "http://127.0.0.1:1"
+	}
+	if cfg.CacheDir == "" {
+		cfg.CacheDir = t.TempDir()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger()
+	}
+	w, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		checkNoReferences(t, w)
+		w.cache.Close()
+	})
+	return w
+}
+
+// checkNoReferences fails t if w's cache still holds references: once a
+// worker stopped, or a test of its parts released what it took, a blob still
+// referenced could never be evicted, and a partial one's bitmap would not be
+// flushed on release.
+func checkNoReferences(t *testing.T, w *Worker) {
+	t.Helper()
+	if s := w.cache.Stats(); s.InUse != 0 {
+		t.Errorf("worker %s: %d cache blobs still referenced after it stopped", w.ID(), s.InUse)
+	}
 }
 
 // waitRegistered waits until the manager knows n VMs.

@@ -60,6 +60,7 @@ func newWorkerCmd() *cobra.Command {
 	f.IntVar(&cfg.Capacity, "capacity", 0, "functions this VM may host (0: the manager's default, 20)")
 	f.DurationVar(&cfg.Heartbeat, "heartbeat", time.Second, "heartbeat interval")
 	f.DurationVar(&cfg.ParentTimeout, "parent-timeout", 5*time.Second, "how long to wait for a failed parent's replacement before fetching from the registry")
+	f.DurationVar(&cfg.BusyTimeout, "busy-timeout", 30*time.Second, "how long to wait for a parent at its upload cap (503) before fetching from the registry")
 	f.BoolVar(&cfg.Containers, "containers", false, "run the containers of functions with a readiness check (needs root and runc)")
 	f.StringVar(&cfg.RunDir, "run-dir", "", "directory for container bundles, runc state and mounts (default CACHE.run)")
 	f.DurationVar(&cfg.StallTimeout, "stall-timeout", 10*time.Second, "a stream that delivers nothing this long counts as failed")
