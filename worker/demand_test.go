@@ -105,16 +105,13 @@ func TestLazyChunkFromLyingParentIsRefetched(t *testing.T) {
 
 	// A worker that hosts f with the lying parent; it is not served, so
 	// nothing but the filesystem's reads fetches anything.
-	w, err := New(Config{ID: "child", Manager: c.mgr.Base, CacheDir: t.TempDir(), BlockSize: 64 << 10,
-		ParentTimeout: 2 * time.Second, StallTimeout: 3 * time.Second, Logger: testLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.cache.Close() })
+	w := newWorker(t, Config{ID: "child", Manager: c.mgr.Base, BlockSize: 64 << 10,
+		ParentTimeout: 2 * time.Second, StallTimeout: 3 * time.Second})
 	w.mu.Lock()
-	w.learn("f", digest, layer.Size, string(layer.MediaType), false, im.Repository)
-	w.fns["f"] = &function{name: "f", parentChanged: make(chan struct{}),
+	f := &function{name: "f", parentChanged: make(chan struct{}),
 		a: api.Assignment{Parent: &api.Peer{VM: "liar", Addr: strings.TrimPrefix(parent.URL, "http://")}}}
+	w.fns["f"] = f
+	w.learn(f, digest, layer.Size, string(layer.MediaType), false, im.Repository)
 	w.mu.Unlock()
 	c.counter.mu.Lock()
 	gets := c.counter.gets[digest]
