@@ -43,8 +43,10 @@ func Parse(s string) (v1.Hash, error) {
 	return h, nil
 }
 
-// Check reports whether h is canonical. Use it on hashes decoded by other
-// code (go-containerregistry's v1.NewHash accepts uppercase hex).
+// Check reports whether h is canonical. Use it on a v1.Hash built by hand
+// or decoded by other code: go-containerregistry's parser refuses uppercase
+// hex but accepts any algorithm it can hash (sha512 of the wrong kind of
+// content, say), and a literal v1.Hash{} is not checked at all.
 func Check(h v1.Hash) error {
 	a, ok := algorithms[h.Algorithm]
 	if !ok {
