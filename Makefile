@@ -8,7 +8,10 @@ test: deps vet unit
 deps:
 	./scripts/deps.sh
 
+# go.mod must say what the code imports: `go mod tidy -diff` prints what
+# tidy would change and fails if anything.
 vet:
+	$(GO) mod tidy -diff
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
 
