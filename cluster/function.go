@@ -69,8 +69,42 @@ func PythonFunction(ctx context.Context, progress io.Writer) (*Function, error) 
 
 // DefaultConvertCacheDir is where conversions are cached by default: beside
 // pyimage's cache, so that the two go together.
-func DefaultConvertCacheDir() string {
-	return filepath.Join(filepath.Dir(pyimage.DefaultCacheDir()), "estargz")
+func DefaultConvertCacheDir() string { return ConvertCacheDir(pyimage.DefaultCacheDir()) }
+
+// ConvertCacheDir is where the conversions of images built with pyimage's
+// cache at pyCache are kept: beside it.
+func ConvertCacheDir(pyCache string) string {
+	return filepath.Join(filepath.Dir(filepath.Clean(pyCache)), "estargz")
+}
+
+// CacheConversion makes sure f.CacheDir holds the eStargz conversion of
+// f.Image, converting it through a registry of its own if it does not, and
+// returns the cache entry. `faasnet image python --convert-cache` calls it
+// so that harnesses, in tests above all, load the conversion instead of
+// recompressing the image themselves.
+func CacheConversion(ctx context.Context, f *Function) (string, error) {
+	entry, err := f.cacheEntry()
+	if err != nil {
+		return "", err
+	}
+	if entry == "" {
+		return "", errors.New("caching the conversion: the function has no cache directory")
+	}
+	if _, err := loadConverted(entry); err == nil {
+		return entry, nil
+	}
+	r, err := StartRegistry(RegistryOptions{})
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	if _, _, err := r.pushFunction(ctx, f, "cache/fn"); err != nil {
+		return "", err
+	}
+	if _, err := loadConverted(entry); err != nil {
+		return "", fmt.Errorf("caching the conversion in %s: %w", entry, err)
+	}
+	return entry, nil
 }
 
 // CheckContainers tells whether this process can run functions' containers
@@ -131,9 +165,9 @@ func (r *Registry) pushFunction(ctx context.Context, f *Function, repo string) (
 
 	start = time.Now()
 	lazyRef := r.addr + "/" + repo + ":estargz"
-	entry := ""
-	if f.CacheDir != "" {
-		entry = filepath.Join(f.CacheDir, strings.TrimPrefix(plain.Manifest.Digest, "sha256:")[:32]+"-"+convertRecipe)
+	entry, err := f.cacheEntry()
+	if err != nil {
+		return Image{}, Image{}, err
 	}
 	img, err := loadConverted(entry)
 	if err == nil {
@@ -166,6 +200,19 @@ func (r *Registry) pushFunction(ctx context.Context, f *Function, repo string) (
 	}
 	converted, err = describe(lazyRef, repo, "estargz", img)
 	return plain, converted, err
+}
+
+// cacheEntry is the directory that caches f's conversion, "" without a
+// cache: keyed by the plain image's digest and the recipe.
+func (f *Function) cacheEntry() (string, error) {
+	if f.CacheDir == "" {
+		return "", nil
+	}
+	d, err := f.Image.Digest()
+	if err != nil {
+		return "", fmt.Errorf("function image digest: %w", err)
+	}
+	return filepath.Join(f.CacheDir, d.Hex[:32]+"-"+convertRecipe), nil
 }
 
 // loadConverted reads the image cached in the OCI layout at dir.

@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/faasnet/faasnet/cluster"
 	"github.com/faasnet/faasnet/imagegen"
 	"github.com/faasnet/faasnet/pyimage"
 	"github.com/faasnet/faasnet/units"
@@ -28,8 +29,9 @@ func newImageCmd() *cobra.Command {
 
 func newImagePythonCmd() *cobra.Command {
 	var (
-		opts pyimage.Options
-		push string
+		opts         pyimage.Options
+		push         string
+		convertCache bool
 	)
 	cmd := &cobra.Command{
 		Use:   "python [--push REF] [--cache DIR]",
@@ -39,16 +41,19 @@ and scipy (not imported at start) and a small HTTP handler on $PORT
 (GET /healthz, GET /, GET /compute), one layer per step. The system layers
 are cached, so only the first build takes minutes; it needs root and
 debootstrap. With --push the image is pushed to REF (plain HTTP for a
-registry on a loopback address).`,
+registry on a loopback address). With --convert-cache its eStargz
+conversion is kept too, beside the layers' cache, where demo --lazy, bench
+--lazy and the tests find it instead of converting again.`,
 		Example: "  faasnet image python --push 127.0.0.1:5000/fn/python:v1",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts.Progress = cmd.ErrOrStderr()
-			return runImagePython(cmd.Context(), cmd.OutOrStdout(), opts, push)
+			return runImagePython(cmd.Context(), cmd.OutOrStdout(), opts, push, convertCache)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&push, "push", "", "push the image to this reference, e.g. 127.0.0.1:5000/fn/python:v1")
+	f.BoolVar(&convertCache, "convert-cache", false, "also convert the image to eStargz and cache the conversion beside the layers (DIR/../estargz)")
 	f.StringVar(&opts.CacheDir, "cache", pyimage.DefaultCacheDir(), "directory that caches the built layers")
 	f.StringVar(&opts.Mirror, "mirror", "", "Debian mirror (default: apt's configured source, or "+pyimage.DefaultMirror+")")
 	f.StringVar(&opts.Suite, "suite", pyimage.DefaultSuite, "Debian release")
@@ -57,13 +62,22 @@ registry on a loopback address).`,
 	return cmd
 }
 
-func runImagePython(ctx context.Context, out io.Writer, opts pyimage.Options, push string) error {
+func runImagePython(ctx context.Context, out io.Writer, opts pyimage.Options, push string, convertCache bool) error {
 	img, err := pyimage.Build(ctx, opts)
 	if err != nil {
 		return err
 	}
 	if err := printLayers(out, img); err != nil {
 		return err
+	}
+	if convertCache {
+		start := time.Now()
+		fn := &cluster.Function{Image: img, CacheDir: cluster.ConvertCacheDir(opts.CacheDir), Progress: opts.Progress}
+		entry, err := cluster.CacheConversion(ctx, fn)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "eStargz conversion cached in %s (%v)\n", entry, time.Since(start).Round(time.Millisecond))
 	}
 	if push == "" {
 		return nil
