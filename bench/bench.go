@@ -51,9 +51,6 @@ type Config struct {
 func benchHarness(ctx context.Context, cfg Config, out io.Writer) (*cluster.Harness, error) {
 	opts := cluster.Options{Dir: cfg.Dir, RunDir: cfg.RunDir, Logger: cfg.Logger}
 	if cfg.Lazy {
-		if err := cluster.CheckContainers(); err != nil {
-			return nil, fmt.Errorf("bench --lazy: %w", err)
-		}
 		fn, err := cluster.PythonFunction(ctx, out)
 		if err != nil {
 			return nil, fmt.Errorf("bench --lazy: %w", err)

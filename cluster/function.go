@@ -51,7 +51,11 @@ type Function struct {
 // Python 3, numpy and scipy not imported at start), built or loaded from
 // pyimage's default cache, with a readiness check on /healthz and a memory
 // limit of 256 MiB. Its conversions are cached in DefaultConvertCacheDir.
+// It fails first if this process cannot run containers (CheckContainers).
 func PythonFunction(ctx context.Context, progress io.Writer) (*Function, error) {
+	if err := CheckContainers(); err != nil {
+		return nil, err
+	}
 	if progress == nil {
 		progress = io.Discard
 	}

@@ -184,9 +184,6 @@ func demoHarness(ctx context.Context, cfg Config, out io.Writer) (*cluster.Harne
 	}
 	fmt.Fprintf(out, "faasnet demo --lazy: %d VMs start the Python function's container, each VM %s up and down, registry %s\n",
 		cfg.VMs, units.FormatRate(cfg.Bandwidth), units.FormatRate(cfg.RegistryBandwidth))
-	if err := cluster.CheckContainers(); err != nil {
-		return nil, fmt.Errorf("demo --lazy: %w", err)
-	}
 	fn, err := cluster.PythonFunction(ctx, out)
 	if err != nil {
 		return nil, fmt.Errorf("demo --lazy: %w", err)
