@@ -83,32 +83,33 @@ func ConvertCacheDir(pyCache string) string {
 
 // CacheConversion makes sure f.CacheDir holds the eStargz conversion of
 // f.Image, converting it through a registry of its own if it does not, and
-// returns the cache entry. `faasnet image python --convert-cache` calls it
+// returns it and its cache entry. `faasnet image python --convert-cache` calls it
 // so that harnesses, in tests above all, load the conversion instead of
 // recompressing the image themselves.
-func CacheConversion(ctx context.Context, f *Function) (string, error) {
+func CacheConversion(ctx context.Context, f *Function) (v1.Image, string, error) {
 	entry, err := f.cacheEntry()
 	if err != nil {
-		return "", err
+		return nil, "", err
 	}
 	if entry == "" {
-		return "", errors.New("caching the conversion: the function has no cache directory")
+		return nil, "", errors.New("caching the conversion: the function has no cache directory")
 	}
-	if _, err := loadConverted(entry); err == nil {
-		return entry, nil
+	if img, err := loadConverted(entry); err == nil {
+		return img, entry, nil
 	}
 	r, err := StartRegistry(RegistryOptions{})
 	if err != nil {
-		return "", err
+		return nil, "", err
 	}
 	defer r.Close()
 	if _, _, err := r.pushFunction(ctx, f, "cache/fn"); err != nil {
-		return "", err
+		return nil, "", err
 	}
-	if _, err := loadConverted(entry); err != nil {
-		return "", fmt.Errorf("caching the conversion in %s: %w", entry, err)
+	img, err := loadConverted(entry)
+	if err != nil {
+		return nil, "", fmt.Errorf("caching the conversion in %s: %w", entry, err)
 	}
-	return entry, nil
+	return img, entry, nil
 }
 
 // CheckContainers tells whether this process can run functions' containers
