@@ -1,16 +1,40 @@
 package cluster
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/faasnet/faasnet/internal/testenv"
 )
 
-// busyCPU is the machine-wide CPU use above which a run too slow to meet a
-// rate says more about the machine than about the limiters: timers wake
+// A run too slow to meet a rate while the machine's CPUs were busier than
+// CPUBusy says more about the machine than about the limiters: timers wake
 // late, and a token bucket with a 20 ms burst loses what it cannot hold.
-const busyCPU = 0.8
+
+// loadedFloor is the share of its rate a run must still reach when the
+// machine's CPUs were busy: late timers can cost a good part of the rate,
+// but a limiter throttling far below its setting still shows.
+const loadedFloor = 0.5
+
+// tooLoaded decides a run that fell short of its rate, got of want bytes/s,
+// while the machine's CPUs were busy. Outside CI it skips: the machine
+// cannot tell. In CI, where a skip would hide the check for good, the bound
+// widens to loadedFloor of the rate instead.
+func tooLoaded(t *testing.T, got, want float64, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if !testenv.InCI() {
+		t.Skip(msg)
+	}
+	if got < loadedFloor*want {
+		t.Errorf("%s, and below even %.0f%% of %.0f B/s: %.0f B/s", msg, 100*loadedFloor, want, got)
+		return
+	}
+	t.Logf("%s; CI: within the widened bound of %.0f%%", msg, 100*loadedFloor)
+}
 
 // TestOneVMReceivesAtItsDownloadRate: one VM alone, the registry
 // unlimited, receives the image at its configured download rate within 5%,
@@ -21,7 +45,8 @@ const busyCPU = 0.8
 // Faster than the limit always fails. Slower is measured again, up to three
 // times, because other processes on a shared machine delay our timers; if
 // every attempt was slow while the machine's CPUs were busy, the test
-// skips, naming the load, since then it cannot tell.
+// skips, naming the load, since then it cannot tell; in CI it checks the
+// best attempt against a wider bound instead (tooLoaded).
 func TestOneVMReceivesAtItsDownloadRate(t *testing.T) {
 	const rate = 4 << 20
 	sc := Scenario{ImageSize: 12 << 20, Layers: 3, Bandwidth: rate, Seed: 3}
@@ -32,6 +57,7 @@ func TestOneVMReceivesAtItsDownloadRate(t *testing.T) {
 	for _, strategy := range []string{"faasnet", "registry"} {
 		t.Run(strategy, func(t *testing.T) {
 			var busy []float64
+			best := 0.0
 			for range 3 {
 				res := run(t, h, strategy, 1)
 				got := float64(res.ImageBytes) / res.Makespan.Seconds()
@@ -44,9 +70,11 @@ func TestOneVMReceivesAtItsDownloadRate(t *testing.T) {
 					return
 				}
 				busy = append(busy, res.MachineCPU)
+				best = max(best, got)
 			}
-			if slices.Min(busy) >= busyCPU {
-				t.Skipf("three runs below the rate while the machine's CPUs were %.0f%% busy or more: too loaded to measure", 100*slices.Min(busy))
+			if slices.Min(busy) >= CPUBusy {
+				tooLoaded(t, best, rate, "three runs below the rate while the machine's CPUs were %.0f%% busy or more: too loaded to measure", 100*slices.Min(busy))
+				return
 			}
 			t.Errorf("three runs more than 5%% below the limit %d B/s, with CPUs %v busy", rate, busy)
 		})
@@ -118,10 +146,11 @@ func TestRegistryNeverExceedsItsEgressLimit(t *testing.T) {
 		}
 	}
 	// Not vacuous: the registry was the bottleneck and ran near its limit
-	// (unless other processes kept the CPUs busy, see busyCPU).
+	// (unless other processes kept the CPUs busy, see CPUBusy and tooLoaded).
 	if avg := float64(res.RegistryEgress) / res.Makespan.Seconds(); avg < 0.9*limit {
-		if res.MachineCPU >= busyCPU {
-			t.Skipf("registry sent %.0f B/s on average, below its %d B/s limit, while the machine's CPUs were %.0f%% busy: too loaded to tell", avg, limit, 100*res.MachineCPU)
+		if res.MachineCPU >= CPUBusy {
+			tooLoaded(t, avg, limit, "registry sent %.0f B/s on average, below its %d B/s limit, while the machine's CPUs were %.0f%% busy: too loaded to tell", avg, limit, 100*res.MachineCPU)
+			return
 		}
 		t.Errorf("registry sent %.0f B/s on average, far below its %d B/s limit: the test did not load it", avg, limit)
 	}

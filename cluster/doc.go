@@ -17,7 +17,7 @@
 // fresh VMs, starts provisioning every image on every VM at once, waits,
 // checks every VM's content against the digests, stops everything, and
 // returns a Result: ready times, makespan and percentiles, registry egress,
-// the busiest VM's upload, the scenario's LowerBound and the efficiency,
+// the busiest VM's upload, the lower bound (package bound) and the efficiency,
 // and the CPU used meanwhile by this process and by the whole machine
 // (numbers measured on a saturated CPU describe the machine, not the
 // network).

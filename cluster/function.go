@@ -51,7 +51,11 @@ type Function struct {
 // Python 3, numpy and scipy not imported at start), built or loaded from
 // pyimage's default cache, with a readiness check on /healthz and a memory
 // limit of 256 MiB. Its conversions are cached in DefaultConvertCacheDir.
+// It fails first if this process cannot run containers (CheckContainers).
 func PythonFunction(ctx context.Context, progress io.Writer) (*Function, error) {
+	if err := CheckContainers(); err != nil {
+		return nil, err
+	}
 	if progress == nil {
 		progress = io.Discard
 	}
@@ -69,8 +73,43 @@ func PythonFunction(ctx context.Context, progress io.Writer) (*Function, error) 
 
 // DefaultConvertCacheDir is where conversions are cached by default: beside
 // pyimage's cache, so that the two go together.
-func DefaultConvertCacheDir() string {
-	return filepath.Join(filepath.Dir(pyimage.DefaultCacheDir()), "estargz")
+func DefaultConvertCacheDir() string { return ConvertCacheDir(pyimage.DefaultCacheDir()) }
+
+// ConvertCacheDir is where the conversions of images built with pyimage's
+// cache at pyCache are kept: beside it.
+func ConvertCacheDir(pyCache string) string {
+	return filepath.Join(filepath.Dir(filepath.Clean(pyCache)), "estargz")
+}
+
+// CacheConversion makes sure f.CacheDir holds the eStargz conversion of
+// f.Image, converting it through a registry of its own if it does not, and
+// returns it and its cache entry. `faasnet image python --convert-cache` calls it
+// so that harnesses, in tests above all, load the conversion instead of
+// recompressing the image themselves.
+func CacheConversion(ctx context.Context, f *Function) (v1.Image, string, error) {
+	entry, err := f.cacheEntry()
+	if err != nil {
+		return nil, "", err
+	}
+	if entry == "" {
+		return nil, "", errors.New("caching the conversion: the function has no cache directory")
+	}
+	if img, err := loadConverted(entry); err == nil {
+		return img, entry, nil
+	}
+	r, err := StartRegistry(RegistryOptions{})
+	if err != nil {
+		return nil, "", err
+	}
+	defer r.Close()
+	if _, _, err := r.pushFunction(ctx, f, "cache/fn"); err != nil {
+		return nil, "", err
+	}
+	img, err := loadConverted(entry)
+	if err != nil {
+		return nil, "", fmt.Errorf("caching the conversion in %s: %w", entry, err)
+	}
+	return img, entry, nil
 }
 
 // CheckContainers tells whether this process can run functions' containers
@@ -131,9 +170,9 @@ func (r *Registry) pushFunction(ctx context.Context, f *Function, repo string) (
 
 	start = time.Now()
 	lazyRef := r.addr + "/" + repo + ":estargz"
-	entry := ""
-	if f.CacheDir != "" {
-		entry = filepath.Join(f.CacheDir, strings.TrimPrefix(plain.Manifest.Digest, "sha256:")[:32]+"-"+convertRecipe)
+	entry, err := f.cacheEntry()
+	if err != nil {
+		return Image{}, Image{}, err
 	}
 	img, err := loadConverted(entry)
 	if err == nil {
@@ -166,6 +205,19 @@ func (r *Registry) pushFunction(ctx context.Context, f *Function, repo string) (
 	}
 	converted, err = describe(lazyRef, repo, "estargz", img)
 	return plain, converted, err
+}
+
+// cacheEntry is the directory that caches f's conversion, "" without a
+// cache: keyed by the plain image's digest and the recipe.
+func (f *Function) cacheEntry() (string, error) {
+	if f.CacheDir == "" {
+		return "", nil
+	}
+	d, err := f.Image.Digest()
+	if err != nil {
+		return "", fmt.Errorf("function image digest: %w", err)
+	}
+	return filepath.Join(f.CacheDir, d.Hex[:32]+"-"+convertRecipe), nil
 }
 
 // loadConverted reads the image cached in the OCI layout at dir.

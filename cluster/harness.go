@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/bound"
 	"github.com/faasnet/faasnet/imagegen"
 )
 
@@ -157,7 +158,7 @@ type Result struct {
 	RegistryEgress       int64         // bytes the registry sent, counted at the registry
 	MaxVMUpload          int64         // the busiest VM's upload bytes
 	Received             int64         // image bytes all VMs received
-	LowerBound           time.Duration // see LowerBound
+	LowerBound           time.Duration // see package bound
 	Efficiency           float64       // LowerBound / Makespan
 	Wall                 time.Duration // provisioning, start to end
 	CPU                  float64       // share of all cores the process used while provisioning; 0 if unknown
@@ -263,7 +264,11 @@ func (h *Harness) Run(ctx context.Context, s Strategy, vms int, opts RunOptions)
 	}
 	res.Reports = dep.Report(ctx)
 	sc := h.sc
-	res.LowerBound = LowerBound(vms, res.neededBytes(), sc.Bandwidth, sc.Bandwidth, sc.RegistryBandwidth)
+	lb := bound.Delivery{
+		Bytes: float64(res.neededBytes()), VMs: vms,
+		Down: float64(sc.Bandwidth), Up: float64(sc.Bandwidth), Registry: float64(sc.RegistryBandwidth),
+	}
+	res.LowerBound = time.Duration(lb.Seconds() * float64(time.Second))
 	res.summarize(start)
 	return res, nil
 }

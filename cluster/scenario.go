@@ -3,8 +3,6 @@ package cluster
 import (
 	"errors"
 	"fmt"
-	"math"
-	"time"
 
 	"github.com/faasnet/faasnet/blobcache"
 	"github.com/faasnet/faasnet/imagegen"
@@ -62,40 +60,4 @@ func (s *Scenario) defaults(generated bool) error {
 		return errors.New("scenario: negative bandwidth, block or piece size")
 	}
 	return nil
-}
-
-// LowerBound is the shortest time in which any strategy could deliver size
-// bytes to each of vms VMs, each downloading at most down and uploading at
-// most up bytes/s, from a registry sending at most registry bytes/s (0 means
-// unlimited, and drops the terms it appears in):
-//
-//	T >= size / down                   each VM receives size bytes at its download rate
-//	T >= size / registry               every byte leaves the registry at least once
-//	T >= vms·size / (registry + vms·up) the vms·size bytes received all leave the
-//	                                    registry or some VM's uplink
-//
-// The first and the last are DESIGN.md section 7's; the second is the
-// source's own limit. All VMs, including the one that finishes last, count
-// as uploaders: a VM can forward a byte as soon as it holds it. This is the
-// fluid bound of Kumar and Ross ("Peer-assisted file distribution: the
-// minimum distribution time", 2006), who show that its maximum is achieved
-// when data is infinitely divisible and forwarding is instant, so no tighter
-// bound holds without modelling blocks: real strategies also pay at least
-// a block's time per hop, which this bound leaves out.
-func LowerBound(vms int, size, down, up, registry int64) time.Duration {
-	if vms <= 0 || size <= 0 {
-		return 0
-	}
-	s := float64(size)
-	t := 0.0
-	if down > 0 {
-		t = math.Max(t, s/float64(down))
-	}
-	if registry > 0 {
-		t = math.Max(t, s/float64(registry))
-		if up > 0 {
-			t = math.Max(t, float64(vms)*s/(float64(registry)+float64(vms)*float64(up)))
-		}
-	}
-	return time.Duration(t * float64(time.Second))
 }

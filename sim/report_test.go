@@ -3,8 +3,11 @@ package sim
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/faasnet/faasnet/report"
 )
 
 func smallResults(t *testing.T) []*Result {
@@ -54,47 +57,36 @@ func TestWriteReplayTable(t *testing.T) {
 	}
 }
 
+// TestPlots: a sweep plots makespans, one VM count the ready times' CDF,
+// a replay its latencies' CDF; each says what it plots.
 func TestPlots(t *testing.T) {
 	rs := smallResults(t)
+	p, err := PlotMakespans(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Title.Text != "Makespan against concurrency" || p.X.Label.Text != "containers started at once" {
+		t.Errorf("makespan plot titled %q, x axis %q", p.Title.Text, p.X.Label.Text)
+	}
+	if p, err = PlotReady(rs); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("%d containers on %d VMs", rs[0].Containers, rs[0].VMs); p.Title.Text != want {
+		t.Errorf("CDF titled %q, want %q", p.Title.Text, want)
+	}
 	var b bytes.Buffer
-	if err := PlotMakespans(&b, rs); err != nil {
+	if err := report.WriteSVG(&b, p); err != nil {
 		t.Fatal(err)
 	}
-	checkSVG(t, b.String(), "faasnet", "registry", "makespan")
-	b.Reset()
-	if err := PlotCDF(&b, "title", "seconds", []string{"faasnet", "registry", "empty"}, [][]float64{rs[0].ReadyTimes, rs[1].ReadyTimes, nil}); err != nil {
+	for _, r := range rs {
+		if !strings.Contains(b.String(), string(r.Strategy)) {
+			t.Errorf("the CDF's legend lacks %s", r.Strategy)
+		}
+	}
+	if p, err = PlotLatencies([]*ReplayResult{{Strategy: FaaSNet, Latencies: []float64{0.5, 2}}}); err != nil {
 		t.Fatal(err)
 	}
-	checkSVG(t, b.String(), "faasnet", "registry", "title")
-}
-
-func checkSVG(t *testing.T, svg string, words ...string) {
-	t.Helper()
-	if !strings.HasPrefix(svg, "<?xml") || !strings.Contains(svg, "<svg") {
-		t.Fatalf("not an SVG: %.100q", svg)
-	}
-	for _, w := range words {
-		if !strings.Contains(svg, w) {
-			t.Errorf("the SVG does not mention %q", w)
-		}
-	}
-}
-
-func TestCDFPoints(t *testing.T) {
-	xs := make([]float64, 100_000)
-	for i := range xs {
-		xs[i] = float64(len(xs) - i)
-	}
-	pts := cdf(xs)
-	if len(pts) > cdfPoints+3 {
-		t.Errorf("%d points", len(pts))
-	}
-	for i := 1; i < len(pts); i++ {
-		if pts[i].X < pts[i-1].X || pts[i].Y < pts[i-1].Y {
-			t.Fatalf("not monotone at %d: %v, %v", i, pts[i-1], pts[i])
-		}
-	}
-	if last := pts[len(pts)-1]; last.Y != 1 || last.X != 100_000 {
-		t.Errorf("ends at %v", last)
+	if p.Title.Text != "Cold-start provisioning latency" {
+		t.Errorf("latency CDF titled %q", p.Title.Text)
 	}
 }

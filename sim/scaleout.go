@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"time"
+
+	"github.com/faasnet/faasnet/bound"
 )
 
 // world is one simulated cluster: the network, the control plane and a data
@@ -160,19 +162,15 @@ type Result struct {
 	Wall       float64 `json:"wall_s"`
 }
 
-// lowerBound is the scenario's bound (DESIGN.md section 7) for containers
-// that each need bytes: no VM receives faster than its downlink, all VMs
-// together no faster than the registry's and every VM's uplinks can send,
-// and the registry must send each function's bytes once. A container also
-// waits one request latency and its start time.
+// lowerBound is the scenario's bound (package bound) for containers that
+// each need bytes, perVM[i] of them on VM i; a container also waits one
+// request latency and its start time.
 func lowerBound(cfg Config, perVM []int, bytes float64) float64 {
-	maxPerVM := slices.Max(perVM)
-	bw := float64(cfg.Bandwidth)
-	reg := cfg.registryRate()
-	b := float64(maxPerVM) * bytes / bw
-	b = math.Max(b, float64(cfg.Containers)*bytes/(reg+float64(cfg.VMs)*bw))
-	b = math.Max(b, float64(cfg.Functions)*bytes/reg)
-	return b + cfg.Latency.Seconds() + cfg.StartTime.Seconds()
+	b := bound.Delivery{
+		Bytes: bytes, VMs: cfg.VMs, Copies: cfg.Containers, MostPerVM: slices.Max(perVM), Distinct: cfg.Functions,
+		Down: float64(cfg.Bandwidth), Up: float64(cfg.Bandwidth), Registry: float64(cfg.RegistryBandwidth),
+	}
+	return b.Seconds() + cfg.Latency.Seconds() + cfg.StartTime.Seconds()
 }
 
 // ScaleOut simulates cfg.Containers containers of cfg.Functions functions

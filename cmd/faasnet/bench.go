@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/faasnet/faasnet/bench"
 	"github.com/faasnet/faasnet/cluster"
-	"github.com/faasnet/faasnet/report"
 	"github.com/faasnet/faasnet/units"
 	"github.com/spf13/cobra"
 )
@@ -16,7 +16,7 @@ import (
 func init() { subcommands = append(subcommands, newBenchCmd) }
 
 func newBenchCmd() *cobra.Command {
-	cfg := report.BenchConfig{Timeout: 10 * time.Minute}
+	cfg := bench.Config{Timeout: 10 * time.Minute}
 	var (
 		size            = units.Size(16 << 20)
 		block           = units.Size(512 << 10)
@@ -63,7 +63,7 @@ defaults differ: ` + lazyDefaults + `.`,
 			cfg.Out = cmd.OutOrStdout()
 			cfg.Command = "faasnet " + strings.Join(os.Args[1:], " ")
 			cfg.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
-			_, err := report.Bench(cmd.Context(), cfg)
+			_, err := bench.Run(cmd.Context(), cfg)
 			return err
 		},
 	}
@@ -101,7 +101,7 @@ var (
 )
 
 // lazyBenchDefaults applies the defaults of --lazy to the flags not given.
-func lazyBenchDefaults(changed func(flag string) bool, cfg *report.BenchConfig, bw, regBW *units.Rate) {
+func lazyBenchDefaults(changed func(flag string) bool, cfg *bench.Config, bw, regBW *units.Rate) {
 	if !changed("strategies") {
 		cfg.Strategies = lazyStrategies
 	}

@@ -5,7 +5,8 @@ import (
 	"os"
 	"strconv"
 
-	"github.com/faasnet/faasnet/report"
+	"github.com/faasnet/faasnet/demo"
+	"github.com/faasnet/faasnet/progress"
 	"github.com/faasnet/faasnet/units"
 	"github.com/spf13/cobra"
 )
@@ -13,7 +14,7 @@ import (
 func init() { subcommands = append(subcommands, newDemoCmd) }
 
 func newDemoCmd() *cobra.Command {
-	cfg := report.DemoDefaults
+	cfg := demo.Defaults
 	size, block := units.Size(cfg.ImageSize), units.Size(cfg.BlockSize)
 	bw, regBW := units.Rate(cfg.Bandwidth), units.Rate(cfg.RegistryBandwidth)
 	level := slog.LevelError // the workers' transient warnings would break the live view
@@ -36,20 +37,20 @@ readiness check; blocks are fetched as the container reads them, through
 the tree. The summary adds the bytes each VM fetched before its container
 answered and the time of each phase. --lazy needs root, runc and
 /dev/fuse; --image-size and --layers do not apply. Its default VM count
-is ` + strconv.Itoa(report.LazyDemoVMs) + `, as without: on a 2-core machine all 16 containers answer
+is ` + strconv.Itoa(demo.LazyVMs) + `, as without: on a 2-core machine all 16 containers answer
 within about 5 s of the scale request, 32 within 11 to 14 s (the CPU is
 the limit).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.ImageSize, cfg.BlockSize = int64(size), int64(block)
 			if cfg.Lazy && !cmd.Flags().Changed("vms") {
-				cfg.VMs = report.LazyDemoVMs
+				cfg.VMs = demo.LazyVMs
 			}
 			cfg.Bandwidth, cfg.RegistryBandwidth = int64(bw), int64(regBW)
 			cfg.Out = cmd.OutOrStdout()
-			cfg.Live = cfg.Out == os.Stdout && report.IsTerminal(os.Stdout)
+			cfg.Live = cfg.Out == os.Stdout && progress.IsTerminal(os.Stdout)
 			cfg.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
-			_, err := report.Demo(cmd.Context(), cfg)
+			_, err := demo.Run(cmd.Context(), cfg)
 			return err
 		},
 	}

@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/faasnet/faasnet/cluster"
 	"github.com/faasnet/faasnet/imagegen"
 	"github.com/faasnet/faasnet/pyimage"
 	"github.com/faasnet/faasnet/units"
@@ -28,8 +29,10 @@ func newImageCmd() *cobra.Command {
 
 func newImagePythonCmd() *cobra.Command {
 	var (
-		opts pyimage.Options
-		push string
+		opts         pyimage.Options
+		push         string
+		pushLazy     string
+		convertCache bool
 	)
 	cmd := &cobra.Command{
 		Use:   "python [--push REF] [--cache DIR]",
@@ -39,16 +42,21 @@ and scipy (not imported at start) and a small HTTP handler on $PORT
 (GET /healthz, GET /, GET /compute), one layer per step. The system layers
 are cached, so only the first build takes minutes; it needs root and
 debootstrap. With --push the image is pushed to REF (plain HTTP for a
-registry on a loopback address).`,
+registry on a loopback address). With --convert-cache its eStargz
+conversion is kept too, beside the layers' cache, where demo --lazy, bench
+--lazy and the tests find it instead of converting again; --push-estargz
+REF pushes that conversion to REF.`,
 		Example: "  faasnet image python --push 127.0.0.1:5000/fn/python:v1",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts.Progress = cmd.ErrOrStderr()
-			return runImagePython(cmd.Context(), cmd.OutOrStdout(), opts, push)
+			return runImagePython(cmd.Context(), cmd.OutOrStdout(), opts, push, pushLazy, convertCache)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&push, "push", "", "push the image to this reference, e.g. 127.0.0.1:5000/fn/python:v1")
+	f.StringVar(&pushLazy, "push-estargz", "", "push the image's eStargz conversion, cached as with --convert-cache, to this reference")
+	f.BoolVar(&convertCache, "convert-cache", false, "also convert the image to eStargz and cache the conversion beside the layers (DIR/../estargz)")
 	f.StringVar(&opts.CacheDir, "cache", pyimage.DefaultCacheDir(), "directory that caches the built layers")
 	f.StringVar(&opts.Mirror, "mirror", "", "Debian mirror (default: apt's configured source, or "+pyimage.DefaultMirror+")")
 	f.StringVar(&opts.Suite, "suite", pyimage.DefaultSuite, "Debian release")
@@ -57,7 +65,7 @@ registry on a loopback address).`,
 	return cmd
 }
 
-func runImagePython(ctx context.Context, out io.Writer, opts pyimage.Options, push string) error {
+func runImagePython(ctx context.Context, out io.Writer, opts pyimage.Options, push, pushLazy string, convertCache bool) error {
 	img, err := pyimage.Build(ctx, opts)
 	if err != nil {
 		return err
@@ -65,17 +73,36 @@ func runImagePython(ctx context.Context, out io.Writer, opts pyimage.Options, pu
 	if err := printLayers(out, img); err != nil {
 		return err
 	}
+	if convertCache || pushLazy != "" {
+		start := time.Now()
+		fn := &cluster.Function{Image: img, CacheDir: cluster.ConvertCacheDir(opts.CacheDir), Progress: opts.Progress}
+		lz, entry, err := cluster.CacheConversion(ctx, fn)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "eStargz conversion cached in %s (%v)\n", entry, time.Since(start).Round(time.Millisecond))
+		if pushLazy != "" {
+			if err := pushImage(ctx, out, opts.Progress, lz, pushLazy); err != nil {
+				return err
+			}
+		}
+	}
 	if push == "" {
 		return nil
 	}
+	return pushImage(ctx, out, opts.Progress, img, push)
+}
+
+// pushImage pushes img to ref, showing progress on progress.
+func pushImage(ctx context.Context, out, progress io.Writer, img v1.Image, push string) error {
 	start := time.Now()
 	updates := make(chan v1.Update, 16)
 	done := make(chan struct{})
 	go func() { // owned here: remote.Write closes updates when it returns
 		defer close(done)
-		showPushProgress(opts.Progress, updates)
+		showPushProgress(progress, updates)
 	}()
-	err = imagegen.Push(ctx, img, push, remote.WithProgress(updates))
+	err := imagegen.Push(ctx, img, push, remote.WithProgress(updates))
 	<-done
 	if err != nil {
 		return err

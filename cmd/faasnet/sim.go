@@ -1,12 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -119,6 +115,7 @@ func runSim(cmd *cobra.Command, fl *simFlags) error {
 	cfg.ImageSize, cfg.BlockSize, cfg.PieceSize = int64(fl.imageSize), int64(fl.blockSize), int64(fl.pieceSize)
 	cfg.Bandwidth, cfg.RegistryBandwidth = int64(fl.bandwidth), int64(fl.registry)
 	out := cmd.OutOrStdout()
+	files := sim.Files{JSON: fl.jsonFile, Plot: fl.plotFile}
 	if fl.calibrate != "" {
 		for _, name := range []string{"trace", "vms", "containers", "functions", "image-size", "bandwidth", "registry-bandwidth", "block-size", "piece-size", "layers", "strategies"} {
 			if cmd.Flags().Changed(name) {
@@ -130,13 +127,13 @@ func runSim(cmd *cobra.Command, fl *simFlags) error {
 			// cost, which calibration is there to show.
 			cfg.Latency = 0
 		}
-		return runCalibrate(out, fl)
+		return sim.CalibrateFile(out, fl.calibrate, *cfg, fl.tolerance, fl.jsonFile)
 	}
 	if fl.traceDir != "" {
 		if cmd.Flags().Changed("vms") || cmd.Flags().Changed("containers") {
 			return errors.New("--trace takes the pool size from --pool and the containers from the trace, not --vms or --containers")
 		}
-		return runReplay(out, fl, strategies)
+		return sim.ReplayTrace(out, fl.traceDir, fl.replay, strategies, files)
 	}
 	if cmd.Flags().Changed("pool") || cmd.Flags().Changed("scale-factor") || cmd.Flags().Changed("minutes") || cmd.Flags().Changed("idle-timeout") {
 		return errors.New("--pool, --scale-factor, --minutes and --idle-timeout need --trace")
@@ -148,100 +145,7 @@ func runSim(cmd *cobra.Command, fl *simFlags) error {
 	if len(sizes) > 1 && cfg.Containers != 0 {
 		return errors.New("--containers cannot go with a --vms sweep: each point starts one container per VM")
 	}
-	var results []*sim.Result
-	for _, n := range sizes {
-		c := *cfg
-		c.VMs = n
-		for _, s := range strategies {
-			slog.Info("simulating", "strategy", s, "vms", n)
-			r, err := sim.ScaleOut(c, s)
-			if err != nil {
-				return err
-			}
-			results = append(results, r)
-		}
-	}
-	if err := sim.WriteTable(out, results); err != nil {
-		return err
-	}
-	if err := writeJSON(fl.jsonFile, map[string]any{"config": cfg, "results": results}); err != nil {
-		return err
-	}
-	return writePlot(fl.plotFile, func(w io.Writer) error {
-		if len(sizes) > 1 {
-			return sim.PlotMakespans(w, results)
-		}
-		names, series := make([]string, len(results)), make([][]float64, len(results))
-		for i, r := range results {
-			names[i], series[i] = string(r.Strategy), r.ReadyTimes
-		}
-		title := fmt.Sprintf("%d containers on %d VMs", results[0].Containers, results[0].VMs)
-		return sim.PlotCDF(w, title, "container started (s)", names, series)
-	})
-}
-
-func runReplay(out io.Writer, fl *simFlags, strategies []sim.Strategy) error {
-	tr, err := sim.ReadTrace(fl.traceDir)
-	if err != nil {
-		return err
-	}
-	slog.Info("trace", "functions", len(tr.Functions), "minutes", tr.Minutes, "without_duration", tr.NoDuration)
-	var results []*sim.ReplayResult
-	for _, s := range strategies {
-		slog.Info("replaying", "strategy", s, "pool", fl.replay.VMs, "scale_factor", fl.replay.ScaleFactor)
-		r, err := sim.Replay(tr, fl.replay, s)
-		if err != nil {
-			return err
-		}
-		results = append(results, r)
-	}
-	if err := sim.WriteReplayTable(out, results); err != nil {
-		return err
-	}
-	if err := writeJSON(fl.jsonFile, map[string]any{"config": fl.replay, "trace": fl.traceDir, "results": results}); err != nil {
-		return err
-	}
-	return writePlot(fl.plotFile, func(w io.Writer) error {
-		names, series := make([]string, len(results)), make([][]float64, len(results))
-		for i, r := range results {
-			names[i], series[i] = string(r.Strategy), r.Latencies
-		}
-		return sim.PlotCDF(w, "Cold-start provisioning latency", "latency (s)", names, series)
-	})
-}
-
-func runCalibrate(out io.Writer, fl *simFlags) error {
-	f, err := os.Open(fl.calibrate)
-	if err != nil {
-		return fmt.Errorf("--calibrate: %w", err)
-	}
-	b, err := sim.ReadBench(f)
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("--calibrate %s: %w", fl.calibrate, err)
-	}
-	cfg := b.Config(fl.replay.Config)
-	measured, failed := b.Measured()
-	for _, r := range failed {
-		fmt.Fprintf(out, "skipped: %s at %d VMs, where %d VMs failed\n", r.Strategy, r.VMs, r.FailedVMs)
-	}
-	slog.Info("calibrating", "runs", len(measured), "image", units.FormatBytes(cfg.ImageSize), "layers", cfg.Layers,
-		"bandwidth", units.FormatRate(cfg.Bandwidth), "registry", units.FormatRate(cfg.RegistryBandwidth))
-	rows, err := sim.Calibrate(cfg, measured, fl.tolerance)
-	if err != nil {
-		return err
-	}
-	if err := sim.WriteCalibration(out, rows); err != nil {
-		return err
-	}
-	off := 0
-	for _, r := range rows {
-		if !r.Within {
-			off++
-		}
-	}
-	fmt.Fprintf(out, "%d of %d runs within %.0f%% (ratio = simulated/emulated)\n", len(rows)-off, len(rows), 100*fl.tolerance)
-	return writeJSON(fl.jsonFile, map[string]any{"config": cfg, "bench": fl.calibrate, "calibration": rows})
+	return sim.Sweep(out, *cfg, sizes, strategies, files)
 }
 
 func parseInts(s string) ([]int, error) {
@@ -254,36 +158,4 @@ func parseInts(s string) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
-}
-
-func writeJSON(file string, v any) error {
-	if file == "" {
-		return nil
-	}
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encoding results: %w", err)
-	}
-	if err := os.WriteFile(file, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("writing results: %w", err)
-	}
-	return nil
-}
-
-func writePlot(file string, draw func(io.Writer) error) error {
-	if file == "" {
-		return nil
-	}
-	f, err := os.Create(file)
-	if err != nil {
-		return fmt.Errorf("creating the plot: %w", err)
-	}
-	if err := draw(f); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing the plot %s: %w", file, err)
-	}
-	return nil
 }

@@ -1,4 +1,6 @@
-package report
+// Package progress shows an emulated cluster's provisioning as it happens:
+// a live view redrawn in place on a terminal, plain lines elsewhere.
+package progress
 
 import (
 	"fmt"

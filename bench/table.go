@@ -1,18 +1,15 @@
-// Package report presents what the cluster harness measures: the
-// benchmark's table, JSON and plot, the demo's live view and summary, and
-// the two commands' bodies (Bench, Demo), which cmd/faasnet calls after
-// parsing flags.
-package report
+// Package bench is the body of `faasnet bench`: it runs every strategy of
+// the emulated cluster (package cluster) on the same images and limits at
+// each VM count, and reports the runs as a table, a JSON document and a
+// plot.
+package bench
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/faasnet/faasnet/cluster"
 	"github.com/faasnet/faasnet/units"
@@ -56,7 +53,7 @@ type Row struct {
 	FractionBeforeReady float64 `json:"fraction_before_ready,omitempty"`
 	// Phases is the distribution over the VMs of the time, from the scale
 	// request, each phase was reached; for strategies with workers.
-	Phases map[string]PhaseStats `json:"phases,omitempty"`
+	Phases map[string]cluster.PhaseStats `json:"phases,omitempty"`
 }
 
 // maxVMErrors is how many failed VMs' errors a row keeps.
@@ -71,10 +68,10 @@ func RowOf(r *cluster.Result) Row {
 		LowerBoundS: r.LowerBound.Seconds(), Efficiency: r.Efficiency,
 		FirstReadyS: r.FirstReady.Seconds(), ImageBytes: r.ImageBytes, VMReceivedBytes: r.Received,
 		FailedVMs: r.Failed, CPUUtilization: r.CPU, MachineCPU: r.MachineCPU, Error: r.Err,
-		Containers: r.Containers, Phases: phaseStats(r.Phases),
+		Containers: r.Containers, Phases: r.PhaseStats(),
 	}
-	row.BytesBeforeReadyMax, row.BytesBeforeReadyMin = beforeReady(r)
-	row.FractionBeforeReady = fraction(row.BytesBeforeReadyMax, r.ImageBytes)
+	row.BytesBeforeReadyMax, row.BytesBeforeReadyMin = r.BeforeReady()
+	row.FractionBeforeReady = r.FractionBeforeReady()
 	for _, v := range r.Reports {
 		if !v.Correct && len(row.VMErrors) < maxVMErrors {
 			row.VMErrors = append(row.VMErrors, v.VM+": "+v.Err)
@@ -111,22 +108,10 @@ type Scenario struct {
 	PlainImageBytes int64 `json:"plain_image_bytes,omitempty"`
 }
 
-// BenchDoc is the JSON document of a benchmark run.
-type BenchDoc struct {
+// Doc is the JSON document of a benchmark run.
+type Doc struct {
 	Scenario Scenario `json:"scenario"`
 	Results  []Row    `json:"results"`
-}
-
-// WriteJSON writes v, indented, to the file path.
-func WriteJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
 }
 
 // WriteTable writes rows as an aligned table, followed by the speed-ups of
@@ -159,7 +144,7 @@ func WriteTable(w io.Writer, rows []Row) error {
 // each fetched before its container answered and the median time of each
 // phase; nothing if there are none.
 func writeContainerTable(w io.Writer, rows []Row) error {
-	all := map[string]PhaseStats{}
+	all := map[string]cluster.PhaseStats{}
 	found := false
 	for _, r := range rows {
 		if r.Containers {
@@ -172,7 +157,7 @@ func writeContainerTable(w io.Writer, rows []Row) error {
 	if !found {
 		return nil
 	}
-	phases := phaseNames(all)
+	phases := cluster.PhaseNames(all)
 	fmt.Fprintln(w, "\ncontainers: bytes fetched before the container answered (most of any VM, share of the image), and the median time of each phase after the scale request")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "strategy\tVMs\tfetched before ready\tof image\t%s\t\n", strings.Join(phases, "\t"))
@@ -217,9 +202,6 @@ func Speedups(rows []Row) []string {
 	return out
 }
 
-// cpuBusy is the share of all cores above which a run counts as CPU-bound.
-const cpuBusy = 0.8
-
 // Warnings explains the rows whose numbers the machine, not the emulated
 // network, may have set: one warning per run during which this process
 // used most of the CPUs, and one note if other processes kept the CPUs
@@ -229,9 +211,9 @@ func Warnings(rows []Row) []string {
 	var out []string
 	busy, worst, ours := 0, 0.0, 0.0
 	for _, r := range rows {
-		if r.CPUUtilization >= cpuBusy {
-			out = append(out, fmt.Sprintf("warning: %s at %d VMs: %s", r.Strategy, r.VMs, cpuWarning(r.CPUUtilization, r.MachineCPU)))
-		} else if r.MachineCPU >= cpuBusy {
+		if r.CPUUtilization >= cluster.CPUBusy {
+			out = append(out, fmt.Sprintf("warning: %s at %d VMs: %s", r.Strategy, r.VMs, cluster.CPUWarning(r.CPUUtilization, r.MachineCPU)))
+		} else if r.MachineCPU >= cluster.CPUBusy {
 			busy++
 			worst, ours = max(worst, r.MachineCPU), max(ours, r.CPUUtilization)
 		}
@@ -248,21 +230,3 @@ func Warnings(rows []Row) []string {
 	}
 	return out
 }
-
-// cpuWarning explains a run during which the CPUs were nearly all busy, by
-// this process or by others: then the CPU, not the emulated links, may
-// have set the pace, and the efficiency is a floor.
-func cpuWarning(ours, machine float64) string {
-	if ours < cpuBusy && machine < cpuBusy {
-		return ""
-	}
-	who := "this process"
-	if ours < cpuBusy {
-		who = "other processes"
-	}
-	return fmt.Sprintf("the %d CPUs were %.0f%% busy (this process %.0f%%, so mostly %s): the CPU, not the emulated links, may have limited it, and its efficiency is a floor",
-		runtime.NumCPU(), 100*max(ours, machine), 100*ours, who)
-}
-
-// seconds formats d for people.
-func seconds(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }

@@ -1,4 +1,7 @@
-package report
+// Package demo is the body of `faasnet demo`: the whole system in one
+// process (package cluster), one function scaled onto every VM at once,
+// shown live and summed up.
+package demo
 
 import (
 	"context"
@@ -9,14 +12,17 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/bound"
 	"github.com/faasnet/faasnet/cluster"
+	"github.com/faasnet/faasnet/progress"
+	"github.com/faasnet/faasnet/report"
 	"github.com/faasnet/faasnet/treeview"
 	"github.com/faasnet/faasnet/units"
 )
 
-// DemoConfig configures Demo. DemoDefaults holds the values the demo runs
-// with when the user gives no flags.
-type DemoConfig struct {
+// Config configures Run. Defaults holds the values the demo runs with when
+// the user gives no flags.
+type Config struct {
 	VMs               int
 	ImageSize         int64
 	Layers            int
@@ -46,14 +52,14 @@ type DemoConfig struct {
 	Logger *slog.Logger
 }
 
-// DemoDefaults are chosen so that the demo shows the tree's benefit and
+// Defaults are chosen so that the demo shows the tree's benefit and
 // ends in about 10 s on a busy 2-core machine: 16 VMs receive a 150 MiB
 // image in 6 layers; each VM sends and receives at most 32 MiB/s, so down
 // the binary tree the image flows at 16 MiB/s (a VM's uplink is shared by
 // its two children), about 10 s, where every VM pulling it from the
 // registry's 32 MiB/s would take at least 75 s. Faster links make the
 // demo CPU-bound on such a machine (16 VMs move 2.4 GB in all).
-var DemoDefaults = DemoConfig{
+var Defaults = Config{
 	VMs:               16,
 	ImageSize:         150 << 20,
 	Layers:            6,
@@ -62,17 +68,17 @@ var DemoDefaults = DemoConfig{
 	Timeout:           90 * time.Second,
 }
 
-// LazyDemoVMs is the demo's default VM count with Lazy: the same as
+// LazyVMs is the demo's default VM count with Lazy: the same as
 // without. Measured on a busy 2-core machine with the default links, all
 // 16 Python containers answer within about 4.5 s of the scale request (the
 // whole demo, image from the caches, takes about 10 s); 32 take 11 to
 // 14 s, the CPU being the limit (every VM parses the image's tables of
 // contents and starts Python on the same two cores).
-const LazyDemoVMs = 16
+const LazyVMs = 16
 
-// DemoSummary is the demo's outcome, the JSON summary. The first six field
+// Summary is the demo's outcome, the JSON summary. The first six field
 // names are a contract (issue 4).
-type DemoSummary struct {
+type Summary struct {
 	VMs                 int     `json:"vms"`
 	Ready               int     `json:"ready"` // VMs ready with every blob correct
 	ImageBytes          int64   `json:"image_bytes"`
@@ -99,12 +105,12 @@ type DemoSummary struct {
 	// Phases is the distribution over the VMs of the time, from the scale
 	// request, each phase was reached: assigned, manifest, with Lazy mount
 	// and started, and ready.
-	Phases map[string]PhaseStats `json:"phases"`
+	Phases map[string]cluster.PhaseStats `json:"phases"`
 	// VMPhases are the same per VM.
 	VMPhases []VMPhases `json:"vm_phases"`
 }
 
-// VMPhases is one VM's line of DemoSummary.VMPhases.
+// VMPhases is one VM's line of Summary.VMPhases.
 type VMPhases struct {
 	VM string `json:"vm"`
 	// PhasesS maps each phase the VM reached to its time, in seconds from
@@ -113,21 +119,21 @@ type VMPhases struct {
 	BytesFetchedBeforeReady int64              `json:"bytes_fetched_before_ready"`
 }
 
-// Demo runs the whole system in this process: a registry holding a
+// Run runs the whole system in this process: a registry holding a
 // generated image (with cfg.Lazy, the Python function's image and its
 // eStargz conversion), a manager and cfg.VMs workers with their bandwidth
 // limits; it scales one function onto all of them at once, shows progress,
 // and ends with a summary. It returns an error if any VM did not end with
 // the image complete and correct (with Lazy: its container answering); the
 // summary is written first.
-func Demo(ctx context.Context, cfg DemoConfig) (DemoSummary, error) {
+func Run(ctx context.Context, cfg Config) (Summary, error) {
 	out := cfg.Out
 	if out == nil {
 		out = io.Discard
 	}
 	h, err := demoHarness(ctx, cfg, out)
 	if err != nil {
-		return DemoSummary{}, err
+		return Summary{}, err
 	}
 	defer h.Close()
 	if cfg.Lazy {
@@ -136,16 +142,16 @@ func Demo(ctx context.Context, cfg DemoConfig) (DemoSummary, error) {
 		fmt.Fprintf(out, "starting %d workers and a manager; scaling the function onto all of them at once\n\n", cfg.VMs)
 	}
 
-	progress := &Progress{W: out, Live: cfg.Live}
-	res, err := h.Run(ctx, cluster.Faasnet{}, cfg.VMs, cluster.RunOptions{Progress: progress.Update, Timeout: cfg.Timeout})
+	view := &progress.Progress{W: out, Live: cfg.Live}
+	res, err := h.Run(ctx, cluster.Faasnet{}, cfg.VMs, cluster.RunOptions{Progress: view.Update, Timeout: cfg.Timeout})
 	if err != nil {
-		return DemoSummary{}, err
+		return Summary{}, err
 	}
 	sum := summarize(res, cfg, imageBytes(h))
 	fmt.Fprintln(out)
 	writeSummary(out, res, sum)
 	if cfg.JSON != "" {
-		if err := WriteJSON(cfg.JSON, sum); err != nil {
+		if err := report.WriteJSON(cfg.JSON, sum); err != nil {
 			return sum, err
 		}
 	}
@@ -157,7 +163,7 @@ func Demo(ctx context.Context, cfg DemoConfig) (DemoSummary, error) {
 
 // demoHarness starts the registry with the demo's image: generated, or
 // with Lazy the Python function and its conversion.
-func demoHarness(ctx context.Context, cfg DemoConfig, out io.Writer) (*cluster.Harness, error) {
+func demoHarness(ctx context.Context, cfg Config, out io.Writer) (*cluster.Harness, error) {
 	sc := cluster.Scenario{
 		ImageSize: cfg.ImageSize, Layers: cfg.Layers, Bandwidth: cfg.Bandwidth,
 		RegistryBandwidth: cfg.RegistryBandwidth, BlockSize: cfg.BlockSize, Seed: 1,
@@ -178,9 +184,6 @@ func demoHarness(ctx context.Context, cfg DemoConfig, out io.Writer) (*cluster.H
 	}
 	fmt.Fprintf(out, "faasnet demo --lazy: %d VMs start the Python function's container, each VM %s up and down, registry %s\n",
 		cfg.VMs, units.FormatRate(cfg.Bandwidth), units.FormatRate(cfg.RegistryBandwidth))
-	if err := cluster.CheckContainers(); err != nil {
-		return nil, fmt.Errorf("demo --lazy: %w", err)
-	}
 	fn, err := cluster.PythonFunction(ctx, out)
 	if err != nil {
 		return nil, fmt.Errorf("demo --lazy: %w", err)
@@ -190,7 +193,7 @@ func demoHarness(ctx context.Context, cfg DemoConfig, out io.Writer) (*cluster.H
 	if err != nil {
 		return nil, fmt.Errorf("demo --lazy: %w", err)
 	}
-	fmt.Fprintf(out, "registry on %s holds %s, ready in %s\n", h.Registry().Addr(), describeFunction(h), seconds(time.Since(start)))
+	fmt.Fprintf(out, "registry on %s holds %s, ready in %s\n", h.Registry().Addr(), h.DescribeFunction(), seconds(time.Since(start)))
 	return h, nil
 }
 
@@ -205,15 +208,15 @@ func imageBytes(h *cluster.Harness) int64 {
 
 // summarize makes the summary of res; fullPull is the bytes a VM pulling
 // the whole image from the registry receives.
-func summarize(res *cluster.Result, cfg DemoConfig, fullPull int64) DemoSummary {
-	s := DemoSummary{
+func summarize(res *cluster.Result, cfg Config, fullPull int64) Summary {
+	s := Summary{
 		VMs: res.VMs, ImageBytes: res.ImageBytes, RegistryEgressBytes: res.RegistryEgress,
 		FirstReadyS: res.FirstReady.Seconds(), LastReadyS: res.Makespan.Seconds(),
 		VMReceivedBytes: res.Received, LowerBoundS: res.LowerBound.Seconds(), Efficiency: res.Efficiency,
-		Lazy: res.Containers, Phases: phaseStats(res.Phases), VMPhases: []VMPhases{},
+		Lazy: res.Containers, Phases: res.PhaseStats(), VMPhases: []VMPhases{},
 	}
-	s.BytesFetchedBeforeReady, _ = beforeReady(res)
-	s.FractionBeforeReady = fraction(s.BytesFetchedBeforeReady, s.ImageBytes)
+	s.BytesFetchedBeforeReady, _ = res.BeforeReady()
+	s.FractionBeforeReady = res.FractionBeforeReady()
 	for i, r := range res.Reports {
 		s.VMPhases = append(s.VMPhases, VMPhases{VM: r.VM, PhasesS: phaseSeconds(res.Phases[i]), BytesFetchedBeforeReady: r.BytesBeforeReady})
 	}
@@ -229,15 +232,15 @@ func summarize(res *cluster.Result, cfg DemoConfig, fullPull int64) DemoSummary 
 	}
 	// Every VM pulling alone from the registry: the registry sends the
 	// image once per VM, and each VM receives at its download rate.
-	pull := cluster.LowerBound(res.VMs, fullPull, cfg.Bandwidth, 0, cfg.RegistryBandwidth)
-	if cfg.RegistryBandwidth > 0 {
-		pull = max(pull, time.Duration(float64(res.VMs)*float64(fullPull)/float64(cfg.RegistryBandwidth)*float64(time.Second)))
+	pull := bound.Delivery{
+		Bytes: float64(fullPull), VMs: res.VMs, NoUploads: true,
+		Down: float64(cfg.Bandwidth), Registry: float64(cfg.RegistryBandwidth),
 	}
 	s.RegistryPullBoundS = pull.Seconds()
 	return s
 }
 
-func writeSummary(w io.Writer, res *cluster.Result, s DemoSummary) {
+func writeSummary(w io.Writer, res *cluster.Result, s Summary) {
 	byVM := map[string]cluster.VMReport{}
 	ready := map[string]time.Duration{}
 	for i, r := range res.Reports {
@@ -294,7 +297,34 @@ func writeSummary(w io.Writer, res *cluster.Result, s DemoSummary) {
 		fmt.Fprintf(w, "lower bound for any strategy here %.2fs (efficiency %.2f); every VM pulling from the registry would need at least %.1fs\n",
 			s.LowerBoundS, s.Efficiency, s.RegistryPullBoundS)
 	}
-	if msg := cpuWarning(res.CPU, res.MachineCPU); msg != "" {
+	if msg := cluster.CPUWarning(res.CPU, res.MachineCPU); msg != "" {
 		fmt.Fprintf(w, "note: %s\n", msg)
 	}
 }
+
+// writePhases writes the phases' distribution as a small table.
+func writePhases(w io.Writer, stats map[string]cluster.PhaseStats) {
+	if len(stats) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "  %-9s %8s %8s %8s  (seconds after the scale request, over the VMs)\n", "phase", "first", "median", "last")
+	for _, k := range cluster.PhaseNames(stats) {
+		s := stats[k]
+		fmt.Fprintf(w, "  %-9s %8.2f %8.2f %8.2f\n", k, s.FirstS, s.MedianS, s.LastS)
+	}
+}
+
+// phaseSeconds converts a VM's phases to seconds.
+func phaseSeconds(p map[string]time.Duration) map[string]float64 {
+	if len(p) == 0 {
+		return nil
+	}
+	out := make(map[string]float64, len(p))
+	for k, d := range p {
+		out[k] = d.Seconds()
+	}
+	return out
+}
+
+// seconds formats d for people.
+func seconds(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }

@@ -1,18 +1,17 @@
-package report
+package bench
 
 import (
 	"fmt"
 	"math"
-	"os"
 	"slices"
 	"strconv"
+
+	"github.com/faasnet/faasnet/report"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
-	"gonum.org/v1/plot/vg/draw"
-	"gonum.org/v1/plot/vg/vgsvg"
 )
 
 // Plot draws rows as an SVG file at path: the CDF of the VMs' ready times
@@ -36,25 +35,7 @@ func Plot(path string, rows []Row) error {
 	if err != nil {
 		return fmt.Errorf("plot %s: %w", path, err)
 	}
-	plots = append(plots, p)
-
-	const w, h = 6 * vg.Inch, 4 * vg.Inch
-	c := vgsvg.New(vg.Length(len(plots))*w, h)
-	dc := draw.New(c)
-	tiles := draw.Tiles{Rows: 1, Cols: len(plots), PadX: vg.Inch / 4, PadY: vg.Inch / 8, PadLeft: vg.Inch / 8, PadRight: vg.Inch / 8}
-	canvases := plot.Align([][]*plot.Plot{plots}, tiles, dc)
-	for i, p := range plots {
-		p.Draw(canvases[0][i])
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return fmt.Errorf("plot: %w", err)
-	}
-	if _, err := c.WriteTo(f); err != nil {
-		f.Close()
-		return fmt.Errorf("plot %s: %w", path, err)
-	}
-	return f.Close()
+	return report.WriteSVGFile(path, append(plots, p)...)
 }
 
 // vmCounts returns the VM counts of rows, ascending.
@@ -147,43 +128,24 @@ func (secondTicks) Ticks(min, max float64) []plot.Tick {
 	return out
 }
 
+// cdfPlot plots the ready times of the VMs of each strategy's run at vms
+// VMs; a VM that never became ready keeps its curve below 1.
 func cdfPlot(rows []Row, vms int) (*plot.Plot, error) {
-	p := plot.New()
-	p.Title.Text = fmt.Sprintf("Ready times at %d VMs (CDF)", vms)
-	p.X.Label.Text = "seconds since the scale request"
-	p.Y.Label.Text = "fraction of VMs ready"
-	p.Y.Min, p.Y.Max = 0, 1
-	p.X.Min = 0
-	// Right, a little below the top and in from the edge: the slowest
-	// strategy's curve rises at the right edge, the others' at the left.
-	p.Legend.Top, p.Legend.Left = true, false
-	p.Legend.XOffs, p.Legend.YOffs = -vg.Inch/2, -vg.Inch/2
-	i := 0
+	var series []report.Series
 	for _, r := range rows {
 		if r.VMs != vms {
 			continue
 		}
-		var ready []float64
-		for _, s := range r.ReadyS {
-			if s >= 0 {
-				ready = append(ready, s)
+		s := report.Series{Name: r.Strategy, Total: len(r.ReadyS)}
+		for _, t := range r.ReadyS {
+			if t >= 0 {
+				s.Values = append(s.Values, t)
 			}
 		}
-		slices.Sort(ready)
-		xys := plotter.XYs{{X: 0, Y: 0}}
-		for k, s := range ready {
-			xys = append(xys, plotter.XY{X: s, Y: float64(k+1) / float64(len(r.ReadyS))})
-		}
-		l, err := plotter.NewLine(xys)
-		if err != nil {
-			return nil, err
-		}
-		l.StepStyle = plotter.PostStep
-		l.Color = plotutil.Color(i)
-		l.Width = vg.Points(1.5)
-		i++
-		p.Add(l)
-		p.Legend.Add(r.Strategy, l)
+		series = append(series, s)
 	}
-	return p, nil
+	return report.CDF(report.Axes{
+		Title: fmt.Sprintf("Ready times at %d VMs (CDF)", vms),
+		X:     "seconds since the scale request", Y: "fraction of VMs ready",
+	}, series)
 }

@@ -1,4 +1,4 @@
-package report
+package bench
 
 import (
 	"context"
@@ -10,11 +10,13 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/cluster"
+	"github.com/faasnet/faasnet/progress"
+	"github.com/faasnet/faasnet/report"
 	"github.com/faasnet/faasnet/units"
 )
 
-// BenchConfig configures Bench.
-type BenchConfig struct {
+// Config configures Run.
+type Config struct {
 	// VMs are the VM counts; every strategy runs at each.
 	VMs        []int
 	Strategies []string
@@ -46,12 +48,9 @@ type BenchConfig struct {
 
 // benchHarness starts the registry with the bench's images: generated, or
 // with Lazy the Python function and its conversion.
-func benchHarness(ctx context.Context, cfg BenchConfig, out io.Writer) (*cluster.Harness, error) {
+func benchHarness(ctx context.Context, cfg Config, out io.Writer) (*cluster.Harness, error) {
 	opts := cluster.Options{Dir: cfg.Dir, RunDir: cfg.RunDir, Logger: cfg.Logger}
 	if cfg.Lazy {
-		if err := cluster.CheckContainers(); err != nil {
-			return nil, fmt.Errorf("bench --lazy: %w", err)
-		}
 		fn, err := cluster.PythonFunction(ctx, out)
 		if err != nil {
 			return nil, fmt.Errorf("bench --lazy: %w", err)
@@ -61,10 +60,10 @@ func benchHarness(ctx context.Context, cfg BenchConfig, out io.Writer) (*cluster
 	return cluster.New(ctx, cfg.Scenario, opts)
 }
 
-// Bench runs every strategy on the same images and limits at each VM count,
+// Run runs every strategy on the same images and limits at each VM count,
 // one run after another, fresh VMs for each, and reports them. It returns
 // the rows, and an error if a run failed to start or a VM failed.
-func Bench(ctx context.Context, cfg BenchConfig) ([]Row, error) {
+func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	out := cfg.Out
 	if out == nil {
 		out = io.Discard
@@ -88,7 +87,7 @@ func Bench(ctx context.Context, cfg BenchConfig) ([]Row, error) {
 	sc := h.Scenario()
 	if cfg.Lazy {
 		fmt.Fprintf(out, "bench --lazy: %s; each VM %s up and down; registry %s; %d CPUs\n",
-			describeFunction(h), units.FormatRate(sc.Bandwidth), units.FormatRate(sc.RegistryBandwidth), runtime.NumCPU())
+			h.DescribeFunction(), units.FormatRate(sc.Bandwidth), units.FormatRate(sc.RegistryBandwidth), runtime.NumCPU())
 	} else {
 		fmt.Fprintf(out, "bench: %d image(s) of %s in %d layers; each VM %s up and down; registry %s; %d CPUs\n",
 			sc.Functions, units.FormatBytes(h.Images()[0].Bytes()), sc.Layers, units.FormatRate(sc.Bandwidth),
@@ -104,7 +103,7 @@ func Bench(ctx context.Context, cfg BenchConfig) ([]Row, error) {
 	for _, n := range cfg.VMs {
 		for _, s := range strats {
 			prefix := fmt.Sprintf("  %-8s %4d VMs ", s.Name(), n)
-			p := &Progress{W: out, Prefix: prefix, Every: every}
+			p := &progress.Progress{W: out, Prefix: prefix, Every: every}
 			res, err := h.Run(ctx, s, n, cluster.RunOptions{Progress: p.Update, Interval: time.Second, Timeout: cfg.Timeout})
 			if err != nil {
 				return rows, fmt.Errorf("bench: %s at %d VMs: %w", s.Name(), n, err)
@@ -130,7 +129,7 @@ func Bench(ctx context.Context, cfg BenchConfig) ([]Row, error) {
 		fmt.Fprintln(out, w)
 	}
 	if cfg.JSON != "" {
-		doc := BenchDoc{Scenario: Scenario{
+		doc := Doc{Scenario: Scenario{
 			VMs: cfg.VMs, Strategies: cfg.Strategies, ImageSizeBytes: sc.ImageSize, ImageBytes: h.ImageBytes(),
 			Layers: sc.Layers, Functions: sc.Functions, BandwidthBytesPerS: sc.Bandwidth,
 			RegistryBandwidthBPerS: sc.RegistryBandwidth, BlockSizeBytes: sc.BlockSize, PieceSizeBytes: sc.PieceSize,
@@ -139,7 +138,7 @@ func Bench(ctx context.Context, cfg BenchConfig) ([]Row, error) {
 		if cfg.Lazy {
 			doc.Scenario.PlainImageBytes = h.PlainImages()[0].Bytes()
 		}
-		if err := WriteJSON(cfg.JSON, doc); err != nil {
+		if err := report.WriteJSON(cfg.JSON, doc); err != nil {
 			return rows, err
 		}
 	}
