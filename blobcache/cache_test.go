@@ -376,20 +376,7 @@ func TestCrashKeepsFlushedBlocks(t *testing.T) {
 	for _, i := range []int{4, 1, 0} { // flush after the second; the third waits
 		mustWrite(t, b, ct, i)
 	}
-	crashed := t.TempDir()
-	sha := filepath.Join(crashed, "blobs", "sha256")
-	if err := os.MkdirAll(sha, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, suffix := range []string{partialSuffix, bitmapSuffix} {
-		data, err := os.ReadFile(c.path(b.e.d, suffix))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(sha, hexOf(ct)+suffix), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	crashed := copyPartial(t, c, b, ct)
 	c2 := openCache(t, crashed, Options{BlockSize: testBS})
 	b2, ok := c2.Lookup(ct.digest)
 	if !ok {

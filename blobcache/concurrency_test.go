@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -391,20 +389,7 @@ func TestDrop(t *testing.T) {
 
 	// The drop is on disk: a copy of the files, as a crash leaves them,
 	// lacks block 2.
-	crashed := t.TempDir()
-	sha := filepath.Join(crashed, "blobs", "sha256")
-	if err := os.MkdirAll(sha, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, suffix := range []string{partialSuffix, bitmapSuffix} {
-		data, err := os.ReadFile(c.path(b.e.d, suffix))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(sha, hexOf(ct)+suffix), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	crashed := copyPartial(t, c, b, ct)
 	c2 := openCache(t, crashed, Options{BlockSize: testBS})
 	b2, ok := c2.Lookup(ct.digest)
 	if !ok {

@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -94,4 +96,25 @@ func readAll(t testing.TB, b *Blob) []byte {
 		t.Fatalf("ReadAt: %d, %v", n, err)
 	}
 	return got[:n]
+}
+
+// copyPartial copies the files of b, a partial blob of c holding ct, into a
+// new cache directory, as a crash would leave them, and returns it.
+func copyPartial(t *testing.T, c *Cache, b *Blob, ct content) string {
+	t.Helper()
+	crashed := t.TempDir()
+	sha := filepath.Join(crashed, "blobs", "sha256")
+	if err := os.MkdirAll(sha, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, suffix := range []string{partialSuffix, bitmapSuffix} {
+		data, err := os.ReadFile(c.path(b.e.d, suffix))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(sha, hexOf(ct)+suffix), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return crashed
 }
