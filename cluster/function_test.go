@@ -14,20 +14,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
-// needContainers skips t (fails it in CI) unless this process can run
-// containers.
-func needContainers(t *testing.T) {
-	t.Helper()
-	testenv.NeedRoot(t)
-	testenv.NeedTool(t, "runc")
-	if err := CheckContainers(); err != nil {
-		if testenv.InCI() {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-}
-
 // serverFunction is a small function: runtime's test server (answers
 // /healthz on $PORT) in an image with 8 MiB it never reads.
 func serverFunction(t *testing.T) *Function {
@@ -41,7 +27,7 @@ func serverFunction(t *testing.T) *Function {
 // eStargz image, registry by pulling and unpacking the plain image. (The
 // Python function runs in report's TestLazyDemo.)
 func TestFunctionStrategies(t *testing.T) {
-	needContainers(t)
+	testenv.NeedContainers(t)
 	ctx := context.Background()
 	fn := serverFunction(t)
 	var progress strings.Builder

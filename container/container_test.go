@@ -27,19 +27,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
-func needContainers(t *testing.T) {
-	t.Helper()
-	testenv.NeedRoot(t)
-	testenv.NeedTool(t, "runc")
-	testenv.NeedTool(t, "fusermount3")
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		if testenv.InCI() {
-			t.Fatalf("/dev/fuse: %v", err)
-		}
-		t.Skipf("no /dev/fuse: %v", err)
-	}
-}
-
 // image is the test function's image (testenv.ServerImage) in both forms
 // a Host runs: plain, to unpack, and converted to eStargz, to mount.
 type image struct {
@@ -196,7 +183,7 @@ func with(f Function, img image, lazyRoot bool) Function {
 // that it answers on its port from the expected root, and that Stop leaves
 // nothing behind.
 func TestRun(t *testing.T) {
-	needContainers(t)
+	testenv.NeedContainers(t)
 	img := newImage(t)
 	for _, tc := range []struct {
 		name       string
@@ -241,7 +228,7 @@ func TestRun(t *testing.T) {
 // TestRunFailureLeavesNothing starts functions that cannot start or never
 // answer: Run fails and removes what it built.
 func TestRunFailureLeavesNothing(t *testing.T) {
-	needContainers(t)
+	testenv.NeedContainers(t)
 	img := newImage(t)
 	for _, tc := range []struct {
 		name string
@@ -285,7 +272,7 @@ func TestRunRefusesBadNames(t *testing.T) {
 // TestCleanup leaves a lazy and an unpacked container running, as a worker
 // that crashed would, and cleans up with a new Host on the same directory.
 func TestCleanup(t *testing.T) {
-	needContainers(t)
+	testenv.NeedContainers(t)
 	img := newImage(t)
 	dir := t.TempDir()
 	crashed := newHost(t, dir)

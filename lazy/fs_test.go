@@ -39,19 +39,6 @@ func mountAndHang(mp, blobFile, tocDigest string) {
 	select {} // until killed
 }
 
-// needFUSE skips the test (fails it in CI) unless real FUSE mounts work here.
-func needFUSE(t *testing.T) {
-	t.Helper()
-	testenv.NeedRoot(t)
-	testenv.NeedTool(t, "fusermount3")
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		if testenv.InCI() {
-			t.Fatalf("no /dev/fuse: %v", err)
-		}
-		t.Skipf("no /dev/fuse (%v); skipping", err)
-	}
-}
-
 // mountTest mounts layers under a temporary directory until the test ends.
 func mountTest(t *testing.T, layers []Layer, opts Options) *FS {
 	t.Helper()
@@ -130,7 +117,7 @@ func stat(t *testing.T, p string) syscall.Stat_t {
 }
 
 func TestMount(t *testing.T) {
-	needFUSE(t)
+	testenv.NeedFUSE(t)
 	blobs, digests := testBlobs(t)
 	var layers []Layer
 	var counters []*countingReader
@@ -223,7 +210,7 @@ func faultyLayers(t *testing.T) ([]Layer, *faultyBlob) {
 }
 
 func TestMountCorruption(t *testing.T) {
-	needFUSE(t)
+	testenv.NeedFUSE(t)
 	t.Run("persistent", func(t *testing.T) {
 		layers, fb := faultyLayers(t)
 		fb.corrupt.Store(-1)
@@ -250,7 +237,7 @@ func TestMountCorruption(t *testing.T) {
 }
 
 func TestMountReadTimeout(t *testing.T) {
-	needFUSE(t)
+	testenv.NeedFUSE(t)
 	layers, fb := faultyLayers(t)
 	fb.block = make(chan struct{}) // layer 0's data never arrives
 	fsys := mountTest(t, layers, Options{ReadTimeout: 200 * time.Millisecond})
@@ -271,7 +258,7 @@ func TestMountReadTimeout(t *testing.T) {
 }
 
 func TestCloseUnmounts(t *testing.T) {
-	needFUSE(t)
+	testenv.NeedFUSE(t)
 	blobs, digests := testBlobs(t)
 	layer := Layer{Digest: digests[1], Size: int64(len(blobs[1])), TOCDigest: digests[1], Blob: BytesReader(blobs[1])}
 	mp := filepath.Join(t.TempDir(), "rootfs")
@@ -300,7 +287,7 @@ func TestCloseUnmounts(t *testing.T) {
 }
 
 func TestUnmountStale(t *testing.T) {
-	needFUSE(t)
+	testenv.NeedFUSE(t)
 	blobs, digests := testBlobs(t)
 	dir := t.TempDir()
 	blobFile, mp := filepath.Join(dir, "blob"), filepath.Join(dir, "rootfs")

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -33,20 +32,8 @@ func (c *cluster) pushFunctionImage(t *testing.T, filler int) (plain, lazyRef st
 	return plain, lazyRef
 }
 
-func needContainers(t *testing.T) {
-	testenv.NeedRoot(t)
-	testenv.NeedTool(t, "runc")
-	testenv.NeedTool(t, "fusermount3")
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		if testenv.InCI() {
-			t.Fatalf("/dev/fuse: %v", err)
-		}
-		t.Skipf("no /dev/fuse: %v", err)
-	}
-}
-
 func TestContainersStartLazilyThroughTheTree(t *testing.T) {
-	needContainers(t)
+	testenv.NeedContainers(t)
 	c := newCluster(t, time.Hour)
 	plain, lazyRef := c.pushFunctionImage(t, 16<<20)
 	names := []string{"vm-0", "vm-1", "vm-2"}

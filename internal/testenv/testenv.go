@@ -80,3 +80,22 @@ func NeedRoot(t testing.TB) {
 		unavailable(t, "test needs root (euid is "+strconv.Itoa(os.Geteuid())+"; run go test as root)")
 	}
 }
+
+// NeedFUSE skips t (fails it in CI) unless real FUSE mounts work here: root,
+// fusermount3 and /dev/fuse.
+func NeedFUSE(t testing.TB) {
+	t.Helper()
+	NeedRoot(t)
+	NeedTool(t, "fusermount3")
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		unavailable(t, "no /dev/fuse ("+err.Error()+"; modprobe fuse)")
+	}
+}
+
+// NeedContainers skips t (fails it in CI) unless this process can run a
+// function's container as a worker does: runc over a FUSE mount, as root.
+func NeedContainers(t testing.TB) {
+	t.Helper()
+	NeedFUSE(t)
+	NeedTool(t, "runc")
+}
