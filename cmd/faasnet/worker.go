@@ -40,7 +40,7 @@ func newWorkerCmd() *cobra.Command {
 			}
 			oci, err := worker.ListenOCI(cmd.Context(), ociListen, ociPublic)
 			if errors.Is(err, worker.ErrNotLoopback) {
-				return fmt.Errorf("--oci-listen: %w; the endpoint serves this VM's images without authentication, pass --oci-listen-public to allow it", err)
+				return fmt.Errorf("--oci-listen %s: the endpoint serves this VM's images without authentication, pass --oci-listen-public to listen there (%w)", ociListen, err)
 			}
 			if err != nil {
 				return fmt.Errorf("--oci-listen: %w", err)
