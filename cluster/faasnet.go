@@ -332,7 +332,7 @@ func (d *workerDeployment) report(ctx context.Context, w *worker.Worker) VMRepor
 	if d.env.Spec == nil {
 		var errs []error
 		for _, im := range d.images {
-			errs = append(errs, verifyOCI(ctx, w.Handler(), im))
+			errs = append(errs, verifyOCI(ctx, w.OCIHandler(), im))
 		}
 		if err := errors.Join(errs...); err != nil {
 			r.Err = err.Error()

@@ -58,7 +58,7 @@ func forwardOnce(b *testing.B, ref string, size int64) {
 	mgr := start(b, "manager", "manager", "--listen", "127.0.0.1:0", "--data", b.TempDir())
 	c := api.NewClient(mgr.addr)
 	worker := func(name string) *proc {
-		args := []string{"worker", "--id", name, "--listen", "127.0.0.1:0", "--manager", "http://" + mgr.addr, "--cache", b.TempDir(), "--heartbeat", "200ms"}
+		args := []string{"worker", "--id", name, "--listen", "127.0.0.1:0", "--manager", "http://" + mgr.addr, "--oci-listen", "none", "--cache", b.TempDir(), "--heartbeat", "200ms"}
 		if dir := os.Getenv("FAASNET_BENCH_PROFILE"); dir != "" {
 			args = append(args, "--cpuprofile", filepath.Join(dir, name+".pprof"))
 		}

@@ -51,7 +51,7 @@ func TestLazyPythonFunctionOnSevenWorkers(t *testing.T) {
 		// left must go before the directory can.
 		t.Cleanup(func() { lazy.Unmount(filepath.Join(dir, "mnt", "py")) })
 		start(t, id, "worker", "--id", id, "--listen", "127.0.0.1:0", "--manager", "http://"+mgr.addr,
-			"--cache", t.TempDir(), "--run-dir", runDirs[id], "--containers", "--heartbeat", "200ms",
+			"--oci-listen", "none", "--cache", t.TempDir(), "--run-dir", runDirs[id], "--containers", "--heartbeat", "200ms",
 			"--download-limit", "64MiB/s", "--upload-limit", "64MiB/s")
 	}
 	waitVMs(t, c, 7)

@@ -44,15 +44,21 @@ type proc struct {
 	name   string
 	cmd    *exec.Cmd
 	addr   string
+	oci    string        // a worker's OCI endpoint (host:port), if it logged one
 	exited chan struct{} // closed when the process has exited
 
 	mu  sync.Mutex
 	log strings.Builder
 }
 
-var addrRE = regexp.MustCompile(`serving.* addr=(127\.0\.0\.1:\d+)`)
+var (
+	addrRE = regexp.MustCompile(`serving.* addr=(127\.0\.0\.1:\d+)`)
+	// A worker logs its OCI endpoint before its peer address.
+	ociRE = regexp.MustCompile(`serving the local runtime.* oci=(127\.0\.0\.1:\d+)`)
+)
 
-// start runs "faasnet args..." and waits until it logs the address it serves.
+// start runs "faasnet args..." and waits until it logs the address it serves
+// (and a worker, before that, its OCI endpoint's).
 func start(t testing.TB, name string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
@@ -82,6 +88,11 @@ func start(t testing.TB, name string, args ...string) *proc {
 			p.mu.Lock()
 			p.log.WriteString(line + "\n")
 			p.mu.Unlock()
+			if m := ociRE.FindStringSubmatch(line); m != nil {
+				p.mu.Lock()
+				p.oci = m[1]
+				p.mu.Unlock()
+			}
 			if m := addrRE.FindStringSubmatch(line); m != nil {
 				select {
 				case found <- m[1]:
@@ -91,7 +102,7 @@ func start(t testing.TB, name string, args ...string) *proc {
 		}
 	}()
 	select {
-	case p.addr = <-found:
+	case p.addr = <-found: // sent after p.oci was set
 		return p
 	case <-exited:
 		t.Fatalf("%s exited before serving:\n%s", name, p.tail(30))

@@ -50,7 +50,7 @@ func setup(t *testing.T, n int, spec imagegen.Spec, workerArgs ...string) *env {
 	for i := range n {
 		id := fmt.Sprintf("vm-%d", i)
 		args := append([]string{"worker", "--id", id, "--listen", "127.0.0.1:0", "--manager", "http://" + e.mgr.addr,
-			"--cache", t.TempDir(), "--heartbeat", "200ms", "--parent-timeout", "3s", "--stall-timeout", "3s"}, workerArgs...)
+			"--oci-listen", "127.0.0.1:0", "--cache", t.TempDir(), "--heartbeat", "200ms", "--parent-timeout", "3s", "--stall-timeout", "3s"}, workerArgs...)
 		e.workers[id] = start(t, id, args...)
 	}
 	return e
@@ -120,14 +120,17 @@ func TestSevenWorkersThreeLevelsRealRegistry(t *testing.T) {
 		}
 	}
 
-	// Pull through a leaf with skopeo and containerd: same digests, and
-	// the registry is not asked again.
-	var leaf string
+	// Pull through a leaf's OCI endpoint with skopeo and containerd: same
+	// digests, and the registry is not asked again.
+	var leaf, leafPeer string
 	for _, n := range tree.Nodes {
 		if n.Depth == tree.Height {
-			leaf = n.Addr
+			leaf, leafPeer = e.workers[n.VM].oci, n.Addr
 			break
 		}
+	}
+	if leaf == "" {
+		t.Fatal("the leaf logged no OCI endpoint")
 	}
 	before := e.counter.TotalBytes()
 	wantManifest, _ := e.img.Digest()
@@ -140,6 +143,9 @@ func TestSevenWorkersThreeLevelsRealRegistry(t *testing.T) {
 	}
 	if got != wantManifest.String() {
 		t.Errorf("skopeo inspect through the leaf: %s, want %s", got, wantManifest)
+	}
+	if got, err := sk.Inspect(leafPeer + "/e2e/app:v1"); err == nil {
+		t.Errorf("skopeo inspect through the leaf's peer listener: %s, want a failure", got)
 	}
 	dir := t.TempDir()
 	if err := sk.Copy("docker://"+leafRef, "dir:"+dir); err != nil {

@@ -187,7 +187,7 @@ func TestDiskFullIsReportedAndNothingPartialServed(t *testing.T) {
 	defer exec.Command("umount", "-l", dir).Run()
 	c := newCluster(t, time.Hour)
 	ref, _ := c.push(imagegen.Spec{TotalSize: 3 << 20, Layers: 1, Seed: 5})
-	w := c.start("vm", func(cfg *Config) { cfg.CacheDir = dir })
+	w := c.start("vm", func(cfg *Config) { cfg.CacheDir = dir; cfg.OCI = listenLoopback(t) })
 	c.waitRegistered(1)
 	c.mgr.PutFunction(c.ctx, "f", api.FunctionRequest{Image: ref})
 	if _, err := c.mgr.Scale(c.ctx, "f", api.ScaleRequest{VMs: []string{"vm"}}); err != nil {
@@ -203,7 +203,7 @@ func TestDiskFullIsReportedAndNothingPartialServed(t *testing.T) {
 	im, _ := upstream.New().Resolve(c.ctx, ref)
 	client := &http.Client{Timeout: time.Second}
 	for _, d := range im.Blobs() {
-		resp, err := client.Get("http://" + w.Addr() + "/v2/" + repo + "/blobs/" + d.Digest.String())
+		resp, err := client.Get("http://" + w.OCIAddr() + "/v2/" + repo + "/blobs/" + d.Digest.String())
 		if err != nil {
 			continue // no answer within the timeout: nothing served
 		}

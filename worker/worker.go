@@ -4,9 +4,10 @@
 // it is still receiving, and serves the local container runtime as a
 // read-only registry mirror.
 //
-// One listener carries everything: the peer protocol (/peer/v1/), the OCI
-// read endpoint (/v2/), pushed assignments (/worker/v1/assignments),
-// /metrics and /healthz.
+// The peer listener carries the peer protocol (/peer/v1/), pushed
+// assignments (/worker/v1/assignments), /metrics and /healthz, and nothing
+// under /v2/. The local runtime's OCI read endpoint (/v2/) has a listener of
+// its own, loopback or a unix socket (Config.OCI, ListenOCI).
 package worker
 
 import (
@@ -25,7 +26,6 @@ import (
 	"github.com/faasnet/faasnet/bwlimit"
 	"github.com/faasnet/faasnet/container"
 	"github.com/faasnet/faasnet/failover"
-	"github.com/faasnet/faasnet/ociserve"
 	"github.com/faasnet/faasnet/peer"
 	"github.com/faasnet/faasnet/upstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -63,6 +63,10 @@ type Config struct {
 	Containers bool
 	RunDir     string
 	Runc       string // the runc binary; "" finds it
+
+	// OCI is the listener of the local runtime endpoint (see ListenOCI);
+	// nil: none. Serve serves it and closes it.
+	OCI net.Listener
 
 	Registry []upstream.Option // registry access (auth, transport)
 	Logger   *slog.Logger
@@ -119,6 +123,8 @@ type Worker struct {
 	metrics *metrics
 	policy  failover.Policy // when fetches wait, retry or fail over
 	handler http.Handler
+
+	ociHandler http.Handler // the local runtime endpoint, on Config.OCI
 
 	containers *container.Host // nil unless Config.Containers
 
@@ -191,7 +197,6 @@ func New(cfg Config) (*Worker, error) {
 	w.metrics = newMetrics(w)
 	mux := http.NewServeMux()
 	mux.Handle(peer.PathPrefix, w.peerSrv)
-	mux.Handle("/v2/", ociserve.NewHandler(content{w}, w.log))
 	mux.HandleFunc("POST "+api.WorkerAssignmentsPath, w.handlePush)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(w.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) {
@@ -199,10 +204,11 @@ func New(cfg Config) (*Worker, error) {
 		fmt.Fprintf(rw, "{\"status\":\"ok\",\"vm\":%q}\n", cfg.ID)
 	})
 	w.handler = mux
+	w.ociHandler = newOCIHandler(w)
 	return w, nil
 }
 
-// Handler serves the worker's endpoints.
+// Handler serves the worker's endpoints on the peer listener.
 func (w *Worker) Handler() http.Handler { return w.handler }
 
 // Serve runs the worker on ln until ctx is done: it serves HTTP, registers
@@ -220,6 +226,7 @@ func (w *Worker) Serve(ctx context.Context, ln net.Listener) error {
 
 	w.cleanupRuns(ctx)
 	srv := &http.Server{Handler: w.tracked(w.handler), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	stopOCI := w.serveOCI(srv, cancel)
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() {
@@ -238,6 +245,7 @@ func (w *Worker) Serve(ctx context.Context, ln net.Listener) error {
 	defer stop()
 	srv.Shutdown(shutdown)
 	srv.Close()
+	stopOCI(shutdown)
 	wg.Wait()
 	// Close returns before the handlers do; they end soon, as ctx is done.
 	w.serving.Lock()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -17,6 +18,8 @@ func newWorkerCmd() *cobra.Command {
 	var (
 		cfg       worker.Config
 		listen    string
+		ociListen string
+		ociPublic bool
 		cacheSize units.Size
 		blockSize = units.Size(512 << 10)
 		up, down  units.Rate
@@ -35,12 +38,22 @@ func newWorkerCmd() *cobra.Command {
 			if cfg.CacheDir == "" {
 				cfg.CacheDir = "faasnet-cache-" + cfg.ID
 			}
+			oci, err := worker.ListenOCI(cmd.Context(), ociListen, ociPublic)
+			if errors.Is(err, worker.ErrNotLoopback) {
+				return fmt.Errorf("--oci-listen %s: the endpoint serves this VM's images without authentication, pass --oci-listen-public to listen there (%w)", ociListen, err)
+			}
+			if err != nil {
+				return fmt.Errorf("--oci-listen: %w", err)
+			}
+			cfg.OCI = oci
 			w, err := worker.New(cfg)
 			if err != nil {
+				closeListener(oci)
 				return err
 			}
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
+				closeListener(oci)
 				return fmt.Errorf("listening on %s: %w", listen, err)
 			}
 			return w.Serve(cmd.Context(), ln)
@@ -48,7 +61,9 @@ func newWorkerCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.ID, "id", "", "VM name (default: the host name)")
-	f.StringVar(&listen, "listen", "127.0.0.1:7071", "address for peers, the local runtime, /metrics and /healthz")
+	f.StringVar(&listen, "listen", "127.0.0.1:7071", "address for peers, the manager's pushes, /metrics and /healthz")
+	f.StringVar(&ociListen, "oci-listen", "127.0.0.1:5050", `address of the read-only OCI registry mirror for the local containerd or skopeo: host:port (loopback unless --oci-listen-public), a unix socket "unix:/path" (or any path with a "/"), or "" or "none" for no endpoint`)
+	f.BoolVar(&ociPublic, "oci-listen-public", false, "allow a non-loopback --oci-listen address (the endpoint has no authentication)")
 	f.StringVar(&cfg.Advertise, "advertise", "", "address registered with the manager (default: the listening address)")
 	f.StringVar(&cfg.Manager, "manager", "http://127.0.0.1:7070", "manager URL")
 	f.StringVar(&cfg.CacheDir, "cache", "", "cache directory (default faasnet-cache-ID)")
@@ -65,4 +80,11 @@ func newWorkerCmd() *cobra.Command {
 	f.StringVar(&cfg.RunDir, "run-dir", "", "directory for container bundles, runc state and mounts (default CACHE.run)")
 	f.DurationVar(&cfg.StallTimeout, "stall-timeout", 10*time.Second, "a stream that delivers nothing this long counts as failed")
 	return cmd
+}
+
+// closeListener closes the OCI listener of a worker that will not serve it.
+func closeListener(ln net.Listener) {
+	if ln != nil {
+		ln.Close()
+	}
 }

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestWorkerRefusesPublicOCIListen starts workers whose OCI endpoint would
+// listen beyond loopback without --oci-listen-public: each exits at once
+// with an error naming both flags.
+func TestWorkerRefusesPublicOCIListen(t *testing.T) {
+	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0"} {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, os.Args[0], "worker", "--id", "vm", "--listen", "127.0.0.1:0",
+			"--manager", "http://127.0.0.1:1", "--cache", t.TempDir(), "--oci-listen", addr)
+		cmd.Env = append(os.Environ(), "FAASNET_RUN_MAIN=1")
+		out, err := cmd.CombinedOutput()
+		timedOut := ctx.Err() != nil
+		cancel()
+		if err == nil || timedOut {
+			t.Errorf("worker --oci-listen %s: %v (timed out: %v), want it to fail at start:\n%s", addr, err, timedOut, out)
+			continue
+		}
+		if !strings.Contains(string(out), "--oci-listen-public") || !strings.Contains(string(out), "--oci-listen "+addr) {
+			t.Errorf("worker --oci-listen %s failed without naming --oci-listen-public:\n%s", addr, out)
+		}
+	}
+}
+
+// TestWorkerOCIListenUnixSocket runs a worker whose OCI endpoint is a unix
+// socket: the socket answers the distribution API's base, the peer
+// listener does not.
+func TestWorkerOCIListenUnixSocket(t *testing.T) {
+	dir, err := os.MkdirTemp("", "oci") // short: socket paths are limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "oci.sock")
+	_, addr := startFaasnet(t, "worker", "--id", "vm", "--listen", "127.0.0.1:0", "--manager", "http://127.0.0.1:1",
+		"--cache", t.TempDir(), "--oci-listen", "unix:"+sock)
+	overSocket := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		},
+	}}
+	tests := []struct {
+		client *http.Client
+		url    string
+		want   int
+	}{
+		{overSocket, "http://oci.invalid/v2/", http.StatusOK},
+		{http.DefaultClient, "http://" + addr + "/v2/", http.StatusNotFound},
+		{http.DefaultClient, "http://" + addr + "/healthz", http.StatusOK},
+	}
+	for _, tt := range tests {
+		resp, err := tt.client.Get(tt.url)
+		if err != nil {
+			t.Errorf("GET %s: %v", tt.url, err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("GET %s: status %d, want %d", tt.url, resp.StatusCode, tt.want)
+		}
+	}
+}
