@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
@@ -41,11 +42,16 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; tests replace it. Default time.Now.
 	Now func() time.Time
+	// AllowVMNets are ranges VMs may register addresses in although they
+	// are link-local or metadata ranges, refused by default (see
+	// forbiddenNets).
+	AllowVMNets []netip.Prefix
 }
 
 // Manager holds the control-plane state.
 type Manager struct {
 	opts    Options
+	addrs   addrPolicy
 	log     *slog.Logger
 	store   store.Store
 	metrics *metrics
@@ -85,7 +91,7 @@ func New(ctx context.Context, st store.Store, opts Options) (*Manager, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	m := &Manager{opts: opts, log: opts.Logger, store: st, metrics: newMetrics()}
+	m := &Manager{opts: opts, addrs: addrPolicy{allow: opts.AllowVMNets}, log: opts.Logger, store: st, metrics: newMetrics()}
 	m.pusher = newPusher(m)
 	m.revision = uint64(opts.Now().UnixNano())
 	if err := m.load(ctx); err != nil {
@@ -254,7 +260,7 @@ func (m *Manager) RegisterVM(ctx context.Context, vm string, req api.RegisterReq
 		if err := api.ValidName("VM", vm); err != nil {
 			return badRequest("%v", err)
 		}
-		if err := api.ValidAddr(req.Addr); err != nil {
+		if err := m.addrs.checkVMAddr(req.Addr); err != nil {
 			return badRequest("%v", err)
 		}
 		if req.Capacity != nil && (req.Capacity.Functions < 1 || req.Capacity.Functions > 10000) {
