@@ -202,6 +202,7 @@ func TestAttackStalledChildLosesSlot(t *testing.T) {
 	start := time.Now()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.addr+blob, nil)
 	req.Header.Set("Range", "bytes=0-1023")
+	req.Close = true // leave no idle connection behind
 	next, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
