@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/internal/httpserver"
 	"github.com/faasnet/faasnet/lazy"
 	"github.com/faasnet/faasnet/manager"
 	"github.com/faasnet/faasnet/manager/store"
@@ -111,8 +112,8 @@ func (d *workerDeployment) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("manager listener: %w", err)
 	}
-	d.mgrSrv = &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	d.mwg.Go(func() { d.mgrSrv.Serve(ln) })
+	d.mgrSrv = httpserver.New(m.Handler(), httpserver.Options{})
+	d.mwg.Go(func() { d.mgrSrv.Serve(httpserver.Listener(ln, httpserver.Options{})) })
 	d.client = api.NewClient("http://" + ln.Addr().String())
 	if err := d.define(ctx); err != nil {
 		return err

@@ -9,10 +9,10 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/faasnet/faasnet/bwlimit"
 	"github.com/faasnet/faasnet/imagegen"
+	"github.com/faasnet/faasnet/internal/httpserver"
 	"github.com/google/go-containerregistry/pkg/registry"
 )
 
@@ -70,10 +70,10 @@ func StartRegistry(opts RegistryOptions) (*Registry, error) {
 		onEgress: opts.OnEgress,
 	}
 	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	r.srv = &http.Server{Handler: r.wrap(h), ReadHeaderTimeout: 10 * time.Second}
-	r.backend = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	r.served.Go(func() { r.srv.Serve(ln) })
-	r.served.Go(func() { r.backend.Serve(bln) })
+	r.srv = httpserver.New(r.wrap(h), httpserver.Options{})
+	r.backend = httpserver.New(h, httpserver.Options{})
+	r.served.Go(func() { r.srv.Serve(httpserver.Listener(ln, httpserver.Options{})) })
+	r.served.Go(func() { r.backend.Serve(httpserver.Listener(bln, httpserver.Options{})) })
 	return r, nil
 }
 

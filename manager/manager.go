@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
@@ -41,18 +42,23 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; tests replace it. Default time.Now.
 	Now func() time.Time
+	// AllowVMNets are ranges VMs may register addresses in although they
+	// are link-local or metadata ranges, refused by default (see
+	// forbiddenNets).
+	AllowVMNets []netip.Prefix
 }
 
 // Manager holds the control-plane state.
 type Manager struct {
 	opts    Options
+	addrs   addrPolicy
 	log     *slog.Logger
 	store   store.Store
 	metrics *metrics
 	pusher  *pusher
 
 	mu       sync.Mutex
-	revision uint64 // grows with every change; starts at the clock so restarts keep growing
+	revision uint64 // grows with every change; stored with it, so restarts keep growing
 	vms      map[string]*vmState
 	fns      map[string]*fnState
 	// forest holds the VMs' memberships, fan-outs and the trees; every
@@ -85,11 +91,23 @@ func New(ctx context.Context, st store.Store, opts Options) (*Manager, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	m := &Manager{opts: opts, log: opts.Logger, store: st, metrics: newMetrics()}
+	m := &Manager{opts: opts, addrs: addrPolicy{allow: opts.AllowVMNets}, log: opts.Logger, store: st, metrics: newMetrics()}
 	m.pusher = newPusher(m)
-	m.revision = uint64(opts.Now().UnixNano())
 	if err := m.load(ctx); err != nil {
 		return nil, err
+	}
+	if m.revision == 0 {
+		// A new store, or one written before revisions were stored. The
+		// manager that wrote the latter started its revisions at the
+		// wall clock in nanoseconds and counted up by one per change, so
+		// the clock now is above anything it handed out (unless the clock
+		// stepped back across this very upgrade). From here on only the
+		// stored counter counts, whatever the clock does; it is stored now
+		// because heartbeats hand it out before any change.
+		m.revision = uint64(max(opts.Now().UnixNano(), 1))
+		if err := st.Apply(ctx, store.Batch{Revision: m.revision}); err != nil {
+			return nil, fmt.Errorf("storing the first assignments revision: %w", err)
+		}
 	}
 	m.metrics.collectFrom(m)
 	return m, nil
@@ -102,6 +120,9 @@ func (m *Manager) load(ctx context.Context) error {
 		return fmt.Errorf("loading manager state: %w", err)
 	}
 	now := m.opts.Now()
+	// After a failed write the counter may be ahead of the store; it
+	// never goes back.
+	m.revision = max(m.revision, s.Revision)
 	m.vms = make(map[string]*vmState, len(s.VMs))
 	m.fns = make(map[string]*fnState, len(s.Functions))
 	m.forest = forest.New()
@@ -178,6 +199,7 @@ func (m *Manager) commit(ctx context.Context, op string, fn func(tx *txn) error)
 		}
 		if !tx.batch.Empty() || len(tx.touched) > 0 {
 			m.revision++
+			tx.batch.Revision = m.revision
 		}
 		if !tx.batch.Empty() {
 			if serr := m.store.Apply(ctx, tx.batch); serr != nil {
@@ -254,7 +276,7 @@ func (m *Manager) RegisterVM(ctx context.Context, vm string, req api.RegisterReq
 		if err := api.ValidName("VM", vm); err != nil {
 			return badRequest("%v", err)
 		}
-		if err := api.ValidAddr(req.Addr); err != nil {
+		if err := m.addrs.checkVMAddr(req.Addr); err != nil {
 			return badRequest("%v", err)
 		}
 		if req.Capacity != nil && (req.Capacity.Functions < 1 || req.Capacity.Functions > 10000) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -391,4 +392,54 @@ func TestImageChangeBumpsEveryGeneration(t *testing.T) {
 			t.Errorf("%s after image change: %+v (old generation %d)", n, a, old[n])
 		}
 	}
+}
+
+// The revision comes from the store, not the clock: a manager restarted
+// with its clock an hour behind still hands out growing revisions, and so
+// does one started on a store written before revisions were stored.
+func TestRevisionGrowsAcrossRestartWithClockBack(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "manager.db")
+	c := &clock{now: time.Unix(1_800_000_000, 0)}
+
+	// A store as an older manager left it: state, no revision.
+	st, err := store.OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Apply(ctx, store.Batch{PutVMs: []store.VM{{Name: "vm-0", Addr: "127.0.0.1:1", Capacity: 4}}}); err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for restart := range 3 {
+		m := newTestManager(t, st, c)
+		doc, err := m.Heartbeat("vm-0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if doc.Revision < last {
+			t.Fatalf("restart %d: revision went back from %d to %d", restart, last, doc.Revision)
+		}
+		if restart == 0 && doc.Revision < uint64(c.Now().UnixNano()) {
+			t.Fatalf("an old store starts at revision %d, below the clock %d", doc.Revision, c.Now().UnixNano())
+		}
+		if _, err := m.PutFunction(ctx, fmt.Sprintf("f%d", restart), api.FunctionRequest{Image: "reg/a:1"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Scale(ctx, fmt.Sprintf("f%d", restart), api.ScaleRequest{Count: 1}); err != nil {
+			t.Fatal(err)
+		}
+		after, _ := m.Heartbeat("vm-0")
+		if after.Revision <= doc.Revision {
+			t.Fatalf("restart %d: a change left the revision at %d (before %d)", restart, after.Revision, doc.Revision)
+		}
+		last = after.Revision
+		m.Close()
+		st.Close()
+		c.Add(-time.Hour) // the clock steps back across every restart
+		if st, err = store.OpenBolt(path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -31,10 +32,21 @@ const pushWorkers = 16
 func newPusher(m *Manager) *pusher {
 	return &pusher{
 		m:       m,
-		client:  &http.Client{Timeout: 5 * time.Second},
+		client:  pushClient(m.addrs),
 		pending: map[string]bool{},
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
+	}
+}
+
+// pushClient never follows a redirect, and dials no address a VM could
+// not register: a VM must not make the manager send requests elsewhere.
+func pushClient(addrs addrPolicy) *http.Client {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, Control: addrs.dialControl}
+	return &http.Client{
+		Timeout:       5 * time.Second,
+		Transport:     &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }
 

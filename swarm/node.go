@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/bwlimit"
+	"github.com/faasnet/faasnet/internal/httpserver"
 	"github.com/faasnet/faasnet/upstream"
 )
 
@@ -111,7 +112,8 @@ func newNode(ln net.Listener, dir string, up, down *bwlimit.Limiter, cfg Config,
 	}
 	n.mux.HandleFunc("POST "+connPath, n.serveConn)
 	n.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
-	n.srv = &http.Server{Handler: n.track(n.mux), ReadHeaderTimeout: cfg.HandshakeTimeout}
+	// Peer connections are hijacked and set their own deadlines.
+	n.srv = httpserver.New(n.track(n.mux), httpserver.Options{ReadHeaderTimeout: cfg.HandshakeTimeout})
 	return n, nil
 }
 
@@ -129,7 +131,7 @@ func (n *node) track(h http.Handler) http.Handler {
 }
 
 func (n *node) start() {
-	n.group.spawn(func() { n.srv.Serve(n.ln) })
+	n.group.spawn(func() { n.srv.Serve(httpserver.Listener(n.ln, httpserver.Options{})) })
 }
 
 // close stops everything the node runs and closes its files.

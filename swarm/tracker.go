@@ -17,6 +17,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/faasnet/faasnet/internal/httpserver"
 )
 
 // peerTTL is how long the tracker hands out a peer after its last announce.
@@ -95,15 +97,15 @@ func NewTracker(ln net.Listener, cfg Config) *Tracker {
 	mux.HandleFunc("GET /swarm/v1/manifest", t.handleManifest)
 	mux.HandleFunc("POST /swarm/v1/origins", t.handleOrigin)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
-	t.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	t.srv = httpserver.New(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !t.group.enter() {
 			http.Error(w, "closing", http.StatusServiceUnavailable)
 			return
 		}
 		defer t.group.leave()
 		mux.ServeHTTP(w, r)
-	}), ReadHeaderTimeout: 10 * time.Second}
-	t.group.spawn(func() { t.srv.Serve(ln) })
+	}), httpserver.Options{})
+	t.group.spawn(func() { t.srv.Serve(httpserver.Listener(ln, httpserver.Options{})) })
 	return t
 }
 

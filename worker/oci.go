@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/faasnet/faasnet/internal/httpserver"
 	"net"
 	"net/http"
 	"os"
@@ -138,19 +139,12 @@ func (w *Worker) serveOCI(peer *http.Server, fail context.CancelFunc) (stop func
 	if w.cfg.OCI == nil {
 		return func(context.Context) {}
 	}
-	srv := &http.Server{
-		Handler:           w.tracked(w.ociHandler),
-		ReadHeaderTimeout: peer.ReadHeaderTimeout,
-		ReadTimeout:       peer.ReadTimeout,
-		WriteTimeout:      peer.WriteTimeout,
-		IdleTimeout:       peer.IdleTimeout,
-		MaxHeaderBytes:    peer.MaxHeaderBytes,
-		BaseContext:       peer.BaseContext,
-		ErrorLog:          peer.ErrorLog,
-	}
+	// The same limits as the peer server: a local client is no more trusted.
+	srv := httpserver.New(w.tracked(w.ociHandler), w.cfg.HTTP)
+	srv.BaseContext, srv.ErrorLog = peer.BaseContext, peer.ErrorLog
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		if err := srv.Serve(w.cfg.OCI); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(httpserver.Listener(w.cfg.OCI, w.cfg.HTTP)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			w.log.Error("serving the local runtime", "err", err)
 			fail()
 		}

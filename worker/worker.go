@@ -26,6 +26,7 @@ import (
 	"github.com/faasnet/faasnet/bwlimit"
 	"github.com/faasnet/faasnet/container"
 	"github.com/faasnet/faasnet/failover"
+	"github.com/faasnet/faasnet/internal/httpserver"
 	"github.com/faasnet/faasnet/peer"
 	"github.com/faasnet/faasnet/upstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -69,7 +70,11 @@ type Config struct {
 	OCI net.Listener
 
 	Registry []upstream.Option // registry access (auth, transport)
-	Logger   *slog.Logger
+	// HTTP limits the worker's server; zero fields take
+	// httpserver.Defaults. Its WriteTimeout is also how long a child may
+	// stall an upload before it loses its slot.
+	HTTP   httpserver.Options
+	Logger *slog.Logger
 }
 
 func (c *Config) defaults() error {
@@ -103,6 +108,7 @@ func (c *Config) defaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.HTTP = c.HTTP.WithDefaults()
 	if c.RunDir == "" {
 		c.RunDir = filepath.Clean(c.CacheDir) + ".run"
 	}
@@ -187,9 +193,11 @@ func New(cfg Config) (*Worker, error) {
 	w.peerSrv = peer.NewServer(w, peer.ServerOptions{
 		Upload:     bwlimit.New(cfg.UploadLimit),
 		MaxUploads: cfg.MaxUploads,
-		BlockSize:  int(cfg.BlockSize),
-		Resolver:   w,
-		Logger:     w.log,
+		// The server bounds each write by the same time anyway.
+		StallTimeout: cfg.HTTP.WriteTimeout,
+		BlockSize:    int(cfg.BlockSize),
+		Resolver:     w,
+		Logger:       w.log,
 	})
 	if cfg.Containers {
 		w.containers = container.New(container.Config{Dir: cfg.RunDir, VM: cfg.ID, Runc: cfg.Runc, Logger: w.log})
@@ -225,13 +233,14 @@ func (w *Worker) Serve(ctx context.Context, ln net.Listener) error {
 	w.mu.Unlock()
 
 	w.cleanupRuns(ctx)
-	srv := &http.Server{Handler: w.tracked(w.handler), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	srv := httpserver.New(w.tracked(w.handler), w.cfg.HTTP)
+	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	stopOCI := w.serveOCI(srv, cancel)
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(httpserver.Listener(ln, w.cfg.HTTP)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			w.log.Error("serving", "err", err)
 			cancel()
 		}

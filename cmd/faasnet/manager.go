@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/faasnet/faasnet/internal/httpserver"
 	"github.com/faasnet/faasnet/manager"
 	"github.com/faasnet/faasnet/manager/store"
 	"github.com/spf13/cobra"
@@ -22,13 +24,23 @@ func newManagerCmd() *cobra.Command {
 		dataDir string
 		timeout time.Duration
 		noPush  bool
+		allow   []string
+		limits  httpserver.Options
 	)
 	cmd := &cobra.Command{
 		Use:   "manager",
 		Short: "Run the control plane: VM pool, function trees, failure detection, HTTP API",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runManager(cmd.Context(), listen, dataDir, timeout, !noPush)
+			opts := manager.Options{VMTimeout: timeout, Push: !noPush}
+			for _, s := range allow {
+				p, err := netip.ParsePrefix(s)
+				if err != nil {
+					return fmt.Errorf("--allow-vm-cidr %q: %w", s, err)
+				}
+				opts.AllowVMNets = append(opts.AllowVMNets, p.Masked())
+			}
+			return runManager(cmd.Context(), listen, dataDir, opts, limits)
 		},
 	}
 	f := cmd.Flags()
@@ -36,10 +48,12 @@ func newManagerCmd() *cobra.Command {
 	f.StringVar(&dataDir, "data", "faasnet-manager", "directory for the state file (manager.db)")
 	f.DurationVar(&timeout, "vm-timeout", 10*time.Second, "remove a VM that sends no heartbeat for this long")
 	f.BoolVar(&noPush, "no-push", false, "do not push assignment changes to workers; they learn at their next heartbeat")
+	f.StringSliceVar(&allow, "allow-vm-cidr", nil, "let VMs register addresses in these link-local or metadata ranges (CIDR, repeatable), refused by default")
+	addServerFlags(f, &limits)
 	return cmd
 }
 
-func runManager(ctx context.Context, listen, dataDir string, timeout time.Duration, push bool) error {
+func runManager(ctx context.Context, listen, dataDir string, opts manager.Options, limits httpserver.Options) error {
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return fmt.Errorf("creating data directory: %w", err)
 	}
@@ -48,7 +62,7 @@ func runManager(ctx context.Context, listen, dataDir string, timeout time.Durati
 		return err
 	}
 	defer st.Close()
-	m, err := manager.New(ctx, st, manager.Options{VMTimeout: timeout, Push: push})
+	m, err := manager.New(ctx, st, opts)
 	if err != nil {
 		return err
 	}
@@ -57,7 +71,7 @@ func runManager(ctx context.Context, listen, dataDir string, timeout time.Durati
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", listen, err)
 	}
-	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := httpserver.New(m.Handler(), limits)
 	go m.Run(ctx)
 	go func() {
 		<-ctx.Done()
@@ -65,8 +79,8 @@ func runManager(ctx context.Context, listen, dataDir string, timeout time.Durati
 		defer cancel()
 		srv.Shutdown(shutdown)
 	}()
-	slog.Info("manager serving", "addr", ln.Addr().String(), "data", dataDir, "vm_timeout", timeout)
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+	slog.Info("manager serving", "addr", ln.Addr().String(), "data", dataDir, "vm_timeout", opts.VMTimeout)
+	if err := srv.Serve(httpserver.Listener(ln, limits)); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

@@ -79,6 +79,7 @@ func newWorkerCmd() *cobra.Command {
 	f.BoolVar(&cfg.Containers, "containers", false, "run the containers of functions with a readiness check (needs root and runc)")
 	f.StringVar(&cfg.RunDir, "run-dir", "", "directory for container bundles, runc state and mounts (default CACHE.run)")
 	f.DurationVar(&cfg.StallTimeout, "stall-timeout", 10*time.Second, "a stream that delivers nothing this long counts as failed")
+	addServerFlags(f, &cfg.HTTP)
 	return cmd
 }
 

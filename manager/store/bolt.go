@@ -15,6 +15,8 @@ import (
 // Bucket names of the bbolt layout, also used in error messages.
 //
 //	meta       "schema" -> SchemaVersion in decimal
+//	           "revision" -> State.Revision in decimal; absent in files
+//	           written before there was one (Load returns 0)
 //	vms        VM name -> VM as JSON
 //	functions  function name -> Function as JSON
 //	nodes      function name -> bucket: VM name -> Node as JSON
@@ -24,6 +26,7 @@ const (
 	bucketFunctions = "functions"
 	bucketNodes     = "nodes"
 	keySchema       = "schema"
+	keyRevision     = "revision"
 )
 
 // SchemaVersion is the layout this package writes. OpenBolt refuses a file
@@ -128,6 +131,15 @@ func load(tx *bolt.Tx) (State, error) {
 	vms, funcs, nodes, err := buckets(tx)
 	if err != nil {
 		return st, err
+	}
+	meta := tx.Bucket([]byte(bucketMeta))
+	if meta == nil {
+		return st, fmt.Errorf("bucket %q missing: %w", bucketMeta, ErrCorrupt)
+	}
+	if raw := meta.Get([]byte(keyRevision)); raw != nil {
+		if st.Revision, err = strconv.ParseUint(string(raw), 10, 64); err != nil {
+			return st, corrupt(bucketMeta, []byte(keyRevision), err)
+		}
 	}
 	err = vms.ForEach(func(k, v []byte) error {
 		vm, err := decode(bucketVMs, k, v, vmName)
@@ -243,6 +255,16 @@ func write(tx *bolt.Tx, p *plan) error {
 	for _, e := range p.putFuncs {
 		if err := funcs.Put([]byte(e.key), e.val); err != nil {
 			return fmt.Errorf("store: put function %q: %w", e.key, err)
+		}
+	}
+	if p.revision != 0 {
+		v := strconv.FormatUint(p.revision, 10)
+		meta := tx.Bucket([]byte(bucketMeta))
+		if meta == nil {
+			return fmt.Errorf("store: put revision: bucket %q missing: %w", bucketMeta, ErrCorrupt)
+		}
+		if err := meta.Put([]byte(keyRevision), []byte(v)); err != nil {
+			return fmt.Errorf("store: put revision %s: %w", v, err)
 		}
 	}
 	for _, e := range p.putNodes {

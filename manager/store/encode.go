@@ -33,13 +33,14 @@ type plan struct {
 	putVMs   []entry
 	putFuncs []entry
 	putNodes []nodeEntry
+	revision uint64 // 0: unchanged
 }
 
 // prepare validates and encodes b. It checks everything that does not depend
 // on the stored state; the function of each put node is checked by the
 // backend, after the batch's deletes and function puts.
 func prepare(b *Batch) (*plan, error) {
-	p := &plan{delVMs: b.DeleteVMs, delFuncs: b.DeleteFunctions, delNodes: b.DeleteNodes}
+	p := &plan{delVMs: b.DeleteVMs, delFuncs: b.DeleteFunctions, delNodes: b.DeleteNodes, revision: b.Revision}
 	for _, name := range b.DeleteVMs {
 		if err := checkName("delete vm", name); err != nil {
 			return nil, err

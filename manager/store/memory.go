@@ -16,6 +16,7 @@ type Memory struct {
 	vms    map[string][]byte
 	funcs  map[string][]byte
 	nodes  map[string]map[string][]byte // function -> VM -> node
+	rev    uint64
 }
 
 var _ Store = (*Memory)(nil)
@@ -39,7 +40,7 @@ func (m *Memory) Load(ctx context.Context) (State, error) {
 	if err := ctx.Err(); err != nil {
 		return State{}, fmt.Errorf("store: load: %w", err)
 	}
-	var st State
+	st := State{Revision: m.rev}
 	for _, k := range slices.Sorted(maps.Keys(m.vms)) {
 		vm, err := decode(bucketVMs, []byte(k), m.vms[k], vmName)
 		if err != nil {
@@ -101,6 +102,9 @@ func (m *Memory) Apply(ctx context.Context, b Batch) error {
 	}
 	for _, e := range p.putFuncs {
 		m.funcs[e.key] = e.val
+	}
+	if p.revision != 0 {
+		m.rev = p.revision
 	}
 	for _, e := range p.putNodes {
 		tree := m.nodes[e.fn]

@@ -58,6 +58,9 @@ type State struct {
 	VMs       []VM       `json:"vms"`
 	Functions []Function `json:"functions"`
 	Nodes     []Node     `json:"nodes"`
+	// Revision is the last assignments revision the manager stored; 0 in
+	// a store that never had one.
+	Revision uint64 `json:"revision,omitempty"`
 }
 
 // Batch is one atomic change. A Store applies all of it or none of it.
@@ -83,13 +86,16 @@ type Batch struct {
 
 	PutNodes    []Node
 	DeleteNodes []NodeKey
+
+	// Revision, if not 0, replaces the stored revision.
+	Revision uint64
 }
 
 // Empty reports whether b changes nothing.
 func (b *Batch) Empty() bool {
 	return len(b.PutVMs) == 0 && len(b.DeleteVMs) == 0 &&
 		len(b.PutFunctions) == 0 && len(b.DeleteFunctions) == 0 &&
-		len(b.PutNodes) == 0 && len(b.DeleteNodes) == 0
+		len(b.PutNodes) == 0 && len(b.DeleteNodes) == 0 && b.Revision == 0
 }
 
 // Store persists the manager's state. It is safe for concurrent use.

@@ -1,0 +1,237 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/imagegen"
+	"github.com/faasnet/faasnet/internal/testenv"
+	"github.com/faasnet/faasnet/peer"
+)
+
+// Short server limits, so that the attack test sees connections dropped
+// within seconds; production defaults are in internal/httpserver.
+var attackLimits = []string{
+	"--read-header-timeout", "1s", "--read-timeout", "2s", "--write-timeout", "2s", "--idle-timeout", "2s",
+}
+
+const (
+	idleConns  = 500
+	halfSent   = 50
+	dropWithin = 8 * time.Second // the longest limit above, plus a generous margin for a loaded machine
+)
+
+// attack holds a flood of idle and half-sent connections to one server.
+type attack struct {
+	target string
+	conns  []net.Conn
+	opened []time.Time
+}
+
+// flood opens idleConns idle connections (most silent, some idle after
+// one request) and halfSent half-sent requests (headers cut short, or a
+// body cut short) to addr.
+func flood(t *testing.T, addr, putPath string) *attack {
+	t.Helper()
+	a := &attack{target: addr}
+	t.Cleanup(func() {
+		for _, c := range a.conns {
+			c.Close()
+		}
+	})
+	open := func(send string) {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatalf("attack connection %d to %s: %v", len(a.conns), addr, err)
+		}
+		a.conns = append(a.conns, c)
+		a.opened = append(a.opened, time.Now())
+		if send != "" {
+			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.WriteString(c, send); err != nil {
+				t.Fatalf("attack connection to %s: %v", addr, err)
+			}
+		}
+	}
+	for i := range idleConns {
+		if i%10 == 0 {
+			// Idle after one answered request: the idle timeout's case.
+			open("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+		} else {
+			open("")
+		}
+	}
+	for i := range halfSent {
+		if i%2 == 0 {
+			open("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+		} else {
+			open(fmt.Sprintf("PUT %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"addr\":", putPath))
+		}
+	}
+	return a
+}
+
+// dropped checks that the server closed every connection of a within
+// dropWithin of its opening, reading (and discarding) any answer.
+func (a *attack) dropped(t *testing.T) {
+	t.Helper()
+	errs := make([]error, len(a.conns))
+	var wg sync.WaitGroup
+	for i, c := range a.conns {
+		wg.Go(func() {
+			c.SetReadDeadline(a.opened[i].Add(dropWithin))
+			_, err := io.Copy(io.Discard, c)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				errs[i] = fmt.Errorf("connection %d still open %v after it was opened", i, dropWithin)
+			}
+		})
+	}
+	wg.Wait()
+	n := 0
+	for _, err := range errs {
+		if err != nil {
+			if n < 5 {
+				t.Errorf("%s: %v", a.target, err)
+			}
+			n++
+		}
+	}
+	if n > 0 {
+		t.Errorf("%s: %d of %d attack connections not closed", a.target, n, len(a.conns))
+	}
+}
+
+func TestAttackSlowAndIdleClients(t *testing.T) {
+	reg := testenv.StartRegistry(t)
+	img, err := imagegen.Image(imagegen.Spec{TotalSize: 40 << 20, Layers: 2, Seed: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := reg + "/attack/app:v1"
+	if err := imagegen.Push(context.Background(), img, ref); err != nil {
+		t.Fatal(err)
+	}
+	mgr := start(t, "manager", append([]string{"manager", "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--vm-timeout", "2s"}, attackLimits...)...)
+	client := api.NewClient(mgr.addr)
+	workers := make([]*proc, 2)
+	for i := range workers {
+		id := fmt.Sprintf("vm-%d", i)
+		workers[i] = start(t, id, append([]string{"worker", "--id", id, "--listen", "127.0.0.1:0", "--manager", "http://" + mgr.addr,
+			"--cache", t.TempDir(), "--heartbeat", "200ms", "--max-uploads", "1"}, attackLimits...)...)
+	}
+	waitVMs(t, client, 2)
+
+	attacks := []*attack{
+		flood(t, mgr.addr, "/api/v1/vms/intruder"),
+		flood(t, workers[0].addr, api.WorkerAssignmentsPath),
+	}
+	// Under attack, the cluster works: a function is placed on both VMs
+	// and its image travels through the tree.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := client.PutFunction(ctx, "app", api.FunctionRequest{Image: ref}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Scale(ctx, "app", api.ScaleRequest{Count: 2}); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, client, "app", 2, time.Minute)
+	for _, a := range attacks {
+		a.dropped(t)
+	}
+	// Heartbeats went on throughout: with a 2 s VM timeout, a VM whose
+	// heartbeats had failed for the attack's length would be gone. And the
+	// half-sent registrations registered nobody.
+	waitVMs(t, client, 2)
+}
+
+// A child that stops reading loses its upload slot within the write
+// timeout: with one slot, the next child is served, not refused.
+func TestAttackStalledChildLosesSlot(t *testing.T) {
+	reg := testenv.StartRegistry(t)
+	img, err := imagegen.Image(imagegen.Spec{TotalSize: 48 << 20, Layers: 1, Seed: 11})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := reg + "/attack/big:v1"
+	if err := imagegen.Push(context.Background(), img, ref); err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	layer, _ := layers[0].Digest()
+	mgr := start(t, "manager", "manager", "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--vm-timeout", "2s")
+	client := api.NewClient(mgr.addr)
+	w := start(t, "vm-0", append([]string{"worker", "--id", "vm-0", "--listen", "127.0.0.1:0", "--manager", "http://" + mgr.addr,
+		"--cache", t.TempDir(), "--heartbeat", "200ms", "--max-uploads", "1"}, attackLimits...)...)
+	waitVMs(t, client, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := client.PutFunction(ctx, "big", api.FunctionRequest{Image: ref}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Scale(ctx, "big", api.ScaleRequest{Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, client, "big", 1, time.Minute)
+
+	blob := peer.PathPrefix + "blobs/" + layer.String()
+	stalled, err := net.DialTimeout("tcp", w.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	fmt.Fprintf(stalled, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", blob)
+	// Wait until the stalled child holds the slot: its answer has begun.
+	stalled.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(stalled), nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("stalled child's request: %v %v", resp, err)
+	}
+	// From here on it reads nothing. The next child must get the slot
+	// before the worker's queue timeout (10 s) refuses it with 503.
+	start := time.Now()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.addr+blob, nil)
+	req.Header.Set("Range", "bytes=0-1023")
+	req.Close = true // leave no idle connection behind
+	next, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, next.Body)
+	next.Body.Close()
+	if next.StatusCode != http.StatusPartialContent {
+		t.Fatalf("the next child got %d after %v: the stalled one kept the slot", next.StatusCode, time.Since(start))
+	}
+	t.Logf("the next child was served after %v", time.Since(start))
+}
+
+// The manager refuses VM addresses where cloud metadata services live.
+func TestAttackMetadataAddress(t *testing.T) {
+	mgr := start(t, "manager", "manager", "--listen", "127.0.0.1:0", "--data", t.TempDir())
+	client := api.NewClient(mgr.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, addr := range []string{"169.254.169.254:80", "169.254.1.1:7071", "[fe80::1]:7071", "[fd00:ec2::254]:80", "[::ffff:169.254.169.254]:80"} {
+		_, err := client.RegisterVM(ctx, "rogue", addr, nil)
+		var se *api.StatusError
+		if !errors.As(err, &se) || se.Code != http.StatusBadRequest {
+			t.Errorf("registering at %s: %v, want 400", addr, err)
+		}
+	}
+	if vms, err := client.VMs(ctx); err != nil || len(vms) != 0 {
+		t.Errorf("VMs after refused registrations: %v %v", vms, err)
+	}
+	if _, err := client.RegisterVM(ctx, "ok", "127.0.0.1:7071", nil); err != nil {
+		t.Errorf("a loopback VM was refused: %v", err)
+	}
+}
