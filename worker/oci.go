@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/faasnet/faasnet/internal/httpserver"
 	"net"
 	"net/http"
 	"os"
 	"strings"
 	"sync"
 
+	"github.com/faasnet/faasnet/internal/httpserver"
 	"github.com/faasnet/faasnet/ociserve"
 )
 
