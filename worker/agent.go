@@ -213,7 +213,10 @@ func (w *Worker) startFunction(a api.Assignment) {
 	close(w.changed) // a child may be waiting for this image
 	w.changed = make(chan struct{})
 	w.log.Info("assigned", "function", a.Function, "image", a.Image, "parent", peerName(a.Parent), "generation", a.Generation)
-	go w.provision(ctx, f)
+	// Tracked by w.bg: a function released before the worker stops may
+	// still be stopping its container, holding cache references, and
+	// stopAll must wait for it too.
+	w.bg.Go(func() { w.provision(ctx, f) })
 	w.markReport()
 }
 

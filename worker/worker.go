@@ -138,7 +138,7 @@ type Worker struct {
 	// Serve can wait for them: they hold cache references.
 	serving  sync.RWMutex
 	stopping bool           // guarded by serving: refuse new requests
-	bg       sync.WaitGroup // fetch jobs and child demands; Serve waits for them
+	bg       sync.WaitGroup // provisioning, fetch jobs and child demands; Serve waits for them
 
 	kick   chan struct{} // heartbeat now
 	report chan struct{} // send a status report soon
