@@ -127,7 +127,7 @@ func TestAttackSlowAndIdleClients(t *testing.T) {
 	for i := range workers {
 		id := fmt.Sprintf("vm-%d", i)
 		workers[i] = start(t, id, append([]string{"worker", "--id", id, "--listen", "127.0.0.1:0", "--manager", "http://" + mgr.addr,
-			"--cache", t.TempDir(), "--heartbeat", "200ms", "--max-uploads", "1"}, attackLimits...)...)
+			"--cache", t.TempDir(), "--oci-listen", "none", "--heartbeat", "200ms", "--max-uploads", "1"}, attackLimits...)...)
 	}
 	waitVMs(t, client, 2)
 
@@ -172,7 +172,7 @@ func TestAttackStalledChildLosesSlot(t *testing.T) {
 	mgr := start(t, "manager", "manager", "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--vm-timeout", "2s")
 	client := api.NewClient(mgr.addr)
 	w := start(t, "vm-0", append([]string{"worker", "--id", "vm-0", "--listen", "127.0.0.1:0", "--manager", "http://" + mgr.addr,
-		"--cache", t.TempDir(), "--heartbeat", "200ms", "--max-uploads", "1"}, attackLimits...)...)
+		"--cache", t.TempDir(), "--oci-listen", "none", "--heartbeat", "200ms", "--max-uploads", "1"}, attackLimits...)...)
 	waitVMs(t, client, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
