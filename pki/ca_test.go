@@ -74,9 +74,9 @@ func (v *Verifier) verifyAt(c *x509.Certificate, now time.Time) (Identity, error
 func TestLoadRefuses(t *testing.T) {
 	other := newCA(t)
 	tests := []struct {
-		name   string
+		name    string
 		breakIt func(t *testing.T, dir string)
-		want   string
+		want    string
 	}{
 		{"key readable by group", func(t *testing.T, dir string) {
 			os.Chmod(filepath.Join(dir, KeyFile), 0o640)
