@@ -2,6 +2,8 @@ package pki
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -86,4 +88,41 @@ func ParseEnrollRequest(r io.Reader) (Enrollment, error) {
 		return Enrollment{}, fmt.Errorf("%w: csr names %.100q, the request VM %q", ErrEnroll, csr.Subject.CommonName, req.VM)
 	}
 	return Enrollment{VM: req.VM, CSR: csr, JoinToken: req.JoinToken}, nil
+}
+
+// maxEnrollResponse bounds the manager's answer: two certificates.
+const maxEnrollResponse = 64 << 10
+
+// AcceptCertificate reads the manager's EnrollResponse and checks the
+// certificate before the VM uses it: it is for key, names vm, and verifies
+// against v (the CA file the VM was given, not the CA the answer carries).
+// It returns the certificate ready for a Keeper and its PEM for saving.
+func (v *Verifier) AcceptCertificate(r io.Reader, key crypto.Signer, vm string) (tls.Certificate, []byte, error) {
+	body, err := io.ReadAll(io.LimitReader(r, maxEnrollResponse+1))
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("read enrollment response: %w", err)
+	}
+	if len(body) > maxEnrollResponse {
+		return tls.Certificate{}, nil, fmt.Errorf("enrollment response is more than %d bytes", maxEnrollResponse)
+	}
+	var resp EnrollResponse
+	if err := json.Unmarshal(body, &resp); err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("enrollment response: %w", err)
+	}
+	certPEM := []byte(resp.Certificate)
+	cert, err := ParseCert(certPEM)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("enrollment response: %w", err)
+	}
+	if !publicEqual(cert.PublicKey, key.Public()) {
+		return tls.Certificate{}, nil, fmt.Errorf("enrollment response: the certificate is not for this VM's key")
+	}
+	id, err := v.Verify([]*x509.Certificate{cert}, x509.ExtKeyUsageClientAuth)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("enrollment response: %w", err)
+	}
+	if id.Manager || id.VM != vm {
+		return tls.Certificate{}, nil, fmt.Errorf("enrollment response: %w: want vm/%s, got %s", ErrWrongID, vm, id)
+	}
+	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, certPEM, nil
 }

@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -13,6 +14,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func enrollJSON(t testing.TB, vm, csr, token string) string {
@@ -131,4 +133,48 @@ func FuzzParseEnrollRequest(f *testing.F) {
 			t.Fatalf("accepted a CSR whose signature fails: %v", err)
 		}
 	})
+}
+
+func TestAcceptCertificate(t *testing.T) {
+	ca, other := newCA(t), newCA(t)
+	v := NewVerifier(ca.Cert, nil)
+	v.Now = func() time.Time { return t0 }
+	key, _ := NewKey()
+	stranger, _ := NewKey()
+	answer := func(c *CA, k crypto.Signer, vm string) string {
+		_, p, err := c.SignVM(mustCSR(t, k, vm), vm, t0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(EnrollResponse{Certificate: string(p), CA: string(c.CertPEM)})
+		return string(b)
+	}
+	tests := []struct {
+		name, body string
+		ok         bool
+	}{
+		{"good", answer(ca, key, "vm-1"), true},
+		{"another VM's name", answer(ca, key, "vm-2"), false},
+		{"another key", answer(ca, stranger, "vm-1"), false},
+		{"another CA", answer(other, key, "vm-1"), false},
+		{"garbage", `{"certificate":"x"}`, false},
+		{"too large", `{"certificate":"` + strings.Repeat("a", 70<<10) + `"}`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, p, err := v.AcceptCertificate(strings.NewReader(tt.body), key, "vm-1")
+			if !tt.ok {
+				if err == nil {
+					t.Fatal("accepted")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if vm, _ := VMFromCert(c.Leaf); vm != "vm-1" || len(p) == 0 {
+				t.Fatalf("got %q", vm)
+			}
+		})
+	}
 }
