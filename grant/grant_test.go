@@ -208,8 +208,9 @@ func FuzzVerify(f *testing.F) {
 			}
 			return
 		}
-		// Only what the CA signed gets through: the one grant signed above
-		// (ECDSA signatures are malleable only with the key).
+		// Only what the CA signed gets through: the payload signed above
+		// (an ECDSA signature can be altered into another valid one, but only
+		// over the same payload).
 		if g.VM != "child" || g.Function != "fn" || len(raw) > MaxLen {
 			t.Fatalf("accepted %q: %+v", raw, g)
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/token"
 )
 
 // MaxEnrollSize bounds an enrollment request body: a CSR for an ECDSA or
@@ -49,7 +50,8 @@ type Enrollment struct {
 // MaxEnrollSize bytes of JSON, one object with exactly the known fields and
 // nothing after it, a VM id api.ValidName accepts, a CSR of exactly one PEM
 // block whose signature verifies, with a supported key, naming the VM as its
-// CommonName and asking for no other names.
+// CommonName and asking for no other names, and a join token of the one
+// token form (whether it is a live join token is the token Set's call).
 func ParseEnrollRequest(r io.Reader) (Enrollment, error) {
 	body, err := io.ReadAll(io.LimitReader(r, MaxEnrollSize+1))
 	if err != nil {
@@ -70,8 +72,8 @@ func ParseEnrollRequest(r io.Reader) (Enrollment, error) {
 	if err := api.ValidName("vm", req.VM); err != nil {
 		return Enrollment{}, fmt.Errorf("%w: %w", ErrEnroll, err)
 	}
-	if req.JoinToken == "" {
-		return Enrollment{}, fmt.Errorf("%w: no join token", ErrEnroll)
+	if _, err := token.ParseSecret(req.JoinToken); err != nil {
+		return Enrollment{}, fmt.Errorf("%w: join token: %w", ErrEnroll, err)
 	}
 	der, err := onePEM([]byte(req.CSR), "CERTIFICATE REQUEST")
 	if err != nil {

@@ -17,6 +17,9 @@ import (
 	"time"
 )
 
+// tok has the form of a token; ParseEnrollRequest does not judge more.
+var tok = strings.Repeat("A", 43)
+
 func enrollJSON(t testing.TB, vm, csr, token string) string {
 	b, err := json.Marshal(EnrollRequest{VM: vm, CSR: csr, JoinToken: token})
 	if err != nil {
@@ -52,24 +55,25 @@ func TestParseEnrollRequest(t *testing.T) {
 		body string
 		ok   bool
 	}{
-		{"good", enrollJSON(t, "vm-1", string(good), "tok"), true},
-		{"ed25519", enrollJSON(t, "vm-1", csrPEM(t, edKey, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "vm-1"}}), "tok"), true},
-		{"trailing space", enrollJSON(t, "vm-1", string(good), "tok") + "\n ", true},
-		{"bad vm", enrollJSON(t, "../vm", string(good), "tok"), false},
-		{"empty vm", enrollJSON(t, "", string(good), "tok"), false},
+		{"good", enrollJSON(t, "vm-1", string(good), tok), true},
+		{"ed25519", enrollJSON(t, "vm-1", csrPEM(t, edKey, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "vm-1"}}), tok), true},
+		{"trailing space", enrollJSON(t, "vm-1", string(good), tok) + "\n ", true},
+		{"bad vm", enrollJSON(t, "../vm", string(good), tok), false},
+		{"empty vm", enrollJSON(t, "", string(good), tok), false},
 		{"no token", enrollJSON(t, "vm-1", string(good), ""), false},
-		{"csr for another vm", enrollJSON(t, "vm-2", string(good), "tok"), false},
-		{"tampered csr", enrollJSON(t, "vm-1", tamperedPEM, "tok"), false},
-		{"two pem blocks", enrollJSON(t, "vm-1", string(good)+string(good), "tok"), false},
-		{"certificate block", enrollJSON(t, "vm-1", strings.Replace(string(good), "CERTIFICATE REQUEST", "CERTIFICATE", 2), "tok"), false},
-		{"no pem", enrollJSON(t, "vm-1", "hello", "tok"), false},
-		{"csr asks for a dns name", enrollJSON(t, "vm-1", csrPEM(t, key, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "vm-1"}, DNSNames: []string{"manager"}}), "tok"), false},
-		{"p521 key", enrollJSON(t, "vm-1", csrPEM(t, p521, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "vm-1"}}), "tok"), false},
-		{"rsa key", enrollJSON(t, "vm-1", csrPEM(t, rsaKey, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "vm-1"}}), "tok"), false},
-		{"unknown field", strings.Replace(enrollJSON(t, "vm-1", string(good), "tok"), `"vm"`, `"admin":true,"vm"`, 1), false},
-		{"two objects", enrollJSON(t, "vm-1", string(good), "tok") + "{}", false},
+		{"malformed token", enrollJSON(t, "vm-1", string(good), "hunter2"), false},
+		{"csr for another vm", enrollJSON(t, "vm-2", string(good), tok), false},
+		{"tampered csr", enrollJSON(t, "vm-1", tamperedPEM, tok), false},
+		{"two pem blocks", enrollJSON(t, "vm-1", string(good)+string(good), tok), false},
+		{"certificate block", enrollJSON(t, "vm-1", strings.Replace(string(good), "CERTIFICATE REQUEST", "CERTIFICATE", 2), tok), false},
+		{"no pem", enrollJSON(t, "vm-1", "hello", tok), false},
+		{"csr asks for a dns name", enrollJSON(t, "vm-1", csrPEM(t, key, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "vm-1"}, DNSNames: []string{"manager"}}), tok), false},
+		{"p521 key", enrollJSON(t, "vm-1", csrPEM(t, p521, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "vm-1"}}), tok), false},
+		{"rsa key", enrollJSON(t, "vm-1", csrPEM(t, rsaKey, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "vm-1"}}), tok), false},
+		{"unknown field", strings.Replace(enrollJSON(t, "vm-1", string(good), tok), `"vm"`, `"admin":true,"vm"`, 1), false},
+		{"two objects", enrollJSON(t, "vm-1", string(good), tok) + "{}", false},
 		{"not json", "vm=vm-1", false},
-		{"too large", enrollJSON(t, "vm-1", string(good), strings.Repeat("a", MaxEnrollSize)), false},
+		{"too large", enrollJSON(t, "vm-1", string(good), tok+strings.Repeat("a", MaxEnrollSize)), false},
 		{"empty", "", false},
 	}
 	for _, tt := range tests {
@@ -84,7 +88,7 @@ func TestParseEnrollRequest(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if e.VM != "vm-1" || e.JoinToken != "tok" || e.CSR == nil {
+			if e.VM != "vm-1" || e.JoinToken != tok || e.CSR == nil {
 				t.Fatalf("parsed %+v", e)
 			}
 		})
@@ -97,7 +101,7 @@ func TestEnrollRoundTrip(t *testing.T) {
 	ca := newCA(t)
 	key, _ := NewKey()
 	csr, _ := NewCSR(key, "vm-9")
-	e, err := ParseEnrollRequest(strings.NewReader(enrollJSON(t, "vm-9", string(csr), "tok")))
+	e, err := ParseEnrollRequest(strings.NewReader(enrollJSON(t, "vm-9", string(csr), tok)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,8 +117,8 @@ func TestEnrollRoundTrip(t *testing.T) {
 func FuzzParseEnrollRequest(f *testing.F) {
 	key, _ := NewKey()
 	good, _ := NewCSR(key, "vm-1")
-	f.Add(enrollJSON(f, "vm-1", string(good), "tok"))
-	f.Add(enrollJSON(f, "vm-1", string(good)+string(good), "tok"))
+	f.Add(enrollJSON(f, "vm-1", string(good), tok))
+	f.Add(enrollJSON(f, "vm-1", string(good)+string(good), tok))
 	f.Add(`{"vm":"a","csr":"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n","join_token":"x"}`)
 	f.Add(`{}`)
 	f.Fuzz(func(t *testing.T, body string) {

@@ -18,6 +18,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -55,6 +56,7 @@ const (
 
 // Errors, so a server can tell 401 (no such token) from 400 and count both.
 var (
+	ErrMissing   = errors.New("no bearer token")
 	ErrMalformed = errors.New("malformed token")
 	ErrUnknown   = errors.New("unknown token")
 	ErrExpired   = errors.New("token expired")
@@ -251,4 +253,19 @@ func (s *Set) Records() []Record {
 		return strings.Compare(a.ID, b.ID)
 	})
 	return out
+}
+
+// FromRequest returns the bearer token of r: exactly one Authorization
+// header, in the form ParseBearer accepts. ErrMissing means there was none
+// (401 with a challenge); other errors wrap ErrMalformed (400).
+func FromRequest(r *http.Request) (string, error) {
+	vals := r.Header.Values("Authorization")
+	switch len(vals) {
+	case 0:
+		return "", ErrMissing
+	case 1:
+		return ParseBearer(vals[0])
+	default:
+		return "", fmt.Errorf("%w: %d Authorization headers", ErrMalformed, len(vals))
+	}
 }

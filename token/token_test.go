@@ -2,6 +2,7 @@ package token
 
 import (
 	"errors"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -359,5 +360,37 @@ func TestRotateJoin(t *testing.T) {
 	}
 	if _, err := s.Authenticate(admin, t0); err != nil {
 		t.Errorf("rotation touched the admin token: %v", err)
+	}
+}
+
+func TestFromRequest(t *testing.T) {
+	tok, _, _ := New(Read, t0, 0)
+	tests := []struct {
+		name    string
+		headers []string
+		want    error
+	}{
+		{"one", []string{"Bearer " + tok}, nil},
+		{"none", nil, ErrMissing},
+		{"two", []string{"Bearer " + tok, "Bearer " + tok}, ErrMalformed},
+		{"basic", []string{"Basic dXNlcjpwYXNz"}, ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/api/v1/functions", nil)
+			for _, h := range tt.headers {
+				r.Header.Add("Authorization", h)
+			}
+			got, err := FromRequest(r)
+			if tt.want == nil {
+				if err != nil || got != tok {
+					t.Fatalf("FromRequest = %q, %v", got, err)
+				}
+				return
+			}
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("FromRequest = %v, want %v", err, tt.want)
+			}
+		})
 	}
 }
