@@ -277,3 +277,34 @@ func chain(a, b func(tls.ConnectionState) error) func(tls.ConnectionState) error
 		return b(cs)
 	}
 }
+
+// A renewed certificate set on a live Keeper is what the next handshake
+// presents: renewal needs no listener restart.
+func TestKeeperRenewal(t *testing.T) {
+	ca := newCA(t)
+	v := NewVerifier(ca.Cert, nil)
+	v.Now = func() time.Time { return t0.Add(time.Hour) }
+	first := vmCert(t, ca, "child", t0, 24*time.Hour)
+	k := NewKeeper(first)
+	var seen *big.Int
+	scfg := v.PeerServer(NewKeeper(vmCert(t, ca, "parent", t0, 24*time.Hour)))
+	scfg.VerifyConnection = chain(scfg.VerifyConnection, func(cs tls.ConnectionState) error {
+		seen = cs.PeerCertificates[0].SerialNumber
+		return nil
+	})
+	scfg.SessionTicketsDisabled = true
+	if serr, cerr := handshake(t, scfg, v.PeerClient(k, "parent")); serr != nil || cerr != nil {
+		t.Fatal(serr, cerr)
+	}
+	if seen.Cmp(first.Leaf.SerialNumber) != 0 {
+		t.Fatal("server saw another certificate than the first")
+	}
+	second := vmCert(t, ca, "child", t0.Add(time.Hour), 24*time.Hour)
+	k.Set(second)
+	if serr, cerr := handshake(t, scfg, v.PeerClient(k, "parent")); serr != nil || cerr != nil {
+		t.Fatal(serr, cerr)
+	}
+	if seen.Cmp(second.Leaf.SerialNumber) != 0 {
+		t.Fatal("server did not see the renewed certificate")
+	}
+}

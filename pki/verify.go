@@ -60,6 +60,9 @@ func (r *Revocations) Revoked(serial *big.Int) bool {
 // Serials returns the revoked serials and their certificates' expiry, for
 // persisting.
 func (r *Revocations) Serials() map[string]time.Time {
+	if r == nil {
+		return nil
+	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	out := make(map[string]time.Time, len(r.m))
