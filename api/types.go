@@ -51,6 +51,11 @@ type Peer struct {
 type Assignment struct {
 	Function string `json:"function"`
 	Image    string `json:"image"`
+	// Digest is the manifest digest the manager pinned Image to when the
+	// function was defined. The VM runs exactly that manifest: the root
+	// fetches it by digest, and a child refuses a parent that resolves the
+	// image to anything else. Empty only from a manager that does not pin.
+	Digest string `json:"digest,omitempty"`
 	// Parent is the VM to fetch from; nil at the root, which fetches from the
 	// registry.
 	Parent *Peer `json:"parent"`
@@ -71,6 +76,10 @@ type Assignments struct {
 
 // FunctionRequest is the body of PUT /functions/{fn}.
 type FunctionRequest struct {
+	// Image is a reference by tag or by digest. The manager pins a tag to
+	// the digest of its manifest (for the manager's platform, when the tag
+	// names an index) through its own registry access; a reference by
+	// digest is pinned to that digest without asking the registry.
 	Image string `json:"image"`
 	// Spec is the rest of the definition (command, environment, readiness),
 	// passed to the VMs unchanged.
@@ -81,6 +90,7 @@ type FunctionRequest struct {
 type Function struct {
 	Function string          `json:"function"`
 	Image    string          `json:"image"`
+	Digest   string          `json:"digest"` // the pinned manifest digest
 	Spec     json.RawMessage `json:"spec,omitempty"`
 	VMs      int             `json:"vms"`
 }

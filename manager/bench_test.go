@@ -21,7 +21,7 @@ func benchManager(b *testing.B, n int) (*api.Client, *Manager) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	m, err := New(context.Background(), st, Options{VMTimeout: time.Hour})
+	m, err := New(context.Background(), st, Options{VMTimeout: time.Hour, Pinner: fakePins})
 	if err != nil {
 		b.Fatal(err)
 	}

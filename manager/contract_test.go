@@ -131,7 +131,7 @@ func startManager(t *testing.T, path string) (*Manager, *httptest.Server, func()
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := New(context.Background(), st, Options{VMTimeout: time.Hour})
+	m, err := New(context.Background(), st, Options{VMTimeout: time.Hour, Pinner: fakePins})
 	if err != nil {
 		t.Fatal(err)
 	}

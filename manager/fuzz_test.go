@@ -23,6 +23,7 @@ func FuzzHandler(f *testing.F) {
 		{"PUT", "/api/v1/vms/a", `{"addr":`},
 		{"PUT", "/api/v1/functions/f", `{"image":"reg/x:1"}`},
 		{"PUT", "/api/v1/functions/f", `{"image":"reg/x:1","spec":{"cmd":["a"]}}`},
+		{"PUT", "/api/v1/functions/g", `{"image":"reg/x@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}`},
 		{"POST", "/api/v1/functions/f/scale", `{"count":2}`},
 		{"POST", "/api/v1/functions/f/scale", `{"vms":["v1","v1"]}`},
 		{"POST", "/api/v1/functions/f/scale", `{"vms":["v9"]}{}`},
@@ -44,7 +45,7 @@ func FuzzHandler(f *testing.F) {
 			return // not an HTTP request line a client could send
 		}
 		ctx := context.Background()
-		m, err := New(ctx, store.NewMemory(), Options{VMTimeout: time.Hour})
+		m, err := New(ctx, store.NewMemory(), Options{VMTimeout: time.Hour, Pinner: fakePins})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -27,6 +27,7 @@ import (
 	"github.com/faasnet/faasnet/manager/store"
 	"github.com/faasnet/faasnet/placement"
 	"github.com/faasnet/faasnet/units"
+	"github.com/faasnet/faasnet/upstream"
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
@@ -46,6 +47,12 @@ type Options struct {
 	// are link-local or metadata ranges, refused by default (see
 	// forbiddenNets).
 	AllowVMNets []netip.Prefix
+	// Pinner pins function images to manifest digests. Default: a
+	// RegistryPinner with the Registry options.
+	Pinner Pinner
+	// Registry configures the default Pinner's registry access
+	// (credentials, plain-HTTP registries, platform).
+	Registry []upstream.Option
 }
 
 // Manager holds the control-plane state.
@@ -90,6 +97,9 @@ func New(ctx context.Context, st store.Store, opts Options) (*Manager, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Pinner == nil {
+		opts.Pinner = RegistryPinner{upstream.New(opts.Registry...)}
 	}
 	m := &Manager{opts: opts, addrs: addrPolicy{allow: opts.AllowVMNets}, log: opts.Logger, store: st, metrics: newMetrics()}
 	m.pusher = newPusher(m)
@@ -362,7 +372,7 @@ func (m *Manager) assignments(v *vmState) api.Assignments {
 	out := api.Assignments{Assignments: []api.Assignment{}, Revision: m.revision}
 	for _, fn := range m.functionsOf(v.rec.Name) {
 		f := m.fns[fn]
-		a := api.Assignment{Function: fn, Image: f.rec.Image, Generation: f.gen[v.rec.Name], Spec: f.rec.Spec}
+		a := api.Assignment{Function: fn, Image: f.rec.Image, Digest: f.rec.Digest, Generation: f.gen[v.rec.Name], Spec: f.rec.Spec}
 		if p, _ := f.tree.Parent(v.rec.Name); p != "" {
 			a.Parent = &api.Peer{VM: p, Addr: m.vms[p].rec.Addr}
 		}
@@ -435,20 +445,18 @@ func validImage(image string) error {
 	return nil
 }
 
-// PutFunction defines fn or changes its image or spec. An image change
-// gives every member a new generation so that the workers refetch.
+// PutFunction defines fn or changes its image or spec, and pins the image
+// to the digest of its manifest (see pin). A change of image or digest
+// gives every member a new generation so that the workers refetch: defining
+// a function again with the same tag takes up where the tag moved.
 func (m *Manager) PutFunction(ctx context.Context, fn string, req api.FunctionRequest) (api.Function, error) {
 	var out api.Function
-	err := m.commit(ctx, "function", func(tx *txn) error {
-		if err := api.ValidName("function", fn); err != nil {
-			return badRequest("%v", err)
-		}
-		if err := validImage(req.Image); err != nil {
-			return err
-		}
-		if err := validSpec(req.Spec); err != nil {
-			return err
-		}
+	dg, err := m.checkFunction(ctx, fn, req)
+	if err != nil {
+		m.metrics.op("function", err)
+		return out, err
+	}
+	err = m.commit(ctx, "function", func(tx *txn) error {
 		f, ok := m.fns[fn]
 		if !ok {
 			if err := m.forest.AddFunction(fn); err != nil {
@@ -457,8 +465,8 @@ func (m *Manager) PutFunction(ctx context.Context, fn string, req api.FunctionRe
 			f = &fnState{rec: store.Function{Name: fn}, tree: m.forest.Tree(fn), gen: map[string]uint64{}, reports: map[string]api.FunctionReport{}}
 			m.fns[fn] = f
 		}
-		changed := !ok || f.rec.Image != req.Image || string(f.rec.Spec) != string(req.Spec)
-		f.rec.Image, f.rec.Spec = req.Image, req.Spec
+		changed := !ok || f.rec.Image != req.Image || f.rec.Digest != dg || string(f.rec.Spec) != string(req.Spec)
+		f.rec.Image, f.rec.Digest, f.rec.Spec = req.Image, dg, req.Spec
 		if changed {
 			tx.fnDirty[fn] = true
 			if ok {
@@ -467,10 +475,25 @@ func (m *Manager) PutFunction(ctx context.Context, fn string, req api.FunctionRe
 				}
 			}
 		}
-		out = api.Function{Function: fn, Image: f.rec.Image, Spec: f.rec.Spec, VMs: f.tree.Len()}
+		out = api.Function{Function: fn, Image: f.rec.Image, Digest: f.rec.Digest, Spec: f.rec.Spec, VMs: f.tree.Len()}
 		return nil
 	})
 	return out, err
+}
+
+// checkFunction validates a definition and pins its image, outside the lock:
+// pinning may wait for the registry. It returns the pinned digest.
+func (m *Manager) checkFunction(ctx context.Context, fn string, req api.FunctionRequest) (string, error) {
+	if err := api.ValidName("function", fn); err != nil {
+		return "", badRequest("%v", err)
+	}
+	if err := validImage(req.Image); err != nil {
+		return "", err
+	}
+	if err := validSpec(req.Spec); err != nil {
+		return "", err
+	}
+	return m.pin(ctx, req.Image)
 }
 
 // validSpec checks a function spec as the workers will read it.
@@ -734,7 +757,7 @@ func (m *Manager) Functions() []api.Function {
 	defer m.mu.Unlock()
 	out := make([]api.Function, 0, len(m.fns))
 	for _, f := range m.fns {
-		out = append(out, api.Function{Function: f.rec.Name, Image: f.rec.Image, Spec: f.rec.Spec, VMs: f.tree.Len()})
+		out = append(out, api.Function{Function: f.rec.Name, Image: f.rec.Image, Digest: f.rec.Digest, Spec: f.rec.Spec, VMs: f.tree.Len()})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Function < out[j].Function })
 	return out

@@ -29,7 +29,7 @@ func (c *clock) Add(d time.Duration) {
 
 func newTestManager(t *testing.T, st store.Store, c *clock) *Manager {
 	t.Helper()
-	m, err := New(context.Background(), st, Options{VMTimeout: 10 * time.Second, Now: c.Now})
+	m, err := New(context.Background(), st, Options{VMTimeout: 10 * time.Second, Now: c.Now, Pinner: fakePins})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/blobcache"
+	"github.com/faasnet/faasnet/digest"
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
@@ -20,7 +21,7 @@ import (
 // Worker.mu.
 type function struct {
 	name          string
-	image         string          // a.Image, fixed for f's lifetime (a new image restarts)
+	image         string          // a.Image, fixed for f's lifetime (a new image or digest restarts)
 	spec          json.RawMessage // a.Spec, fixed likewise
 	started       time.Time
 	a             api.Assignment
@@ -131,6 +132,11 @@ func decodeAssignments(data []byte) (api.Assignments, error) {
 		if _, err := name.ParseReference(a.Image, name.WeakValidation); err != nil {
 			return doc, fmt.Errorf("function %s: image %q: %w", a.Function, a.Image, err)
 		}
+		if a.Digest != "" {
+			if _, err := digest.Parse(a.Digest); err != nil {
+				return doc, fmt.Errorf("function %s: pinned digest: %w", a.Function, err)
+			}
+		}
 		if a.Parent != nil {
 			if err := api.ValidAddr(a.Parent.Addr); err != nil {
 				return doc, fmt.Errorf("function %s: parent: %w", a.Function, err)
@@ -164,7 +170,7 @@ func (w *Worker) reconcile(doc api.Assignments) {
 			}
 			w.startFunction(a)
 		case a.Generation <= f.a.Generation:
-		case a.Image != f.a.Image || string(a.Spec) != string(f.a.Spec):
+		case a.Image != f.a.Image || a.Digest != f.a.Digest || string(a.Spec) != string(f.a.Spec):
 			w.stopFunction(f)
 			w.startFunction(a)
 		default:

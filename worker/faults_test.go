@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/digest"
 	"github.com/faasnet/faasnet/imagegen"
 	"github.com/faasnet/faasnet/internal/testenv"
 	"github.com/faasnet/faasnet/peer"
@@ -112,7 +113,12 @@ func waitError(t *testing.T, w *Worker, fn, want string) api.FunctionReport {
 	}
 }
 
+// TestRegistryFailuresAreReported: the root reports what went wrong when
+// it fetches the pinned manifest. The images are given by digest, which the
+// manager pins without asking the registry (it refuses an unknown tag).
 func TestRegistryFailuresAreReported(t *testing.T) {
+	badManifest := []byte(`{"schemaVersion": 2, "config": "nope"`)
+	anyDigest := "@" + digest.Of([]byte("no such manifest")).String()
 	cases := []struct {
 		name   string
 		handle func(w http.ResponseWriter, r *http.Request) bool // true: handled
@@ -120,22 +126,22 @@ func TestRegistryFailuresAreReported(t *testing.T) {
 		want   string
 		state  string
 	}{
-		{"image does not exist", nil, "/nothing/here:v1", "not found", api.StateFailed},
+		{"image does not exist", nil, "/nothing/here" + anyDigest, "not found", api.StateFailed},
 		{"registry answers 500", func(w http.ResponseWriter, r *http.Request) bool {
 			if strings.Contains(r.URL.Path, "/manifests/") {
 				http.Error(w, "database on fire", http.StatusInternalServerError)
 				return true
 			}
 			return false
-		}, "/test/app:v1", "500", ""},
+		}, "/test/app" + anyDigest, "500", ""},
 		{"manifest does not parse", func(w http.ResponseWriter, r *http.Request) bool {
 			if strings.Contains(r.URL.Path, "/manifests/") {
 				w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-				w.Write([]byte(`{"schemaVersion": 2, "config": "nope"`))
+				w.Write(badManifest)
 				return true
 			}
 			return false
-		}, "/test/app:v1", "not valid JSON", ""},
+		}, "/test/app@" + digest.Of(badManifest).String(), "not valid JSON", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -192,7 +192,7 @@ func (w *Worker) outcome(ctx context.Context, parent string, err error) (failove
 	switch {
 	case err == nil:
 		return failover.Done, 0
-	case errors.Is(err, blobcache.ErrCorrupt):
+	case errors.Is(err, blobcache.ErrCorrupt), errors.Is(err, errNotPinned):
 		return failover.Corrupt, 0
 	case parent == "":
 		return failover.Failed, 0

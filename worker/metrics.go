@@ -12,6 +12,7 @@ type metrics struct {
 	verifyFailures prometheus.Counter
 	parentSwitches prometheus.Counter
 	demands        prometheus.Counter
+	notPinned      prometheus.Counter
 }
 
 func newMetrics(w *Worker) *metrics {
@@ -29,11 +30,14 @@ func newMetrics(w *Worker) *metrics {
 		demands: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "faasnet_worker_demand_fetches_total", Help: "On-demand range fetches (a container or a child blocked on bytes).",
 		}),
+		notPinned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "faasnet_worker_unpinned_manifests_total", Help: "Parent resolve answers refused because they named another manifest than the pinned one.",
+		}),
 	}
 	peerStat := func(name, help string, get func() int64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(get()) })
 	}
-	m.reg.MustRegister(m.in, m.verifyFailures, m.parentSwitches, m.demands,
+	m.reg.MustRegister(m.in, m.verifyFailures, m.parentSwitches, m.demands, m.notPinned,
 		peerStat("faasnet_worker_bytes_out_total", "Blob bytes sent to children.", func() int64 { return w.peerSrv.Stats().BytesSent }),
 		peerStat("faasnet_worker_blocks_served_total", "Blocks sent to children.", func() int64 { return w.peerSrv.Stats().Blocks }),
 		peerStat("faasnet_worker_peer_requests_total", "Peer protocol requests served.", func() int64 { return w.peerSrv.Stats().Requests }),

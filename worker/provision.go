@@ -9,6 +9,7 @@ import (
 
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/blobcache"
+	"github.com/faasnet/faasnet/digest"
 	"github.com/faasnet/faasnet/failover"
 	"github.com/faasnet/faasnet/lazy"
 	"github.com/faasnet/faasnet/peer"
@@ -100,15 +101,56 @@ func (w *Worker) provision(ctx context.Context, f *function) {
 	<-ctx.Done()
 }
 
+// errNotPinned marks a resolve answer that names another manifest than the
+// one the manager pinned.
+var errNotPinned = errors.New("not the pinned manifest")
+
+// imageRef is how the worker names a's image: by the digest the manager
+// pinned it to, so the root fetches exactly that manifest whatever the tag
+// names now, and a function pinned again to a moved tag is another image.
+// Without a pin (a manager that does not pin) it is a.Image.
+func imageRef(a api.Assignment) string {
+	if a.Digest == "" {
+		return a.Image
+	}
+	ref, err := name.ParseReference(a.Image, name.WeakValidation)
+	if err != nil {
+		return a.Image // refused when provisioning starts
+	}
+	return ref.Context().Name() + "@" + a.Digest
+}
+
+// checkPinned refuses a manifest descriptor that is not a's pinned one,
+// naming where it came from.
+func checkPinned(a api.Assignment, d peer.Descriptor, from string) error {
+	if a.Digest == "" || d.Digest == a.Digest {
+		return nil
+	}
+	return fmt.Errorf("%s resolved %s to manifest %s, but the manager pinned it to %s: %w", from, a.Image, d.Digest, a.Digest, errNotPinned)
+}
+
 // resolve finds the manifest of f's image: from the parent if f has one
 // (so only the root talks to the registry), else from the registry. A
-// failing parent is handled by the failover policy, as blob fetches are.
+// failing parent is handled by the failover policy, as blob fetches are. A
+// parent whose answer is not the pinned manifest is refused (its answer is
+// never fetched) and, like a parent that served corrupt bytes, not asked
+// again: the registry resolves.
 func (w *Worker) resolve(ctx context.Context, f *function) (peer.Descriptor, error) {
+	w.mu.Lock()
+	pinned := f.a.Digest // fixed for f's lifetime: a new one restarts f
+	w.mu.Unlock()
+	if pinned != "" {
+		if _, err := digest.Parse(pinned); err != nil {
+			w.setState(f, api.StateFailed, fmt.Sprintf("image %s: pinned digest: %v", f.image, err))
+			return peer.Descriptor{}, err
+		}
+	}
 	var st failover.State
 	for {
 		w.mu.Lock()
 		a, changed := f.a, f.parentChanged
-		d, ok := w.images[a.Image]
+		ref := imageRef(a)
+		d, ok := w.images[ref]
 		w.mu.Unlock()
 		if ok {
 			return d, nil
@@ -116,17 +158,31 @@ func (w *Worker) resolve(ctx context.Context, f *function) (peer.Descriptor, err
 		parent := addrOf(a.Parent)
 		var err error
 		if !w.policy.UseRegistry(&st, parent) {
-			d, err = w.peers.Resolve(ctx, parent, a.Image)
+			d, err = w.peers.Resolve(ctx, parent, ref)
 			if err == nil {
-				return w.rememberImage(f, a.Image, d, nil)
+				err = checkPinned(a, d, "parent "+peerName(a.Parent))
+			}
+			if err == nil {
+				return w.rememberImage(f, ref, d, nil)
+			}
+			if errors.Is(err, errNotPinned) {
+				w.metrics.notPinned.Inc()
+				w.log.Warn("refusing the parent's manifest: it is not the pinned one", "function", f.name,
+					"parent", peerName(a.Parent), "answered", d.Digest, "pinned", a.Digest)
 			}
 		} else {
 			parent = ""
 			var im upstream.Image
-			im, err = w.reg.Resolve(ctx, a.Image)
+			im, err = w.reg.Resolve(ctx, ref)
 			if err == nil {
 				d = peer.Descriptor{Digest: im.Descriptor.Digest.String(), Size: im.Descriptor.Size, MediaType: string(im.Descriptor.MediaType)}
-				return w.rememberImage(f, a.Image, d, im.RawManifest)
+				if err = checkPinned(a, d, "the registry"); err != nil {
+					// Fetched by the pinned digest, so that names an
+					// index, not a platform's manifest: nothing to retry.
+					w.setState(f, api.StateFailed, fmt.Sprintf("resolving %s: %v (pin a platform manifest, not an index)", a.Image, err))
+					return peer.Descriptor{}, err
+				}
+				return w.rememberImage(f, ref, d, im.RawManifest)
 			}
 		}
 		if ctx.Err() != nil {
@@ -136,7 +192,7 @@ func (w *Worker) resolve(ctx context.Context, f *function) (peer.Descriptor, err
 		if errors.Is(err, upstream.ErrNotFound) || errors.Is(err, upstream.ErrUnauthorized) {
 			state = api.StateFailed
 		}
-		w.setState(f, state, fmt.Sprintf("resolving %s: %v", a.Image, err))
+		w.setState(f, state, fmt.Sprintf("resolving %s: %v", ref, err))
 		outcome, retryAfter := w.outcome(ctx, parent, err)
 		dec := w.policy.Next(&st, failover.Attempt{Parent: parent, Outcome: outcome, RetryAfter: retryAfter, At: time.Now()})
 		if dec.Action == failover.Repair {

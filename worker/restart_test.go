@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/digest"
 	"github.com/faasnet/faasnet/imagegen"
 )
 
@@ -37,7 +38,9 @@ func TestRestartKeepsFetchedBlocks(t *testing.T) {
 // FuzzDecodeAssignments drives the parser of pushed assignments: it never
 // panics, and what it accepts is a document the worker can act on.
 func FuzzDecodeAssignments(f *testing.F) {
-	for _, s := range []string{`{}`, `{"assignments":[]}`, `{"assignments":[{"function":"f","image":"x/y:1","generation":3,"parent":{"vm":"p","addr":"127.0.0.1:1"}}],"revision":7}`, `[`, `{"assignments":{}}`, `{"assignments":[{"function":"f","image":"x"},{"function":"f","image":"x"}]}`} {
+	for _, s := range []string{`{}`, `{"assignments":[]}`, `{"assignments":[{"function":"f","image":"x/y:1","generation":3,"parent":{"vm":"p","addr":"127.0.0.1:1"}}],"revision":7}`, `[`, `{"assignments":{}}`, `{"assignments":[{"function":"f","image":"x"},{"function":"f","image":"x"}]}`,
+		`{"assignments":[{"function":"f","image":"x/y:1","digest":"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}]}`,
+		`{"assignments":[{"function":"f","image":"x/y:1","digest":"sha256:0123"}]}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -46,7 +49,8 @@ func FuzzDecodeAssignments(f *testing.F) {
 			return
 		}
 		for _, a := range doc.Assignments {
-			if api.ValidName("function", a.Function) != nil || (a.Parent != nil && api.ValidAddr(a.Parent.Addr) != nil) {
+			_, derr := digest.Parse(a.Digest)
+			if api.ValidName("function", a.Function) != nil || (a.Parent != nil && api.ValidAddr(a.Parent.Addr) != nil) || (a.Digest != "" && derr != nil) {
 				t.Fatalf("accepted an assignment it cannot act on: %+v", a)
 			}
 		}

@@ -89,7 +89,7 @@ func (w *Worker) Resolve(ctx context.Context, image string) (peer.Descriptor, er
 		d, ok := w.images[image]
 		hosted := false
 		for _, f := range w.fns {
-			hosted = hosted || f.a.Image == image
+			hosted = hosted || imageRef(f.a) == image
 		}
 		changed := w.changed
 		w.mu.Unlock()
@@ -132,14 +132,15 @@ func (c content) match(ns, repo, reference string) (image string, ok bool) {
 		if ns != "" && ns != ref.Context().RegistryStr() {
 			continue
 		}
-		d := w.images[f.a.Image]
+		key := imageRef(f.a)
+		d := w.images[key]
 		if reference == ref.Identifier() || reference == d.Digest {
-			return f.a.Image, true
+			return key, true
 		}
 		if isDigest {
 			for _, b := range f.blobs {
 				if b == reference {
-					return f.a.Image, true
+					return key, true
 				}
 			}
 		}

@@ -53,7 +53,7 @@ func fnCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("function %s: image %s, %d VMs\n", out.Function, out.Image, out.VMs)
+		fmt.Printf("function %s: image %s pinned to %s, %d VMs\n", out.Function, out.Image, out.Digest, out.VMs)
 		return nil
 	}
 	fn.AddCommand(create)

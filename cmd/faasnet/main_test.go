@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/digest"
 )
 
 // TestMain lets tests run this binary's main as a real subprocess: the test
@@ -93,7 +94,7 @@ func TestManagerSurvivesKill9(t *testing.T) {
 		}
 	}
 	for _, fn := range []string{"f", "g"} {
-		if _, err := c.PutFunction(ctx, fn, api.FunctionRequest{Image: "127.0.0.1:5000/" + fn + ":1"}); err != nil {
+		if _, err := c.PutFunction(ctx, fn, api.FunctionRequest{Image: "127.0.0.1:5000/" + fn + "@" + digest.Of([]byte(fn)).String()}); err != nil {
 			t.Fatal(err)
 		}
 	}

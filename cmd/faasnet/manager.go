@@ -15,6 +15,7 @@ import (
 	"github.com/faasnet/faasnet/internal/httpserver"
 	"github.com/faasnet/faasnet/manager"
 	"github.com/faasnet/faasnet/manager/store"
+	"github.com/faasnet/faasnet/upstream"
 	"github.com/spf13/cobra"
 )
 
@@ -32,7 +33,10 @@ func newManagerCmd() *cobra.Command {
 		Short: "Run the control plane: VM pool, function trees, failure detection, HTTP API",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			opts := manager.Options{VMTimeout: timeout, Push: !noPush}
+			opts := manager.Options{VMTimeout: timeout, Push: !noPush,
+				// Registry access as the workers have it: the docker
+				// credentials, plain HTTP to loopback registries only.
+				Registry: []upstream.Option{upstream.WithUserAgent("faasnet-manager")}}
 			for _, s := range allow {
 				p, err := netip.ParsePrefix(s)
 				if err != nil {

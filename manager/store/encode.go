@@ -108,6 +108,9 @@ func encodeFunction(fn *Function) (entry, error) {
 	if err := checkText(what, fn.Name, "image", fn.Image); err != nil {
 		return entry{}, err
 	}
+	if err := checkText(what, fn.Name, "digest", fn.Digest); err != nil {
+		return entry{}, err
+	}
 	// Checked here rather than left to the encoder so that the error says
 	// which field is wrong.
 	if len(fn.Spec) > 0 && !json.Valid(fn.Spec) {

@@ -28,8 +28,9 @@ type VM struct {
 type Function struct {
 	Name       string          `json:"name"`
 	Image      string          `json:"image"`
-	Generation uint64          `json:"generation"`     // last generation handed out for this function's nodes
-	Spec       json.RawMessage `json:"spec,omitempty"` // rest of the definition, opaque here
+	Digest     string          `json:"digest,omitempty"` // the manifest digest Image was pinned to
+	Generation uint64          `json:"generation"`       // last generation handed out for this function's nodes
+	Spec       json.RawMessage `json:"spec,omitempty"`   // rest of the definition, opaque here
 }
 
 // Node is one VM's place in one function's tree.
