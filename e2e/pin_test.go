@@ -34,32 +34,8 @@ type rogueParent struct {
 
 func newRogueParent(t *testing.T, img v1.Image) *rogueParent {
 	t.Helper()
-	r := &rogueParent{blobs: map[string][]byte{}}
-	raw, err := img.RawManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	md, _ := img.Digest()
-	mt, _ := img.MediaType()
-	r.blobs[md.String()] = raw
-	r.desc = peer.Descriptor{Digest: md.String(), Size: int64(len(raw)), MediaType: string(mt)}
-	cfg, _ := img.RawConfigFile()
-	cd, _ := img.ConfigName()
-	r.blobs[cd.String()] = cfg
-	layers, _ := img.Layers()
-	for _, l := range layers {
-		d, _ := l.Digest()
-		rc, err := l.Compressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.blobs[d.String()] = b
-	}
+	blobs, m := testenv.ImageBlobs(t, img)
+	r := &rogueParent{blobs: blobs, desc: peer.Descriptor{Digest: m.Digest.String(), Size: m.Size, MediaType: string(m.MediaType)}}
 	return r
 }
 

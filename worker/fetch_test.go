@@ -195,28 +195,7 @@ func (b bytesBlob) Reader(ctx context.Context, off, n int64) (io.ReadCloser, err
 // Retry-After.
 func busyParent(t *testing.T, img v1.Image) (srv *peer.Server, addr, gateDigest string, gate chan struct{}) {
 	t.Helper()
-	blobs := map[string][]byte{}
-	raw, _ := img.RawManifest()
-	md, _ := img.Digest()
-	mt, _ := img.MediaType()
-	blobs[md.String()] = raw
-	cfgName, _ := img.ConfigName()
-	cfgRaw, _ := img.RawConfigFile()
-	blobs[cfgName.String()] = cfgRaw
-	layers, _ := img.Layers()
-	for _, l := range layers {
-		d, _ := l.Digest()
-		rc, err := l.Compressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		blobs[d.String()] = data
-	}
+	blobs, desc := imageContent(t, img)
 	gate = make(chan struct{})
 	gateDigest = digest.Of([]byte("gate")).String()
 	src := sourceFunc(func(ctx context.Context, d string) (peer.Blob, func(), error) {
@@ -230,7 +209,7 @@ func busyParent(t *testing.T, img v1.Image) (srv *peer.Server, addr, gateDigest 
 		return bytesBlob(data), func() {}, nil
 	})
 	res := resolverFunc(func(ctx context.Context, image string) (peer.Descriptor, error) {
-		return peer.Descriptor{Digest: md.String(), Size: int64(len(raw)), MediaType: string(mt)}, nil
+		return desc, nil
 	})
 	srv = peer.NewServer(src, peer.ServerOptions{MaxUploads: 1, QueueTimeout: -1, Resolver: res, Logger: testLogger()})
 	mux := http.NewServeMux()

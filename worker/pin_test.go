@@ -1,9 +1,7 @@
 package worker
 
 import (
-	"bytes"
 	"context"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,52 +11,18 @@ import (
 
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/imagegen"
+	"github.com/faasnet/faasnet/internal/testenv"
 	"github.com/faasnet/faasnet/peer"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	dto "github.com/prometheus/client_model/go"
 )
 
-// memBlob is a complete blob in memory.
-type memBlob []byte
-
-func (b memBlob) Size() int64 { return int64(len(b)) }
-func (b memBlob) Reader(ctx context.Context, off, n int64) (io.ReadCloser, error) {
-	return io.NopCloser(bytes.NewReader(b[off : off+n])), nil
-}
-
 // imageContent returns every blob of img by digest, the manifest included,
 // and the manifest's descriptor.
 func imageContent(t *testing.T, img v1.Image) (map[string][]byte, peer.Descriptor) {
 	t.Helper()
-	out := map[string][]byte{}
-	raw, err := img.RawManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	md, _ := img.Digest()
-	mt, _ := img.MediaType()
-	out[md.String()] = raw
-	cfg, err := img.RawConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cd, _ := img.ConfigName()
-	out[cd.String()] = cfg
-	layers, _ := img.Layers()
-	for _, l := range layers {
-		d, _ := l.Digest()
-		rc, err := l.Compressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[d.String()] = b
-	}
-	return out, peer.Descriptor{Digest: md.String(), Size: int64(len(raw)), MediaType: string(mt)}
+	blobs, m := testenv.ImageBlobs(t, img)
+	return blobs, peer.Descriptor{Digest: m.Digest.String(), Size: m.Size, MediaType: string(m.MediaType)}
 }
 
 // pinnedManifest is the manifest digest w's function fn provisioned.
@@ -94,7 +58,7 @@ func TestParentResolvingAnotherImageIsRefused(t *testing.T) {
 		mu.Lock()
 		served = append(served, digest)
 		mu.Unlock()
-		return memBlob(b), func() {}, nil
+		return bytesBlob(b), func() {}, nil
 	})
 	var resolves sync.WaitGroup
 	resolves.Add(1)
