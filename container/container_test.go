@@ -89,22 +89,10 @@ func convertImage(t *testing.T) image {
 	if err != nil {
 		t.Fatal(err)
 	}
+	blobs, _ := testenv.ImageBlobs(t, img)
 	var layers []lazy.Layer
 	for _, d := range m.Layers {
-		l, err := img.LayerByDigest(d.Digest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rc, err := l.Compressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ll, err := lazy.LayerFromDescriptor(d, lazy.BytesReader(b))
+		ll, err := lazy.LayerFromDescriptor(d, lazy.BytesReader(blobs[d.Digest.String()]))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -171,7 +171,7 @@ func checkConverted(t *testing.T, src, dst v1.Image) {
 	}
 	for i, dl := range dstLayers {
 		desc := dstM.Layers[i]
-		compressed := readAll(t, dl.Compressed)
+		compressed := testenv.ReadAll(t, dl.Compressed)
 		// A valid tar.gz, read by the standard library alone.
 		zr, err := gzip.NewReader(bytes.NewReader(compressed))
 		if err != nil {
@@ -190,7 +190,7 @@ func checkConverted(t *testing.T, src, dst v1.Image) {
 		}
 		got := tarContents(t, bytes.NewReader(tarBytes))
 		delete(got, estargz.TOCTarName)
-		want := tarContents(t, bytes.NewReader(readAll(t, srcLayers[i].Uncompressed)))
+		want := tarContents(t, bytes.NewReader(testenv.ReadAll(t, srcLayers[i].Uncompressed)))
 		if !maps.Equal(got, want) {
 			t.Errorf("layer %d: entries %v, source has %v", i, keys(got), keys(want))
 		}
@@ -210,20 +210,6 @@ func parseRef(t *testing.T, s string) name.Reference {
 		t.Fatal(err)
 	}
 	return ref
-}
-
-func readAll(t *testing.T, open func() (io.ReadCloser, error)) []byte {
-	t.Helper()
-	rc, err := open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 func TestConvertIndex(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/faasnet/faasnet/internal/testenv"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -146,7 +147,7 @@ func TestDeterministic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, second := readAll(t, layers[1].Compressed), readAll(t, layers[1].Compressed)
+	first, second := testenv.ReadAll(t, layers[1].Compressed), testenv.ReadAll(t, layers[1].Compressed)
 	if !bytes.Equal(first, second) {
 		t.Error("two reads of one layer differ")
 	}
@@ -241,7 +242,7 @@ func TestLayerContents(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, l := range layers {
-		tr := tar.NewReader(bytes.NewReader(readAll(t, l.Uncompressed)))
+		tr := tar.NewReader(bytes.NewReader(testenv.ReadAll(t, l.Uncompressed)))
 		files, handler := 0, false
 		for {
 			hdr, err := tr.Next()
@@ -455,20 +456,6 @@ func check(img v1.Image) error {
 		}
 	}
 	return nil
-}
-
-func readAll(t testing.TB, open func() (io.ReadCloser, error)) []byte {
-	t.Helper()
-	rc, err := open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // BenchmarkImage measures Image: generating every layer once and hashing it

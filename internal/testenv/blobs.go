@@ -55,3 +55,19 @@ func ImageBlobs(t testing.TB, img v1.Image) (blobs map[string][]byte, manifest v
 	}
 	return blobs, v1.Descriptor{MediaType: mt, Size: int64(len(raw)), Digest: md}
 }
+
+// ReadAll reads what open returns to the end, failing t on any error: for
+// go-containerregistry's Compressed and Uncompressed, and the like.
+func ReadAll(t testing.TB, open func() (io.ReadCloser, error)) []byte {
+	t.Helper()
+	rc, err := open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
