@@ -82,19 +82,19 @@ func (w *Worker) demandRun(ctx context.Context, j *job, b *blobcache.Blob, from,
 	ctx = peer.WithDemand(ctx)
 	src := w.pickSource(j)
 	if src.parent != nil && !fromRegistry {
-		err := w.parentWindow(ctx, j, b, src.parent, from, to)
+		err := w.fill(ctx, j, b, w.parentSource(j, *src.parent), from, to)
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
 		w.log.Warn("demand from the parent failed; the registry serves it", "digest", j.digest, "parent", peerName(src.parent), "err", err)
 		w.kickHeartbeat()
 	}
-	err := w.registryWindow(ctx, j, b, from, to)
+	err := w.fill(ctx, j, b, w.registrySource(j), from, to)
 	if errors.Is(err, blobcache.ErrCorrupt) {
 		// The blob's last block arrived and the whole failed its digest:
 		// everything is dropped; fetch the window again from the registry.
 		w.metrics.verifyFailures.Inc()
-		err = w.registryWindow(ctx, j, b, from, to)
+		err = w.fill(ctx, j, b, w.registrySource(j), from, to)
 	}
 	return err
 }

@@ -258,16 +258,6 @@ func (w *Worker) jobFailed(j *job, err error) {
 	w.markReport()
 }
 
-// parentWindow fetches the missing blocks in [from, to) from parent p.
-func (w *Worker) parentWindow(ctx context.Context, j *job, b *blobcache.Blob, p *api.Peer, from, to int) error {
-	return w.fill(ctx, j, b, w.parentSource(j, *p), from, to)
-}
-
-// registryWindow fetches the missing blocks in [from, to) from the registry.
-func (w *Worker) registryWindow(ctx context.Context, j *job, b *blobcache.Blob, from, to int) error {
-	return w.fill(ctx, j, b, w.registrySource(j), from, to)
-}
-
 // alive probes a peer's /healthz.
 func (w *Worker) alive(ctx context.Context, addr string) bool {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
