@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,17 +32,37 @@ func IsNotFound(err error) bool {
 
 // Client talks to a manager.
 type Client struct {
-	Base string       // e.g. "http://127.0.0.1:7070"
+	Base string       // e.g. "https://127.0.0.1:7070"
 	HTTP *http.Client // nil: a client with a 30 s timeout
+	// Token is an operator's bearer token, sent with every call; empty
+	// for VMs, which are identified by their certificate (HTTP's TLS
+	// settings).
+	Token string
 }
 
 // NewClient returns a client for the manager at base, which may omit the
-// scheme ("127.0.0.1:7070").
+// scheme ("127.0.0.1:7070" means https).
 func NewClient(base string) *Client {
 	if !strings.Contains(base, "://") {
-		base = "http://" + base
+		base = "https://" + base
 	}
 	return &Client{Base: strings.TrimRight(base, "/")}
+}
+
+// NewTLSClient returns a client for the manager at base that checks the
+// manager's certificate with tlsConfig (which may also carry the VM's
+// certificate) and sends token, if not empty, as a bearer token.
+func NewTLSClient(base string, tlsConfig *tls.Config, token string) *Client {
+	c := NewClient(base)
+	c.Token = token
+	c.HTTP = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig:     tlsConfig,
+		Proxy:               http.ProxyFromEnvironment,
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+	}}
+	return c
 }
 
 var defaultHTTP = &http.Client{Timeout: 30 * time.Second}
@@ -69,6 +90,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
 	resp, err := c.http().Do(req)
 	if err != nil {
@@ -169,4 +193,49 @@ func (c *Client) Functions(ctx context.Context) ([]Function, error) {
 	}
 	err := c.do(ctx, http.MethodGet, "/functions", nil, &out)
 	return out.Functions, err
+}
+
+// Enroll sends a VM's enrollment request (no certificate needed: the join
+// token is in the body).
+func (c *Client) Enroll(ctx context.Context, r EnrollRequest) (EnrollResponse, error) {
+	var out EnrollResponse
+	err := c.do(ctx, http.MethodPost, EnrollPath, r, &out)
+	return out, err
+}
+
+// RenewCertificate asks for a new certificate for vm; the call must be made
+// with vm's current certificate.
+func (c *Client) RenewCertificate(ctx context.Context, vm string, r RenewRequest) (EnrollResponse, error) {
+	var out EnrollResponse
+	err := c.do(ctx, http.MethodPost, "/vms/"+esc(vm)+"/certificate", r, &out)
+	return out, err
+}
+
+// CreateToken makes an operator token (admin only).
+func (c *Client) CreateToken(ctx context.Context, r TokenRequest) (NewToken, error) {
+	var out NewToken
+	err := c.do(ctx, http.MethodPost, "/tokens", r, &out)
+	return out, err
+}
+
+// Tokens lists the tokens, without their secrets (admin only).
+func (c *Client) Tokens(ctx context.Context) ([]TokenInfo, error) {
+	var out struct {
+		Tokens []TokenInfo `json:"tokens"`
+	}
+	err := c.do(ctx, http.MethodGet, "/tokens", nil, &out)
+	return out.Tokens, err
+}
+
+// RevokeToken ends the token with the given id (admin only).
+func (c *Client) RevokeToken(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/tokens/"+esc(id), nil, nil)
+}
+
+// RotateJoinToken replaces the join token (admin only): the old one stops
+// working, and the manager also writes the new one to its data directory.
+func (c *Client) RotateJoinToken(ctx context.Context) (NewToken, error) {
+	var out NewToken
+	err := c.do(ctx, http.MethodPost, "/join-token", struct{}{}, &out)
+	return out, err
 }

@@ -63,6 +63,11 @@ type Assignment struct {
 	// changes (new parent, new image).
 	Generation uint64          `json:"generation"`
 	Spec       json.RawMessage `json:"spec,omitempty"`
+	// Grant is the manager's signed proof (package grant) that this VM
+	// may fetch the blobs of Digest's image for Function. The VM sends it
+	// to its parent with every peer request; the parent checks it offline
+	// against the cluster CA. Empty from a manager without a CA.
+	Grant string `json:"grant,omitempty"`
 }
 
 // Assignments is a VM's whole desired state: the heartbeat answer.
@@ -72,6 +77,10 @@ type Assignments struct {
 	// document older than one it applied (a late heartbeat answer after a
 	// push). It only grows, across restarts too.
 	Revision uint64 `json:"revision,omitempty"`
+	// Revoked lists the serial numbers (hex) of revoked VM certificates
+	// that have not expired yet, so that every worker refuses them on its
+	// peer listener too, not only the manager.
+	Revoked []string `json:"revoked,omitempty"`
 }
 
 // FunctionRequest is the body of PUT /functions/{fn}.
@@ -211,4 +220,53 @@ type FunctionSpec struct {
 // http://127.0.0.1:PORT{Path} until it answers 2xx.
 type Readiness struct {
 	Path string `json:"path"`
+}
+
+// EnrollPath is where a VM enrolls (POST, no certificate: the join token
+// is in the body). It is under Prefix.
+const EnrollPath = "/enroll"
+
+// EnrollRequest is the body of POST /enroll: the VM's id, a certificate
+// request for a key that never leaves the VM (PEM), and the join token.
+type EnrollRequest struct {
+	VM        string `json:"vm"`
+	CSR       string `json:"csr"`
+	JoinToken string `json:"join_token"`
+}
+
+// EnrollResponse answers an enrollment or a renewal: the VM's certificate
+// and the CA certificate (both PEM), and when the VM certificate expires.
+type EnrollResponse struct {
+	Certificate string    `json:"certificate"`
+	CA          string    `json:"ca"`
+	Expires     time.Time `json:"expires"`
+}
+
+// RenewRequest is the body of POST /vms/{vm}/certificate, made with the
+// VM's current certificate: a certificate request for the VM's key.
+type RenewRequest struct {
+	CSR string `json:"csr"`
+}
+
+// TokenRequest is the body of POST /tokens: a role ("read" or "admin")
+// and an optional lifetime (a Go duration such as "24h"; empty: no expiry).
+type TokenRequest struct {
+	Role string `json:"role"`
+	TTL  string `json:"ttl,omitempty"`
+}
+
+// TokenInfo describes a token without its secret.
+type TokenInfo struct {
+	ID      string     `json:"id"`
+	Role    string     `json:"role"`
+	Created time.Time  `json:"created"`
+	Expires *time.Time `json:"expires,omitempty"`
+	Revoked *time.Time `json:"revoked,omitempty"`
+}
+
+// NewToken answers POST /tokens and POST /join-token: the token's
+// secret, shown this once (the manager keeps only its hash).
+type NewToken struct {
+	TokenInfo
+	Token string `json:"token"`
 }

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/token"
@@ -22,21 +21,12 @@ const MaxEnrollSize = 8 << 10
 // ErrEnroll is wrapped by every error ParseEnrollRequest returns.
 var ErrEnroll = errors.New("bad enrollment request")
 
-// EnrollRequest is what a VM sends to enroll: its id, a certificate request
-// for its own key (PEM), and the join token.
-type EnrollRequest struct {
-	VM        string `json:"vm"`
-	CSR       string `json:"csr"`
-	JoinToken string `json:"join_token"`
-}
-
-// EnrollResponse is the manager's answer: the VM's certificate and the CA
-// certificate (both PEM), and when the VM certificate expires.
-type EnrollResponse struct {
-	Certificate string    `json:"certificate"`
-	CA          string    `json:"ca"`
-	Expires     time.Time `json:"expires"`
-}
+// EnrollRequest and EnrollResponse are the wire types of enrollment;
+// they live in package api with the rest of the manager's API.
+type (
+	EnrollRequest  = api.EnrollRequest
+	EnrollResponse = api.EnrollResponse
+)
 
 // Enrollment is a parsed, checked EnrollRequest. The join token is only
 // carried: checking it is the token store's job.

@@ -46,6 +46,17 @@ func (r *Revocations) Revoke(c *x509.Certificate) {
 	r.m[c.SerialNumber.Text(16)] = c.NotAfter
 }
 
+// Add adds a serial number (hex, as Serials returns it) revoked elsewhere,
+// e.g. one a worker learns from the manager, with its certificate's expiry.
+func (r *Revocations) Add(serial string, notAfter time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = make(map[string]time.Time)
+	}
+	r.m[serial] = notAfter
+}
+
 // Revoked reports whether serial has been revoked. A nil set revokes nothing.
 func (r *Revocations) Revoked(serial *big.Int) bool {
 	if r == nil {
