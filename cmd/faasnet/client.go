@@ -1,25 +1,91 @@
 package main
 
 import (
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/pki"
+	"github.com/faasnet/faasnet/token"
 	"github.com/faasnet/faasnet/treeview"
 	"github.com/spf13/cobra"
 )
 
-// managerFlag adds --manager to cmd and returns a getter for the client.
-func managerFlag(cmd *cobra.Command) func() *api.Client {
-	def := os.Getenv("FAASNET_MANAGER")
-	if def == "" {
-		def = "http://127.0.0.1:7070"
+// managerFlag adds --manager, --ca and --token-file to cmd and returns a
+// getter for the client. The defaults come from $FAASNET_MANAGER,
+// $FAASNET_CA and $FAASNET_TOKEN (the token itself or a file holding it).
+func managerFlag(cmd *cobra.Command) func() (*api.Client, error) {
+	url := cmd.Flags().String("manager", envOr("FAASNET_MANAGER", "https://127.0.0.1:7070"), "manager URL (default from $FAASNET_MANAGER)")
+	ca := cmd.Flags().String("ca", os.Getenv("FAASNET_CA"), "the cluster CA certificate, the manager's DATA/ca.crt (default from $FAASNET_CA)")
+	tokenFile := cmd.Flags().String("token-file", "", "file holding an operator token, e.g. the manager's DATA/admin.token (default: $FAASNET_TOKEN, the token or a file holding it)")
+	return func() (*api.Client, error) {
+		return operatorClient(*url, *ca, *tokenFile)
 	}
-	url := cmd.Flags().String("manager", def, "manager URL (default from $FAASNET_MANAGER)")
-	return func() *api.Client { return api.NewClient(*url) }
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// operatorClient returns a client that checks the manager against the
+// cluster CA in caFile and sends the operator's token.
+func operatorClient(url, caFile, tokenFile string) (*api.Client, error) {
+	if strings.HasPrefix(url, "http://") {
+		return nil, fmt.Errorf("--manager %s: the manager serves HTTPS only; use https://", url)
+	}
+	if caFile == "" {
+		return nil, errors.New("no cluster CA: pass --ca FILE or set $FAASNET_CA (the manager writes it to DATA/ca.crt)")
+	}
+	ca, err := readCA(caFile)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := operatorToken(tokenFile)
+	if err != nil {
+		return nil, err
+	}
+	return api.NewTLSClient(url, pki.NewVerifier(ca, nil).ManagerClient(nil), tok), nil
+}
+
+// readCA reads the cluster CA certificate from a PEM file.
+func readCA(path string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cluster CA: %w", err)
+	}
+	c, err := pki.ParseCert(b)
+	if err != nil {
+		return nil, fmt.Errorf("cluster CA %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// operatorToken reads --token-file, or else $FAASNET_TOKEN: a token (its
+// exact form cannot be a path) or the file holding one.
+func operatorToken(file string) (string, error) {
+	if file != "" {
+		return token.ReadFile(file)
+	}
+	env := os.Getenv("FAASNET_TOKEN")
+	if env == "" {
+		return "", errors.New("no operator token: pass --token-file FILE or set $FAASNET_TOKEN (the manager writes an admin token to DATA/admin.token)")
+	}
+	if t, err := token.ParseSecret(env); err == nil {
+		return t, nil
+	}
+	t, err := token.ReadFile(env)
+	if err != nil {
+		return "", fmt.Errorf("$FAASNET_TOKEN is neither a token nor a token file: %w", err)
+	}
+	return t, nil
 }
 
 func printJSON(v any) error {
@@ -49,7 +115,11 @@ func fnCmd() *cobra.Command {
 		if spec != "" {
 			req.Spec = json.RawMessage(spec)
 		}
-		out, err := client().PutFunction(cmd.Context(), args[0], req)
+		c, err := client()
+		if err != nil {
+			return err
+		}
+		out, err := c.PutFunction(cmd.Context(), args[0], req)
 		if err != nil {
 			return err
 		}
@@ -72,7 +142,11 @@ func scaleCmd() *cobra.Command {
 	cmd.Flags().IntVar(&count, "count", 0, "number of VMs the manager picks from the pool")
 	cmd.Flags().StringSliceVar(&vms, "vms", nil, "VMs to add, by name")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		out, err := client().Scale(cmd.Context(), args[0], api.ScaleRequest{VMs: vms, Count: count})
+		c, err := client()
+		if err != nil {
+			return err
+		}
+		out, err := c.Scale(cmd.Context(), args[0], api.ScaleRequest{VMs: vms, Count: count})
 		if err != nil {
 			return err
 		}
@@ -98,7 +172,11 @@ func releaseCmd() *cobra.Command {
 	}
 	client := managerFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := client().Release(cmd.Context(), args[0], args[1]); err != nil {
+		c, err := client()
+		if err != nil {
+			return err
+		}
+		if err := c.Release(cmd.Context(), args[0], args[1]); err != nil {
 			return err
 		}
 		fmt.Printf("released %s from %s\n", args[1], args[0])
@@ -117,7 +195,11 @@ func treeCmd() *cobra.Command {
 	client := managerFlag(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON instead of a drawing")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		t, err := client().Tree(cmd.Context(), args[0])
+		c, err := client()
+		if err != nil {
+			return err
+		}
+		t, err := c.Tree(cmd.Context(), args[0])
 		if err != nil {
 			return err
 		}
@@ -139,7 +221,11 @@ func statusCmd() *cobra.Command {
 	client := managerFlag(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		s, err := client().Status(cmd.Context(), args[0])
+		c, err := client()
+		if err != nil {
+			return err
+		}
+		s, err := c.Status(cmd.Context(), args[0])
 		if err != nil {
 			return err
 		}
@@ -170,7 +256,11 @@ func vmsCmd() *cobra.Command {
 	}
 	client := managerFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		vms, err := client().VMs(cmd.Context())
+		c, err := client()
+		if err != nil {
+			return err
+		}
+		vms, err := c.VMs(cmd.Context())
 		if err != nil {
 			return err
 		}
