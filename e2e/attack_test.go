@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,9 +15,11 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/grant"
 	"github.com/faasnet/faasnet/imagegen"
 	"github.com/faasnet/faasnet/internal/testenv"
 	"github.com/faasnet/faasnet/peer"
+	"github.com/faasnet/faasnet/pki"
 )
 
 // Short server limits, so that the attack test sees connections dropped
@@ -40,8 +43,10 @@ type attack struct {
 
 // flood opens idleConns idle connections (most silent, some idle after
 // one request) and halfSent half-sent requests (headers cut short, or a
-// body cut short) to addr.
-func flood(t *testing.T, addr, putPath string) *attack {
+// body cut short) to addr. Every other connection first completes a TLS
+// handshake with cfg, so that the attacker holds the server's resources
+// past the handshake; the others send nothing or plain text.
+func flood(t *testing.T, addr, putPath string, cfg *tls.Config) *attack {
 	t.Helper()
 	a := &attack{target: addr}
 	t.Cleanup(func() {
@@ -53,6 +58,15 @@ func flood(t *testing.T, addr, putPath string) *attack {
 		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 		if err != nil {
 			t.Fatalf("attack connection %d to %s: %v", len(a.conns), addr, err)
+		}
+		if len(a.conns)%2 == 0 {
+			tc := tls.Client(c, cfg)
+			tc.SetDeadline(time.Now().Add(5 * time.Second))
+			if err := tc.Handshake(); err != nil {
+				t.Fatalf("attack connection %d to %s: TLS handshake: %v", len(a.conns), addr, err)
+			}
+			tc.SetDeadline(time.Time{})
+			c = tc
 		}
 		a.conns = append(a.conns, c)
 		a.opened = append(a.opened, time.Now())
@@ -121,19 +135,24 @@ func TestAttackSlowAndIdleClients(t *testing.T) {
 	if err := imagegen.Push(context.Background(), img, ref); err != nil {
 		t.Fatal(err)
 	}
-	mgr := start(t, "manager", append([]string{"manager", "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--vm-timeout", "2s"}, attackLimits...)...)
-	client := api.NewClient(mgr.addr)
+	mgr := startManager(t, append([]string{"--vm-timeout", "2s"}, attackLimits...)...)
+	client := mgr.admin(t)
 	workers := make([]*proc, 2)
 	for i := range workers {
 		id := fmt.Sprintf("vm-%d", i)
-		workers[i] = start(t, id, append([]string{"worker", "--id", id, "--listen", "127.0.0.1:0", "--manager", "http://" + mgr.addr,
-			"--cache", t.TempDir(), "--oci-listen", "none", "--heartbeat", "200ms", "--max-uploads", "1"}, attackLimits...)...)
+		args := append(mgr.workerArgs(t, id), "--oci-listen", "none", "--heartbeat", "200ms", "--max-uploads", "1")
+		workers[i] = start(t, id, append(args, attackLimits...)...)
 	}
 	waitVMs(t, client, 2)
 
+	// The manager takes TLS from anyone (operators have no certificate);
+	// a worker only from the cluster's VMs, so its attacker is one.
+	verifier := pki.NewVerifier(mgr.ca, nil)
+	toManager := verifier.ManagerClient(nil)
+	toManager.ServerName = "127.0.0.1"
 	attacks := []*attack{
-		flood(t, mgr.addr, "/api/v1/vms/intruder"),
-		flood(t, workers[0].addr, api.WorkerAssignmentsPath),
+		flood(t, mgr.addr, "/api/v1/vms/intruder", toManager),
+		flood(t, workers[0].addr, api.WorkerAssignmentsPath, verifier.PeerClient(pki.NewKeeper(mgr.enroll(t, "intruder")), "vm-0")),
 	}
 	// Under attack, the cluster works: a function is placed on both VMs
 	// and its image travels through the tree.
@@ -169,10 +188,10 @@ func TestAttackStalledChildLosesSlot(t *testing.T) {
 	}
 	layers, _ := img.Layers()
 	layer, _ := layers[0].Digest()
-	mgr := start(t, "manager", "manager", "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--vm-timeout", "2s")
-	client := api.NewClient(mgr.addr)
-	w := start(t, "vm-0", append([]string{"worker", "--id", "vm-0", "--listen", "127.0.0.1:0", "--manager", "http://" + mgr.addr,
-		"--cache", t.TempDir(), "--oci-listen", "none", "--heartbeat", "200ms", "--max-uploads", "1"}, attackLimits...)...)
+	mgr := startManager(t, "--vm-timeout", "2s")
+	client := mgr.admin(t)
+	args := append(mgr.workerArgs(t, "vm-0"), "--oci-listen", "none", "--heartbeat", "200ms", "--max-uploads", "1")
+	w := start(t, "vm-0", append(args, attackLimits...)...)
 	waitVMs(t, client, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -184,13 +203,19 @@ func TestAttackStalledChildLosesSlot(t *testing.T) {
 	}
 	waitStatus(t, client, "big", 1, time.Minute)
 
+	// Two more VMs join the function as vm-0's children: enrolled VMs
+	// with grants, so that the stall is by members, not refused strangers.
+	stallCert, stallGrant := mgr.member(t, client, "vm-1", "big")
+	nextCert, nextGrant := mgr.member(t, client, "vm-2", "big")
+
 	blob := peer.PathPrefix + "blobs/" + layer.String()
-	stalled, err := net.DialTimeout("tcp", w.addr, 5*time.Second)
+	tcfg := pki.NewVerifier(mgr.ca, nil).PeerClient(pki.NewKeeper(stallCert), "vm-0")
+	stalled, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", w.addr, tcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer stalled.Close()
-	fmt.Fprintf(stalled, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", blob)
+	fmt.Fprintf(stalled, "GET %s HTTP/1.1\r\nHost: x\r\n%s: %s\r\n\r\n", blob, grant.Header, stallGrant)
 	// Wait until the stalled child holds the slot: its answer has begun.
 	stalled.SetReadDeadline(time.Now().Add(10 * time.Second))
 	resp, err := http.ReadResponse(bufio.NewReader(stalled), nil)
@@ -200,10 +225,10 @@ func TestAttackStalledChildLosesSlot(t *testing.T) {
 	// From here on it reads nothing. The next child must get the slot
 	// before the worker's queue timeout (10 s) refuses it with 503.
 	start := time.Now()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.addr+blob, nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+w.addr+blob, nil)
 	req.Header.Set("Range", "bytes=0-1023")
-	req.Close = true // leave no idle connection behind
-	next, err := http.DefaultClient.Do(req)
+	req.Header.Set(grant.Header, nextGrant)
+	next, err := mgr.peerClient(nextCert, "vm-0").Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,8 +242,8 @@ func TestAttackStalledChildLosesSlot(t *testing.T) {
 
 // The manager refuses VM addresses where cloud metadata services live.
 func TestAttackMetadataAddress(t *testing.T) {
-	mgr := start(t, "manager", "manager", "--listen", "127.0.0.1:0", "--data", t.TempDir())
-	client := api.NewClient(mgr.addr)
+	mgr := startManager(t)
+	client := mgr.vm(mgr.enroll(t, "rogue"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, addr := range []string{"169.254.169.254:80", "169.254.1.1:7071", "[fe80::1]:7071", "[fd00:ec2::254]:80", "[::ffff:169.254.169.254]:80"} {

@@ -55,10 +55,10 @@ func BenchmarkForward(b *testing.B) {
 
 func forwardOnce(b *testing.B, ref string, size int64) {
 	ctx := context.Background()
-	mgr := start(b, "manager", "manager", "--listen", "127.0.0.1:0", "--data", b.TempDir())
-	c := api.NewClient(mgr.addr)
+	mgr := startManager(b)
+	c := mgr.admin(b)
 	worker := func(name string) *proc {
-		args := []string{"worker", "--id", name, "--listen", "127.0.0.1:0", "--manager", "http://" + mgr.addr, "--oci-listen", "none", "--cache", b.TempDir(), "--heartbeat", "200ms"}
+		args := append(mgr.workerArgs(b, name), "--oci-listen", "none", "--heartbeat", "200ms")
 		if dir := os.Getenv("FAASNET_BENCH_PROFILE"); dir != "" {
 			args = append(args, "--cpuprofile", filepath.Join(dir, name+".pprof"))
 		}

@@ -40,8 +40,8 @@ func TestLazyPythonFunctionOnSevenWorkers(t *testing.T) {
 	t.Logf("faasnet image python: %s", strings.TrimSpace(out))
 	counter.Reset()
 
-	mgr := start(t, "manager", "manager", "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--vm-timeout", "5s")
-	c := api.NewClient(mgr.addr)
+	mgr := startManager(t, "--vm-timeout", "5s")
+	c := mgr.admin(t)
 	runDirs := map[string]string{}
 	for i := range 7 {
 		id := fmt.Sprintf("vm-%d", i)
@@ -50,9 +50,9 @@ func TestLazyPythonFunctionOnSevenWorkers(t *testing.T) {
 		// After the worker is killed (cleanups run last-first), a mount it
 		// left must go before the directory can.
 		t.Cleanup(func() { lazy.Unmount(filepath.Join(dir, "mnt", "py")) })
-		start(t, id, "worker", "--id", id, "--listen", "127.0.0.1:0", "--manager", "http://"+mgr.addr,
-			"--oci-listen", "none", "--cache", t.TempDir(), "--run-dir", runDirs[id], "--containers", "--heartbeat", "200ms",
-			"--download-limit", "64MiB/s", "--upload-limit", "64MiB/s")
+		start(t, id, append(mgr.workerArgs(t, id),
+			"--oci-listen", "none", "--run-dir", runDirs[id], "--containers", "--heartbeat", "200ms",
+			"--download-limit", "64MiB/s", "--upload-limit", "64MiB/s")...)
 	}
 	waitVMs(t, c, 7)
 	spec, _ := json.Marshal(api.FunctionSpec{Readiness: &api.Readiness{Path: "/healthz"}, Memory: "256MiB"})

@@ -17,6 +17,7 @@ import (
 	"github.com/faasnet/faasnet/imagegen"
 	"github.com/faasnet/faasnet/internal/testenv"
 	"github.com/faasnet/faasnet/peer"
+	"github.com/faasnet/faasnet/pki"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
@@ -88,20 +89,23 @@ func TestAttackRogueParentResolvesAnotherImage(t *testing.T) {
 	other := push(imagegen.Spec{TotalSize: 3 << 20, Layers: 2, Seed: 13}, reg+"/attack/other:v1")
 	pinned, _ := img.Digest()
 
+	mgr := startManager(t, "--vm-timeout", "1h")
+	client := mgr.admin(t)
+	// The rogue is an enrolled VM: its certificate is genuine, its answers
+	// are not.
+	rogueCert := mgr.enroll(t, "rogue")
 	rogue := newRogueParent(t, other)
 	mux := http.NewServeMux()
 	mux.Handle(peer.PathPrefix, peer.NewServer(rogue, peer.ServerOptions{Resolver: rogue}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {})
-	rogueSrv := httptest.NewServer(mux)
+	rogueSrv := httptest.NewUnstartedServer(mux)
+	rogueSrv.TLS = pki.NewVerifier(mgr.ca, nil).PeerServer(pki.NewKeeper(rogueCert))
+	rogueSrv.StartTLS()
 	defer rogueSrv.Close()
-
-	mgr := start(t, "manager", "manager", "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--vm-timeout", "1h")
-	client := api.NewClient(mgr.addr)
-	if _, err := client.RegisterVM(ctx, "rogue", strings.TrimPrefix(rogueSrv.URL, "http://"), nil); err != nil {
+	if _, err := mgr.vm(rogueCert).RegisterVM(ctx, "rogue", strings.TrimPrefix(rogueSrv.URL, "https://"), nil); err != nil {
 		t.Fatal(err)
 	}
-	child := start(t, "child", "worker", "--id", "child", "--listen", "127.0.0.1:0", "--manager", "http://"+mgr.addr,
-		"--oci-listen", "127.0.0.1:0", "--cache", t.TempDir(), "--heartbeat", "200ms", "--parent-timeout", "2s")
+	child := start(t, "child", append(mgr.workerArgs(t, "child"), "--oci-listen", "127.0.0.1:0", "--heartbeat", "200ms", "--parent-timeout", "2s")...)
 	waitVMs(t, client, 2)
 	def, err := client.PutFunction(ctx, "app", api.FunctionRequest{Image: ref})
 	if err != nil {
@@ -135,7 +139,7 @@ func TestAttackRogueParentResolvesAnotherImage(t *testing.T) {
 		t.Errorf("the child's runtime endpoint answers %d with digest %q, want the pinned %s",
 			resp.StatusCode, resp.Header.Get("Docker-Content-Digest"), pinned)
 	}
-	if n := metric(t, "http://"+child.addr+"/metrics", "faasnet_worker_unpinned_manifests_total"); n < 1 {
+	if n := metric(t, mgr.peerClient(rogueCert, "child"), "https://"+child.addr+"/metrics", "faasnet_worker_unpinned_manifests_total"); n < 1 {
 		t.Errorf("refused resolve answers counted: %v, want at least 1", n)
 	}
 	if !strings.Contains(child.tail(200), "parent=rogue@") {
@@ -168,9 +172,9 @@ func waitVMReady(t *testing.T, c *api.Client, fn, vm string, timeout time.Durati
 }
 
 // metric reads one unlabelled counter or gauge from a Prometheus text page.
-func metric(t *testing.T, url, name string) float64 {
+func metric(t *testing.T, c *http.Client, url, name string) float64 {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := c.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}

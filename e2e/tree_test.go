@@ -26,7 +26,7 @@ type env struct {
 	img     v1.Image
 	counter *testenv.Counter
 	proxy   string
-	mgr     *proc
+	mgr     *manager
 	client  *api.Client
 	workers map[string]*proc
 }
@@ -45,12 +45,12 @@ func setup(t *testing.T, n int, spec imagegen.Spec, workerArgs ...string) *env {
 	}
 	counter.Reset()
 	e := &env{t: t, ref: ref, img: img, counter: counter, proxy: proxy, workers: map[string]*proc{}}
-	e.mgr = start(t, "manager", "manager", "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--vm-timeout", "2s")
-	e.client = api.NewClient(e.mgr.addr)
+	e.mgr = startManager(t, "--vm-timeout", "2s")
+	e.client = e.mgr.admin(t)
 	for i := range n {
 		id := fmt.Sprintf("vm-%d", i)
-		args := append([]string{"worker", "--id", id, "--listen", "127.0.0.1:0", "--manager", "http://" + e.mgr.addr,
-			"--oci-listen", "127.0.0.1:0", "--cache", t.TempDir(), "--heartbeat", "200ms", "--parent-timeout", "3s", "--stall-timeout", "3s"}, workerArgs...)
+		args := append(e.mgr.workerArgs(t, id), "--oci-listen", "127.0.0.1:0", "--heartbeat", "200ms", "--parent-timeout", "3s", "--stall-timeout", "3s")
+		args = append(args, workerArgs...)
 		e.workers[id] = start(t, id, args...)
 	}
 	return e
