@@ -101,13 +101,15 @@ func TestTableAndSpeedups(t *testing.T) {
 		{Strategy: "faasnet", VMs: 16, MakespanS: 4, CPUUtilization: 0.9, MachineCPU: 0.95},
 		{Strategy: "registry", VMs: 16, MakespanS: 40, CPUUtilization: 0.1, MachineCPU: 0.97},
 		{Strategy: "swarm", VMs: 16, MakespanS: 10, CPUUtilization: 0.2, MachineCPU: 0.85},
+		{Strategy: "faasnet-plaintext", VMs: 8, MakespanS: 1.6},
 	}
 	var b bytes.Buffer
 	if err := WriteTable(&b, rows); err != nil {
 		t.Fatal(err)
 	}
 	got := b.String()
-	for _, want := range []string{"faasnet at 8 VMs: 10.0x vs registry (makespan ratio)", "FAILED 2", "efficiency"} {
+	for _, want := range []string{"faasnet at 8 VMs: 10.0x vs registry (makespan ratio)", "FAILED 2", "efficiency",
+		"faasnet at 8 VMs: TLS costs +25.0% makespan (over TLS 2.00s, plaintext 1.60s"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("table lacks %q:\n%s", want, got)
 		}
@@ -117,7 +119,7 @@ func TestTableAndSpeedups(t *testing.T) {
 	}
 	w := Warnings(rows)
 	if len(w) != 3 || !strings.Contains(w[0], "swarm at 8 VMs: 2 VMs failed") || !strings.Contains(w[1], "faasnet at 16 VMs") ||
-		!strings.Contains(w[2], "during 2 of 6 runs") || !strings.Contains(w[2], "97%") {
+		!strings.Contains(w[2], "during 2 of 7 runs") || !strings.Contains(w[2], "97%") {
 		t.Errorf("warnings %q, want one for the failed run, one for the CPU-bound run and a note on the two busy ones", w)
 	}
 }

@@ -24,15 +24,25 @@ import (
 // function ready: all blobs in its cache, verified, or, when the harness
 // runs a Function, the function's container answering (started over a lazy
 // mount of the eStargz image, blocks fetched through the tree as it reads).
-type Faasnet struct{}
+//
+// Like production, it runs over TLS: the manager is the cluster's CA (a
+// throwaway one in the deployment's directory), every worker enrolls, and
+// peers speak mutual TLS with grants. Plaintext turns all of that off; it
+// exists only so that a bench can measure what TLS costs, side by side.
+type Faasnet struct{ Plaintext bool }
 
 // Name implements Strategy.
-func (Faasnet) Name() string { return "faasnet" }
+func (f Faasnet) Name() string {
+	if f.Plaintext {
+		return "faasnet-plaintext"
+	}
+	return "faasnet"
+}
 
 // Deploy implements Strategy: it starts the manager, defines one function
 // per image, starts the workers and waits until all have registered.
-func (Faasnet) Deploy(ctx context.Context, env *Env) (Deployment, error) {
-	return deployWorkers(ctx, env, "faasnet", env.Images, false)
+func (f Faasnet) Deploy(ctx context.Context, env *Env) (Deployment, error) {
+	return deployWorkers(ctx, env, f.Name(), env.Images, false)
 }
 
 // OnDemand is the paper's "optimized baseline": every VM mounts the

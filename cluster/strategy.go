@@ -119,10 +119,11 @@ type VMReport struct {
 
 // strategies are the strategies by name.
 var strategies = map[string]Strategy{
-	"faasnet":  Faasnet{},
-	"ondemand": OnDemand{},
-	"registry": RegistryPull{},
-	"swarm":    Swarm{},
+	"faasnet":           Faasnet{},
+	"faasnet-plaintext": Faasnet{Plaintext: true},
+	"ondemand":          OnDemand{},
+	"registry":          RegistryPull{},
+	"swarm":             Swarm{},
 }
 
 // Strategies returns the names of the strategies, sorted.
