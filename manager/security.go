@@ -75,7 +75,7 @@ type trust struct {
 type grantKey struct{ vm, fn, digest string }
 
 type signedGrant struct {
-	raw              string
+	raw             string
 	issued, expires time.Time
 }
 
