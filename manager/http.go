@@ -20,12 +20,25 @@ const maxBody = 1 << 20
 // served over TLS with TLSConfig, and every route admits only the callers
 // its access says (see access): the one table of who may do what.
 func (m *Manager) Handler() http.Handler {
+	mux := http.NewServeMux()
+	for _, rt := range m.routes() {
+		mux.HandleFunc(rt.pattern, m.authorize(rt.need, rt.h))
+	}
+	// The mux answers unknown paths and wrong methods in plain text; the
+	// contract says errors are JSON.
+	return jsonErrors(mux)
+}
+
+type route struct {
+	pattern string
+	need    access
+	h       http.HandlerFunc
+}
+
+// routes is the API: every route with who may call it.
+func (m *Manager) routes() []route {
 	p := api.Prefix
-	routes := []struct {
-		pattern string
-		need    access
-		h       http.HandlerFunc
-	}{
+	return []route{
 		{"GET /healthz", open, func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 		}},
@@ -56,13 +69,6 @@ func (m *Manager) Handler() http.Handler {
 		{"DELETE " + p + "/tokens/{id}", admin, m.handleRevokeToken},
 		{"POST " + p + "/join-token", admin, m.handleRotateJoin},
 	}
-	mux := http.NewServeMux()
-	for _, rt := range routes {
-		mux.HandleFunc(rt.pattern, m.authorize(rt.need, rt.h))
-	}
-	// The mux answers unknown paths and wrong methods in plain text; the
-	// contract says errors are JSON.
-	return jsonErrors(mux)
 }
 
 func (m *Manager) handleRegister(w http.ResponseWriter, r *http.Request) {
