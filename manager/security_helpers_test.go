@@ -153,7 +153,6 @@ func (s *secured) register(names ...string) map[string]*pki.Keeper {
 	return out
 }
 
-
 // raw sends a request with an optional bearer token over client c's
 // transport and returns the status, the header and the body.
 func raw(t *testing.T, c *api.Client, method, path, bearer string, body any) (int, http.Header, []byte) {

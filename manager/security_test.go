@@ -158,7 +158,10 @@ func TestVMCertificateActsOnlyForItsVM(t *testing.T) {
 			return a.ReportStatus(ctx, "vm-b", api.StatusReport{Functions: []api.FunctionReport{{Function: "f", State: api.StateFailed, Generation: 99}}, Images: []string{"reg/f:1"}})
 		}, 403},
 		{"leave as B", func() error { return a.LeaveVM(ctx, "vm-b") }, 403},
-		{"renew B's certificate", func() error { _, err := a.RenewCertificate(ctx, "vm-b", api.RenewRequest{CSR: string(csrB)}); return err }, 403},
+		{"renew B's certificate", func() error {
+			_, err := a.RenewCertificate(ctx, "vm-b", api.RenewRequest{CSR: string(csrB)})
+			return err
+		}, 403},
 		{"the manager's certificate is no VM's", func() error { _, err := manager.Heartbeat(ctx, "vm-b"); return err }, 403},
 		{"a token never acts as a VM", func() error { _, err := admin.Heartbeat(ctx, "vm-b"); return err }, 401},
 		{"no credentials", func() error { _, err := s.operator("").Heartbeat(ctx, "vm-b"); return err }, 401},
