@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -17,7 +18,10 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/digest"
 	"github.com/faasnet/faasnet/manager/store"
 	"github.com/faasnet/faasnet/pki"
 	"github.com/faasnet/faasnet/token"
@@ -206,3 +210,7 @@ func (s *secured) metricLine(series string) string {
 	}
 	return ""
 }
+
+func newTLSListener(l net.Listener, c *tls.Config) net.Listener { return tls.NewListener(l, c) }
+
+func parseDigest(s string) (v1.Hash, error) { return digest.Parse(s) }
