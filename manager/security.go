@@ -121,6 +121,7 @@ func (m *Manager) initTrust(ctx context.Context, s store.State) error {
 	}
 	t.keeper = pki.NewKeeper(cert)
 	m.trust = t
+	m.log.Info("manager certificate", "dns", cert.Leaf.DNSNames, "ip", cert.Leaf.IPAddresses, "expires", cert.Leaf.NotAfter)
 	return nil
 }
 
