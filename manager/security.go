@@ -91,18 +91,9 @@ func (m *Manager) initTrust(ctx context.Context, s store.State) error {
 	if err != nil {
 		return err
 	}
-	tokens, err := token.NewSet(s.Tokens)
+	tokens, err := m.bootstrapTokens(ctx, sec.Dir, s.Tokens, now)
 	if err != nil {
-		return fmt.Errorf("loading tokens: %w", err)
-	}
-	changed, err := token.Bootstrap(sec.Dir, tokens, now)
-	if err != nil {
-		return fmt.Errorf("bootstrap tokens in %s: %w", sec.Dir, err)
-	}
-	if changed {
-		if err := m.store.Apply(ctx, store.Batch{PutTokens: tokens.Records()}); err != nil {
-			return fmt.Errorf("storing the bootstrap tokens: %w", err)
-		}
+		return err
 	}
 	t := &trust{sec: sec, ca: ca, tokens: tokens, revoked: pki.NewRevocations(nil),
 		certs: make(map[string]store.Cert, len(s.Certs)), grants: map[grantKey]signedGrant{}}
@@ -123,6 +114,26 @@ func (m *Manager) initTrust(ctx context.Context, s store.State) error {
 	m.trust = t
 	m.log.Info("manager certificate", "dns", cert.Leaf.DNSNames, "ip", cert.Leaf.IPAddresses, "expires", cert.Leaf.NotAfter)
 	return nil
+}
+
+// bootstrapTokens loads the stored tokens and makes sure the admin and join
+// token files in dir hold live tokens (token.Bootstrap), storing what that
+// changed.
+func (m *Manager) bootstrapTokens(ctx context.Context, dir string, recs []token.Record, now time.Time) (*token.Set, error) {
+	tokens, err := token.NewSet(recs)
+	if err != nil {
+		return nil, fmt.Errorf("loading tokens: %w", err)
+	}
+	changed, err := token.Bootstrap(dir, tokens, now)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap tokens in %s: %w", dir, err)
+	}
+	if changed {
+		if err := m.store.Apply(ctx, store.Batch{PutTokens: tokens.Records()}); err != nil {
+			return nil, fmt.Errorf("storing the bootstrap tokens: %w", err)
+		}
+	}
+	return tokens, nil
 }
 
 func (s *Security) withDefaults() error {
