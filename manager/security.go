@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -168,7 +169,33 @@ func (m *Manager) TLSConfig() *tls.Config {
 	if m.trust == nil {
 		return nil
 	}
-	return m.trust.verifier.ManagerServer(m.trust.keeper)
+	c := m.trust.verifier.ManagerServer(m.trust.keeper)
+	verify := c.VerifyConnection
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		err := verify(cs)
+		if err != nil {
+			m.refusedHandshake(cs, err)
+		}
+		return err
+	}
+	return c
+}
+
+// refusedHandshake counts and logs a client certificate refused at the
+// handshake (another CA, self-signed, expired, revoked).
+func (m *Manager) refusedHandshake(cs tls.ConnectionState, err error) {
+	reason := reasonBadCert
+	if errors.Is(err, pki.ErrRevoked) {
+		reason = reasonRevokedCert
+	}
+	m.metrics.refusals.WithLabelValues(reason).Inc()
+	if len(cs.PeerCertificates) == 0 {
+		m.log.Warn("refused a client at the handshake", "reason", reason, "err", err)
+		return
+	}
+	leaf := cs.PeerCertificates[0]
+	m.log.Warn("refused a client certificate at the handshake", "reason", reason,
+		"subject", leaf.Subject.CommonName, "serial", leaf.SerialNumber.Text(16), "err", err)
 }
 
 // CA returns the cluster CA (nil without Options.Security). Its key signs

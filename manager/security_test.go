@@ -243,6 +243,9 @@ func TestCertificatesTheManagerDidNotIssueOrNoLongerHonours(t *testing.T) {
 	if _, err := kept.Heartbeat(ctx, "vm-r"); statusOf(err) != http.StatusUnauthorized {
 		t.Errorf("a revoked certificate on a kept-alive connection: %v, want 401", err)
 	}
+	if _, err := s.asVM(keys["vm-r"]).Heartbeat(ctx, "vm-r"); statusOf(err) != 0 {
+		t.Errorf("a revoked certificate on a new connection: %v, want a refused handshake", err)
+	}
 
 	cases := []struct {
 		name string
@@ -270,6 +273,17 @@ func TestCertificatesTheManagerDidNotIssueOrNoLongerHonours(t *testing.T) {
 				t.Errorf("a refused call changed the state:\nbefore %s\nafter  %s", before, after)
 			}
 		})
+	}
+	// Refusals at the handshake are counted too: the revoked certificate
+	// on a new connection, and the four of the table (expired by now, the
+	// revoked one too) twice each.
+	for series, want := range map[string]string{
+		`faasnet_manager_auth_refusals_total{reason="revoked_cert"}`: " 2",
+		`faasnet_manager_auth_refusals_total{reason="bad_cert"}`:     " 8",
+	} {
+		if got := s.metricLine(series); !strings.HasSuffix(got, want) {
+			t.Errorf("%s: %q, want%s", series, got, want)
+		}
 	}
 }
 
