@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -129,4 +130,65 @@ func httpToken(s string) bool {
 		}
 	}
 	return true
+}
+
+// FuzzSecuredHandlerWithoutCredentials sends arbitrary requests without a
+// certificate or a token to a manager with Security: none may succeed
+// (but /healthz) or change anything. Enrollment is open, but its join
+// token cannot be guessed.
+func FuzzSecuredHandlerWithoutCredentials(f *testing.F) {
+	for _, s := range []struct{ method, path, body string }{
+		{"PUT", "/api/v1/vms/a", `{"addr":"127.0.0.1:1"}`},
+		{"POST", "/api/v1/vms/v1/heartbeat", ``},
+		{"POST", "/api/v1/vms/v1/status", `{"images":["reg/x:1"]}`},
+		{"DELETE", "/api/v1/vms/v1", ``},
+		{"POST", "/api/v1/vms/v1/certificate", `{"csr":""}`},
+		{"PUT", "/api/v1/functions/f", `{"image":"reg/x:1"}`},
+		{"POST", "/api/v1/functions/f/scale", `{"count":1}`},
+		{"POST", "/api/v1/tokens", `{"role":"admin"}`},
+		{"POST", "/api/v1/join-token", `{}`},
+		{"DELETE", "/api/v1/tokens/0000000000000000", ``},
+		{"POST", "/api/v1/enroll", `{"vm":"x","csr":"","join_token":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`},
+		{"GET", "/metrics", ``},
+		{"GET", "/healthz", ``},
+	} {
+		f.Add(s.method, s.path, s.body)
+	}
+	ctx := context.Background()
+	m, err := New(ctx, store.NewMemory(), Options{VMTimeout: time.Hour, Pinner: fakePins, Logger: slog.New(slog.DiscardHandler),
+		Security: &Security{Dir: f.TempDir(), Addr: "127.0.0.1:0"}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer m.Close()
+	m.RegisterVM(ctx, "v1", api.RegisterRequest{Addr: "127.0.0.1:9"})
+	m.PutFunction(ctx, "f", api.FunctionRequest{Image: "reg/x:1"})
+	snapshot := func() string {
+		m.mu.Lock()
+		certs := len(m.trust.certs)
+		m.mu.Unlock()
+		return js([]any{m.VMs(), m.Functions(), m.trust.tokens.Records(), certs, m.revision})
+	}
+	before := snapshot()
+	h := m.Handler()
+	f.Fuzz(func(t *testing.T, method, path, body string) {
+		if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \r\n\t#?%") || !httpToken(method) {
+			return
+		}
+		req, err := http.NewRequest(method, "https://manager"+path, strings.NewReader(body))
+		if err != nil {
+			return
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code < 300 && !(method == "GET" || method == "HEAD") || rec.Code < 300 && path != "/healthz" {
+			t.Fatalf("%s %s %q without credentials: %d %s", method, path, body, rec.Code, rec.Body)
+		}
+		if rec.Code >= 500 {
+			t.Fatalf("%s %s %q: %d %s", method, path, body, rec.Code, rec.Body)
+		}
+		if after := snapshot(); after != before {
+			t.Fatalf("%s %s %q without credentials changed the state", method, path, body)
+		}
+	})
 }

@@ -9,42 +9,66 @@ import (
 	"net/http"
 
 	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/pki"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // maxBody bounds a request body: requests are small JSON documents.
 const maxBody = 1 << 20
 
-// Handler returns the manager's HTTP API.
+// Handler returns the manager's HTTP API. With Options.Security it must be
+// served over TLS with TLSConfig, and every route admits only the callers
+// its access says (see access): the one table of who may do what.
 func (m *Manager) Handler() http.Handler {
 	mux := http.NewServeMux()
-	route := func(method, path string, h http.HandlerFunc) {
-		mux.HandleFunc(method+" "+path, h)
+	for _, rt := range m.routes() {
+		mux.HandleFunc(rt.pattern, m.authorize(rt.need, rt.h))
 	}
-	p := api.Prefix
-	route("PUT", p+"/vms/{vm}", m.handleRegister)
-	route("DELETE", p+"/vms/{vm}", m.handleLeave)
-	route("POST", p+"/vms/{vm}/heartbeat", m.handleHeartbeat)
-	route("POST", p+"/vms/{vm}/status", m.handleReport)
-	route("GET", p+"/vms", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"vms": m.VMs()})
-	})
-	route("PUT", p+"/functions/{fn}", m.handlePutFunction)
-	route("DELETE", p+"/functions/{fn}", m.handleDeleteFunction)
-	route("GET", p+"/functions", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"functions": m.Functions()})
-	})
-	route("POST", p+"/functions/{fn}/scale", m.handleScale)
-	route("DELETE", p+"/functions/{fn}/vms/{vm}", m.handleRelease)
-	route("GET", p+"/functions/{fn}/tree", m.handleTree)
-	route("GET", p+"/functions/{fn}/status", m.handleStatus)
-	route("GET", "/healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.metrics.reg, promhttp.HandlerOpts{}))
 	// The mux answers unknown paths and wrong methods in plain text; the
 	// contract says errors are JSON.
 	return jsonErrors(mux)
+}
+
+type route struct {
+	pattern string
+	need    access
+	h       http.HandlerFunc
+}
+
+// routes is the API: every route with who may call it.
+func (m *Manager) routes() []route {
+	p := api.Prefix
+	return []route{
+		{"GET /healthz", open, func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		}},
+		{"POST " + p + api.EnrollPath, open, m.handleEnroll},
+
+		{"PUT " + p + "/vms/{vm}", vmSelf, m.handleRegister},
+		{"POST " + p + "/vms/{vm}/heartbeat", vmSelf, m.handleHeartbeat},
+		{"POST " + p + "/vms/{vm}/status", vmSelf, m.handleReport},
+		{"POST " + p + "/vms/{vm}/certificate", vmSelf, m.handleRenew},
+		{"DELETE " + p + "/vms/{vm}", adminOrVMSelf, m.handleLeave},
+
+		{"GET " + p + "/vms", reader, func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]any{"vms": m.VMs()})
+		}},
+		{"GET " + p + "/functions", reader, func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]any{"functions": m.Functions()})
+		}},
+		{"GET " + p + "/functions/{fn}/tree", reader, m.handleTree},
+		{"GET " + p + "/functions/{fn}/status", reader, m.handleStatus},
+		{"GET /metrics", reader, promhttp.HandlerFor(m.metrics.reg, promhttp.HandlerOpts{}).ServeHTTP},
+
+		{"PUT " + p + "/functions/{fn}", admin, m.handlePutFunction},
+		{"DELETE " + p + "/functions/{fn}", admin, m.handleDeleteFunction},
+		{"POST " + p + "/functions/{fn}/scale", admin, m.handleScale},
+		{"DELETE " + p + "/functions/{fn}/vms/{vm}", admin, m.handleRelease},
+		{"POST " + p + "/tokens", admin, m.handleCreateToken},
+		{"GET " + p + "/tokens", admin, m.handleTokens},
+		{"DELETE " + p + "/tokens/{id}", admin, m.handleRevokeToken},
+		{"POST " + p + "/join-token", admin, m.handleRotateJoin},
+	}
 }
 
 func (m *Manager) handleRegister(w http.ResponseWriter, r *http.Request) {
@@ -106,6 +130,60 @@ func (m *Manager) handleScale(w http.ResponseWriter, r *http.Request) {
 func (m *Manager) handleRelease(w http.ResponseWriter, r *http.Request) {
 	err := m.Release(r.Context(), r.PathValue("fn"), r.PathValue("vm"))
 	reply(w, map[string]string{"function": r.PathValue("fn"), "vm": r.PathValue("vm"), "result": "released"}, err)
+}
+
+func (m *Manager) handleEnroll(w http.ResponseWriter, r *http.Request) {
+	e, err := pki.ParseEnrollRequest(r.Body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	out, err := m.Enroll(r.Context(), e)
+	if StatusCode(err) == http.StatusUnauthorized {
+		m.refuse(w, r, http.StatusUnauthorized, reasonJoinToken, err.Error(), "vm", e.VM)
+		return
+	}
+	reply(w, out, err)
+}
+
+func (m *Manager) handleRenew(w http.ResponseWriter, r *http.Request) {
+	vm := r.PathValue("vm")
+	csr, err := pki.ParseRenewRequest(r.Body, vm)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	out, err := m.RenewCertificate(r.Context(), vm, csr)
+	reply(w, out, err)
+}
+
+func (m *Manager) handleCreateToken(w http.ResponseWriter, r *http.Request) {
+	role, ttl, err := ParseTokenRequest(r.Body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	out, err := m.CreateToken(r.Context(), role, ttl)
+	reply(w, out, err)
+}
+
+func (m *Manager) handleTokens(w http.ResponseWriter, r *http.Request) {
+	out, err := m.Tokens()
+	reply(w, map[string]any{"tokens": out}, err)
+}
+
+func (m *Manager) handleRevokeToken(w http.ResponseWriter, r *http.Request) {
+	err := m.RevokeToken(r.Context(), r.PathValue("id"))
+	reply(w, map[string]string{"id": r.PathValue("id"), "result": "revoked"}, err)
+}
+
+func (m *Manager) handleRotateJoin(w http.ResponseWriter, r *http.Request) {
+	var ignored map[string]any
+	if !decodeOptional(w, r, &ignored) {
+		return
+	}
+	out, err := m.RotateJoinToken(r.Context())
+	reply(w, out, err)
 }
 
 func (m *Manager) handleTree(w http.ResponseWriter, r *http.Request) {

@@ -53,6 +53,10 @@ type Options struct {
 	// Registry configures the default Pinner's registry access
 	// (credentials, plain-HTTP registries, platform).
 	Registry []upstream.Option
+	// Security makes the manager the cluster's CA and has it authorize
+	// every call, push over mutual TLS and sign grants. nil: plain HTTP
+	// and no authorization, for plaintext benchmarks and old tests only.
+	Security *Security
 }
 
 // Manager holds the control-plane state.
@@ -63,6 +67,7 @@ type Manager struct {
 	store   store.Store
 	metrics *metrics
 	pusher  *pusher
+	trust   *trust // nil without Options.Security
 
 	mu       sync.Mutex
 	revision uint64 // grows with every change; stored with it, so restarts keep growing
@@ -71,6 +76,9 @@ type Manager struct {
 	// forest holds the VMs' memberships, fan-outs and the trees; every
 	// change to a tree goes through it.
 	forest *forest.Forest
+	// assigned holds, by VM, every image the manager assigned it in this
+	// manager's life: the only images placement believes a VM caches.
+	assigned map[string]map[string]bool
 }
 
 type vmState struct {
@@ -101,10 +109,17 @@ func New(ctx context.Context, st store.Store, opts Options) (*Manager, error) {
 	if opts.Pinner == nil {
 		opts.Pinner = RegistryPinner{upstream.New(opts.Registry...)}
 	}
-	m := &Manager{opts: opts, addrs: addrPolicy{allow: opts.AllowVMNets}, log: opts.Logger, store: st, metrics: newMetrics()}
+	m := &Manager{opts: opts, addrs: addrPolicy{allow: opts.AllowVMNets}, log: opts.Logger, store: st, metrics: newMetrics(),
+		assigned: map[string]map[string]bool{}}
 	m.pusher = newPusher(m)
-	if err := m.load(ctx); err != nil {
+	s, err := m.load(ctx)
+	if err != nil {
 		return nil, err
+	}
+	if opts.Security != nil {
+		if err := m.initTrust(ctx, s); err != nil {
+			return nil, err
+		}
 	}
 	if m.revision == 0 {
 		// A new store, or one written before revisions were stored. The
@@ -123,11 +138,13 @@ func New(ctx context.Context, st store.Store, opts Options) (*Manager, error) {
 	return m, nil
 }
 
-// load replaces the in-memory state with the store's.
-func (m *Manager) load(ctx context.Context) error {
+// load replaces the in-memory state of the pool and the trees with the
+// store's, and returns what it loaded. The security state is not reloaded:
+// it changes only after the store took the change (txn.onCommit).
+func (m *Manager) load(ctx context.Context) (store.State, error) {
 	s, err := m.store.Load(ctx)
 	if err != nil {
-		return fmt.Errorf("loading manager state: %w", err)
+		return s, fmt.Errorf("loading manager state: %w", err)
 	}
 	now := m.opts.Now()
 	// After a failed write the counter may be ahead of the store; it
@@ -148,24 +165,38 @@ func (m *Manager) load(ctx context.Context) error {
 		f, ok := m.fns[n.Function]
 		_, vok := m.vms[n.VM]
 		if !ok || !vok {
-			return fmt.Errorf("loading manager state: node %s/%s names an unknown function or VM", n.Function, n.VM)
+			return s, fmt.Errorf("loading manager state: node %s/%s names an unknown function or VM", n.Function, n.VM)
 		}
 		links[n.Function] = append(links[n.Function], ftree.Link{VM: n.VM, Parent: n.Parent, Slot: n.Slot})
 		f.gen[n.VM] = n.Generation
+		m.recordAssigned(n.VM, f.rec.Image)
 	}
 	for name, f := range m.fns {
 		if err := m.forest.RestoreFunction(name, links[name]); err != nil {
-			return fmt.Errorf("loading the tree of function %s: %w", name, err)
+			return s, fmt.Errorf("loading the tree of function %s: %w", name, err)
 		}
 		f.tree = m.forest.Tree(name)
 	}
-	return nil
+	return s, nil
+}
+
+// recordAssigned notes that vm was assigned image.
+func (m *Manager) recordAssigned(vm, image string) {
+	if m.assigned[vm] == nil {
+		m.assigned[vm] = map[string]bool{}
+	}
+	m.assigned[vm][image] = true
 }
 
 // Close stops background work. It does not close the store.
 func (m *Manager) Close() { m.pusher.stop() }
 
-// Run detects failed VMs and pushes assignments until ctx is done.
+// maintainEvery is how often Run renews the manager's certificate when due
+// and forgets expired VM certificates and grants.
+const maintainEvery = time.Minute
+
+// Run detects failed VMs, pushes assignments and keeps the security state
+// until ctx is done.
 func (m *Manager) Run(ctx context.Context) {
 	go m.pusher.run(ctx)
 	period := m.opts.VMTimeout / 4
@@ -174,6 +205,8 @@ func (m *Manager) Run(ctx context.Context) {
 	}
 	t := time.NewTicker(period)
 	defer t.Stop()
+	maint := time.NewTicker(maintainEvery)
+	defer maint.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -181,6 +214,10 @@ func (m *Manager) Run(ctx context.Context) {
 		case <-t.C:
 			if err := m.Sweep(ctx); err != nil {
 				m.log.Error("removing silent VMs", "err", err)
+			}
+		case <-maint.C:
+			if err := m.maintainTrust(ctx); err != nil {
+				m.log.Error("maintaining certificates", "err", err)
 			}
 		}
 	}
@@ -193,7 +230,13 @@ type txn struct {
 	batch   store.Batch
 	touched map[string]bool
 	fnDirty map[string]bool
+	after   []func() // run under the lock once the batch is stored
 }
+
+// onCommit runs f once the batch is stored, still under the lock: state
+// that is not reloaded from the store after a failed write (tokens,
+// certificates) changes only then.
+func (tx *txn) onCommit(f func()) { tx.after = append(tx.after, f) }
 
 // commit runs op under the lock and stores what it changed. op must validate
 // everything before changing anything; if storing fails, the state is reloaded.
@@ -214,10 +257,13 @@ func (m *Manager) commit(ctx context.Context, op string, fn func(tx *txn) error)
 		if !tx.batch.Empty() {
 			if serr := m.store.Apply(ctx, tx.batch); serr != nil {
 				err = &Error{503, fmt.Sprintf("storing the change (%s): %v", op, serr)}
-				if lerr := m.load(context.WithoutCancel(ctx)); lerr != nil {
+				if _, lerr := m.load(context.WithoutCancel(ctx)); lerr != nil {
 					m.log.Error("reloading state after a failed write", "err", lerr)
 				}
 			}
+		}
+		if err == nil {
+			tx.committed()
 		}
 	}
 	m.mu.Unlock()
@@ -228,6 +274,19 @@ func (m *Manager) commit(ctx context.Context, op string, fn func(tx *txn) error)
 		}
 	}
 	return err
+}
+
+// committed runs the onCommit functions and notes the images the touched
+// VMs are now assigned.
+func (tx *txn) committed() {
+	for _, f := range tx.after {
+		f()
+	}
+	for vm := range tx.touched {
+		for _, fn := range tx.m.functionsOf(vm) {
+			tx.m.recordAssigned(vm, tx.m.fns[fn].rec.Image)
+		}
+	}
 }
 
 // bump gives vm a new generation in f and records its node.
@@ -368,25 +427,44 @@ func (m *Manager) Assignments(vm string) (api.Assignments, string, error) {
 	return m.assignments(v), v.rec.Addr, nil
 }
 
+// assignments returns v's desired state: the only answer that carries
+// function specs unredacted, and grants. m.mu is held.
 func (m *Manager) assignments(v *vmState) api.Assignments {
 	out := api.Assignments{Assignments: []api.Assignment{}, Revision: m.revision}
+	now := m.opts.Now()
 	for _, fn := range m.functionsOf(v.rec.Name) {
 		f := m.fns[fn]
 		a := api.Assignment{Function: fn, Image: f.rec.Image, Digest: f.rec.Digest, Generation: f.gen[v.rec.Name], Spec: f.rec.Spec}
 		if p, _ := f.tree.Parent(v.rec.Name); p != "" {
 			a.Parent = &api.Peer{VM: p, Addr: m.vms[p].rec.Addr}
 		}
+		if m.trust != nil && f.rec.Digest != "" {
+			a.Grant = m.grantFor(v.rec.Name, fn, f.rec.Digest, now)
+		}
 		out.Assignments = append(out.Assignments, a)
+	}
+	if m.trust != nil {
+		out.Revoked = m.trust.revokedList
 	}
 	sort.Slice(out.Assignments, func(i, j int) bool { return out.Assignments[i].Function < out.Assignments[j].Function })
 	return out
 }
 
-// LeaveVM removes vm from every tree and the pool.
+// LeaveVM removes vm from every tree and the pool. With Security it also
+// revokes every certificate issued to vm (whether or not vm is registered):
+// a VM that leaves, or is removed by an operator, must enroll again.
 func (m *Manager) LeaveVM(ctx context.Context, vm string) error {
 	return m.commit(ctx, "leave", func(tx *txn) error {
-		if _, ok := m.vms[vm]; !ok {
-			return notFound("VM %q is not registered", vm)
+		_, registered := m.vms[vm]
+		revoked := 0
+		if m.trust != nil {
+			revoked = tx.revokeVM(vm)
+		}
+		if !registered {
+			if revoked > 0 {
+				return nil
+			}
+			return notFound("VM %q is not registered and holds no certificate to revoke", vm)
 		}
 		return tx.leave(vm)
 	})
@@ -475,7 +553,7 @@ func (m *Manager) PutFunction(ctx context.Context, fn string, req api.FunctionRe
 				}
 			}
 		}
-		out = api.Function{Function: fn, Image: f.rec.Image, Digest: f.rec.Digest, Spec: f.rec.Spec, VMs: f.tree.Len()}
+		out = api.Function{Function: fn, Image: f.rec.Image, Digest: f.rec.Digest, Spec: redactEnv(f.rec.Spec), VMs: f.tree.Len()}
 		return nil
 	})
 	return out, err
@@ -728,15 +806,38 @@ func (m *Manager) ReportStatus(ctx context.Context, vm string, r api.StatusRepor
 				f.reports[vm] = fr
 			}
 		}
-		images := slices.Clone(r.Images)
-		sort.Strings(images)
-		images = slices.Compact(images)
+		images := m.trustedImages(vm, r.Images)
 		if r.Images != nil && !slices.Equal(images, v.rec.Images) {
 			v.rec.Images = images
 			tx.batch.PutVMs = append(tx.batch.PutVMs, v.rec)
 		}
 		return nil
 	})
+}
+
+// trustedImages returns, sorted and without duplicates, the images of a
+// VM's report that the manager assigned to it: a VM may not make itself the
+// preferred root of an image it was never given (a rogue VM would then serve
+// the next scale-out). The rest are counted and logged. m.mu is held.
+func (m *Manager) trustedImages(vm string, claimed []string) []string {
+	if claimed == nil {
+		return nil
+	}
+	out := []string{}
+	var ignored []string
+	for _, img := range claimed {
+		if m.assigned[vm][img] {
+			out = append(out, img)
+		} else {
+			ignored = append(ignored, img)
+		}
+	}
+	if len(ignored) > 0 {
+		m.metrics.claimsIgnored.Add(float64(len(ignored)))
+		m.log.Warn("ignored images a VM claims to cache but was never assigned", "vm", vm, "count", len(ignored), "first", ignored[0])
+	}
+	sort.Strings(out)
+	return slices.Compact(out)
 }
 
 // VMs lists the registered VMs.
@@ -751,13 +852,14 @@ func (m *Manager) VMs() []api.VM {
 	return out
 }
 
-// Functions lists the defined functions.
+// Functions lists the defined functions, their env values redacted (see
+// redactEnv).
 func (m *Manager) Functions() []api.Function {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make([]api.Function, 0, len(m.fns))
 	for _, f := range m.fns {
-		out = append(out, api.Function{Function: f.rec.Name, Image: f.rec.Image, Digest: f.rec.Digest, Spec: f.rec.Spec, VMs: f.tree.Len()})
+		out = append(out, api.Function{Function: f.rec.Name, Image: f.rec.Image, Digest: f.rec.Digest, Spec: redactEnv(f.rec.Spec), VMs: f.tree.Len()})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Function < out[j].Function })
 	return out

@@ -295,7 +295,13 @@ func TestPlacementPrefersCachedImageThenLeastLoaded(t *testing.T) {
 	m.PutFunction(ctx, "busy", api.FunctionRequest{Image: "reg/busy:1"})
 	m.PutFunction(ctx, "f", api.FunctionRequest{Image: "reg/f:1"})
 	m.Scale(ctx, "busy", api.ScaleRequest{VMs: []string{"vm-000", "vm-001", "vm-002"}})
-	// vm-005 has f's image in its cache.
+	// vm-005 ran f before, and has its image in its cache.
+	if _, err := m.Scale(ctx, "f", api.ScaleRequest{VMs: []string{"vm-005"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Release(ctx, "f", "vm-005"); err != nil {
+		t.Fatal(err)
+	}
 	if err := m.ReportStatus(ctx, "vm-005", api.StatusReport{Images: []string{"reg/f:1"}}); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,10 @@ type metrics struct {
 	missed        prometheus.Counter
 	parentChanges prometheus.Counter
 	promotions    prometheus.Counter
+	refusals      *prometheus.CounterVec
+	certs         *prometheus.CounterVec
+	revoked       prometheus.Counter
+	claimsIgnored prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -38,8 +42,24 @@ func newMetrics() *metrics {
 			Name: "faasnet_manager_tree_rotations_total",
 			Help: "Tree restructurings: a deepest leaf promoted into a removed VM's place (our trees keep every level full, which replaces the paper's AVL rotations).",
 		}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "faasnet_manager_auth_refusals_total",
+			Help: "Calls refused for their credentials (missing, unknown, expired or revoked token or certificate, wrong role, another VM's certificate, a bad join token), by reason.",
+		}, []string{"reason"}),
+		certs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "faasnet_manager_certificates_issued_total",
+			Help: "VM certificates issued, by enrollment or renewal.",
+		}, []string{"op"}),
+		revoked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "faasnet_manager_certificates_revoked_total",
+			Help: "VM certificates revoked.",
+		}),
+		claimsIgnored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "faasnet_manager_image_claims_ignored_total",
+			Help: "Images a VM reported cached that the manager never assigned to it, ignored by placement.",
+		}),
 	}
-	m.reg.MustRegister(m.ops, m.heartbeats, m.missed, m.parentChanges, m.promotions)
+	m.reg.MustRegister(m.ops, m.heartbeats, m.missed, m.parentChanges, m.promotions, m.refusals, m.certs, m.revoked, m.claimsIgnored)
 	return m
 }
 

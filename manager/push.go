@@ -3,6 +3,7 @@ package manager
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -48,6 +49,30 @@ func pushClient(addrs addrPolicy) *http.Client {
 		Transport:     &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+}
+
+// pushTLSClient is pushClient over mutual TLS with tlsConfig, which names
+// the one VM the server must be. It keeps no idle connection: connections
+// are pooled by address, and a connection verified as one VM must never
+// carry another VM's document after an address moved between VMs.
+func pushTLSClient(addrs addrPolicy, tlsConfig *tls.Config) *http.Client {
+	c := pushClient(addrs)
+	t := c.Transport.(*http.Transport)
+	t.TLSClientConfig = tlsConfig
+	t.TLSHandshakeTimeout = 5 * time.Second
+	t.DisableKeepAlives = true
+	return c
+}
+
+// clientFor returns the client and URL scheme to push to vm with: with
+// Security, mutual TLS as the manager (its own certificate), accepting
+// only vm's certificate from the server.
+func (p *pusher) clientFor(vm string) (*http.Client, string) {
+	t := p.m.trust
+	if t == nil {
+		return p.client, "http"
+	}
+	return pushTLSClient(p.m.addrs, t.verifier.PeerClient(t.keeper, vm)), "https"
 }
 
 func (p *pusher) enqueue(vm string) {
@@ -101,12 +126,13 @@ func (p *pusher) push(ctx context.Context, vm string) {
 		return // the VM left meanwhile
 	}
 	body, _ := json.Marshal(doc)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+api.WorkerAssignmentsPath, bytes.NewReader(body))
+	client, scheme := p.clientFor(vm)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, scheme+"://"+addr+api.WorkerAssignmentsPath, bytes.NewReader(body))
 	if err != nil {
 		return
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := p.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		p.m.log.Debug("push failed; the VM learns at its next heartbeat", "vm", vm, "err", err)
 		return

@@ -3,8 +3,10 @@ package pki
 import (
 	"bytes"
 	"crypto"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -117,4 +119,53 @@ func (v *Verifier) AcceptCertificate(r io.Reader, key crypto.Signer, vm string) 
 		return tls.Certificate{}, nil, fmt.Errorf("enrollment response: %w: want vm/%s, got %s", ErrWrongID, vm, id)
 	}
 	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, certPEM, nil
+}
+
+// ParseRenewRequest reads and checks a renewal request for vm (the caller
+// has already checked that the call came with vm's certificate): at most
+// MaxEnrollSize bytes of JSON, one object with exactly the known fields and
+// nothing after it, and a CSR as ParseEnrollRequest wants it, naming vm.
+func ParseRenewRequest(r io.Reader, vm string) (*x509.CertificateRequest, error) {
+	body, err := io.ReadAll(io.LimitReader(r, MaxEnrollSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: read: %w", ErrEnroll, err)
+	}
+	if len(body) > MaxEnrollSize {
+		return nil, fmt.Errorf("%w: more than %d bytes", ErrEnroll, MaxEnrollSize)
+	}
+	var req api.RenewRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrEnroll, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%w: data after the JSON object", ErrEnroll)
+	}
+	der, err := onePEM([]byte(req.CSR), "CERTIFICATE REQUEST")
+	if err != nil {
+		return nil, fmt.Errorf("%w: csr: %w", ErrEnroll, err)
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return nil, fmt.Errorf("%w: csr: %w", ErrEnroll, err)
+	}
+	if err := checkCSR(csr); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrEnroll, err)
+	}
+	if csr.Subject.CommonName != vm {
+		return nil, fmt.Errorf("%w: csr names %.100q, the VM is %q", ErrEnroll, csr.Subject.CommonName, vm)
+	}
+	return csr, nil
+}
+
+// KeyID returns the hex SHA-256 of a public key's PKIX encoding: a short
+// name for a key, to tell whether two certificates or requests share one.
+func KeyID(pub crypto.PublicKey) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", fmt.Errorf("key id: %w", err)
+	}
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:]), nil
 }

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/faasnet/faasnet/api"
 )
 
 // tok has the form of a token; ParseEnrollRequest does not judge more.
@@ -180,5 +182,89 @@ func TestAcceptCertificate(t *testing.T) {
 				t.Fatalf("got %q", vm)
 			}
 		})
+	}
+}
+
+func renewJSON(t testing.TB, csr string) string {
+	b, err := json.Marshal(api.RenewRequest{CSR: csr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestParseRenewRequest(t *testing.T) {
+	key, _ := NewKey()
+	good, err := NewCSR(key, "vm-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := NewCSR(key, "vm-2")
+	withSAN := csrPEM(t, key, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "vm-1"}, DNSNames: []string{"evil.example"}})
+	tests := []struct {
+		name string
+		body string
+		ok   bool
+	}{
+		{"good", renewJSON(t, string(good)), true},
+		{"another VM's name", renewJSON(t, string(other)), false},
+		{"asks for names", renewJSON(t, withSAN), false},
+		{"two CSRs", renewJSON(t, string(good)+string(good)), false},
+		{"unknown field", `{"csr":"x","vm":"vm-1"}`, false},
+		{"trailing data", renewJSON(t, string(good)) + "{}", false},
+		{"empty", ``, false},
+		{"too big", `{"csr":"` + strings.Repeat("A", MaxEnrollSize) + `"}`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			csr, err := ParseRenewRequest(strings.NewReader(tt.body), "vm-1")
+			if tt.ok != (err == nil) {
+				t.Fatalf("ParseRenewRequest = %v, want ok %v", err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, ErrEnroll) {
+				t.Errorf("error does not wrap ErrEnroll: %v", err)
+			}
+			if err == nil && !publicEqual(csr.PublicKey, key.Public()) {
+				t.Error("the parsed CSR is not for the request's key")
+			}
+		})
+	}
+}
+
+func FuzzParseRenewRequest(f *testing.F) {
+	key, _ := NewKey()
+	good, _ := NewCSR(key, "vm-1")
+	f.Add(renewJSON(f, string(good)))
+	f.Add(renewJSON(f, string(good)+"\n"))
+	f.Add(`{"csr":"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"}`)
+	f.Add(`{}`)
+	f.Fuzz(func(t *testing.T, body string) {
+		csr, err := ParseRenewRequest(strings.NewReader(body), "vm-1")
+		if err != nil {
+			if !errors.Is(err, ErrEnroll) {
+				t.Fatalf("error does not wrap ErrEnroll: %v", err)
+			}
+			return
+		}
+		if csr.Subject.CommonName != "vm-1" || len(body) > MaxEnrollSize {
+			t.Fatalf("accepted %q for another VM", body)
+		}
+		if err := checkCSR(csr); err != nil {
+			t.Fatalf("accepted a CSR the CA would refuse: %v", err)
+		}
+	})
+}
+
+func TestKeyID(t *testing.T) {
+	a, _ := NewKey()
+	b, _ := NewKey()
+	ida, err := KeyID(a.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := KeyID(a.Public())
+	idb, _ := KeyID(b.Public())
+	if ida != again || ida == idb || len(ida) != 64 {
+		t.Errorf("KeyID: %s, %s, %s", ida, again, idb)
 	}
 }

@@ -2,12 +2,14 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -15,6 +17,8 @@ import (
 
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/digest"
+	"github.com/faasnet/faasnet/pki"
+	"github.com/faasnet/faasnet/token"
 )
 
 // TestMain lets tests run this binary's main as a real subprocess: the test
@@ -83,13 +87,77 @@ func mustJSON(v any) []byte {
 	return append(b, '\n')
 }
 
+// managerAccess is what a test needs to talk to a manager process as an
+// operator and as VMs: its CA (from --data) and admin token, and one
+// certificate per VM, enrolled with the join token.
+type managerAccess struct {
+	t      *testing.T
+	data   string
+	v      *pki.Verifier
+	admin  string
+	vmKeys map[string]*pki.Keeper
+}
+
+func newManagerAccess(t *testing.T, data string) *managerAccess {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(data, pki.CertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.ParseCert(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminTok, err := token.ReadFile(filepath.Join(data, token.AdminFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &managerAccess{t: t, data: data, v: pki.NewVerifier(ca, nil), admin: adminTok, vmKeys: map[string]*pki.Keeper{}}
+}
+
+func (a *managerAccess) operator(addr string) *api.Client {
+	return api.NewTLSClient(addr, a.v.ManagerClient(nil), a.admin)
+}
+
+// vm returns a client acting as vm, enrolling it first if needed.
+func (a *managerAccess) vm(addr, vm string) *api.Client {
+	a.t.Helper()
+	if k, ok := a.vmKeys[vm]; ok {
+		return api.NewTLSClient(addr, a.v.ManagerClient(k), "")
+	}
+	join, err := token.ReadFile(filepath.Join(a.data, token.JoinFile))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	key, err := pki.NewKey()
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	csr, err := pki.NewCSR(key, vm)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	resp, err := api.NewTLSClient(addr, a.v.ManagerClient(nil), "").Enroll(context.Background(), api.EnrollRequest{VM: vm, CSR: string(csr), JoinToken: join})
+	if err != nil {
+		a.t.Fatalf("enrolling %s: %v", vm, err)
+	}
+	cert, _, err := a.v.AcceptCertificate(bytes.NewReader(mustJSON(resp)), key, vm)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	a.vmKeys[vm] = pki.NewKeeper(cert)
+	return a.vm(addr, vm)
+}
+
 func TestManagerSurvivesKill9(t *testing.T) {
 	ctx := context.Background()
 	data := t.TempDir()
 	p, addr := startFaasnet(t, "manager", "--listen", "127.0.0.1:0", "--data", data, "--vm-timeout", "1h")
-	c := api.NewClient(addr)
+	access := newManagerAccess(t, data)
+	c := access.operator(addr)
 	for i := range 40 {
-		if _, err := c.RegisterVM(ctx, fmt.Sprintf("vm-%02d", i), fmt.Sprintf("127.0.0.1:%d", 30000+i), nil); err != nil {
+		vm := fmt.Sprintf("vm-%02d", i)
+		if _, err := access.vm(addr, vm).RegisterVM(ctx, vm, fmt.Sprintf("127.0.0.1:%d", 30000+i), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -109,7 +177,8 @@ func TestManagerSurvivesKill9(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	snapshot := func(c *api.Client) string {
+	snapshot := func(addr string) string {
+		c := access.operator(addr)
 		var b strings.Builder
 		for _, fn := range []string{"f", "g"} {
 			tr, err := c.Tree(ctx, fn)
@@ -119,22 +188,26 @@ func TestManagerSurvivesKill9(t *testing.T) {
 			b.Write(mustJSON(tr))
 		}
 		for i := range 40 {
-			as, err := c.Heartbeat(ctx, fmt.Sprintf("vm-%02d", i))
+			vm := fmt.Sprintf("vm-%02d", i)
+			as, err := access.vm(addr, vm).Heartbeat(ctx, vm)
 			if err != nil {
 				t.Fatal(err)
 			}
 			as.Revision = 0 // grows across restarts by design
+			for i := range as.Assignments {
+				as.Assignments[i].Grant = "" // signed anew by the new process
+			}
 			b.Write(mustJSON(as))
 		}
 		return b.String()
 	}
-	before := snapshot(c)
+	before := snapshot(addr)
 	if err := p.cmd.Process.Kill(); err != nil { // SIGKILL: no chance to flush anything
 		t.Fatal(err)
 	}
 	p.cmd.Wait()
 	_, addr2 := startFaasnet(t, "manager", "--listen", "127.0.0.1:0", "--data", data, "--vm-timeout", "1h")
-	if after := snapshot(api.NewClient(addr2)); after != before {
+	if after := snapshot(addr2); after != before {
 		t.Fatalf("state changed across kill -9:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }

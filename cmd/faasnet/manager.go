@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,12 +22,13 @@ import (
 
 func newManagerCmd() *cobra.Command {
 	var (
-		listen  string
-		dataDir string
-		timeout time.Duration
-		noPush  bool
-		allow   []string
-		limits  httpserver.Options
+		listen    string
+		dataDir   string
+		timeout   time.Duration
+		noPush    bool
+		allow     []string
+		advertise []string
+		limits    httpserver.Options
 	)
 	cmd := &cobra.Command{
 		Use:   "manager",
@@ -44,21 +46,25 @@ func newManagerCmd() *cobra.Command {
 				}
 				opts.AllowVMNets = append(opts.AllowVMNets, p.Masked())
 			}
+			// Always secure: there is no flag to serve without TLS.
+			opts.Security = &manager.Security{Dir: dataDir, Addr: listen, Names: advertise}
 			return runManager(cmd.Context(), listen, dataDir, opts, limits)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", "127.0.0.1:7070", "address to serve the API on")
-	f.StringVar(&dataDir, "data", "faasnet-manager", "directory for the state file (manager.db)")
+	f.StringVar(&dataDir, "data", "faasnet-manager", "directory for the state file (manager.db), the cluster CA (ca.crt, ca.key) and the bootstrap tokens (admin.token, join.token)")
 	f.DurationVar(&timeout, "vm-timeout", 10*time.Second, "remove a VM that sends no heartbeat for this long")
 	f.BoolVar(&noPush, "no-push", false, "do not push assignment changes to workers; they learn at their next heartbeat")
+	f.StringSliceVar(&advertise, "advertise", nil, "further DNS names or IP addresses clients reach the manager by, for its certificate (comma-separated, repeatable); the --listen host is always in it")
 	f.StringSliceVar(&allow, "allow-vm-cidr", nil, "let VMs register addresses in these link-local or metadata ranges (CIDR, repeatable), refused by default")
 	addServerFlags(f, &limits)
 	return cmd
 }
 
 func runManager(ctx context.Context, listen, dataDir string, opts manager.Options, limits httpserver.Options) error {
-	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+	// The CA key and the tokens live here: private to the manager's user.
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data directory: %w", err)
 	}
 	st, err := store.OpenBolt(filepath.Join(dataDir, "manager.db"))
@@ -76,6 +82,7 @@ func runManager(ctx context.Context, listen, dataDir string, opts manager.Option
 		return fmt.Errorf("listening on %s: %w", listen, err)
 	}
 	srv := httpserver.New(m.Handler(), limits)
+	tlsLn := tls.NewListener(httpserver.Listener(ln, limits), m.TLSConfig())
 	go m.Run(ctx)
 	go func() {
 		<-ctx.Done()
@@ -83,8 +90,10 @@ func runManager(ctx context.Context, listen, dataDir string, opts manager.Option
 		defer cancel()
 		srv.Shutdown(shutdown)
 	}()
-	slog.Info("manager serving", "addr", ln.Addr().String(), "data", dataDir, "vm_timeout", opts.VMTimeout)
-	if err := srv.Serve(httpserver.Listener(ln, limits)); !errors.Is(err, http.ErrServerClosed) {
+	caFile, adminFile, joinFile := m.SecurityFiles()
+	slog.Info("manager serving over TLS", "addr", ln.Addr().String(), "data", dataDir, "vm_timeout", opts.VMTimeout,
+		"ca", caFile, "admin_token", adminFile, "join_token", joinFile)
+	if err := srv.Serve(tlsLn); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

@@ -20,11 +20,18 @@ import (
 //	vms        VM name -> VM as JSON
 //	functions  function name -> Function as JSON
 //	nodes      function name -> bucket: VM name -> Node as JSON
+//	tokens     token id -> token.Record as JSON (hashes, never secrets)
+//	certs      serial (hex) -> Cert as JSON
+//
+// tokens and certs came after schema 1 without changing it: a file without
+// them gets them, empty, when it is opened.
 const (
 	bucketMeta      = "meta"
 	bucketVMs       = "vms"
 	bucketFunctions = "functions"
 	bucketNodes     = "nodes"
+	bucketTokens    = "tokens"
+	bucketCerts     = "certs"
 	keySchema       = "schema"
 	keyRevision     = "revision"
 )
@@ -67,25 +74,34 @@ func OpenBolt(path string) (*Bolt, error) {
 	return &Bolt{db: db, path: path}, nil
 }
 
-// initialize checks the schema of an existing file, or lays out a new one.
+// initialize checks the schema of an existing file, or lays out a new one,
+// and adds the buckets a file written before them lacks.
 func initialize(db *bolt.DB) error {
-	fresh := false
+	fresh, complete := false, true
 	err := db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket([]byte(bucketMeta))
 		if meta == nil {
 			fresh = true
 			return nil
 		}
+		complete = tx.Bucket([]byte(bucketTokens)) != nil && tx.Bucket([]byte(bucketCerts)) != nil
 		return checkSchema(meta.Get([]byte(keySchema)))
 	})
-	if err != nil || !fresh {
+	if err != nil || !fresh && complete {
 		return err
 	}
 	return db.Update(func(tx *bolt.Tx) error {
-		for _, name := range []string{bucketMeta, bucketVMs, bucketFunctions, bucketNodes} {
+		names := []string{bucketTokens, bucketCerts}
+		if fresh {
+			names = append(names, bucketMeta, bucketVMs, bucketFunctions, bucketNodes)
+		}
+		for _, name := range names {
 			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
 				return fmt.Errorf("create bucket %q: %w", name, err)
 			}
+		}
+		if !fresh {
+			return nil
 		}
 		v := strconv.Itoa(SchemaVersion)
 		return tx.Bucket([]byte(bucketMeta)).Put([]byte(keySchema), []byte(v))
@@ -171,7 +187,38 @@ func load(tx *bolt.Tx) (State, error) {
 			return err
 		})
 	})
-	return st, err
+	if err != nil {
+		return st, err
+	}
+	return st, loadTrust(tx, &st)
+}
+
+func loadTrust(tx *bolt.Tx, st *State) error {
+	tokens, certs, err := trustBuckets(tx)
+	if err != nil {
+		return err
+	}
+	err = tokens.ForEach(func(k, v []byte) error {
+		r, err := decode(bucketTokens, k, v, tokenID)
+		st.Tokens = append(st.Tokens, r)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return certs.ForEach(func(k, v []byte) error {
+		c, err := decode(bucketCerts, k, v, certSerial)
+		st.Certs = append(st.Certs, c)
+		return err
+	})
+}
+
+func trustBuckets(tx *bolt.Tx) (tokens, certs *bolt.Bucket, err error) {
+	tokens, certs = tx.Bucket([]byte(bucketTokens)), tx.Bucket([]byte(bucketCerts))
+	if tokens == nil || certs == nil {
+		return nil, nil, fmt.Errorf("buckets %q or %q missing: %w", bucketTokens, bucketCerts, ErrCorrupt)
+	}
+	return tokens, certs, nil
 }
 
 // buckets returns the data buckets, which a file past initialize must have.
@@ -277,6 +324,29 @@ func write(tx *bolt.Tx, p *plan) error {
 		}
 		if err != nil {
 			return fmt.Errorf("store: put node %q/%q: %w", e.fn, e.vm, err)
+		}
+	}
+	return writeTrust(tx, p)
+}
+
+func writeTrust(tx *bolt.Tx, p *plan) error {
+	tokens, certs, err := trustBuckets(tx)
+	if err != nil {
+		return fmt.Errorf("store: apply: %w", err)
+	}
+	for _, k := range p.delCerts {
+		if err := certs.Delete([]byte(k)); err != nil {
+			return fmt.Errorf("store: delete cert %q: %w", k, err)
+		}
+	}
+	for _, e := range p.putTokens {
+		if err := tokens.Put([]byte(e.key), e.val); err != nil {
+			return fmt.Errorf("store: put token %q: %w", e.key, err)
+		}
+	}
+	for _, e := range p.putCerts {
+		if err := certs.Put([]byte(e.key), e.val); err != nil {
+			return fmt.Errorf("store: put cert %q: %w", e.key, err)
 		}
 	}
 	return nil

@@ -11,6 +11,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/faasnet/faasnet/token"
 )
 
 // TestBoltReopen checks that a closed and reopened file holds what a Memory
@@ -227,5 +229,42 @@ func TestBoltCurrentSchema(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A file written before tokens and certificates were stored opens with
+// them empty, keeps its state, and stores them from then on.
+func TestBoltAddsTrustBuckets(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, s, base)
+	s.Close()
+	rawUpdate(t, path, func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket([]byte("tokens")); err != nil {
+			return err
+		}
+		return tx.DeleteBucket([]byte("certs"))
+	})
+	s, err = OpenBolt(path)
+	if err != nil {
+		t.Fatalf("opening a file without the trust buckets: %v", err)
+	}
+	if got := mustLoad(t, s); !reflect.DeepEqual(got, baseState) {
+		t.Fatalf("Load:\n got %+v\nwant %+v", got, baseState)
+	}
+	trust := Batch{PutTokens: []token.Record{tok("a0")}, PutCerts: []Cert{cert("01", "vm-a")}}
+	mustApply(t, s, trust)
+	s.Close()
+	s, err = OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got := mustLoad(t, s)
+	if !reflect.DeepEqual(got.Tokens, trust.PutTokens) || !reflect.DeepEqual(got.Certs, trust.PutCerts) {
+		t.Errorf("after reopening: tokens %+v certs %+v", got.Tokens, got.Certs)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"unicode/utf8"
+
+	"github.com/faasnet/faasnet/token"
 )
 
 // MaxNameLen is the longest name, in bytes, the store accepts. It is far
@@ -27,20 +29,23 @@ type nodeEntry struct {
 // plan is a validated and encoded Batch: what a backend writes, in order.
 // Its values are fresh copies, so the caller may reuse the Batch.
 type plan struct {
-	delVMs   []string
-	delFuncs []string
-	delNodes []NodeKey
-	putVMs   []entry
-	putFuncs []entry
-	putNodes []nodeEntry
-	revision uint64 // 0: unchanged
+	delVMs    []string
+	delFuncs  []string
+	delNodes  []NodeKey
+	putVMs    []entry
+	putFuncs  []entry
+	putNodes  []nodeEntry
+	delCerts  []string
+	putTokens []entry
+	putCerts  []entry
+	revision  uint64 // 0: unchanged
 }
 
 // prepare validates and encodes b. It checks everything that does not depend
 // on the stored state; the function of each put node is checked by the
 // backend, after the batch's deletes and function puts.
 func prepare(b *Batch) (*plan, error) {
-	p := &plan{delVMs: b.DeleteVMs, delFuncs: b.DeleteFunctions, delNodes: b.DeleteNodes, revision: b.Revision}
+	p := &plan{delVMs: b.DeleteVMs, delFuncs: b.DeleteFunctions, delNodes: b.DeleteNodes, delCerts: b.DeleteCerts, revision: b.Revision}
 	for _, name := range b.DeleteVMs {
 		if err := checkName("delete vm", name); err != nil {
 			return nil, err
@@ -77,7 +82,67 @@ func prepare(b *Batch) (*plan, error) {
 		}
 		p.putNodes = append(p.putNodes, e)
 	}
-	return p, nil
+	return p, prepareTrust(b, p)
+}
+
+// prepareTrust validates and encodes the batch's tokens and certificates.
+func prepareTrust(b *Batch, p *plan) error {
+	for _, s := range b.DeleteCerts {
+		if err := checkName("delete cert", s); err != nil {
+			return err
+		}
+	}
+	for i := range b.PutTokens {
+		e, err := encodeToken(&b.PutTokens[i])
+		if err != nil {
+			return err
+		}
+		p.putTokens = append(p.putTokens, e)
+	}
+	for i := range b.PutCerts {
+		e, err := encodeCert(&b.PutCerts[i])
+		if err != nil {
+			return err
+		}
+		p.putCerts = append(p.putCerts, e)
+	}
+	return nil
+}
+
+func encodeToken(r *token.Record) (entry, error) {
+	const what = "put token"
+	if err := checkName(what, r.ID); err != nil {
+		return entry{}, err
+	}
+	if err := checkText(what, r.ID, "role", string(r.Role)); err != nil {
+		return entry{}, err
+	}
+	if err := checkText(what, r.ID, "hash", r.Hash); err != nil {
+		return entry{}, err
+	}
+	val, err := encode(r)
+	if err != nil {
+		return entry{}, fmt.Errorf("store: %s %q: %w: %w", what, r.ID, ErrInvalid, err)
+	}
+	return entry{key: r.ID, val: val}, nil
+}
+
+func encodeCert(c *Cert) (entry, error) {
+	const what = "put cert"
+	if err := checkName(what, c.Serial); err != nil {
+		return entry{}, err
+	}
+	if err := checkName(what+" "+c.Serial+": vm", c.VM); err != nil {
+		return entry{}, err
+	}
+	if err := checkText(what, c.Serial, "key", c.Key); err != nil {
+		return entry{}, err
+	}
+	val, err := encode(c)
+	if err != nil {
+		return entry{}, fmt.Errorf("store: %s %q: %w: %w", what, c.Serial, ErrInvalid, err)
+	}
+	return entry{key: c.Serial, val: val}, nil
 }
 
 func encodeVM(vm *VM) (entry, error) {
@@ -199,6 +264,8 @@ func decode[T any](where string, key, val []byte, name func(*T) string) (T, erro
 func vmName(v *VM) string             { return v.Name }
 func functionName(f *Function) string { return f.Name }
 func nodeVM(n *Node) string           { return n.VM }
+func tokenID(r *token.Record) string  { return r.ID }
+func certSerial(c *Cert) string       { return c.Serial }
 
 // decodeNode decodes a node stored under function fn.
 func decodeNode(fn string, key, val []byte) (Node, error) {

@@ -16,6 +16,8 @@ type Memory struct {
 	vms    map[string][]byte
 	funcs  map[string][]byte
 	nodes  map[string]map[string][]byte // function -> VM -> node
+	tokens map[string][]byte
+	certs  map[string][]byte
 	rev    uint64
 }
 
@@ -24,9 +26,11 @@ var _ Store = (*Memory)(nil)
 // NewMemory returns an empty Memory.
 func NewMemory() *Memory {
 	return &Memory{
-		vms:   make(map[string][]byte),
-		funcs: make(map[string][]byte),
-		nodes: make(map[string]map[string][]byte),
+		vms:    make(map[string][]byte),
+		funcs:  make(map[string][]byte),
+		nodes:  make(map[string]map[string][]byte),
+		tokens: make(map[string][]byte),
+		certs:  make(map[string][]byte),
 	}
 }
 
@@ -65,6 +69,20 @@ func (m *Memory) Load(ctx context.Context) (State, error) {
 			st.Nodes = append(st.Nodes, n)
 		}
 	}
+	for _, k := range slices.Sorted(maps.Keys(m.tokens)) {
+		r, err := decode(bucketTokens, []byte(k), m.tokens[k], tokenID)
+		if err != nil {
+			return State{}, fmt.Errorf("store: load: %w", err)
+		}
+		st.Tokens = append(st.Tokens, r)
+	}
+	for _, k := range slices.Sorted(maps.Keys(m.certs)) {
+		c, err := decode(bucketCerts, []byte(k), m.certs[k], certSerial)
+		if err != nil {
+			return State{}, fmt.Errorf("store: load: %w", err)
+		}
+		st.Certs = append(st.Certs, c)
+	}
 	return st, nil
 }
 
@@ -97,8 +115,17 @@ func (m *Memory) Apply(ctx context.Context, b Batch) error {
 	for _, k := range p.delNodes {
 		delete(m.nodes[k.Function], k.VM)
 	}
+	for _, k := range p.delCerts {
+		delete(m.certs, k)
+	}
 	for _, e := range p.putVMs {
 		m.vms[e.key] = e.val
+	}
+	for _, e := range p.putTokens {
+		m.tokens[e.key] = e.val
+	}
+	for _, e := range p.putCerts {
+		m.certs[e.key] = e.val
 	}
 	for _, e := range p.putFuncs {
 		m.funcs[e.key] = e.val

@@ -14,6 +14,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"time"
+
+	"github.com/faasnet/faasnet/token"
 )
 
 // VM is a registered VM.
@@ -42,6 +45,17 @@ type Node struct {
 	Generation uint64 `json:"generation"`
 }
 
+// Cert is a VM certificate the manager issued. It is kept until it expires,
+// so that revoking a VM revokes every certificate it holds; Revoked marks it
+// revoked.
+type Cert struct {
+	Serial   string    `json:"serial"` // hex, as pki.Revocations names it
+	VM       string    `json:"vm"`
+	Key      string    `json:"key"` // hex SHA-256 of the certificate's public key (SPKI)
+	NotAfter time.Time `json:"not_after"`
+	Revoked  time.Time `json:"revoked,omitzero"` // zero: live
+}
+
 // NodeKey names a Node: the function's tree and the VM in it.
 type NodeKey struct{ Function, VM string }
 
@@ -59,6 +73,11 @@ type State struct {
 	VMs       []VM       `json:"vms"`
 	Functions []Function `json:"functions"`
 	Nodes     []Node     `json:"nodes"`
+	// Tokens are the manager's bearer tokens (hashed), sorted by id.
+	Tokens []token.Record `json:"tokens,omitempty"`
+	// Certs are the VM certificates issued and not yet pruned, sorted by
+	// serial.
+	Certs []Cert `json:"certs,omitempty"`
 	// Revision is the last assignments revision the manager stored; 0 in
 	// a store that never had one.
 	Revision uint64 `json:"revision,omitempty"`
@@ -66,15 +85,16 @@ type State struct {
 
 // Batch is one atomic change. A Store applies all of it or none of it.
 //
-// Within a batch the deletes come first (VMs, functions, nodes), then the
-// puts (VMs, functions, nodes), each list in its order, so a later put of a
+// Within a batch the deletes come first (VMs, functions, nodes, certs), then
+// the puts (VMs, functions, nodes, tokens, certs), each list in its order, so a later put of a
 // key wins over an earlier one and a put wins over a delete of the same key.
 // Deleting a key that does not exist is not an error. Deleting a function
 // deletes all its nodes too. Deleting a VM does not touch the nodes naming
 // it: the manager removes a VM from its trees in the same batch.
 //
-// Names (VM, function, NodeKey and Node.Function/VM) must be 1 to
-// MaxNameLen bytes of valid UTF-8, and every other string valid UTF-8;
+// Names (VM, function, NodeKey and Node.Function/VM, token ids, cert
+// serials and VMs) must be 1 to MaxNameLen bytes of valid UTF-8, and every
+// other string valid UTF-8;
 // Spec, if not empty, must be valid JSON. A put node's function must exist
 // once the batch's deletes and function puts are done. Otherwise Apply
 // fails with ErrInvalid or ErrUnknownFunction and changes nothing.
@@ -88,6 +108,13 @@ type Batch struct {
 	PutNodes    []Node
 	DeleteNodes []NodeKey
 
+	// Tokens are never deleted: a revoked token's record stays so that
+	// its secret is recognised as revoked.
+	PutTokens []token.Record
+
+	PutCerts    []Cert
+	DeleteCerts []string // serials
+
 	// Revision, if not 0, replaces the stored revision.
 	Revision uint64
 }
@@ -96,7 +123,8 @@ type Batch struct {
 func (b *Batch) Empty() bool {
 	return len(b.PutVMs) == 0 && len(b.DeleteVMs) == 0 &&
 		len(b.PutFunctions) == 0 && len(b.DeleteFunctions) == 0 &&
-		len(b.PutNodes) == 0 && len(b.DeleteNodes) == 0 && b.Revision == 0
+		len(b.PutNodes) == 0 && len(b.DeleteNodes) == 0 && b.Revision == 0 &&
+		len(b.PutTokens) == 0 && len(b.PutCerts) == 0 && len(b.DeleteCerts) == 0
 }
 
 // Store persists the manager's state. It is safe for concurrent use.

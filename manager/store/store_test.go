@@ -9,6 +9,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/faasnet/faasnet/token"
 )
 
 // opener returns a fresh, empty Store that the test owns.
@@ -58,6 +61,28 @@ func vm(name string, images ...string) VM {
 
 func fn(name string, gen uint64) Function {
 	return Function{Name: name, Image: "registry.test/" + name + ":1", Generation: gen}
+}
+
+var trustTime = time.Unix(1_800_000_000, 0).UTC()
+
+func tok(id string) token.Record {
+	return token.Record{ID: id, Role: token.Read, Hash: strings.Repeat("ab", 32), Created: trustTime}
+}
+
+func revokedTok(id string) token.Record {
+	r := tok(id)
+	r.Revoked = trustTime.Add(time.Hour)
+	return r
+}
+
+func cert(serial, vm string) Cert {
+	return Cert{Serial: serial, VM: vm, Key: strings.Repeat("cd", 32), NotAfter: trustTime.Add(24 * time.Hour)}
+}
+
+func revokedCert(serial, vm string) Cert {
+	c := cert(serial, vm)
+	c.Revoked = trustTime.Add(time.Hour)
+	return c
 }
 
 func node(f, v, parent string, slot int, gen uint64) Node {
@@ -196,8 +221,33 @@ func testApply(t *testing.T, open opener) {
 			apply: Batch{PutVMs: []VM{{Name: "a/b"}, {Name: "\x00"}, {Name: "ü 🐳"}, {Name: strings.Repeat("n", MaxNameLen)}}},
 			want:  State{VMs: []VM{{Name: "\x00"}, {Name: "a/b"}, {Name: strings.Repeat("n", MaxNameLen)}, {Name: "ü 🐳"}}},
 		},
+		{
+			name:  "tokens and certs: put, revoke, delete",
+			setup: []Batch{{PutTokens: []token.Record{tok("b1"), tok("a0")}, PutCerts: []Cert{cert("02", "vm-a"), cert("01", "vm-b")}}},
+			apply: Batch{
+				PutTokens:   []token.Record{revokedTok("b1")},
+				PutCerts:    []Cert{revokedCert("01", "vm-b"), cert("03", "vm-a")},
+				DeleteCerts: []string{"02", "99"},
+			},
+			want: State{
+				Tokens: []token.Record{tok("a0"), revokedTok("b1")},
+				Certs:  []Cert{revokedCert("01", "vm-b"), cert("03", "vm-a")},
+			},
+		},
 		// Refused batches: each has valid entries besides the bad one, and
 		// none of them may be applied.
+		{name: "empty token id", setup: []Batch{base}, wantErr: ErrInvalid, apply: Batch{
+			DeleteVMs: []string{"vm-a"}, PutTokens: []token.Record{tok("")},
+		}},
+		{name: "empty cert serial", setup: []Batch{base}, wantErr: ErrInvalid, apply: Batch{
+			DeleteVMs: []string{"vm-a"}, PutCerts: []Cert{cert("", "vm-a")},
+		}},
+		{name: "cert without vm", setup: []Batch{base}, wantErr: ErrInvalid, apply: Batch{
+			DeleteVMs: []string{"vm-a"}, PutCerts: []Cert{cert("01", "")},
+		}},
+		{name: "empty delete cert", setup: []Batch{base}, wantErr: ErrInvalid, apply: Batch{
+			DeleteVMs: []string{"vm-a"}, DeleteCerts: []string{""},
+		}},
 		{name: "node of unknown function", setup: []Batch{base}, wantErr: ErrUnknownFunction, apply: Batch{
 			PutVMs: []VM{vm("vm-c")}, DeleteVMs: []string{"vm-a"}, PutNodes: []Node{node("f1", "vm-c", "vm-b", 0, 3), node("f9", "vm-c", "", 0, 1)},
 		}},
@@ -346,6 +396,9 @@ func TestBatchEmpty(t *testing.T) {
 		{Batch{DeleteFunctions: []string{"f"}}, false},
 		{Batch{PutNodes: []Node{{}}}, false},
 		{Batch{DeleteNodes: []NodeKey{{}}}, false},
+		{Batch{PutTokens: []token.Record{{}}}, false},
+		{Batch{PutCerts: []Cert{{}}}, false},
+		{Batch{DeleteCerts: []string{"01"}}, false},
 	}
 	for i, tt := range tests {
 		if got := tt.b.Empty(); got != tt.want {
