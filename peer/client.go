@@ -325,6 +325,8 @@ func (c *Client) Healthy(ctx context.Context, addr string) error {
 	if err != nil {
 		return err
 	}
+	// Read to the end, so that the connection is kept for reuse.
+	io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
 	resp.Body.Close()
 	return nil
 }

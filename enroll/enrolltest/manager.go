@@ -60,6 +60,7 @@ type Manager struct {
 	addrs       map[string]string
 	renewals    int
 	enrollments int
+	heartbeats  map[string]int
 }
 
 // New starts a stand-in manager with a new CA in a temporary directory; it
@@ -96,6 +97,8 @@ func New(t testing.TB) *Manager {
 		revoked: &pki.Revocations{},
 		docs:    map[string]api.Assignments{},
 		addrs:   map[string]string{},
+
+		heartbeats: map[string]int{},
 	}
 	m.verifier = pki.NewVerifier(ca.Cert, m.revoked)
 	// Refused handshakes are what many tests provoke: not worth a log line.
@@ -132,6 +135,13 @@ func (m *Manager) Renewals() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.renewals
+}
+
+// Heartbeats counts vm's heartbeats.
+func (m *Manager) Heartbeats(vm string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.heartbeats[vm]
 }
 
 // Enrollments counts the certificates signed for a join token.
@@ -352,6 +362,7 @@ func (m *Manager) register(w http.ResponseWriter, r *http.Request, vm string) {
 
 func (m *Manager) heartbeat(w http.ResponseWriter, r *http.Request, vm string) {
 	m.mu.Lock()
+	m.heartbeats[vm]++
 	doc := m.docs[vm]
 	m.mu.Unlock()
 	doc.Revoked = nil
