@@ -375,23 +375,45 @@ func TestSecurePeerListenerRefusesCertificates(t *testing.T) {
 	}
 }
 
-// A child told that its parent is VM q refuses the server at q's address
-// when its certificate names another VM: it never sends a request there,
-// and gets the image from the registry instead.
-func TestSecureChildRefusesImpostorParent(t *testing.T) {
-	c := newSecureCluster(t)
-	ref, md, _ := c.push(51, "v1")
-	p := c.start("p", nil)
-	child := c.start("c", func(cfg *Config) { cfg.ParentTimeout = time.Second })
-	c.assign("p", api.Assignment{Function: "f", Image: ref, Digest: md, Generation: 1})
-	c.assign("c", api.Assignment{Function: "f", Image: ref, Digest: md, Generation: 1,
-		Parent: &api.Peer{VM: "q", Addr: c.addrs["p"]}, Grant: c.m.Grant(t, "c", "f", md)})
-	c.waitReady("f", "p", "c")
-	if r := child.Functions()[0]; r.BytesFromParent != 0 {
-		t.Errorf("child fetched %d bytes from the impostor", r.BytesFromParent)
+// A child whose parent is not who the manager said (its certificate names
+// another VM), or refuses the child's grant (403), treats it as a failed
+// parent: it never takes a byte from it, and gets the image from the
+// registry instead.
+func TestSecureChildFailsOverFromBadParent(t *testing.T) {
+	tests := []struct {
+		name     string
+		parentVM string // the VM the child's assignment names at p's address
+		grantVM  string // the VM the child's grant names
+		reason   string // what p counts, "" for nothing (no request reaches it)
+	}{
+		{"parent is an impostor", "q", "c", ""},
+		{"parent refuses the grant", "p", "someone-else", "wrong_vm"},
 	}
-	if s := p.peerSrv.Stats(); s.Requests != 0 {
-		t.Errorf("the impostor got %d peer requests", s.Requests)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newSecureCluster(t)
+			ref, md, _ := c.push(51, "v1")
+			p := c.start("p", nil)
+			child := c.start("c", func(cfg *Config) { cfg.ParentTimeout = time.Second })
+			c.assign("p", api.Assignment{Function: "f", Image: ref, Digest: md, Generation: 1})
+			c.waitReady("f", "p")
+			c.assign("c", api.Assignment{Function: "f", Image: ref, Digest: md, Generation: 1,
+				Parent: &api.Peer{VM: tt.parentVM, Addr: c.addrs["p"]}, Grant: c.m.Grant(t, tt.grantVM, "f", md)})
+			c.waitReady("f", "c")
+			if r := child.Functions()[0]; r.BytesFromParent != 0 || r.BytesFromRegistry != r.ImageBytes {
+				t.Errorf("child fetched %d bytes from the parent and %d from the registry, want all %d from the registry", r.BytesFromParent, r.BytesFromRegistry, r.ImageBytes)
+			}
+			s := p.peerSrv.Stats()
+			if s.BytesSent != 0 {
+				t.Errorf("the parent sent %d bytes", s.BytesSent)
+			}
+			if tt.reason == "" && s.Requests != 0 {
+				t.Errorf("the impostor got %d peer requests", s.Requests)
+			}
+			if tt.reason != "" && refusals(p, tt.reason) == 0 {
+				t.Errorf("the parent counted no %s refusal", tt.reason)
+			}
+		})
 	}
 }
 
