@@ -29,8 +29,15 @@ type grants struct {
 	w *Worker
 
 	mu     sync.Mutex
-	blobs  map[string][]string // manifest digest -> the digests it references
-	failed map[string]bool     // manifests that would not parse
+	memo   map[string]manifestRefs // by manifest digest
+	failed map[string]bool         // manifests that would not parse
+}
+
+// manifestRefs is what a manifest references: config and layers, or for
+// an index its manifests.
+type manifestRefs struct {
+	digests []string
+	index   bool
 }
 
 // maxCoverMemo bounds the memory of parsed manifests; content-addressed
@@ -38,7 +45,7 @@ type grants struct {
 const maxCoverMemo = 1024
 
 func newGrants(w *Worker) *grants {
-	return &grants{w: w, blobs: map[string][]string{}, failed: map[string]bool{}}
+	return &grants{w: w, memo: map[string]manifestRefs{}, failed: map[string]bool{}}
 }
 
 // callerGrant returns the request's grant, checked against the CA key,
@@ -154,34 +161,35 @@ func (g *grants) covers(gr grant.Grant, d string) (covered bool, pending string)
 	return false, pending
 }
 
-// references returns the digests manifest m references, and those of the
-// manifests it references up to depth levels down (an index's manifests),
-// or false if m is not complete in the cache. A child manifest of an index
-// that is not here covers nothing more: this worker could not serve its
-// blobs anyway.
+// references returns the digests manifest m references, and for an index
+// those of its manifests too, up to depth levels down, or false if m is
+// not complete in the cache. A manifest of an index that is not here
+// covers nothing more: this worker could not serve its blobs anyway.
 func (g *grants) references(m string, depth int) ([]string, bool) {
 	g.mu.Lock()
-	refs, ok := g.blobs[m]
+	refs, ok := g.memo[m]
 	bad := g.failed[m]
 	g.mu.Unlock()
 	if bad {
 		return nil, true
 	}
 	if !ok {
-		parsed, err := g.w.readCachedManifest(m)
+		var err error
+		refs, err = g.w.readCachedManifest(m)
 		switch {
 		case errors.Is(err, errNotCached):
 			return nil, false
-		case err != nil:
-			g.remember(m, nil, true)
+		case errors.Is(err, errNoManifest):
+			g.remember(m, manifestRefs{}, true) // content-addressed: for good
 			return nil, true
+		case err != nil:
+			return nil, true // a read error: covers nothing, this time
 		}
-		refs = parsed
 		g.remember(m, refs, false)
 	}
-	out := slices.Clone(refs)
-	if depth > 0 {
-		for _, c := range refs {
+	out := slices.Clone(refs.digests)
+	if refs.index && depth > 0 {
+		for _, c := range refs.digests {
 			if sub, ok := g.references(c, depth-1); ok {
 				out = append(out, sub...)
 			}
@@ -190,61 +198,63 @@ func (g *grants) references(m string, depth int) ([]string, bool) {
 	return out, true
 }
 
-func (g *grants) remember(m string, refs []string, failed bool) {
+func (g *grants) remember(m string, refs manifestRefs, failed bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if len(g.blobs)+len(g.failed) >= maxCoverMemo {
-		clear(g.blobs)
+	if len(g.memo)+len(g.failed) >= maxCoverMemo {
+		clear(g.memo)
 		clear(g.failed)
 	}
 	if failed {
 		g.failed[m] = true
 	} else {
-		g.blobs[m] = refs
+		g.memo[m] = refs
 	}
 }
 
-var errNotCached = errors.New("not complete in the cache")
+var (
+	errNotCached  = errors.New("not complete in the cache")
+	errNoManifest = errors.New("not a manifest")
+)
 
-// readCachedManifest parses manifest m from the cache and returns the
-// digests it references: config and layers, or an index's manifests. Only
-// a blob this worker knows as a manifest is read.
-func (w *Worker) readCachedManifest(m string) ([]string, error) {
+// readCachedManifest parses manifest m from the cache and returns what it
+// references. Only a blob this worker knows as a manifest is read.
+func (w *Worker) readCachedManifest(m string) (manifestRefs, error) {
 	w.mu.Lock()
 	info := w.known[m]
 	w.mu.Unlock()
 	if info == nil {
-		return nil, errNotCached
+		return manifestRefs{}, errNotCached
 	}
 	if !info.manifest || info.size > upstream.MaxManifestSize {
-		return nil, fmt.Errorf("blob %s is not a manifest", m)
+		return manifestRefs{}, fmt.Errorf("blob %s: %w", m, errNoManifest)
 	}
 	b, ok := w.cache.Lookup(m)
 	if !ok {
-		return nil, errNotCached
+		return manifestRefs{}, errNotCached
 	}
 	defer b.Release()
 	if !b.Complete() {
-		return nil, errNotCached
+		return manifestRefs{}, errNotCached
 	}
 	raw := make([]byte, b.Size())
 	if _, err := b.ReadAt(raw, 0); err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
+		return manifestRefs{}, err
 	}
 	parsed, err := upstream.ParseManifest(raw, info.mediaType)
 	if err != nil {
-		return nil, err
+		return manifestRefs{}, fmt.Errorf("blob %s: %w: %w", m, errNoManifest, err)
 	}
-	var refs []string
-	if parsed.IsIndex() {
+	refs := manifestRefs{index: parsed.IsIndex()}
+	if refs.index {
 		for _, d := range parsed.Manifests {
-			refs = append(refs, d.Digest.String())
+			refs.digests = append(refs.digests, d.Digest.String())
 		}
 		return refs, nil
 	}
-	refs = append(refs, parsed.Config.Digest.String())
+	refs.digests = append(refs.digests, parsed.Config.Digest.String())
 	for _, l := range parsed.Layers {
-		refs = append(refs, l.Digest.String())
+		refs.digests = append(refs.digests, l.Digest.String())
 	}
 	return refs, nil
 }
