@@ -108,7 +108,7 @@ func explain(what, vm, managerURL string, err error) error {
 	var se *api.StatusError
 	var untrusted *tls.CertificateVerificationError
 	switch {
-	case errors.As(err, &se) && se.Code == http.StatusUnauthorized:
+	case errors.As(err, &se) && se.Code == http.StatusUnauthorized && what == "enrolling":
 		return fmt.Errorf("%s VM %s: join token refused by the manager at %s (401): %s", what, vm, managerURL, se.Message)
 	case errors.As(err, &se) && se.Code == http.StatusForbidden:
 		return fmt.Errorf("%s VM %s: refused by the manager at %s (403): %s", what, vm, managerURL, se.Message)
