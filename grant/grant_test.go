@@ -89,6 +89,16 @@ func TestVerify(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			// Check judges all but the digest, which Covers then does.
+			g, err := Check(tt.raw, ca.Public(), tt.now, tt.vm)
+			switch wantCheck := tt.want; {
+			case wantCheck == nil || wantCheck == ErrWrongDigest:
+				if err != nil || g.Covers(tt.d) != (wantCheck == nil) {
+					t.Errorf("Check = %v, Covers = %v", err, g.Covers(tt.d))
+				}
+			case !errors.Is(err, wantCheck):
+				t.Errorf("Check = %v, want %v", err, wantCheck)
+			}
 			got, err := Verify(tt.raw, ca.Public(), tt.now, tt.vm, tt.d)
 			if tt.want == nil {
 				if err != nil {

@@ -2,6 +2,7 @@ package peer
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/faasnet/faasnet/bwlimit"
 	"github.com/faasnet/faasnet/digest"
+	"github.com/faasnet/faasnet/grant"
 	"github.com/faasnet/faasnet/httprange"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -28,6 +30,71 @@ type Client struct {
 	// Download limits the bytes per second of all bodies read through
 	// this client together; nil means unlimited.
 	Download *bwlimit.Limiter
+
+	tls bool // speak HTTPS (NewTLSClient)
+}
+
+// NewTLSClient returns a Client that speaks HTTPS to peers, dialing each
+// with the TLS settings tlsFor returns for the VM the request's context
+// names (WithAuth): a request without one is not sent, so that no caller
+// forgets to check whom it talks to. tlsFor must verify that the server is
+// that VM (pki.Verifier.PeerClient does).
+func NewTLSClient(tlsFor func(serverVM string) *tls.Config, download *bwlimit.Limiter) *Client {
+	c := NewHTTPClient()
+	t := c.Transport.(*http.Transport)
+	t.DialContext = nil
+	t.DialTLSContext = dialTLS(tlsFor)
+	return &Client{HTTP: c, Download: download, tls: true}
+}
+
+// dialTLS dials a peer and checks in the handshake that it is the VM the
+// request expects. The check is made once per connection, and the
+// transport pools connections by address only, so a kept-alive connection
+// may later carry a request expecting another VM at the same address. That
+// is harmless: the server was then verified as a cluster VM that was the
+// expected parent at that address, and nothing a parent sends is trusted
+// beyond that (every blob is checked against its digest, a resolve answer
+// against the pinned manifest).
+func dialTLS(tlsFor func(string) *tls.Config) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: dialTimeout, KeepAlive: tcpKeepAlive}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		vm := authFrom(ctx).ServerVM
+		if vm == "" {
+			return nil, fmt.Errorf("peer %s: no expected VM for a TLS connection", addr)
+		}
+		raw, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		conn := tls.Client(raw, tlsFor(vm))
+		hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+		defer cancel()
+		if err := conn.HandshakeContext(hctx); err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("TLS handshake with VM %s at %s: %w", vm, addr, err)
+		}
+		return conn, nil
+	}
+}
+
+func (c *Client) scheme() string {
+	if c.tls {
+		return "https"
+	}
+	return "http"
+}
+
+// newRequest makes a request to a peer carrying the grant of ctx's Auth.
+func (c *Client) newRequest(ctx context.Context, method string, u *url.URL) (*http.Request, error) {
+	u.Scheme = c.scheme()
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	if g := authFrom(ctx).Grant; g != "" {
+		req.Header.Set(grant.Header, g)
+	}
+	return req, nil
 }
 
 // StatusError is a peer's answer other than the expected 2xx.
@@ -47,9 +114,10 @@ func (e *StatusError) Error() string {
 	return msg
 }
 
-// Is makes a 404 answer match ErrNotFound.
+// Is makes a 404 answer match ErrNotFound, and a 403 ErrForbidden.
 func (e *StatusError) Is(target error) bool {
-	return target == ErrNotFound && e.StatusCode == http.StatusNotFound
+	return target == ErrNotFound && e.StatusCode == http.StatusNotFound ||
+		target == ErrForbidden && e.StatusCode == http.StatusForbidden
 }
 
 // Client defaults: see NewHTTPClient.
@@ -61,6 +129,7 @@ const (
 	maxIdleConnsPerHost   = 32
 	maxIdleConns          = 1024
 	connBufferSize        = 64 << 10
+	handshakeTimeout      = 10 * time.Second
 )
 
 // NewHTTPClient returns an http.Client tuned for the peer protocol:
@@ -105,8 +174,8 @@ func (c *Client) httpClient() *http.Client {
 }
 
 // blobURL is the URL of a blob at a peer.
-func blobURL(addr string, h v1.Hash) string {
-	return (&url.URL{Scheme: "http", Host: addr, Path: PathPrefix + "blobs/" + h.String()}).String()
+func blobURL(addr string, h v1.Hash) *url.URL {
+	return &url.URL{Host: addr, Path: PathPrefix + "blobs/" + h.String()}
 }
 
 // Open asks the peer at addr ("host:port") for n bytes of a blob from
@@ -132,7 +201,7 @@ func (c *Client) Open(ctx context.Context, addr, digest string, off, n int64) (i
 	if err != nil {
 		return nil, fmt.Errorf("peer %s: %s: %w", addr, object, err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, blobURL(addr, h), nil)
+	req, err := c.newRequest(ctx, http.MethodGet, blobURL(addr, h))
 	if err != nil {
 		return nil, fmt.Errorf("peer %s: %s: %w", addr, object, err)
 	}
@@ -196,7 +265,7 @@ func (c *Client) Stat(ctx context.Context, addr, digest string) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("peer %s: %w", addr, err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, blobURL(addr, h), nil)
+	req, err := c.newRequest(ctx, http.MethodHead, blobURL(addr, h))
 	if err != nil {
 		return 0, fmt.Errorf("peer %s: %s: %w", addr, object, err)
 	}
@@ -222,8 +291,8 @@ func (c *Client) Stat(ctx context.Context, addr, digest string) (int64, error) {
 // Resolve asks the peer at addr for the manifest descriptor of image.
 func (c *Client) Resolve(ctx context.Context, addr, image string) (Descriptor, error) {
 	object := "resolve " + image
-	u := url.URL{Scheme: "http", Host: addr, Path: PathPrefix + "resolve", RawQuery: url.Values{"image": {image}}.Encode()}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	u := &url.URL{Host: addr, Path: PathPrefix + "resolve", RawQuery: url.Values{"image": {image}}.Encode()}
+	req, err := c.newRequest(ctx, http.MethodGet, u)
 	if err != nil {
 		return Descriptor{}, fmt.Errorf("peer %s: %s: %w", addr, object, err)
 	}
@@ -244,6 +313,22 @@ func (c *Client) Resolve(ctx context.Context, addr, image string) (Descriptor, e
 		return Descriptor{}, fmt.Errorf("peer %s: %s: %w", addr, object, err)
 	}
 	return d, nil
+}
+
+// Healthy asks the peer at addr for /healthz: nil if it answers 200.
+func (c *Client) Healthy(ctx context.Context, addr string) error {
+	req, err := c.newRequest(ctx, http.MethodGet, &url.URL{Host: addr, Path: "/healthz"})
+	if err != nil {
+		return fmt.Errorf("peer %s: health: %w", addr, err)
+	}
+	resp, err := c.do(req, addr, "health")
+	if err != nil {
+		return err
+	}
+	// Read to the end, so that the connection is kept for reuse.
+	io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+	resp.Body.Close()
+	return nil
 }
 
 // do sends req and turns transport failures and non-2xx answers into

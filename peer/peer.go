@@ -12,6 +12,11 @@
 // A blob body is streamed cut-through: the parent answers as soon as it
 // knows the blob's size and forwards each block to the child as the block
 // arrives, without waiting for the whole blob.
+//
+// In a cluster the protocol runs over mutual TLS (NewTLSClient, and a TLS
+// listener in front of the Server): the child checks that the server is the
+// parent VM it was told to dial, and sends its grant (grant.Header) with
+// every request; the server's Authorizer decides what the caller may read.
 package peer
 
 import (
@@ -20,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 
 	"github.com/faasnet/faasnet/digest"
 )
@@ -73,6 +79,43 @@ func WithDemand(ctx context.Context) context.Context {
 func IsDemand(ctx context.Context) bool {
 	v, _ := ctx.Value(demandKey{}).(bool)
 	return v
+}
+
+// ErrForbidden is wrapped by an Authorizer's refusal; the server answers 403
+// at once. A *StatusError for a 403 answer matches it with errors.Is.
+var ErrForbidden = errors.New("peer: forbidden")
+
+// Authorizer decides whether the caller of a request may have what it asks
+// for, before the Server opens or resolves anything, so that a refusal is
+// never held up by a wait for content. The caller's identity is the
+// Authorizer's to find (e.g. in the request's context or TLS state).
+type Authorizer interface {
+	// AuthorizeBlob is asked before a blob is opened (GET and HEAD).
+	AuthorizeBlob(r *http.Request, digest string) error
+	// AuthorizeResolve is asked before an image is resolved, and
+	// AuthorizeManifest with the answer before it is sent.
+	AuthorizeResolve(r *http.Request, image string) error
+	AuthorizeManifest(r *http.Request, d Descriptor) error
+}
+
+// Auth is what a request to a peer over mutual TLS carries: the VM the
+// server must prove to be, and the grant that lets the caller read.
+type Auth struct {
+	ServerVM string // checked against the server's certificate when dialing
+	Grant    string // sent in grant.Header; "" sends none
+}
+
+type authKey struct{}
+
+// WithAuth makes requests made with ctx carry a: the Client sends the
+// grant, and a TLS Client dials only a server that is a.ServerVM.
+func WithAuth(ctx context.Context, a Auth) context.Context {
+	return context.WithValue(ctx, authKey{}, a)
+}
+
+func authFrom(ctx context.Context) Auth {
+	a, _ := ctx.Value(authKey{}).(Auth)
+	return a
 }
 
 // Descriptor identifies a manifest: what Resolve answers.

@@ -64,6 +64,11 @@ type ServerOptions struct {
 	// Resolver, if set, answers resolve requests; without it they get 404.
 	Resolver Resolver
 
+	// Authorizer, if set, is asked before anything is opened or resolved
+	// for a request; its refusals (ErrForbidden) are answered 403 at once.
+	// Without it every request is served.
+	Authorizer Authorizer
+
 	// Logger receives debug logs of requests and warnings of failures;
 	// nil means slog.Default().
 	Logger *slog.Logger
@@ -78,6 +83,7 @@ type Stats struct {
 	Blocks    int64 // body pieces flushed, at most one block each
 	Errors    int64 // 4xx and 5xx answers except 503, and bodies cut short
 	Rejected  int64 // 503 answers: no upload slot within QueueTimeout
+	Forbidden int64 // 403 answers: the Authorizer refused
 	Uploads   int64 // gauge: blob bodies being sent now
 	Queued    int64 // gauge: GETs waiting for an upload slot now
 }
@@ -88,8 +94,8 @@ type Stats struct {
 //
 // Every blob request, HEAD included, opens the blob at the Source, which
 // may start fetching it upstream: a child asks for what it will read.
-// Error answers are JSON {"error": "..."}: 400 for a malformed digest, 404
-// for a blob the Source does not know, 416 (with Content-Range: bytes
+// Error answers are JSON {"error": "..."}: 400 for a malformed digest, 403
+// for what the Authorizer refused, 404 for a blob the Source does not know, 416 (with Content-Range: bytes
 // */size) for a range not served, 502 when the Source fails, 503 with
 // Retry-After when no upload slot frees in time.
 //
@@ -108,6 +114,7 @@ type Server struct {
 
 	requests, bytesSent, blobs, ranges, blocks atomic.Int64
 	failures, rejected, uploads, queued        atomic.Int64
+	forbidden                                  atomic.Int64
 
 	// onQueue, if set, is called when a GET starts waiting for a slot; a
 	// test hook.
@@ -152,6 +159,7 @@ func (s *Server) Stats() Stats {
 		Blocks:    s.blocks.Load(),
 		Errors:    s.failures.Load(),
 		Rejected:  s.rejected.Load(),
+		Forbidden: s.forbidden.Load(),
 		Uploads:   s.uploads.Load(),
 		Queued:    s.queued.Load(),
 	}
@@ -193,6 +201,25 @@ func (s *Server) fail(w http.ResponseWriter, code int, msg string) {
 	}{msg})
 }
 
+// denied answers an Authorizer's error, and reports whether there was one.
+// A refusal is 403; anything else (the Authorizer waited for content that
+// did not come, or the child left) is answered as a Source's error would be.
+func (s *Server) denied(w http.ResponseWriter, r *http.Request, err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, ErrForbidden):
+		s.forbidden.Add(1)
+		s.fail(w, http.StatusForbidden, err.Error())
+	case errors.Is(err, ErrNotFound):
+		s.fail(w, http.StatusNotFound, err.Error())
+	case r.Context().Err() != nil:
+	default:
+		s.fail(w, http.StatusInternalServerError, err.Error())
+	}
+	return true
+}
+
 func (s *Server) serveResolve(w http.ResponseWriter, r *http.Request) {
 	if s.opts.Resolver == nil {
 		s.fail(w, http.StatusNotFound, "this peer does not resolve images")
@@ -203,9 +230,16 @@ func (s *Server) serveResolve(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusBadRequest, "resolve needs ?image=REFERENCE")
 		return
 	}
+	authz := s.opts.Authorizer
+	if authz != nil && s.denied(w, r, authz.AuthorizeResolve(r, image)) {
+		return
+	}
 	d, err := s.opts.Resolver.Resolve(r.Context(), image)
 	if err == nil {
 		err = d.validate()
+	}
+	if err == nil && authz != nil && s.denied(w, r, authz.AuthorizeManifest(r, d)) {
+		return
 	}
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -228,6 +262,9 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, name string) 
 	// A digest that parses is in canonical form, safe to pass on as is.
 	if _, err := digest.Parse(name); err != nil {
 		s.fail(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if a := s.opts.Authorizer; a != nil && s.denied(w, r, a.AuthorizeBlob(r, name)) {
 		return
 	}
 	ctx := r.Context()

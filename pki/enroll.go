@@ -103,6 +103,12 @@ func (v *Verifier) AcceptCertificate(r io.Reader, key crypto.Signer, vm string) 
 	if err := json.Unmarshal(body, &resp); err != nil {
 		return tls.Certificate{}, nil, fmt.Errorf("enrollment response: %w", err)
 	}
+	return v.AcceptResponse(resp, key, vm)
+}
+
+// AcceptResponse is AcceptCertificate for an answer already decoded (as
+// api.Client's Enroll and RenewCertificate return it).
+func (v *Verifier) AcceptResponse(resp EnrollResponse, key crypto.Signer, vm string) (tls.Certificate, []byte, error) {
 	certPEM := []byte(resp.Certificate)
 	cert, err := ParseCert(certPEM)
 	if err != nil {

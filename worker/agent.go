@@ -96,8 +96,15 @@ func (w *Worker) kickHeartbeat() {
 	}
 }
 
-// handlePush applies assignments the manager pushed.
+// handlePush applies assignments the manager pushed. On a secure worker
+// only the manager may push: anyone else is refused before the body is
+// read, and the worker's assignments (and revision) stay as they were, so
+// the manager's next document still applies.
 func (w *Worker) handlePush(rw http.ResponseWriter, r *http.Request) {
+	if id := identity(r.Context()); w.cfg.Security != nil && !id.Manager {
+		w.refuse(rw, r, "not_manager", fmt.Errorf("assignments pushed by %s, not by the manager", id))
+		return
+	}
 	data, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
 	var doc api.Assignments
 	if err == nil {
@@ -150,6 +157,8 @@ func decodeAssignments(data []byte) (api.Assignments, error) {
 // functions, restart those whose image changed, switch parents, drop the
 // rest. Documents older than one already applied are ignored.
 func (w *Worker) reconcile(doc api.Assignments) {
+	// Revocations only add refusals: safe from any document, even a late one.
+	w.learnRevoked(doc.Revoked)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.ctx == nil || w.ctx.Err() != nil {
@@ -169,7 +178,13 @@ func (w *Worker) reconcile(doc api.Assignments) {
 				continue // a late copy of what we already dropped
 			}
 			w.startFunction(a)
-		case a.Generation <= f.a.Generation:
+		case a.Generation < f.a.Generation:
+		case a.Generation == f.a.Generation:
+			// Grants are short-lived: the manager sends fresh ones for
+			// the same assignment.
+			if a.Grant != "" {
+				f.a.Grant = a.Grant
+			}
 		case a.Image != f.a.Image || a.Digest != f.a.Digest || string(a.Spec) != string(f.a.Spec):
 			w.stopFunction(f)
 			w.startFunction(a)

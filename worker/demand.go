@@ -82,7 +82,7 @@ func (w *Worker) demandRun(ctx context.Context, j *job, b *blobcache.Blob, from,
 	ctx = peer.WithDemand(ctx)
 	src := w.pickSource(j)
 	if src.parent != nil && !fromRegistry {
-		err := w.fill(ctx, j, b, w.parentSource(j, *src.parent), from, to)
+		err := w.fill(ctx, j, b, w.parentSource(j, src), from, to)
 		if err == nil || ctx.Err() != nil {
 			return err
 		}

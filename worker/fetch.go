@@ -109,6 +109,7 @@ func (w *Worker) stopUnneeded(digest string) {
 // parentChoice is the tree parent a fetch of a blob should use now.
 type parentChoice struct {
 	parent  *api.Peer     // nil: none (this VM is a root)
+	grant   string        // the function's grant, shown to the parent
 	changed chan struct{} // closed when the function's parent changes
 }
 
@@ -133,7 +134,7 @@ func (w *Worker) pickSource(j *job) parentChoice {
 		}
 		if f.a.Parent != nil {
 			p := *f.a.Parent
-			return parentChoice{parent: &p, changed: f.parentChanged}
+			return parentChoice{parent: &p, grant: f.a.Grant, changed: f.parentChanged}
 		}
 	}
 	return src
@@ -153,14 +154,14 @@ func (w *Worker) runJob(ctx context.Context, j *job) {
 	defer b.Release()
 	for !b.Complete() && ctx.Err() == nil {
 		choice := w.pickSource(j)
-		src := w.chooseSource(j, choice.parent)
+		src := w.chooseSource(j, choice)
 		before := j.info.fromParent.Load() + j.info.fromReg.Load()
 		err := w.fill(ctx, j, b, src, 0, b.Blocks())
 		if ctx.Err() != nil {
 			return
 		}
 		parent := addrOf(src.Parent())
-		outcome, retryAfter := w.outcome(ctx, parent, err)
+		outcome, retryAfter := w.outcome(ctx, src.Parent(), err)
 		d := w.policy.Next(&j.fo, failover.Attempt{
 			Parent:     parent,
 			Outcome:    outcome,
@@ -177,24 +178,26 @@ func (w *Worker) runJob(ctx context.Context, j *job) {
 
 // chooseSource is the source of j's next attempt: the parent, unless the
 // policy gave up on it (or there is none).
-func (w *Worker) chooseSource(j *job, parent *api.Peer) source {
-	if w.policy.UseRegistry(&j.fo, addrOf(parent)) {
+func (w *Worker) chooseSource(j *job, choice parentChoice) source {
+	if w.policy.UseRegistry(&j.fo, addrOf(choice.parent)) {
 		return w.registrySource(j)
 	}
-	return w.parentSource(j, *parent)
+	return w.parentSource(j, choice)
 }
 
-// outcome classifies the error of an attempt at parent ("": the registry)
+// outcome classifies the error of an attempt at parent (nil: the registry)
 // for the failover policy. A stalled parent is probed: alive, it is merely
-// slow (waiting for its own parent).
-func (w *Worker) outcome(ctx context.Context, parent string, err error) (failover.Outcome, time.Duration) {
+// slow (waiting for its own parent). A parent that refuses (403: it does
+// not take this VM's grant, or is not who it should be) has failed, like
+// one that is down: the manager is asked for another.
+func (w *Worker) outcome(ctx context.Context, parent *api.Peer, err error) (failover.Outcome, time.Duration) {
 	var se *peer.StatusError
 	switch {
 	case err == nil:
 		return failover.Done, 0
 	case errors.Is(err, blobcache.ErrCorrupt), errors.Is(err, errNotPinned):
 		return failover.Corrupt, 0
-	case parent == "":
+	case parent == nil:
 		return failover.Failed, 0
 	case errors.As(err, &se) && se.StatusCode == http.StatusServiceUnavailable:
 		return failover.Busy, se.RetryAfter
@@ -258,20 +261,11 @@ func (w *Worker) jobFailed(j *job, err error) {
 	w.markReport()
 }
 
-// alive probes a peer's /healthz.
-func (w *Worker) alive(ctx context.Context, addr string) bool {
+// alive probes a parent's /healthz.
+func (w *Worker) alive(ctx context.Context, parent *api.Peer) bool {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/healthz", nil)
-	if err != nil {
-		return false
-	}
-	resp, err := w.peers.HTTP.Do(req)
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	return w.peers.Healthy(toParent(ctx, *parent, ""), parent.Addr) == nil
 }
 
 // writeAll stores a whole small blob held in memory: a manifest from the

@@ -13,6 +13,7 @@ type metrics struct {
 	parentSwitches prometheus.Counter
 	demands        prometheus.Counter
 	notPinned      prometheus.Counter
+	refusals       *prometheus.CounterVec
 }
 
 func newMetrics(w *Worker) *metrics {
@@ -33,11 +34,14 @@ func newMetrics(w *Worker) *metrics {
 		notPinned: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "faasnet_worker_unpinned_manifests_total", Help: "Parent resolve answers refused because they named another manifest than the pinned one.",
 		}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "faasnet_worker_peer_refusals_total", Help: "Handshakes and requests refused on the peer listener, by reason (certificate, grant or push checks).",
+		}, []string{"reason"}),
 	}
 	peerStat := func(name, help string, get func() int64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(get()) })
 	}
-	m.reg.MustRegister(m.in, m.verifyFailures, m.parentSwitches, m.demands, m.notPinned,
+	m.reg.MustRegister(m.in, m.verifyFailures, m.parentSwitches, m.demands, m.notPinned, m.refusals,
 		peerStat("faasnet_worker_bytes_out_total", "Blob bytes sent to children.", func() int64 { return w.peerSrv.Stats().BytesSent }),
 		peerStat("faasnet_worker_blocks_served_total", "Blocks sent to children.", func() int64 { return w.peerSrv.Stats().Blocks }),
 		peerStat("faasnet_worker_peer_requests_total", "Peer protocol requests served.", func() int64 { return w.peerSrv.Stats().Requests }),

@@ -155,10 +155,10 @@ func (w *Worker) resolve(ctx context.Context, f *function) (peer.Descriptor, err
 		if ok {
 			return d, nil
 		}
-		parent := addrOf(a.Parent)
+		parent, from := addrOf(a.Parent), a.Parent
 		var err error
 		if !w.policy.UseRegistry(&st, parent) {
-			d, err = w.peers.Resolve(ctx, parent, ref)
+			d, err = w.peers.Resolve(toParent(ctx, *a.Parent, a.Grant), parent, ref)
 			if err == nil {
 				err = checkPinned(a, d, "parent "+peerName(a.Parent))
 			}
@@ -171,7 +171,7 @@ func (w *Worker) resolve(ctx context.Context, f *function) (peer.Descriptor, err
 					"parent", peerName(a.Parent), "answered", d.Digest, "pinned", a.Digest)
 			}
 		} else {
-			parent = ""
+			parent, from = "", nil
 			var im upstream.Image
 			im, err = w.reg.Resolve(ctx, ref)
 			if err == nil {
@@ -193,7 +193,7 @@ func (w *Worker) resolve(ctx context.Context, f *function) (peer.Descriptor, err
 			state = api.StateFailed
 		}
 		w.setState(f, state, fmt.Sprintf("resolving %s: %v", ref, err))
-		outcome, retryAfter := w.outcome(ctx, parent, err)
+		outcome, retryAfter := w.outcome(ctx, from, err)
 		dec := w.policy.Next(&st, failover.Attempt{Parent: parent, Outcome: outcome, RetryAfter: retryAfter, At: time.Now()})
 		if dec.Action == failover.Repair {
 			w.kickHeartbeat()

@@ -21,15 +21,23 @@ type source interface {
 	Parent() *api.Peer
 }
 
-// parentSource reads a blob from a tree parent's peer server.
+// parentSource reads a blob from a tree parent's peer server, with the
+// grant of a function whose image holds it.
 type parentSource struct {
 	peers  *peer.Client
 	parent api.Peer
+	grant  string
 	digest string
 }
 
 func (s parentSource) Open(ctx context.Context, off, n int64) (io.ReadCloser, error) {
-	return s.peers.Open(ctx, s.parent.Addr, s.digest, off, n)
+	return s.peers.Open(toParent(ctx, s.parent, s.grant), s.parent.Addr, s.digest, off, n)
+}
+
+// toParent makes requests with ctx go to parent only (checked in the TLS
+// handshake) and carry grant.
+func toParent(ctx context.Context, parent api.Peer, grant string) context.Context {
+	return peer.WithAuth(ctx, peer.Auth{ServerVM: parent.VM, Grant: grant})
 }
 
 func (s parentSource) Parent() *api.Peer { return &s.parent }
@@ -73,8 +81,8 @@ type readCloser struct {
 }
 
 // parentSource and registrySource are the sources of j's blob.
-func (w *Worker) parentSource(j *job, p api.Peer) source {
-	return parentSource{peers: w.peers, parent: p, digest: j.digest}
+func (w *Worker) parentSource(j *job, p parentChoice) source {
+	return parentSource{peers: w.peers, parent: *p.parent, grant: p.grant, digest: j.digest}
 }
 
 func (w *Worker) registrySource(j *job) source {

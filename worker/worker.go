@@ -6,8 +6,12 @@
 //
 // The peer listener carries the peer protocol (/peer/v1/), pushed
 // assignments (/worker/v1/assignments), /metrics and /healthz, and nothing
-// under /v2/. The local runtime's OCI read endpoint (/v2/) has a listener of
-// its own, loopback or a unix socket (Config.OCI, ListenOCI).
+// under /v2/. In a cluster (Config.Security) it is mutual TLS with
+// certificates of the cluster CA only: pushes are accepted from the manager
+// only, and a blob is served only to a VM whose grant covers it. The local
+// runtime's OCI read endpoint (/v2/) has a listener of its own, loopback or
+// a unix socket (Config.OCI, ListenOCI), serving only the images of this
+// VM's functions.
 package worker
 
 import (
@@ -28,6 +32,7 @@ import (
 	"github.com/faasnet/faasnet/failover"
 	"github.com/faasnet/faasnet/internal/httpserver"
 	"github.com/faasnet/faasnet/peer"
+	"github.com/faasnet/faasnet/pki"
 	"github.com/faasnet/faasnet/upstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -69,6 +74,11 @@ type Config struct {
 	// nil: none. Serve serves it and closes it.
 	OCI net.Listener
 
+	// Security is the VM's certificate and the cluster CA; nil runs
+	// without TLS or any check, for benchmarks and tests only (see
+	// Security).
+	Security *Security
+
 	Registry []upstream.Option // registry access (auth, transport)
 	// HTTP limits the worker's server; zero fields take
 	// httpserver.Defaults. Its WriteTimeout is also how long a child may
@@ -108,6 +118,11 @@ func (c *Config) defaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Security != nil {
+		if err := c.Security.check(c.ID, c.Manager); err != nil {
+			return err
+		}
+	}
 	c.HTTP = c.HTTP.WithDefaults()
 	if c.RunDir == "" {
 		c.RunDir = filepath.Clean(c.CacheDir) + ".run"
@@ -129,6 +144,11 @@ type Worker struct {
 	metrics *metrics
 	policy  failover.Policy // when fetches wait, retry or fail over
 	handler http.Handler
+
+	// Set with Config.Security: the checks of peers, the manager and
+	// grants against the CA, and the serials the manager revoked.
+	verifier *pki.Verifier
+	revoked  *pki.Revocations
 
 	ociHandler http.Handler // the local runtime endpoint, on Config.OCI
 
@@ -190,6 +210,11 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w.policy = failover.Default
 	w.policy.ParentTimeout, w.policy.BusyTimeout = cfg.ParentTimeout, cfg.BusyTimeout
+	var authz peer.Authorizer
+	if cfg.Security != nil {
+		w.secure()
+		authz = newGrants(w)
+	}
 	w.peerSrv = peer.NewServer(w, peer.ServerOptions{
 		Upload:     bwlimit.New(cfg.UploadLimit),
 		MaxUploads: cfg.MaxUploads,
@@ -197,6 +222,7 @@ func New(cfg Config) (*Worker, error) {
 		StallTimeout: cfg.HTTP.WriteTimeout,
 		BlockSize:    int(cfg.BlockSize),
 		Resolver:     w,
+		Authorizer:   authz,
 		Logger:       w.log,
 	})
 	if cfg.Containers {
@@ -211,7 +237,7 @@ func New(cfg Config) (*Worker, error) {
 		rw.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(rw, "{\"status\":\"ok\",\"vm\":%q}\n", cfg.ID)
 	})
-	w.handler = mux
+	w.handler = w.authenticate(mux)
 	w.ociHandler = newOCIHandler(w)
 	return w, nil
 }
@@ -235,12 +261,18 @@ func (w *Worker) Serve(ctx context.Context, ln net.Listener) error {
 	w.cleanupRuns(ctx)
 	srv := httpserver.New(w.tracked(w.handler), w.cfg.HTTP)
 	srv.BaseContext = func(net.Listener) context.Context { return ctx }
+	// Refused TLS handshakes are logged here, with the client's address.
+	srv.ErrorLog = slog.NewLogLogger(w.log.Handler(), slog.LevelWarn)
 	stopOCI := w.serveOCI(srv, cancel)
 	var wg sync.WaitGroup
+	if w.cfg.Security != nil {
+		wg.Go(func() { w.renewLoop(ctx) })
+	}
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		if err := srv.Serve(httpserver.Listener(ln, w.cfg.HTTP)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// Connections are limited before TLS, so that handshakes count.
+		if err := srv.Serve(w.listen(httpserver.Listener(ln, w.cfg.HTTP))); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			w.log.Error("serving", "err", err)
 			cancel()
 		}

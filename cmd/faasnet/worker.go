@@ -1,12 +1,18 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 
+	"github.com/faasnet/faasnet/enroll"
+	"github.com/faasnet/faasnet/pki"
+	"github.com/faasnet/faasnet/token"
 	"github.com/faasnet/faasnet/units"
 	"github.com/faasnet/faasnet/worker"
 	"github.com/spf13/cobra"
@@ -23,6 +29,9 @@ func newWorkerCmd() *cobra.Command {
 		cacheSize units.Size
 		blockSize = units.Size(512 << 10)
 		up, down  units.Rate
+		caFile    string
+		joinFile  string
+		certDir   string
 	)
 	cmd := &cobra.Command{
 		Use:   "worker",
@@ -38,6 +47,9 @@ func newWorkerCmd() *cobra.Command {
 			if cfg.CacheDir == "" {
 				cfg.CacheDir = "faasnet-cache-" + cfg.ID
 			}
+			if certDir == "" {
+				certDir = filepath.Clean(cfg.CacheDir) + ".pki"
+			}
 			oci, err := worker.ListenOCI(cmd.Context(), ociListen, ociPublic)
 			if errors.Is(err, worker.ErrNotLoopback) {
 				return fmt.Errorf("--oci-listen %s: the endpoint serves this VM's images without authentication, pass --oci-listen-public to listen there (%w)", ociListen, err)
@@ -46,6 +58,11 @@ func newWorkerCmd() *cobra.Command {
 				return fmt.Errorf("--oci-listen: %w", err)
 			}
 			cfg.OCI = oci
+			cfg.Security, err = workerSecurity(cmd.Context(), cfg.Manager, caFile, joinFile, cfg.ID, certDir)
+			if err != nil {
+				closeListener(oci)
+				return err
+			}
 			w, err := worker.New(cfg)
 			if err != nil {
 				closeListener(oci)
@@ -65,7 +82,10 @@ func newWorkerCmd() *cobra.Command {
 	f.StringVar(&ociListen, "oci-listen", "127.0.0.1:5050", `address of the read-only OCI registry mirror for the local containerd or skopeo: host:port (loopback unless --oci-listen-public), a unix socket "unix:/path" (or any path with a "/"), or "" or "none" for no endpoint`)
 	f.BoolVar(&ociPublic, "oci-listen-public", false, "allow a non-loopback --oci-listen address (the endpoint has no authentication)")
 	f.StringVar(&cfg.Advertise, "advertise", "", "address registered with the manager (default: the listening address)")
-	f.StringVar(&cfg.Manager, "manager", "http://127.0.0.1:7070", "manager URL")
+	f.StringVar(&cfg.Manager, "manager", "https://127.0.0.1:7070", "manager URL (https)")
+	f.StringVar(&caFile, "ca", "", "the cluster CA certificate (PEM; the manager's DATA/ca.crt): the manager, peers and grants are checked against it (required)")
+	f.StringVar(&joinFile, "join-token", "", "file holding the join token (the manager's DATA/join.token), to enroll; not needed while --cert-dir holds a valid certificate for --id")
+	f.StringVar(&certDir, "cert-dir", "", "directory of this VM's key and certificate, ID.key and ID.crt (default CACHE.pki)")
 	f.StringVar(&cfg.CacheDir, "cache", "", "cache directory (default faasnet-cache-ID)")
 	f.Var(&cacheSize, "cache-size", "cache size limit, e.g. 10GiB (0: unlimited)")
 	f.Var(&blockSize, "block-size", "block size of the peer protocol and cache")
@@ -81,6 +101,49 @@ func newWorkerCmd() *cobra.Command {
 	f.DurationVar(&cfg.StallTimeout, "stall-timeout", 10*time.Second, "a stream that delivers nothing this long counts as failed")
 	addServerFlags(f, &cfg.HTTP)
 	return cmd
+}
+
+// workerSecurity loads the CA, then reuses the VM's certificate from
+// certDir or enrolls (see enroll.LoadOrEnroll). A manager that cannot be
+// reached yet is waited for: VMs may boot before it.
+func workerSecurity(ctx context.Context, manager, caFile, joinFile, vm, certDir string) (*worker.Security, error) {
+	if caFile == "" {
+		return nil, errors.New("--ca FILE is required: the cluster CA certificate, the manager's DATA/ca.crt")
+	}
+	ca, err := readCAFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca: %w", err)
+	}
+	var join string
+	if joinFile != "" {
+		if join, err = token.ReadFile(joinFile); err != nil {
+			return nil, fmt.Errorf("--join-token: %w", err)
+		}
+	}
+	for {
+		cert, err := enroll.LoadOrEnroll(ctx, manager, ca, join, vm, certDir)
+		switch {
+		case errors.Is(err, enroll.ErrNoJoinToken):
+			return nil, fmt.Errorf("%w: pass --join-token FILE", err)
+		case err != nil && unreachable(err) && ctx.Err() == nil:
+			slog.Warn("the manager cannot be reached yet; retrying", "manager", manager, "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		case err != nil:
+			return nil, err
+		}
+		return &worker.Security{Keeper: pki.NewKeeper(cert), CA: ca, CertDir: certDir}, nil
+	}
+}
+
+// unreachable reports whether err is a failure to connect at all, which
+// waiting may cure; a refusal will not go away.
+func unreachable(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // closeListener closes the OCI listener of a worker that will not serve it.
