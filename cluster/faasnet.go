@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -11,10 +12,13 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/enroll"
 	"github.com/faasnet/faasnet/internal/httpserver"
 	"github.com/faasnet/faasnet/lazy"
 	"github.com/faasnet/faasnet/manager"
 	"github.com/faasnet/faasnet/manager/store"
+	"github.com/faasnet/faasnet/pki"
+	"github.com/faasnet/faasnet/token"
 	"github.com/faasnet/faasnet/worker"
 )
 
@@ -42,7 +46,7 @@ func (f Faasnet) Name() string {
 // Deploy implements Strategy: it starts the manager, defines one function
 // per image, starts the workers and waits until all have registered.
 func (f Faasnet) Deploy(ctx context.Context, env *Env) (Deployment, error) {
-	return deployWorkers(ctx, env, f.Name(), env.Images, false)
+	return deployWorkers(ctx, env, f.Name(), env.Images, false, f.Plaintext)
 }
 
 // OnDemand is the paper's "optimized baseline": every VM mounts the
@@ -62,7 +66,7 @@ func (OnDemand) Deploy(ctx context.Context, env *Env) (Deployment, error) {
 	if env.Spec == nil {
 		return nil, errors.New("ondemand: fetches a function's eStargz image lazily, so it needs a function to run (a lazy bench: Options.Function)")
 	}
-	return deployWorkers(ctx, env, "ondemand", env.Images, true)
+	return deployWorkers(ctx, env, "ondemand", env.Images, true, false)
 }
 
 // Timeouts of the emulated control plane, looser than production's
@@ -82,15 +86,18 @@ type workerDeployment struct {
 	images []Image // what every VM provisions
 	// solo makes every VM the only member of functions of its own, one
 	// per image: no VM has a parent.
-	solo    bool
-	cancel  context.CancelFunc
-	mgr     *manager.Manager
-	mgrSrv  *http.Server
-	client  *api.Client
-	fns     [][]string // fns[i][j]: VM i's function for image j
-	workers []*worker.Worker
-	wwg     sync.WaitGroup // the workers' Serve
-	mwg     sync.WaitGroup // the manager's Run and server
+	solo bool
+	// plaintext runs without the CA, TLS and grants: only for measuring
+	// what they cost.
+	plaintext bool
+	cancel    context.CancelFunc
+	mgr       *manager.Manager
+	mgrSrv    *http.Server
+	client    *api.Client
+	fns       [][]string // fns[i][j]: VM i's function for image j
+	workers   []*worker.Worker
+	wwg       sync.WaitGroup // the workers' Serve
+	mwg       sync.WaitGroup // the manager's Run and server
 
 	mu    sync.Mutex
 	trees []api.Tree
@@ -100,9 +107,9 @@ type workerDeployment struct {
 
 // deployWorkers starts the manager, defines the functions, starts the
 // workers and waits until all have registered.
-func deployWorkers(ctx context.Context, env *Env, name string, images []Image, solo bool) (Deployment, error) {
+func deployWorkers(ctx context.Context, env *Env, name string, images []Image, solo, plaintext bool) (Deployment, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	d := &workerDeployment{env: env, name: name, images: images, solo: solo, cancel: cancel,
+	d := &workerDeployment{env: env, name: name, images: images, solo: solo, plaintext: plaintext, cancel: cancel,
 		ready: map[string]time.Time{}, errs: map[string]string{}}
 	if err := d.start(ctx); err != nil {
 		d.Close()
@@ -112,19 +119,30 @@ func deployWorkers(ctx context.Context, env *Env, name string, images []Image, s
 }
 
 func (d *workerDeployment) start(ctx context.Context) error {
-	m, err := manager.New(ctx, store.NewMemory(), manager.Options{VMTimeout: vmTimeout, Push: true, Logger: d.env.Logger})
-	if err != nil {
-		return err
-	}
-	d.mgr = m
-	d.mwg.Go(func() { m.Run(ctx) })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("manager listener: %w", err)
 	}
+	opts := manager.Options{VMTimeout: vmTimeout, Push: true, Logger: d.env.Logger}
+	if !d.plaintext {
+		opts.Security = &manager.Security{Dir: filepath.Join(d.env.Dir, "manager"), Addr: ln.Addr().String()}
+	}
+	m, err := manager.New(ctx, store.NewMemory(), opts)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	d.mgr = m
+	d.mwg.Go(func() { m.Run(ctx) })
 	d.mgrSrv = httpserver.New(m.Handler(), httpserver.Options{})
-	d.mwg.Go(func() { d.mgrSrv.Serve(httpserver.Listener(ln, httpserver.Options{})) })
-	d.client = api.NewClient("http://" + ln.Addr().String())
+	served := httpserver.Listener(ln, httpserver.Options{})
+	if cfg := m.TLSConfig(); cfg != nil {
+		served = tls.NewListener(served, cfg)
+	}
+	d.mwg.Go(func() { d.mgrSrv.Serve(served) })
+	if d.client, err = d.operator(ln.Addr().String()); err != nil {
+		return err
+	}
 	if err := d.define(ctx); err != nil {
 		return err
 	}
@@ -134,6 +152,9 @@ func (d *workerDeployment) start(ctx context.Context) error {
 			ID: vm.Name, Manager: d.client.Base, CacheDir: filepath.Join(d.env.Dir, vm.Name),
 			BlockSize: sc.BlockSize, UploadLimit: sc.Bandwidth, DownloadLimit: sc.Bandwidth,
 			ParentTimeout: parentTimeout, StallTimeout: stallTimeout, Logger: d.env.Logger,
+		}
+		if cfg.Security, err = d.enroll(ctx, vm.Name); err != nil {
+			return err
 		}
 		if d.env.Spec != nil {
 			cfg.Containers, cfg.RunDir = true, filepath.Join(d.env.RunDir, vm.Name)
@@ -150,6 +171,40 @@ func (d *workerDeployment) start(ctx context.Context) error {
 		d.wwg.Go(func() { w.Serve(ctx, ln) })
 	}
 	return d.waitRegistered(ctx)
+}
+
+// operator returns the harness's client for the manager at addr: the
+// admin token over TLS, or plain HTTP without security.
+func (d *workerDeployment) operator(addr string) (*api.Client, error) {
+	ca := d.mgr.CA()
+	if ca == nil {
+		return api.NewClient("http://" + addr), nil
+	}
+	_, adminFile, _ := d.mgr.SecurityFiles()
+	admin, err := token.ReadFile(adminFile)
+	if err != nil {
+		return nil, fmt.Errorf("the manager's admin token: %w", err)
+	}
+	return api.NewTLSClient("https://"+addr, pki.NewVerifier(ca.Cert, nil).ManagerClient(nil), admin), nil
+}
+
+// enroll gets vm a certificate the way a worker does, with the join token
+// (nil without security).
+func (d *workerDeployment) enroll(ctx context.Context, vm string) (*worker.Security, error) {
+	ca := d.mgr.CA()
+	if ca == nil {
+		return nil, nil
+	}
+	_, _, joinFile := d.mgr.SecurityFiles()
+	join, err := token.ReadFile(joinFile)
+	if err != nil {
+		return nil, fmt.Errorf("the manager's join token: %w", err)
+	}
+	cert, err := enroll.Enroll(ctx, d.client.Base, ca.Cert, join, vm)
+	if err != nil {
+		return nil, err
+	}
+	return &worker.Security{Keeper: pki.NewKeeper(cert), CA: ca.Cert}, nil
 }
 
 // define defines the functions: one per image, or with solo one per image

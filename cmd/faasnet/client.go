@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,28 +43,15 @@ func operatorClient(url, caFile, tokenFile string) (*api.Client, error) {
 	if caFile == "" {
 		return nil, errors.New("no cluster CA: pass --ca FILE or set $FAASNET_CA (the manager writes it to DATA/ca.crt)")
 	}
-	ca, err := readCA(caFile)
+	ca, err := readCAFile(caFile)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cluster CA: %w", err)
 	}
 	tok, err := operatorToken(tokenFile)
 	if err != nil {
 		return nil, err
 	}
 	return api.NewTLSClient(url, pki.NewVerifier(ca, nil).ManagerClient(nil), tok), nil
-}
-
-// readCA reads the cluster CA certificate from a PEM file.
-func readCA(path string) (*x509.Certificate, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("cluster CA: %w", err)
-	}
-	c, err := pki.ParseCert(b)
-	if err != nil {
-		return nil, fmt.Errorf("cluster CA %s: %w", path, err)
-	}
-	return c, nil
 }
 
 // operatorToken reads --token-file, or else $FAASNET_TOKEN: a token (its

@@ -17,7 +17,7 @@ func init() { subcommands = append(subcommands, vmCmd) }
 // cluster; each verb is added here.
 func vmCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "vm", Short: "Enroll a VM in the cluster, or end its membership"}
-	cmd.AddCommand(vmEnrollCmd())
+	cmd.AddCommand(vmEnrollCmd(), vmRevokeCmd())
 	return cmd
 }
 
