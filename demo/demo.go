@@ -137,9 +137,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	}
 	defer h.Close()
 	if cfg.Lazy {
-		fmt.Fprintf(out, "starting %d workers and a manager; scaling the function onto all of them at once: each VM mounts the image lazily and starts its container with runc\n\n", cfg.VMs)
+		fmt.Fprintf(out, "starting a manager (the cluster CA, a throwaway one) and %d workers, which enroll and speak mutual TLS as in production; scaling the function onto all of them at once: each VM mounts the image lazily and starts its container with runc\n\n", cfg.VMs)
 	} else {
-		fmt.Fprintf(out, "starting %d workers and a manager; scaling the function onto all of them at once\n\n", cfg.VMs)
+		fmt.Fprintf(out, "starting a manager (the cluster CA, a throwaway one) and %d workers, which enroll and speak mutual TLS as in production; scaling the function onto all of them at once\n\n", cfg.VMs)
 	}
 
 	view := &progress.Progress{W: out, Live: cfg.Live}

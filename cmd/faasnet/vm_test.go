@@ -1,11 +1,12 @@
 package main
 
-// These run the faasnet binary against enrolltest's stand-in manager (its
-// trust endpoints); the real manager process is covered by the e2e tests.
+// These run the faasnet binary: a real manager process and workers or
+// "vm enroll" against it.
 
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,9 +15,51 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/enroll"
-	"github.com/faasnet/faasnet/enroll/enrolltest"
 	"github.com/faasnet/faasnet/pki"
+	"github.com/faasnet/faasnet/token"
 )
+
+// testManager is a manager process and what it wrote to its data
+// directory for VMs: the CA and the join token.
+type testManager struct {
+	URL, Dir, CAFile, JoinTokenFile, AdminTokenFile string
+	CA                                              *x509.Certificate
+	proc                                            *proc
+}
+
+func startManager(t *testing.T, extra ...string) *testManager {
+	t.Helper()
+	dir := t.TempDir()
+	p, addr := startFaasnet(t, append([]string{"manager", "--listen", "127.0.0.1:0", "--data", dir}, extra...)...)
+	m := &testManager{URL: "https://" + addr, Dir: dir, CAFile: filepath.Join(dir, pki.CertFile),
+		JoinTokenFile: filepath.Join(dir, token.JoinFile), AdminTokenFile: filepath.Join(dir, token.AdminFile), proc: p}
+	ca, err := readCAFile(m.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.CA = ca
+	return m
+}
+
+// joinToken reads the manager's join token.
+func (m *testManager) joinToken(t *testing.T) string {
+	t.Helper()
+	tok, err := token.ReadFile(m.JoinTokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// enroll gets vm a certificate from the manager, as a worker does.
+func (m *testManager) enroll(t *testing.T, vm string) tls.Certificate {
+	t.Helper()
+	c, err := enroll.Enroll(t.Context(), m.URL, m.CA, m.joinToken(t), vm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
 
 // runFaasnet runs "faasnet args..." to its end and returns its output.
 func runFaasnet(t *testing.T, args ...string) (string, error) {
@@ -30,7 +73,7 @@ func runFaasnet(t *testing.T, args ...string) (string, error) {
 }
 
 func TestVMEnroll(t *testing.T) {
-	m := enrolltest.New(t)
+	m := startManager(t)
 	out := filepath.Join(t.TempDir(), "pki")
 	got, err := runFaasnet(t, "vm", "enroll", "--id", "vm-1", "--manager", m.URL, "--ca", m.CAFile, "--join-token", m.JoinTokenFile, "--out", out)
 	if err != nil {
@@ -46,65 +89,68 @@ func TestVMEnroll(t *testing.T) {
 			t.Errorf("%s: mode %#o, want %#o", path, st.Mode().Perm(), want)
 		}
 	}
-	if _, err := enroll.Load(out, "vm-1", m.CA.Cert, time.Now()); err != nil {
+	if _, err := enroll.Load(out, "vm-1", m.CA, time.Now()); err != nil {
 		t.Fatalf("the written certificate: %v", err)
 	}
 
-	other := enrolltest.New(t)
-	got, err = runFaasnet(t, "vm", "enroll", "--id", "vm-2", "--manager", m.URL, "--ca", m.CAFile, "--join-token", other.JoinTokenFile, "--out", out)
+	// A token of the right form that this manager never issued: another
+	// cluster's, say.
+	other, _, err := token.New(token.Join, time.Now(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherFile := filepath.Join(t.TempDir(), "join.token")
+	if err := token.WriteFile(otherFile, other); err != nil {
+		t.Fatal(err)
+	}
+	got, err = runFaasnet(t, "vm", "enroll", "--id", "vm-2", "--manager", m.URL, "--ca", m.CAFile, "--join-token", otherFile, "--out", out)
 	if err == nil || !strings.Contains(got, "join token refused by the manager") {
 		t.Fatalf("vm enroll with another cluster's join token: %v\n%s", err, got)
 	}
-	if strings.Contains(got, other.JoinToken) {
+	if strings.Contains(got, other) {
 		t.Errorf("the error shows the join token:\n%s", got)
 	}
 }
 
-// servedVM is the VM the listener at addr proves to be.
-func servedVM(t *testing.T, m *enrolltest.Manager, addr, vm string) string {
+// served is the certificate the listener at addr, expected to be vm,
+// presents to a probe holding cert.
+func served(t *testing.T, m *testManager, cert tls.Certificate, addr, vm string) *x509.Certificate {
 	t.Helper()
-	v := pki.NewVerifier(m.CA.Cert, nil)
-	conn, err := tls.Dial("tcp", addr, v.PeerClient(pki.NewKeeper(m.Issue(t, "probe", time.Now(), time.Hour)), vm))
+	v := pki.NewVerifier(m.CA, nil)
+	conn, err := tls.Dial("tcp", addr, v.PeerClient(pki.NewKeeper(cert), vm))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	id, err := pki.VMFromCert(conn.ConnectionState().PeerCertificates[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
+	return conn.ConnectionState().PeerCertificates[0]
 }
 
 // A worker enrolls with the join token at its first start, serves its peer
 // listener over TLS with that certificate, and reuses it after a restart
 // without the join token.
 func TestWorkerEnrollsAndReusesItsCertificate(t *testing.T) {
-	m := enrolltest.New(t)
+	m := startManager(t)
+	probe := m.enroll(t, "probe")
 	cache := t.TempDir()
 	args := []string{"worker", "--id", "vm-1", "--listen", "127.0.0.1:0", "--manager", m.URL, "--ca", m.CAFile,
 		"--cache", cache, "--oci-listen", "none"}
 	p, addr := startFaasnet(t, append(args, "--join-token", m.JoinTokenFile)...)
-	if got := servedVM(t, m, addr, "vm-1"); got != "vm-1" {
-		t.Fatalf("the listener is %s", got)
-	}
-	if _, err := enroll.Load(filepath.Clean(cache)+".pki", "vm-1", m.CA.Cert, time.Now()); err != nil {
+	first := served(t, m, probe, addr, "vm-1")
+	if _, err := enroll.Load(filepath.Clean(cache)+".pki", "vm-1", m.CA, time.Now()); err != nil {
 		t.Fatalf("the certificate was not kept in CACHE.pki: %v", err)
 	}
 	p.cmd.Process.Kill()
 	p.cmd.Wait()
 
 	_, addr = startFaasnet(t, args...)
-	if got := servedVM(t, m, addr, "vm-1"); got != "vm-1" {
-		t.Fatalf("after the restart the listener is %s", got)
-	}
-	if n := m.Enrollments(); n != 1 {
-		t.Errorf("%d enrollments, want 1: the restart enrolled again", n)
+	if again := served(t, m, probe, addr, "vm-1"); !again.Equal(first) {
+		t.Errorf("after the restart the listener presents certificate %s, before it %s: the restart enrolled again",
+			again.SerialNumber.Text(16), first.SerialNumber.Text(16))
 	}
 }
 
 func TestWorkerNeedsCAAndJoinToken(t *testing.T) {
-	m := enrolltest.New(t)
+	m := startManager(t)
 	tests := []struct {
 		name string
 		args []string

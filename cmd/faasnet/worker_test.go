@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/faasnet/faasnet/pki"
 )
 
 // TestWorkerRefusesPublicOCIListen starts workers whose OCI endpoint would
@@ -44,8 +46,13 @@ func TestWorkerOCIListenUnixSocket(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "oci.sock")
-	_, addr := startFaasnet(t, "worker", "--id", "vm", "--listen", "127.0.0.1:0", "--manager", "http://127.0.0.1:1",
-		"--cache", t.TempDir(), "--oci-listen", "unix:"+sock)
+	m := startManager(t)
+	_, addr := startFaasnet(t, "worker", "--id", "vm", "--listen", "127.0.0.1:0", "--manager", m.URL,
+		"--ca", m.CAFile, "--join-token", m.JoinTokenFile, "--cache", t.TempDir(), "--oci-listen", "unix:"+sock)
+	// The peer listener speaks mutual TLS to the cluster's VMs only.
+	peer := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: pki.NewVerifier(m.CA, nil).PeerClient(pki.NewKeeper(m.enroll(t, "probe")), "vm"),
+	}}
 	overSocket := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
@@ -57,8 +64,8 @@ func TestWorkerOCIListenUnixSocket(t *testing.T) {
 		want   int
 	}{
 		{overSocket, "http://oci.invalid/v2/", http.StatusOK},
-		{http.DefaultClient, "http://" + addr + "/v2/", http.StatusNotFound},
-		{http.DefaultClient, "http://" + addr + "/healthz", http.StatusOK},
+		{peer, "https://" + addr + "/v2/", http.StatusNotFound},
+		{peer, "https://" + addr + "/healthz", http.StatusOK},
 	}
 	for _, tt := range tests {
 		resp, err := tt.client.Get(tt.url)
