@@ -244,6 +244,7 @@ func TestAttackStalledChildLosesSlot(t *testing.T) {
 func TestAttackMetadataAddress(t *testing.T) {
 	mgr := startManager(t)
 	client := mgr.vm(mgr.enroll(t, "rogue"))
+	admin := mgr.admin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, addr := range []string{"169.254.169.254:80", "169.254.1.1:7071", "[fe80::1]:7071", "[fd00:ec2::254]:80", "[::ffff:169.254.169.254]:80"} {
@@ -253,10 +254,10 @@ func TestAttackMetadataAddress(t *testing.T) {
 			t.Errorf("registering at %s: %v, want 400", addr, err)
 		}
 	}
-	if vms, err := client.VMs(ctx); err != nil || len(vms) != 0 {
+	if vms, err := admin.VMs(ctx); err != nil || len(vms) != 0 {
 		t.Errorf("VMs after refused registrations: %v %v", vms, err)
 	}
-	if _, err := client.RegisterVM(ctx, "ok", "127.0.0.1:7071", nil); err != nil {
+	if _, err := client.RegisterVM(ctx, "rogue", "127.0.0.1:7071", nil); err != nil {
 		t.Errorf("a loopback VM was refused: %v", err)
 	}
 }

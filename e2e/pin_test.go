@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -100,6 +101,9 @@ func TestAttackRogueParentResolvesAnotherImage(t *testing.T) {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {})
 	rogueSrv := httptest.NewUnstartedServer(mux)
 	rogueSrv.TLS = pki.NewVerifier(mgr.ca, nil).PeerServer(pki.NewKeeper(rogueCert))
+	// StartTLS adds httptest's own certificate unless one is set, and
+	// without SNI (peers dial addresses) that one would be served.
+	rogueSrv.TLS.Certificates = []tls.Certificate{rogueCert}
 	rogueSrv.StartTLS()
 	defer rogueSrv.Close()
 	if _, err := mgr.vm(rogueCert).RegisterVM(ctx, "rogue", strings.TrimPrefix(rogueSrv.URL, "https://"), nil); err != nil {

@@ -90,6 +90,12 @@ func (g *grants) AuthorizeBlob(r *http.Request, d string) error {
 	if gr.Covers(h) {
 		return nil
 	}
+	// Only a manifest this worker fetches itself is worth waiting for: a
+	// grant for a function it does not host, or for another image of it,
+	// will never be covered here, and must not hold the caller.
+	if !g.w.hostsGranted(gr) {
+		return g.refuse(r, "not_hosted", fmt.Errorf("%w: this VM hosts no function %s with the image of %s's grant", grant.ErrWrongDigest, gr.Function, gr.VM))
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), knownWait)
 	defer cancel()
 	for {
@@ -272,4 +278,17 @@ func (w *Worker) waitCached(ctx context.Context, d string) error {
 	}
 	defer b.Release()
 	return b.Wait(ctx)
+}
+
+// hostsGranted reports whether this worker hosts gr's function pinned to
+// a manifest the grant names.
+func (w *Worker) hostsGranted(gr grant.Grant) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	f, ok := w.fns[gr.Function]
+	if !ok {
+		return false
+	}
+	h, err := digest.Parse(f.a.Digest)
+	return err == nil && gr.Covers(h)
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/digest"
 	"github.com/faasnet/faasnet/enroll/enrolltest"
 	"github.com/faasnet/faasnet/grant"
@@ -38,6 +39,14 @@ func storeBlob(t *testing.T, w *Worker, raw []byte, mediaType string) string {
 	return d
 }
 
+// host makes w host function fn pinned to manifest, as an assignment
+// would (w is not serving: nothing else reads fns).
+func host(w *Worker, fn, manifest string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.fns[fn] = &function{name: fn, a: api.Assignment{Function: fn, Digest: manifest}}
+}
+
 // What a grant covers is read from the granted manifest in the cache: its
 // config and layers, and for an index its manifests and theirs. A granted
 // manifest not in the cache yet is waited for, not refused.
@@ -63,12 +72,25 @@ func TestGrantCoverage(t *testing.T) {
 		return r
 	}
 
+	// A grant for a function this worker does not host, or for another
+	// image of it, is refused at once: nothing here will ever cover it.
+	start := time.Now()
+	if err := g.AuthorizeBlob(request("x", "f", manifest), layer); !errors.Is(err, peer.ErrForbidden) || time.Since(start) > knownWait/2 {
+		t.Fatalf("a grant for a function not hosted here: %v after %s, want a refusal at once", err, time.Since(start))
+	}
+	host(w, "f", indexDigest)
+	start = time.Now()
+	if err := g.AuthorizeBlob(request("x", "f", manifest), layer); !errors.Is(err, peer.ErrForbidden) || time.Since(start) > knownWait/2 {
+		t.Fatalf("a grant for another image of a hosted function: %v after %s, want a refusal at once", err, time.Since(start))
+	}
+
 	// Not in the cache yet: the request waits for it (here until the
 	// caller gives up), it is not refused; once it is here, it passes.
+	host(w, "f", manifest)
 	r := request("x", "f", manifest)
 	ctx, cancel := context.WithTimeout(r.Context(), 200*time.Millisecond)
 	defer cancel()
-	start := time.Now()
+	start = time.Now()
 	err = g.AuthorizeBlob(r.WithContext(ctx), layer)
 	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) < 200*time.Millisecond {
 		t.Fatalf("before the manifest is here: %v after %s, want a wait", err, time.Since(start))
@@ -95,6 +117,7 @@ func TestGrantCoverage(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			host(w, "f", tt.granted)
 			start := time.Now()
 			err := g.AuthorizeBlob(request("x", "f", tt.granted), tt.blob)
 			if tt.ok && err != nil {
