@@ -388,7 +388,7 @@ func (d *workerDeployment) report(ctx context.Context, w *worker.Worker) VMRepor
 			}
 		}
 	}
-	r.Uploaded = scrapeCounter(w.Handler(), "faasnet_worker_bytes_out_total")
+	r.Uploaded = scrapeCounter(w.Metrics(), "faasnet_worker_bytes_out_total")
 	if r.Ready.IsZero() {
 		if r.Err == "" {
 			r.Err = "not ready"

@@ -232,7 +232,7 @@ func New(cfg Config) (*Worker, error) {
 	mux := http.NewServeMux()
 	mux.Handle(peer.PathPrefix, w.peerSrv)
 	mux.HandleFunc("POST "+api.WorkerAssignmentsPath, w.handlePush)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(w.metrics.reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", w.Metrics())
 	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(rw, "{\"status\":\"ok\",\"vm\":%q}\n", cfg.ID)
@@ -240,6 +240,12 @@ func New(cfg Config) (*Worker, error) {
 	w.handler = w.authenticate(mux)
 	w.ociHandler = newOCIHandler(w)
 	return w, nil
+}
+
+// Metrics serves the worker's Prometheus metrics without the peer
+// listener's checks, for a caller in this process (the emulated cluster).
+func (w *Worker) Metrics() http.Handler {
+	return promhttp.HandlerFor(w.metrics.reg, promhttp.HandlerOpts{})
 }
 
 // Handler serves the worker's endpoints on the peer listener.
