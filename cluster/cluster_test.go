@@ -2,9 +2,13 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"net"
+	"net/http"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -177,6 +181,64 @@ func TestVMHosts(t *testing.T) {
 		seen[h] = true
 		if ip := net.ParseIP(h); ip == nil || !ip.IsLoopback() || h == "127.0.0.1" {
 			t.Fatalf("VM %d: %q is not a loopback address of its own", i, h)
+		}
+	}
+}
+
+// probed is a strategy whose deployments are checked before they
+// provision.
+type probed struct {
+	Strategy
+	check func(Deployment)
+}
+
+func (p probed) Deploy(ctx context.Context, env *Env) (Deployment, error) {
+	d, err := p.Strategy.Deploy(ctx, env)
+	if err == nil {
+		p.check(d)
+	}
+	return d, err
+}
+
+// The faasnet strategy runs as production does, over TLS: the manager's
+// URL is https and a worker's listener answers no client without a
+// cluster certificate. The plaintext variant, for measuring TLS's cost,
+// answers anyone.
+func TestFaasnetRunsOverTLS(t *testing.T) {
+	h := newHarness(t, small, Options{})
+	insecure := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // only to show the server wants a certificate
+	}}
+	for _, plaintext := range []bool{false, true} {
+		check := func(dep Deployment) {
+			d := dep.(*workerDeployment)
+			if got := strings.HasPrefix(d.client.Base, "https://"); got == plaintext {
+				t.Errorf("plaintext %v: manager URL %s", plaintext, d.client.Base)
+			}
+			addr := d.workers[0].Addr()
+			_, tlsErr := insecure.Get("https://" + addr + "/healthz")
+			resp, plainErr := http.Get("http://" + addr + "/healthz")
+			if plainErr == nil {
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					plainErr = errors.New(resp.Status)
+				}
+			}
+			switch {
+			case !plaintext && tlsErr == nil:
+				t.Errorf("a worker answered a TLS client without a certificate")
+			case !plaintext && plainErr == nil:
+				t.Errorf("a worker answered plain HTTP")
+			case plaintext && plainErr != nil:
+				t.Errorf("a plaintext worker did not answer plain HTTP: %v", plainErr)
+			}
+		}
+		res, err := h.Run(context.Background(), probed{Faasnet{Plaintext: plaintext}, check}, 2, RunOptions{Timeout: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Failed != 0 {
+			t.Errorf("plaintext %v: %d VMs failed: %s", plaintext, res.Failed, res.Err)
 		}
 	}
 }

@@ -3,6 +3,7 @@
 package httpserver
 
 import (
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -74,6 +75,11 @@ func New(h http.Handler, o Options) *http.Server {
 		ReadTimeout:       o.ReadTimeout,
 		IdleTimeout:       o.IdleTimeout,
 		MaxHeaderBytes:    o.MaxHeaderBytes,
+		// net/http's own lines (a refused TLS handshake, a broken
+		// connection) go through slog like every other line, at debug:
+		// anyone on the network can cause them, and the servers count
+		// the refusals that matter themselves.
+		ErrorLog: slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug),
 	}
 }
 
