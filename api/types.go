@@ -270,3 +270,27 @@ type NewToken struct {
 	TokenInfo
 	Token string `json:"token"`
 }
+
+// EventsPath is the live view's Server-Sent Events stream (GET, under
+// Prefix): one "snapshot" event per change, at most a few a second.
+const EventsPath = "/events"
+
+// Snapshot is one event of the live view's stream: every function's tree
+// and VM states, and what the registry sent against what the VMs received.
+// It carries no time: an unchanged cluster sends nothing, and the page
+// times what it receives.
+type Snapshot struct {
+	Functions []LiveFunction `json:"functions"`
+	// RegistryBytes is what the VMs report having fetched from the
+	// registry; ReceivedBytes what they fetched in all.
+	RegistryBytes int64 `json:"registry_bytes"`
+	ReceivedBytes int64 `json:"received_bytes"`
+}
+
+// LiveFunction is one function in a Snapshot.
+type LiveFunction struct {
+	Function string     `json:"function"`
+	Image    string     `json:"image"`
+	Tree     Tree       `json:"tree"`
+	VMs      []VMStatus `json:"vms"`
+}

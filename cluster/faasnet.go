@@ -173,6 +173,15 @@ func (d *workerDeployment) start(ctx context.Context) error {
 	return d.waitRegistered(ctx)
 }
 
+// controlPlane is where the manager answers, when it runs secure.
+func (d *workerDeployment) controlPlane() (ControlPlane, bool) {
+	if d.mgr == nil || d.mgr.CA() == nil {
+		return ControlPlane{}, false
+	}
+	ca, admin, _ := d.mgr.SecurityFiles()
+	return ControlPlane{URL: d.client.Base, CAFile: ca, AdminTokenFile: admin}, true
+}
+
 // operator returns the harness's client for the manager at addr: the
 // admin token over TLS, or plain HTTP without security.
 func (d *workerDeployment) operator(addr string) (*api.Client, error) {

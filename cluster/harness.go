@@ -138,6 +138,21 @@ type RunOptions struct {
 	// Timeout bounds provisioning; VMs not ready by then count as failed.
 	// 0 means no bound but ctx.
 	Timeout time.Duration
+	// OnDeploy, if set, is called once the VMs are deployed, before
+	// provisioning, with where their control plane answers (strategies
+	// with a manager; not called for the others).
+	OnDeploy func(ControlPlane)
+	// Hold, if set, is called with the result before the deployment is
+	// closed: the VMs stay up until it returns (the demo's live view).
+	Hold func(ctx context.Context, res *Result)
+}
+
+// ControlPlane is where a deployment's manager answers and the files an
+// operator needs to talk to it.
+type ControlPlane struct {
+	URL            string // https://HOST:PORT
+	CAFile         string // the cluster CA certificate
+	AdminTokenFile string
 }
 
 // Result is the outcome of one run.
@@ -217,6 +232,11 @@ func (h *Harness) Run(ctx context.Context, s Strategy, vms int, opts RunOptions)
 		return nil, err
 	}
 	defer dep.Close()
+	if cp, ok := dep.(interface{ controlPlane() (ControlPlane, bool) }); ok && opts.OnDeploy != nil {
+		if c, ok := cp.controlPlane(); ok {
+			opts.OnDeploy(c)
+		}
+	}
 
 	pctx := ctx
 	if opts.Timeout > 0 {
@@ -270,6 +290,9 @@ func (h *Harness) Run(ctx context.Context, s Strategy, vms int, opts RunOptions)
 	}
 	res.LowerBound = time.Duration(lb.Seconds() * float64(time.Second))
 	res.summarize(start)
+	if opts.Hold != nil {
+		opts.Hold(ctx, res)
+	}
 	return res, nil
 }
 

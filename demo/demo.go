@@ -49,6 +49,9 @@ type Config struct {
 	// RunDir holds the containers' bundles and mounts with Lazy (in a
 	// fresh directory, removed after); default os.TempDir().
 	RunDir string
+	// UI prints the manager's live view address before the scale-out and
+	// keeps the cluster up after the summary until ctx ends (Ctrl-C).
+	UI     bool
 	Logger *slog.Logger
 }
 
@@ -143,13 +146,30 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	}
 
 	view := &progress.Progress{W: out, Live: cfg.Live}
-	res, err := h.Run(ctx, cluster.Faasnet{}, cfg.VMs, cluster.RunOptions{Progress: view.Update, Timeout: cfg.Timeout})
-	if err != nil {
+	var sum Summary
+	written := false
+	finish := func(res *cluster.Result) {
+		sum = summarize(res, cfg, imageBytes(h))
+		fmt.Fprintln(out)
+		writeSummary(out, res, sum)
+		written = true
+	}
+	opts := cluster.RunOptions{Progress: view.Update, Timeout: cfg.Timeout}
+	if cfg.UI {
+		opts.OnDeploy = func(cp cluster.ControlPlane) { announceUI(out, cp) }
+		opts.Hold = func(ctx context.Context, res *cluster.Result) {
+			finish(res)
+			fmt.Fprintln(out, "\nthe cluster stays up for the live view; Ctrl-C ends it")
+			<-ctx.Done()
+		}
+	}
+	res, err := h.Run(ctx, cluster.Faasnet{}, cfg.VMs, opts)
+	if err != nil && !(cfg.UI && written) {
 		return Summary{}, err
 	}
-	sum := summarize(res, cfg, imageBytes(h))
-	fmt.Fprintln(out)
-	writeSummary(out, res, sum)
+	if !written {
+		finish(res)
+	}
 	if cfg.JSON != "" {
 		if err := report.WriteJSON(cfg.JSON, sum); err != nil {
 			return sum, err
@@ -159,6 +179,12 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		return sum, fmt.Errorf("%d of %d VMs did not end with a correct image: %s", len(sum.Failed), sum.VMs, strings.Join(sum.Failed, "; "))
 	}
 	return sum, nil
+}
+
+// announceUI tells where the live view is and how to get in.
+func announceUI(out io.Writer, cp cluster.ControlPlane) {
+	fmt.Fprintf(out, "live view: %s/ui/\n  sign in with the admin token: %s\n  the page is served with a certificate of this demo's throwaway CA (%s): let the browser accept it\n  from another machine: ssh -L PORT:127.0.0.1:PORT to this one, then open https://127.0.0.1:PORT/ui/\n\n",
+		cp.URL, cp.AdminTokenFile, cp.CAFile)
 }
 
 // demoHarness starts the registry with the demo's image: generated, or

@@ -32,6 +32,10 @@ const (
 	// leaving). A request with an Authorization header is judged by its
 	// token.
 	adminOrVMSelf
+	// viewer: a read or admin token, as a bearer token or, for the live
+	// view's events stream (a browser's EventSource sends no headers), in
+	// the live view's session cookie.
+	viewer
 )
 
 // Refusal reasons, the label values of faasnet_manager_auth_refusals_total.
@@ -68,14 +72,16 @@ func (m *Manager) admit(w http.ResponseWriter, r *http.Request, need access) boo
 	case vmSelf:
 		return m.admitVM(w, r)
 	case reader:
-		return m.admitToken(w, r, token.Read)
+		return m.admitToken(w, r, token.Read, false)
+	case viewer:
+		return m.admitToken(w, r, token.Read, true)
 	case admin:
-		return m.admitToken(w, r, token.Admin)
+		return m.admitToken(w, r, token.Admin, false)
 	case adminOrVMSelf:
 		if len(r.Header.Values("Authorization")) == 0 && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 			return m.admitVM(w, r)
 		}
-		return m.admitToken(w, r, token.Admin)
+		return m.admitToken(w, r, token.Admin, false)
 	}
 	m.refuse(w, r, http.StatusForbidden, "other", "this call is not allowed")
 	return false
@@ -102,9 +108,13 @@ func (m *Manager) admitVM(w http.ResponseWriter, r *http.Request) bool {
 	return false
 }
 
-// admitToken admits a request whose bearer token is live and allows need.
-func (m *Manager) admitToken(w http.ResponseWriter, r *http.Request, need token.Role) bool {
+// admitToken admits a request whose bearer token (or, with cookie and no
+// Authorization header, session cookie) is live and allows need.
+func (m *Manager) admitToken(w http.ResponseWriter, r *http.Request, need token.Role, cookie bool) bool {
 	secret, err := token.FromRequest(r)
+	if c, cerr := r.Cookie(sessionCookie); cookie && errors.Is(err, token.ErrMissing) && cerr == nil {
+		secret, err = token.ParseSecret(c.Value)
+	}
 	if err != nil {
 		reason := reasonMalformedToken
 		if errors.Is(err, token.ErrMissing) {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 
 	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/liveview"
 	"github.com/faasnet/faasnet/pki"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -59,6 +60,10 @@ func (m *Manager) routes() []route {
 		{"GET " + p + "/functions/{fn}/tree", reader, m.handleTree},
 		{"GET " + p + "/functions/{fn}/status", reader, m.handleStatus},
 		{"GET /metrics", reader, promhttp.HandlerFor(m.metrics.reg, promhttp.HandlerOpts{}).ServeHTTP},
+
+		{"GET /ui/", open, liveview.UI("/ui/").ServeHTTP},
+		{"POST " + p + "/ui/session", open, m.handleUISession},
+		{"GET " + p + api.EventsPath, viewer, m.handleEvents},
 
 		{"PUT " + p + "/functions/{fn}", admin, m.handlePutFunction},
 		{"DELETE " + p + "/functions/{fn}", admin, m.handleDeleteFunction},

@@ -24,6 +24,7 @@ import (
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/forest"
 	"github.com/faasnet/faasnet/ftree"
+	"github.com/faasnet/faasnet/liveview"
 	"github.com/faasnet/faasnet/manager/store"
 	"github.com/faasnet/faasnet/placement"
 	"github.com/faasnet/faasnet/units"
@@ -68,6 +69,7 @@ type Manager struct {
 	metrics *metrics
 	pusher  *pusher
 	trust   *trust // nil without Options.Security
+	live    *liveview.Feed
 
 	mu       sync.Mutex
 	revision uint64 // grows with every change; stored with it, so restarts keep growing
@@ -112,6 +114,7 @@ func New(ctx context.Context, st store.Store, opts Options) (*Manager, error) {
 	m := &Manager{opts: opts, addrs: addrPolicy{allow: opts.AllowVMNets}, log: opts.Logger, store: st, metrics: newMetrics(),
 		assigned: map[string]map[string]bool{}}
 	m.pusher = newPusher(m)
+	m.live = &liveview.Feed{Build: func() any { return m.Snapshot() }}
 	s, err := m.load(ctx)
 	if err != nil {
 		return nil, err

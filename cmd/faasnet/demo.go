@@ -64,6 +64,7 @@ the limit).`,
 	f.Var(&block, "block-size", "block size of the caches and the peer protocol (0: the default, 512KiB)")
 	f.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "give up on VMs not ready after this long")
 	f.StringVar(&cfg.JSON, "json", "", "write the summary to this file as JSON")
+	f.BoolVar(&cfg.UI, "ui", false, "print the manager's live view address (/ui/) and keep the cluster up after the scale-out until Ctrl-C")
 	f.BoolVar(&cfg.Lazy, "lazy", false, "run the Python function's containers over lazy eStargz mounts (needs root, runc, /dev/fuse)")
 	return cmd
 }
