@@ -439,7 +439,7 @@ func TestEveryRouteChecksCredentials(t *testing.T) {
 				t.Errorf("without credentials: %d %s", code, body)
 			}
 			switch rt.need {
-			case reader, admin:
+			case reader, admin, viewer:
 				if code, _, body := raw(t, vm, method, path, "", struct{}{}); code != 401 {
 					t.Errorf("with a VM certificate and no token: %d %s", code, body)
 				}
