@@ -57,7 +57,7 @@ function drawFunction(f) {
     "ready over time: " + hist.map((r) => "▁▂▃▄▅▆▇█"[Math.min(7, Math.floor(8 * r / Math.max(1, f.tree.nodes.length)))]).join("")));
   const { pos, width, byName } = layout(f.tree);
   const dx = 46, dy = 56, W = width * dx + 20, H = (f.tree.height + 1) * dy + 20;
-  const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `tree of ${f.function}` });
+  const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, width: W * 1.5, height: H * 1.5, role: "img", "aria-label": `tree of ${f.function}` });
   const vms = {};
   for (const v of f.vms) vms[v.vm] = v;
   const at = (name) => ({ x: 10 + dx / 2 + pos[name].x * dx, y: 20 + pos[name].y * dy });
