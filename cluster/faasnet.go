@@ -96,8 +96,9 @@ type workerDeployment struct {
 	client    *api.Client
 	fns       [][]string // fns[i][j]: VM i's function for image j
 	workers   []*worker.Worker
-	wwg       sync.WaitGroup // the workers' Serve
-	mwg       sync.WaitGroup // the manager's Run and server
+	stops     []context.CancelFunc // stops[i] ends workers[i]
+	wwg       sync.WaitGroup       // the workers' Serve
+	mwg       sync.WaitGroup       // the manager's Run and server
 
 	mu    sync.Mutex
 	trees []api.Tree
@@ -167,8 +168,10 @@ func (d *workerDeployment) start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		wctx, stop := context.WithCancel(ctx)
 		d.workers = append(d.workers, w)
-		d.wwg.Go(func() { w.Serve(ctx, ln) })
+		d.stops = append(d.stops, stop)
+		d.wwg.Go(func() { w.Serve(wctx, ln) })
 	}
 	return d.waitRegistered(ctx)
 }
@@ -179,7 +182,20 @@ func (d *workerDeployment) controlPlane() (ControlPlane, bool) {
 		return ControlPlane{}, false
 	}
 	ca, admin, _ := d.mgr.SecurityFiles()
-	return ControlPlane{URL: d.client.Base, CAFile: ca, AdminTokenFile: admin}, true
+	return ControlPlane{URL: d.client.Base, CAFile: ca, AdminTokenFile: admin, Admin: d.client, Kill: d.kill}, true
+}
+
+// kill stops vm's worker and removes the VM, as the manager's failure
+// detector would once --vm-timeout passed (a minute here: too long to
+// watch).
+func (d *workerDeployment) kill(ctx context.Context, vm string) error {
+	for i, w := range d.workers {
+		if w.ID() == vm {
+			d.stops[i]()
+			return d.client.LeaveVM(ctx, vm)
+		}
+	}
+	return fmt.Errorf("no VM %s", vm)
 }
 
 // operator returns the harness's client for the manager at addr: the

@@ -153,6 +153,10 @@ type ControlPlane struct {
 	URL            string // https://HOST:PORT
 	CAFile         string // the cluster CA certificate
 	AdminTokenFile string
+	Admin          *api.Client // a client with the admin token
+	// Kill stops a VM's worker and removes the VM from the manager, as
+	// its failure detector would.
+	Kill func(ctx context.Context, vm string) error
 }
 
 // Result is the outcome of one run.

@@ -156,10 +156,14 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	}
 	opts := cluster.RunOptions{Progress: view.Update, Timeout: cfg.Timeout}
 	if cfg.UI {
-		opts.OnDeploy = func(cp cluster.ControlPlane) { announceUI(out, cp) }
+		var cp cluster.ControlPlane
+		opts.OnDeploy = func(c cluster.ControlPlane) { cp = c; announceUI(out, c) }
 		opts.Hold = func(ctx context.Context, res *cluster.Result) {
 			finish(res)
-			fmt.Fprintln(out, "\nthe cluster stays up for the live view; Ctrl-C ends it")
+			fmt.Fprintln(out, "\nthe cluster stays up for the live view")
+			if err := runScript(ctx, out, cp, "fn-0"); err != nil {
+				fmt.Fprintf(out, "the script stopped: %v\n", err)
+			}
 			<-ctx.Done()
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -82,5 +83,67 @@ func TestDemoFailsWhenVMsAreNotReady(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "first VM ready") {
 		t.Errorf("no summary before the failure:\n%s", out.String())
+	}
+}
+
+// signalWriter collects output and closes done once it contains want.
+type signalWriter struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	want string
+	done chan struct{}
+}
+
+func (w *signalWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, _ := w.buf.Write(p)
+	if w.done != nil && strings.Contains(w.buf.String(), w.want) {
+		close(w.done)
+		w.done = nil
+	}
+	return n, nil
+}
+
+func (w *signalWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// With UI the demo announces the live view, keeps the cluster up after
+// the summary, runs its script (an interior VM killed, a leaf released, a
+// scale-out), and ends cleanly when its context does.
+func TestDemoUIScript(t *testing.T) {
+	defer func(p time.Duration) { scriptPause = p }(scriptPause)
+	scriptPause = 200 * time.Millisecond
+	done := make(chan struct{})
+	out := &signalWriter{want: "the script is done", done: done}
+	cfg := Defaults
+	cfg.VMs, cfg.ImageSize, cfg.Layers = 5, 4<<20, 2
+	cfg.Out, cfg.Dir, cfg.UI = out, t.TempDir(), true
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { _, err := Run(ctx, cfg); errc <- err }()
+	select {
+	case <-done:
+	case err := <-errc:
+		t.Fatalf("the demo ended before its script did: %v\n%s", err, out.String())
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("no end of the script after 2 minutes:\n%s", out.String())
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatalf("demo --ui after Ctrl-C: %v\n%s", err, out.String())
+	}
+	got := out.String()
+	for _, want := range []string{"live view: https://127.0.0.1:", "/ui/", "admin.token", "an interior VM", "release", "scale out again by one VM: vm-"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "the script stopped") {
+		t.Errorf("a script step failed:\n%s", got)
 	}
 }
