@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/faasnet/faasnet/pki"
 	"github.com/faasnet/faasnet/token"
@@ -157,7 +158,9 @@ func (m *Manager) refuse(w http.ResponseWriter, r *http.Request, code int, reaso
 	if reason == reasonNoToken || reason == reasonNoCert {
 		level = slog.LevelInfo // a client without credentials: a mistake more often than an attack
 	}
-	attrs = append([]any{"method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", reason, "code", code}, attrs...)
-	m.log.Log(r.Context(), level, "refused a call", attrs...)
+	if ok, dropped := m.refusalLog.Allow(reason, time.Now()); ok {
+		attrs = append([]any{"method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", reason, "code", code, "not_logged_before", dropped}, attrs...)
+		m.log.Log(r.Context(), level, "refused a call", attrs...)
+	}
 	writeError(w, code, msg)
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/forest"
 	"github.com/faasnet/faasnet/ftree"
+	"github.com/faasnet/faasnet/internal/logthrottle"
 	"github.com/faasnet/faasnet/liveview"
 	"github.com/faasnet/faasnet/manager/store"
 	"github.com/faasnet/faasnet/placement"
@@ -70,6 +71,9 @@ type Manager struct {
 	pusher  *pusher
 	trust   *trust // nil without Options.Security
 	live    *liveview.Feed
+	// refusalLog keeps one line per refusal reason a second: anyone can
+	// cause refusals, and the metric counts them all.
+	refusalLog logthrottle.Throttle
 
 	mu       sync.Mutex
 	revision uint64 // grows with every change; stored with it, so restarts keep growing

@@ -139,8 +139,12 @@ func (w *Worker) authenticate(h http.Handler) http.Handler {
 // why in terms of names and digests; no grant or key ever goes in it.
 func (w *Worker) refused(r *http.Request, reason string, err error) {
 	w.metrics.refusals.WithLabelValues(reason).Inc()
+	ok, dropped := w.refusalLog.Allow(reason, time.Now())
+	if !ok {
+		return // counted; a flood of refusals must not flood the log
+	}
 	w.log.Warn("refused a request", "reason", reason, "caller", identity(r.Context()).String(),
-		"remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path, "err", err)
+		"remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path, "err", err, "not_logged_before", dropped)
 }
 
 // refuse is refused, answering 403.

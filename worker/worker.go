@@ -31,6 +31,7 @@ import (
 	"github.com/faasnet/faasnet/container"
 	"github.com/faasnet/faasnet/failover"
 	"github.com/faasnet/faasnet/internal/httpserver"
+	"github.com/faasnet/faasnet/internal/logthrottle"
 	"github.com/faasnet/faasnet/peer"
 	"github.com/faasnet/faasnet/pki"
 	"github.com/faasnet/faasnet/upstream"
@@ -151,6 +152,8 @@ type Worker struct {
 	revoked  *pki.Revocations
 
 	ociHandler http.Handler // the local runtime endpoint, on Config.OCI
+
+	refusalLog logthrottle.Throttle // one refusal line per reason a second
 
 	containers *container.Host // nil unless Config.Containers
 
