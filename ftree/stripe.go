@@ -130,6 +130,11 @@ func NewStriped(k int, w Weigher) (*Striped, error) {
 	return t, nil
 }
 
+// WrapTree returns a one-stripe Striped that is t, for a caller that
+// restored t (see [Restore]). t must not be changed but through the
+// Striped.
+func WrapTree(t *Tree) *Striped { return &Striped{k: 1, tree: t} }
+
 // Stripes returns k.
 func (t *Striped) Stripes() int { return t.k }
 
