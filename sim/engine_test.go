@@ -51,7 +51,7 @@ func TestLeaveMidTransfer(t *testing.T) {
 				t.Errorf("%s: VM %d received %v bytes, want %v (+%v)", s, vm, got, c.need(s), extra)
 			}
 		}
-		if err := w.cp.trees[0].Check(); err != nil {
+		if err := w.cp.check(0); err != nil {
 			t.Error(err)
 		}
 	}
