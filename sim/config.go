@@ -86,8 +86,8 @@ const (
 	DefaultBlockSize         = 512 << 10
 	// DefaultStripes is the stripe trees per function; see package sim's
 	// doc for the measurement that chose it.
-	DefaultStripes = 2
-	DefaultPieceSize         = 4 << 20
+	DefaultStripes   = 2
+	DefaultPieceSize = 4 << 20
 	// DefaultReadFraction is the share of the image read before start:
 	// the paper's on-demand fetching moved 83.9% less data than a full pull.
 	DefaultReadFraction = 0.161
@@ -125,8 +125,8 @@ type Config struct {
 	// every VM interior in at most one stripe), or 2 for one binary tree
 	// per stripe placed like separate functions (FT-aware), which is
 	// there to measure against.
-	StripeFanout int `json:"stripe_fanout"`
-	PieceSize         int64 `json:"piece_size"` // swarm
+	StripeFanout int   `json:"stripe_fanout"`
+	PieceSize    int64 `json:"piece_size"` // swarm
 	// ReadFraction of the image is needed before a container starts
 	// (lazy strategies only).
 	ReadFraction float64 `json:"read_fraction"`
