@@ -3,6 +3,7 @@ package ftree
 import (
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // Striped trees (SplitStream, Castro et al., SOSP 2003).
@@ -83,7 +84,7 @@ type StripeMove struct {
 type StripedChange struct {
 	// Moved lists, per stripe, every VM still in the tree whose parent in
 	// that stripe differs from before; an inserted VM counts in every
-	// stripe.
+	// stripe, first. Within a stripe the others follow by name.
 	Moved []StripeMove
 	// Fanout lists every VM still in the tree whose number of children, in
 	// some stripe, may differ from before.
@@ -551,7 +552,8 @@ func (t *Striped) end(added *svm, removedParents []string) StripedChange {
 			moved = append(moved, v)
 		}
 	}
-	slices.SortFunc(moved, func(a, b *svm) int { return int(a.seq) - int(b.seq) })
+	// By name, so that a restored tree reports changes alike.
+	slices.SortFunc(moved, func(a, b *svm) int { return strings.Compare(a.vm, b.vm) })
 	if added != nil {
 		moved = append([]*svm{added}, moved...)
 	}

@@ -334,3 +334,104 @@ func FuzzStriped(f *testing.F) {
 		}
 	})
 }
+
+// TestStripedLayoutRoundTrip restores random trees from their layouts:
+// the same links in every stripe, and the same changes on the next
+// operations.
+func TestStripedLayoutRoundTrip(t *testing.T) {
+	for k := 2; k <= 4; k++ {
+		r := rand.New(rand.NewPCG(uint64(k), 99))
+		tr, _ := NewStriped(k, nil)
+		m := newMembers()
+		runStriped(t, r, tr, m, growing, 60)
+		runStriped(t, r, tr, m, balanced, 60)
+		cp, err := RestoreStriped(*tr.Layout())
+		if err != nil {
+			t.Fatalf("k=%d: %v", k, err)
+		}
+		if err := cp.Check(); err != nil {
+			t.Fatalf("k=%d: restored: %v", k, err)
+		}
+		for s := range k {
+			if fmt.Sprint(cp.Nodes(s)) != fmt.Sprint(tr.Nodes(s)) {
+				t.Fatalf("k=%d: stripe %d differs after restore", k, s)
+			}
+		}
+		vm := m.random(r)
+		a, _ := tr.Delete(vm)
+		b, _ := cp.Delete(vm)
+		if fmt.Sprint(a) != fmt.Sprint(b) {
+			t.Errorf("k=%d: delete after restore: %v, want %v", k, b, a)
+		}
+	}
+	one, _ := NewStriped(1, nil)
+	if one.Layout() != nil {
+		t.Error("a one-stripe tree has a layout")
+	}
+}
+
+func TestRestoreStripedRejects(t *testing.T) {
+	for name, l := range map[string]Layout{
+		"one stripe":        {Order: [][]string{{"a"}}, Members: []int{1}},
+		"counts mismatch":   {Order: [][]string{{"a", "b"}, {"b", "a"}}, Members: []int{1}},
+		"empty name":        {Order: [][]string{{""}, {""}}, Members: []int{1, 0}},
+		"twice":             {Order: [][]string{{"a", "a"}, {"a", "a"}}, Members: []int{1, 1}},
+		"other VMs":         {Order: [][]string{{"a", "b"}, {"a", "c"}}, Members: []int{1, 1}},
+		"short stripe":      {Order: [][]string{{"a", "b"}, {"a"}}, Members: []int{1, 1}},
+		"member twice":      {Order: [][]string{{"a", "b"}, {"a", "b"}}, Members: []int{1, 1}},
+		"unbalanced":        {Order: [][]string{{"a", "b", "c"}, {"c", "a", "b"}}, Members: []int{3, 0}},
+		"negative members":  {Order: [][]string{{"a", "b"}, {"b", "a"}}, Members: []int{3, -1}},
+		"members not cover": {Order: [][]string{{"a", "b", "c"}, {"b", "a", "c"}}, Members: []int{1, 1}},
+	} {
+		if _, err := RestoreStriped(l); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		}
+	}
+}
+
+// FuzzRestoreStriped decodes layouts from fuzz input: each is refused or
+// passes Check, and takes operations afterwards.
+func FuzzRestoreStriped(f *testing.F) {
+	f.Add([]byte{2, 3, 0, 1, 2, 1, 0, 2, 2, 1})
+	f.Add([]byte{3, 4, 0, 1, 2, 3, 1, 2, 3, 0, 2, 3, 0, 1, 2, 1, 1})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) < 2 {
+			return
+		}
+		k, n := int(data[0])%5, int(data[1])%12
+		data = data[2:]
+		l := Layout{Order: make([][]string, k), Members: make([]int, k)}
+		next := func() int {
+			if len(data) == 0 {
+				return 0
+			}
+			b := int(data[0])
+			data = data[1:]
+			return b
+		}
+		for s := range k {
+			for range n {
+				l.Order[s] = append(l.Order[s], fmt.Sprintf("v%d", next()%(n+1)))
+			}
+		}
+		for s := range k {
+			l.Members[s] = next()%(n+2) - 1
+		}
+		tr, err := RestoreStriped(l)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error %v does not wrap ErrInvalid", err)
+			}
+			return
+		}
+		if err := tr.Check(); err != nil {
+			t.Fatalf("restored %v: %v", l, err)
+		}
+		if _, err := tr.Insert("new"); err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.Check(); err != nil {
+			t.Fatalf("insert after restoring %v: %v", l, err)
+		}
+	})
+}
