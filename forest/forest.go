@@ -206,6 +206,33 @@ func (f *Forest) RestoreFunction(fn string, links []ftree.Link) error {
 	return nil
 }
 
+// RestoreStripedFunction gives fn the stripe trees described by l (see
+// [ftree.RestoreStriped]), for a control plane loading its state. Every VM
+// named must be in the pool; capacities are not checked.
+func (f *Forest) RestoreStripedFunction(fn string, l ftree.Layout) error {
+	if _, ok := f.trees[fn]; ok {
+		return fmt.Errorf("function %s: %w", fn, ErrExists)
+	}
+	t, err := ftree.RestoreStriped(l)
+	if err != nil {
+		return fmt.Errorf("restoring the trees of %s: %w", fn, err)
+	}
+	members := t.Nodes(0)
+	for _, n := range members {
+		if _, ok := f.vms[n.VM]; !ok {
+			return fmt.Errorf("restoring the trees of %s: VM %s: %w", fn, n.VM, ErrUnknownVM)
+		}
+	}
+	f.trees[fn] = t
+	for _, n := range members {
+		f.vms[n.VM].join(fn)
+	}
+	for _, n := range members {
+		f.refanout(n.VM)
+	}
+	return nil
+}
+
 // RemoveFunction drops fn's tree. Its members lose their children in it,
 // and every other tree of theirs reads their new weight. It returns the
 // members.

@@ -121,3 +121,41 @@ func TestStripedWeight(t *testing.T) {
 	}
 	check(t, f, 0)
 }
+
+// TestRestoreStripedFunction rebuilds a forest with a striped function
+// from its layout: the same trees, fan-outs and weights.
+func TestRestoreStripedFunction(t *testing.T) {
+	f, g := New(), New()
+	for i := range 11 {
+		f.SetVM(fmt.Sprintf("v%02d", i), 3)
+		g.SetVM(fmt.Sprintf("v%02d", i), 3)
+	}
+	if err := f.AddStripedFunction("s", 3); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 11 {
+		if _, err := f.InsertStriped("s", fmt.Sprintf("v%02d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.RemoveStriped("s", "v04"); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.RestoreStripedFunction("s", *f.Striped("s").Layout()); err != nil {
+		t.Fatal(err)
+	}
+	check(t, g, 0)
+	for i := range 11 {
+		name := fmt.Sprintf("v%02d", i)
+		a, _ := f.VM(name)
+		b, _ := g.VM(name)
+		if fmt.Sprint(a) != fmt.Sprint(b) {
+			t.Errorf("VM %s: %+v, restored %+v", name, b, a)
+		}
+	}
+	bad := *f.Striped("s").Layout()
+	h := New()
+	if err := h.RestoreStripedFunction("s", bad); !errors.Is(err, ErrUnknownVM) {
+		t.Errorf("restore into an empty pool: %v", err)
+	}
+}
