@@ -4,16 +4,18 @@ import (
 	"fmt"
 	"io"
 	"text/tabwriter"
+
+	"github.com/faasnet/faasnet/units"
 )
 
 // WriteTable writes scale-out results as an aligned table, one row per
 // result.
 func WriteTable(w io.Writer, rs []*Result) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "strategy\tk\tVMs\tcontainers\tmakespan\tp50\tp90\tfirst\tbound\teff\tregistry out\tbusiest VM sent/recv\tpeak up\theight\tsim wall\t")
+	fmt.Fprintln(tw, "strategy\tk\tblock\tVMs\tcontainers\tmakespan\tp50\tp90\tfirst\tbound\teff\tregistry out\tbusiest VM sent/recv\tpeak up\theight\tsim wall\t")
 	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t%s\t%s/%s\t%s\t%d\t%.1fs\t\n",
-			r.Strategy, stripesLabel(r), r.VMs, r.Containers, secs(r.Makespan), secs(r.Ready.P50), secs(r.Ready.P90), secs(r.Ready.Min),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t%s\t%s/%s\t%s\t%d\t%.1fs\t\n",
+			r.Strategy, stripesLabel(r), units.FormatBytes(r.BlockSize), r.VMs, r.Containers, secs(r.Makespan), secs(r.Ready.P50), secs(r.Ready.P90), secs(r.Ready.Min),
 			secs(r.LowerBound), 100*r.Efficiency, decimal(float64(r.RegistryEgress), "B"),
 			decimal(float64(r.Busiest.Sent), "B"), decimal(float64(r.Busiest.Received), "B"),
 			decimal(r.PeakUpload, "B/s"), lastHeight(r.Height), r.Wall)

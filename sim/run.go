@@ -21,7 +21,7 @@ type Files struct {
 // as JSON and a plot: the ready times' CDF for one VM count, makespans
 // against concurrency for several. Each tree strategy runs once per stripe
 // count of stripes (nil: cfg.Stripes alone); the others, which have no
-// trees, once.
+// trees, once. A cfg.BlockSize of 0 picks each run's with BlockFor.
 func Sweep(out io.Writer, cfg Config, vms []int, strategies []Strategy, stripes []int, files Files) error {
 	if len(stripes) == 0 {
 		stripes = []int{cfg.Stripes}
@@ -36,6 +36,9 @@ func Sweep(out io.Writer, cfg Config, vms []int, strategies []Strategy, stripes 
 			for _, k := range ks {
 				c := cfg
 				c.VMs, c.Stripes = n, k
+				if c.BlockSize == 0 {
+					c.BlockSize = BlockFor(c.ImageSize, c.Layers, n, k)
+				}
 				slog.Info("simulating", "strategy", s, "vms", n, "stripes", k)
 				r, err := ScaleOut(c, s)
 				if err != nil {
@@ -88,6 +91,9 @@ func ReplayTrace(out io.Writer, dir string, cfg ReplayConfig, strategies []Strat
 		for _, k := range ks {
 			c := cfg
 			c.Stripes = k
+			if c.BlockSize == 0 {
+				c.BlockSize = BlockFor(c.ImageSize, c.Layers, c.VMs, k)
+			}
 			slog.Info("replaying", "strategy", s, "stripes", k, "pool", cfg.VMs, "scale_factor", cfg.ScaleFactor)
 			r, err := Replay(tr, c, s)
 			if err != nil {

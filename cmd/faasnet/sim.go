@@ -80,7 +80,7 @@ side by side and marks those more than --tolerance apart.`,
 	f.StringVar(&fl.plotFile, "plot", "", "write an SVG plot to this file: ready-time CDF, makespan against concurrency for a sweep, cold-start latency CDF for a trace")
 	f.Float64Var(&cfg.ReadFraction, "read-fraction", cfg.ReadFraction, "share of the image read before start, for faasnet-lazy and ondemand")
 	f.StringVar(&fl.traceDir, "trace", "", "replay the Azure Functions trace in this directory (invocations.csv, durations.csv)")
-	f.Var(&fl.blockSize, "block-size", "block size forwarded down the tree")
+	f.Var(&fl.blockSize, "block-size", "block size forwarded down the tree (0: pick per run from the image, layers, VMs and stripes, see sim.BlockFor)")
 	f.Var(&fl.pieceSize, "piece-size", "swarm piece size")
 	f.DurationVar(&cfg.Latency, "latency", cfg.Latency, "latency of one hop")
 	f.DurationVar(&cfg.StartTime, "start-time", cfg.StartTime, "time a container takes to start once its data is there")
