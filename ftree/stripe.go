@@ -24,11 +24,14 @@ import (
 // at least about k: with fan-out 2 only two stripes can have disjoint
 // interiors. With fan-out k each VM receives S (k stripes of S/k) and sends
 // its k children one stripe each, S again, for any k. The simulator
-// measured both (faasnet sim --stripes K; see package sim's doc): at fan-out
-// 2 with k > 2, VMs interior in several stripes share their uplink among
-// 2·(stripes they are interior in) children and the makespan grows back
-// towards the single tree's; at fan-out k it stays near S/B. So fan-out is
-// k (and 2 for k = 1 and k = 2, where both coincide).
+// measured both (faasnet sim --stripes 3,4 with --stripe-fanout 2 or not;
+// docs/sim/paper-stripes.txt): on the paper's 128 VMs, 758 MB and 1 Gbps,
+// where S/B is 6.06 s, binary stripe trees took 12.3 s for 3 and 4 stripes,
+// as long as one binary tree (12.2 s), because some VMs were interior in
+// every stripe and sent 2S; fan-out k took 6.13 s for k = 4. So fan-out is
+// k (and 2 for k = 1 and k = 2, where both coincide). A larger fan-out
+// lengthens each level's pipeline delay (one block at bw/k), which is why
+// the simulator's default is k = 2.
 //
 // # Layout
 //
