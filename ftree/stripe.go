@@ -356,6 +356,31 @@ func (t *Striped) Height(s int) int {
 	return slices.Max(t.depths(s))
 }
 
+// Node returns vm's position in stripe s, or false if vm is not in the
+// tree or s is out of range. It takes O(height) time.
+func (t *Striped) Node(vm string, s int) (Node, bool) {
+	if t.tree != nil {
+		if s != 0 {
+			return Node{}, false
+		}
+		return t.tree.Node(vm)
+	}
+	v, ok := t.vms[vm]
+	if !ok || s < 0 || s >= t.k {
+		return Node{}, false
+	}
+	n := Node{VM: vm, Children: t.Children(vm, s)}
+	p := v.pos[s]
+	if pp := t.parentPos(s, p); pp >= 0 {
+		n.Parent = t.at[s][pp].vm
+		n.Slot = slices.Index(t.childPos(nil, s, pp), p)
+	}
+	for q := p; q > 0; q = t.parentPos(s, q) {
+		n.Depth++
+	}
+	return n, true
+}
+
 // Nodes returns stripe s's VMs in breadth-first order, nil if s is out of
 // range.
 func (t *Striped) Nodes(s int) []Node {

@@ -435,3 +435,26 @@ func FuzzRestoreStriped(f *testing.F) {
 		}
 	})
 }
+
+// TestStripedNodeMatchesNodes checks Node against the breadth-first listing
+// for every VM and stripe.
+func TestStripedNodeMatchesNodes(t *testing.T) {
+	for _, k := range []int{1, 2, 3, 5} {
+		tr, _ := NewStriped(k, nil)
+		for i := range 23 {
+			tr.Insert(fmt.Sprintf("v%d", i))
+		}
+		tr.Delete("v3")
+		for s := range k {
+			for _, want := range tr.Nodes(s) {
+				got, ok := tr.Node(want.VM, s)
+				if !ok || fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Errorf("k=%d stripe %d: Node(%s) = %v, %v; Nodes says %v", k, s, want.VM, got, ok, want)
+				}
+			}
+		}
+		if _, ok := tr.Node("v3", 0); ok {
+			t.Errorf("k=%d: Node of a deleted VM", k)
+		}
+	}
+}
