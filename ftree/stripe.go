@@ -6,7 +6,41 @@ import (
 	"strings"
 )
 
-// Striped trees (SplitStream, Castro et al., SOSP 2003).
+// MaxStripes bounds k: more stripes than this would only add latency.
+const MaxStripes = 16
+
+// MaxMovesPerStripe bounds how many VMs of one stripe an Insert or Delete of
+// a Striped with k stripes (k >= 2) re-parents: two swaps with their
+// children, the overflow before and after, and the heap boundary.
+func MaxMovesPerStripe(k int) int {
+	if k <= 1 {
+		return 3
+	}
+	return 5*k + 6
+}
+
+// A StripeMove says that VM now has Parent as its parent in stripe Stripe;
+// Parent is "" when VM is that stripe's root.
+type StripeMove struct {
+	Stripe     int
+	VM, Parent string
+}
+
+// A StripedChange describes the effect of one Insert or Delete of a
+// [Striped].
+type StripedChange struct {
+	// Moved lists, per stripe, every VM still in the tree whose parent in
+	// that stripe differs from before; an inserted VM counts in every
+	// stripe, first. Within a stripe the others follow by name.
+	Moved []StripeMove
+	// Fanout lists every VM still in the tree whose number of children, in
+	// some stripe, may differ from before.
+	Fanout []string
+}
+
+// A Striped is one function's k stripe trees over the same VMs
+// (SplitStream, Castro et al., SOSP 2003). The zero value is not usable;
+// call [NewStriped]. It is not safe for concurrent use.
 //
 // One binary tree delivers an image at best at half a link's speed: every
 // interior VM splits its uplink between two children, and the leaves, about
@@ -61,41 +95,6 @@ import (
 //
 // With k = 1 a Striped is exactly a [Tree] (see [Striped.Tree]), with its
 // weight-aware choices.
-
-// MaxStripes bounds k: more stripes than this would only add latency.
-const MaxStripes = 16
-
-// MaxMovesPerStripe bounds how many VMs of one stripe an Insert or Delete of
-// a Striped with k stripes (k >= 2) re-parents: two swaps with their
-// children, the overflow before and after, and the heap boundary.
-func MaxMovesPerStripe(k int) int {
-	if k <= 1 {
-		return 3
-	}
-	return 5*k + 6
-}
-
-// A StripeMove says that VM now has Parent as its parent in stripe Stripe;
-// Parent is "" when VM is that stripe's root.
-type StripeMove struct {
-	Stripe     int
-	VM, Parent string
-}
-
-// A StripedChange describes the effect of one Insert or Delete of a
-// [Striped].
-type StripedChange struct {
-	// Moved lists, per stripe, every VM still in the tree whose parent in
-	// that stripe differs from before; an inserted VM counts in every
-	// stripe, first. Within a stripe the others follow by name.
-	Moved []StripeMove
-	// Fanout lists every VM still in the tree whose number of children, in
-	// some stripe, may differ from before.
-	Fanout []string
-}
-
-// A Striped is one function's k stripe trees over the same VMs. The zero
-// value is not usable; call [NewStriped]. It is not safe for concurrent use.
 type Striped struct {
 	k    int
 	tree *Tree // k == 1
