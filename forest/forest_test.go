@@ -18,16 +18,27 @@ func check(t *testing.T, f *Forest, step int) {
 	t.Helper()
 	hosts := map[string][]string{}
 	kids := map[string]int{}
+	weight := map[string]int{}
 	for fn, tr := range f.trees {
 		if err := tr.Check(); err != nil {
 			t.Fatalf("step %d: tree of %s: %v", step, fn, err)
 		}
-		for _, n := range tr.Nodes() {
-			if _, ok := f.vms[n.VM]; !ok {
-				t.Fatalf("step %d: tree of %s holds %s, not in the pool", step, fn, n.VM)
+		k := tr.Stripes()
+		fnKids := map[string]int{}
+		for s := range k {
+			for _, n := range tr.Nodes(s) {
+				if _, ok := f.vms[n.VM]; !ok {
+					t.Fatalf("step %d: tree of %s holds %s, not in the pool", step, fn, n.VM)
+				}
+				if s == 0 {
+					hosts[n.VM] = append(hosts[n.VM], fn)
+				}
+				fnKids[n.VM] += len(n.Children)
 			}
-			hosts[n.VM] = append(hosts[n.VM], fn)
-			kids[n.VM] += len(n.Children)
+		}
+		for vm, c := range fnKids {
+			kids[vm] += c
+			weight[vm] += int(float64(c)/float64(k) + 0.5)
 		}
 	}
 	if len(f.pool) != len(f.vms) {
@@ -48,6 +59,9 @@ func check(t *testing.T, f *Forest, step int) {
 		if v.Fanout != kids[name] {
 			t.Fatalf("step %d: VM %s has fan-out %d, recount %d", step, name, v.Fanout, kids[name])
 		}
+		if v.Weight != weight[name] {
+			t.Fatalf("step %d: VM %s has weight %d, recount %d", step, name, v.Weight, weight[name])
+		}
 	}
 }
 
@@ -67,7 +81,7 @@ func restored(t *testing.T, f *Forest, rng *rand.Rand) *Forest {
 	slices.Sort(fns)
 	rng.Shuffle(len(fns), func(i, j int) { fns[i], fns[j] = fns[j], fns[i] })
 	for _, fn := range fns {
-		if err := g.RestoreFunction(fn, f.trees[fn].Links()); err != nil {
+		if err := g.RestoreFunction(fn, f.trees[fn].Tree().Links()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -81,7 +95,7 @@ func sameForest(t *testing.T, step int, a, b *Forest) {
 	}
 	for fn, ta := range a.trees {
 		tb := b.Tree(fn)
-		if tb == nil || !slices.Equal(ta.Links(), tb.Links()) {
+		if tb == nil || !slices.Equal(ta.Tree().Links(), tb.Links()) {
 			t.Fatalf("step %d: the trees of %s differ", step, fn)
 		}
 	}

@@ -168,3 +168,31 @@ func BenchmarkLookup(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkStripedChurn deletes a random VM and inserts a new one in a
+// Striped of n VMs: the cost should not grow with n.
+func BenchmarkStripedChurn(b *testing.B) {
+	for _, k := range []int{2, 4} {
+		for _, n := range []int{1000, 100_000} {
+			b.Run(fmt.Sprintf("k%d/n%d", k, n), func(b *testing.B) {
+				tr, _ := NewStriped(k, nil)
+				m := newMembers()
+				for range n {
+					vm := m.fresh()
+					tr.Insert(vm)
+					m.add(vm)
+				}
+				r := rand.New(rand.NewPCG(1, 2))
+				b.ResetTimer()
+				for range b.N {
+					vm := m.random(r)
+					tr.Delete(vm)
+					m.remove(vm)
+					vm = m.fresh()
+					tr.Insert(vm)
+					m.add(vm)
+				}
+			})
+		}
+	}
+}

@@ -32,6 +32,9 @@
 // per depth and persistently rather than rebuilt when the deepest level
 // changes.
 //
+// [Striped] holds k stripe trees over the same VMs instead, so that every
+// VM uploads about as much as it downloads (k = 1 is a Tree).
+//
 // A Tree is not safe for concurrent use.
 package ftree
 

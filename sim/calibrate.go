@@ -10,6 +10,7 @@ import (
 	"slices"
 	"text/tabwriter"
 
+	"github.com/faasnet/faasnet/ftree"
 	"github.com/faasnet/faasnet/imagegen"
 	"github.com/faasnet/faasnet/units"
 )
@@ -52,6 +53,9 @@ type BenchScenario struct {
 	RegistryBandwidth int64 `json:"registry_bandwidth_bytes_per_s"`
 	BlockSize         int64 `json:"block_size_bytes"`
 	PieceSize         int64 `json:"piece_size_bytes"`
+	// Stripes is the stripe trees per function the bench ran with; 0
+	// (benches from before stripes) is one tree.
+	Stripes int `json:"stripes"`
 	// Lazy runs started containers over lazily fetched images, which the
 	// simulator does not reproduce.
 	Lazy bool `json:"lazy"`
@@ -86,8 +90,10 @@ func ReadBench(r io.Reader) (*Bench, error) {
 	check(sc.Layers >= 0 && sc.Layers <= imagegen.MaxLayers, "layers %d, want 0 to %d", sc.Layers, imagegen.MaxLayers)
 	check(sc.ImageSize > 0 || sc.ImageBytes > 0, "no image size (image_size_bytes or image_bytes)")
 	check(sc.ImageSize >= 0 && sc.ImageBytes >= 0, "negative image size")
+	check(sc.ImageSize > 0 || sc.ImageBytes >= int64(max(sc.Functions, 1)), "image bytes %d leave less than a byte to each of %d functions", sc.ImageBytes, sc.Functions)
 	check(sc.Bandwidth > 0, "unlimited VM links (bandwidth 0): the simulator needs a rate")
 	check(sc.RegistryBandwidth >= 0 && sc.BlockSize >= 0 && sc.PieceSize >= 0, "negative registry bandwidth, block or piece size")
+	check(sc.Stripes >= 0 && sc.Stripes <= ftree.MaxStripes, "stripes %d, want 0 to %d", sc.Stripes, ftree.MaxStripes)
 	for i, m := range b.Results {
 		check(Strategy(m.Strategy).valid() && !m.Strategy.lazy(), "result %d: strategy %q is not one the simulator reproduces", i, m.Strategy)
 		check(m.VMs >= 1 && m.VMs <= 1<<20, "result %d: %d VMs", i, m.VMs)
@@ -113,6 +119,7 @@ func (b *Bench) Config(base Config) Config {
 		c.ImageSize = sc.ImageBytes / int64(c.Functions)
 	}
 	c.Layers = max(sc.Layers, 1)
+	c.Stripes = max(sc.Stripes, 1)
 	c.Bandwidth, c.RegistryBandwidth = sc.Bandwidth, sc.RegistryBandwidth
 	if sc.BlockSize > 0 {
 		c.BlockSize = sc.BlockSize

@@ -25,7 +25,7 @@ func TestCalibrateBench(t *testing.T) {
 	base.Latency = 0
 	cfg := b.Config(base)
 	if cfg.ImageSize != 2<<20 || cfg.Layers != 2 || cfg.Functions != 1 || cfg.Bandwidth != 1<<20 ||
-		cfg.RegistryBandwidth != 2<<20 || cfg.BlockSize != 256<<10 || cfg.PieceSize != 1<<20 {
+		cfg.RegistryBandwidth != 2<<20 || cfg.BlockSize != 256<<10 || cfg.PieceSize != 1<<20 || cfg.Stripes != 1 {
 		t.Fatalf("config from the bench: %+v", cfg)
 	}
 	ms, failed := b.Measured()
@@ -94,6 +94,7 @@ func TestReadBenchRefuses(t *testing.T) {
 		{"unknown strategy", `{"scenario": {"image_bytes": 10, "bandwidth_bytes_per_s": 1}, "results": [{"strategy": "kraken", "vms": 2}]}`},
 		{"lazy strategy", `{"scenario": {"image_bytes": 10, "bandwidth_bytes_per_s": 1}, "results": [{"strategy": "ondemand", "vms": 2}]}`},
 		{"no VMs", `{"scenario": {"image_bytes": 10, "bandwidth_bytes_per_s": 1}, "results": [{"strategy": "faasnet", "vms": 0}]}`},
+		{"too many stripes", `{"scenario": {"image_bytes": 10, "bandwidth_bytes_per_s": 1, "stripes": 99}}`},
 		{"negative makespan", `{"scenario": {"image_bytes": 10, "bandwidth_bytes_per_s": 1}, "results": [{"strategy": "faasnet", "vms": 2, "makespan_s": -1}]}`},
 	} {
 		if _, err := ReadBench(strings.NewReader(tt.doc)); err == nil {
@@ -112,6 +113,7 @@ func FuzzReadBench(f *testing.F) {
 	f.Add(seed)
 	f.Add([]byte(`{"scenario": {"image_bytes": 10, "bandwidth_bytes_per_s": 1, "layers": 1000}}`))
 	f.Add([]byte(`{"scenario": {"image_size_bytes": 1, "bandwidth_bytes_per_s": 1, "functions": 3}, "results": []}`))
+	f.Add([]byte(`{"scenario": {"image_size_bytes": 1, "bandwidth_bytes_per_s": 1, "stripes": 4}, "results": []}`))
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		b, err := ReadBench(bytes.NewReader(doc))
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/faasnet/faasnet/ftree"
 	"github.com/faasnet/faasnet/imagegen"
 )
 
@@ -83,7 +84,10 @@ const (
 	DefaultBandwidth         = 1_000_000_000 / 8
 	DefaultRegistryBandwidth = 9_300_000_000 / 8
 	DefaultBlockSize         = 512 << 10
-	DefaultPieceSize         = 4 << 20
+	// DefaultStripes is the stripe trees per function; see package sim's
+	// doc for the measurement that chose it.
+	DefaultStripes   = 2
+	DefaultPieceSize = 4 << 20
 	// DefaultReadFraction is the share of the image read before start:
 	// the paper's on-demand fetching moved 83.9% less data than a full pull.
 	DefaultReadFraction = 0.161
@@ -113,7 +117,16 @@ type Config struct {
 	Bandwidth         int64 `json:"bandwidth"`          // each VM's up and down
 	RegistryBandwidth int64 `json:"registry_bandwidth"` // 0: unlimited
 	BlockSize         int64 `json:"block_size"`
-	PieceSize         int64 `json:"piece_size"` // swarm
+	// Stripes is the number of stripe trees per function (see package
+	// ftree's Striped): block i of each layer goes down stripe i mod k.
+	// Default DefaultStripes; 1 is the paper's single binary tree.
+	Stripes int `json:"stripes"`
+	// StripeFanout is the stripe trees' fan-out: 0 for k (ftree.Striped,
+	// every VM interior in at most one stripe), or 2 for one binary tree
+	// per stripe placed like separate functions (FT-aware), which is
+	// there to measure against.
+	StripeFanout int   `json:"stripe_fanout"`
+	PieceSize    int64 `json:"piece_size"` // swarm
 	// ReadFraction of the image is needed before a container starts
 	// (lazy strategies only).
 	ReadFraction float64 `json:"read_fraction"`
@@ -166,6 +179,9 @@ func (c Config) normalize() (Config, error) {
 	if c.Layers == 0 {
 		c.Layers = 1
 	}
+	if c.Stripes == 0 {
+		c.Stripes = DefaultStripes
+	}
 	var errs []error
 	check := func(ok bool, format string, args ...any) {
 		if !ok {
@@ -180,6 +196,8 @@ func (c Config) normalize() (Config, error) {
 	check(c.Bandwidth >= 1, "bandwidth must be positive (VMs cannot be unlimited), not %d", c.Bandwidth)
 	check(c.RegistryBandwidth >= 0, "registry bandwidth must not be negative")
 	check(c.BlockSize >= 1, "block size must be positive, not %d", c.BlockSize)
+	check(c.Stripes >= 1 && c.Stripes <= ftree.MaxStripes, "stripes must be between 1 and %d, not %d", ftree.MaxStripes, c.Stripes)
+	check(c.StripeFanout == 0 || c.StripeFanout == 2, "stripe fan-out must be 0 (k) or 2, not %d", c.StripeFanout)
 	check(c.PieceSize >= 1, "piece size must be positive, not %d", c.PieceSize)
 	check(c.ReadFraction > 0 && c.ReadFraction <= 1, "read fraction must be in (0, 1], not %g", c.ReadFraction)
 	check(c.Latency >= 0 && c.StartTime >= 0 && c.Resolution >= 0, "latency, start time and resolution must not be negative")
@@ -194,6 +212,14 @@ func (c Config) normalize() (Config, error) {
 			"%d containers do not fit on %d VMs of %d functions each", c.Containers, c.VMs, c.FunctionsPerVM)
 	}
 	return c, errors.Join(errs...)
+}
+
+// stripeFanout is the fan-out of the stripe trees.
+func (c Config) stripeFanout() int {
+	if c.StripeFanout == 2 || c.Stripes <= 2 {
+		return 2
+	}
+	return c.Stripes
 }
 
 // need is how many bytes of an image strategy s moves before a start.

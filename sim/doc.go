@@ -42,10 +42,43 @@
 // stream in parallel and share the links, so each waits a block at its
 // share of the rate: more layers, longer hops.
 //
+// # Stripes
+//
+// With Config.Stripes = k > 1 each function has k stripe trees
+// (ftree.Striped, through forest as the manager keeps them) and block i of
+// every layer goes down stripe i mod k (stripeSizes); a one-block layer
+// goes down stripe 0 alone. Each VM holds one replica per layer and stripe,
+// fed from its parent in that stripe, with the block rules above applied
+// per stripe; each stripe's root fetches that stripe from the registry, so
+// the registry still sends every byte once. A VM's uplink is one link,
+// shared max-min by everything it forwards (its children in its home
+// stripe, every layer), and its downlink by the k stripes it receives.
+//
+// With fan-out k a VM forwards S/k to each of k children: every flow runs at
+// bw/k and the image arrives in S/bw, against 2S/bw for one binary tree. The
+// pipeline adds, per tree level, one block at the share one flow gets when
+// the level starts, while all layers flow: B·k·L/bw for L layers (B·2·L/bw
+// for one tree). In the runs of docs/sim every added level costs exactly
+// that: 1 s at 512 KiB, 4 layers, 4 MiB/s, k = 2, and 0.125 s at 64 KiB.
+// BlockFor picks B so that this stays near 1% of S/bw.
+//
+// Measured (docs/sim/paper-stripes.txt, 128 VMs, 758 MB, 1 Gbps, S/bw =
+// 6.06 s): one tree 12.19 s; k = 2: 6.12 s; k = 3: 8.14 s; k = 4: 6.13 s.
+// With k = 3 and 128 VMs one group is short of a member, so one VM has four
+// children and that stripe runs at bw/4: (k+1)/k·S/bw. Binary stripe
+// trees (StripeFanout 2) with 3 or 4 stripes take 12.3 s: VMs interior in
+// several stripes upload up to 2S. The bench's scenario (16 MiB, 4 layers,
+// 4 MiB/s, docs/sim/bench-stripes.txt) gives k = 2 4.4-4.8 s against one
+// tree's 8.3-8.7 s at the block BlockFor picks (64 KiB), 7-10 s against
+// 10.6-13.6 s at 512 KiB. DefaultStripes is 2: as fast as 4 on the paper's
+// scenario and faster on the bench's (shorter hops: k·B/bw per level), never
+// short of group members (n mod 2 <= 1, so no VM gets a third child), and
+// half the connections per VM.
+//
 // # Strategies
 //
-//   - faasnet: the tree streams the whole image; the root pulls from the
-//     registry.
+//   - faasnet: the trees stream the whole image; each stripe's root pulls
+//     its stripe from the registry.
 //   - faasnet-lazy: the same tree moves only the part read before start
 //     (Config.ReadFraction), as FaaSNet's on-demand block fetching does;
 //     what is read later is not modelled.

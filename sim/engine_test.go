@@ -6,13 +6,25 @@ import (
 	"time"
 )
 
-// TestLeaveMidTransfer removes a VM from a tree (or swarm) while images are
-// still moving: the VMs that move to a new parent keep what they have and
+// TestLeaveMidTransfer removes a VM from a tree (or swarm, or from every
+// stripe tree) while images are still moving: the VMs that move to a new parent keep what they have and
 // finish, and nobody receives a byte twice.
 func TestLeaveMidTransfer(t *testing.T) {
+	type tc struct {
+		s       Strategy
+		stripes int
+	}
+	var cases []tc
 	for _, s := range Strategies {
+		cases = append(cases, tc{s, DefaultStripes})
+	}
+	// The tree with one stripe and with four: a VM leaving mid-transfer
+	// re-parents VMs in every stripe it had children in.
+	cases = append(cases, tc{FaaSNet, 1}, tc{FaaSNet, 4}, tc{FaaSNetLazy, 3})
+	for _, cs := range cases {
+		s := cs.s
 		c := DefaultConfig()
-		c.VMs, c.ImageSize = 15, 200_000_000
+		c.VMs, c.ImageSize, c.Stripes = 15, 200_000_000, cs.stripes
 		c, _ = c.normalize()
 		w, err := newWorld(c, s, 1, int64(time.Microsecond))
 		if err != nil {
@@ -51,7 +63,7 @@ func TestLeaveMidTransfer(t *testing.T) {
 				t.Errorf("%s: VM %d received %v bytes, want %v (+%v)", s, vm, got, c.need(s), extra)
 			}
 		}
-		if err := w.cp.trees[0].Check(); err != nil {
+		if err := w.cp.check(0); err != nil {
 			t.Error(err)
 		}
 	}

@@ -33,7 +33,7 @@ func TestControlPlaneFollowsManager(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	cp := newControlPlane(vms, functions, capacity)
+	cp := newControlPlane(vms, functions, capacity, 1, false)
 	for i := range vms {
 		_, err := m.RegisterVM(ctx, cp.names[i], api.RegisterRequest{Addr: fmt.Sprintf("127.0.0.1:%d", 10000+i), Capacity: &api.Capacity{Functions: capacity}})
 		if err != nil {
@@ -49,7 +49,7 @@ func TestControlPlaneFollowsManager(t *testing.T) {
 	for step := range 600 {
 		fn := int32(rng.IntN(functions))
 		name := cp.fnNames[fn]
-		members := cp.trees[fn].Nodes()
+		members := cp.trees[fn].Nodes(0)
 		if len(members) > 0 && rng.IntN(5) < 2 {
 			vm := members[rng.IntN(len(members))].VM
 			if err := m.Release(ctx, name, vm); err != nil {
@@ -103,14 +103,14 @@ func compareTree(t *testing.T, step int, m *manager.Manager, cp *controlPlane, f
 		if n.Parent != nil {
 			want = cp.index[*n.Parent]
 		}
-		if got := cp.parent(fn, cp.index[n.VM]); got != want {
+		if got := cp.parent(fn, cp.index[n.VM], 0); got != want {
 			t.Fatalf("step %d: in %s, %s has parent %d here, %d in the manager", step, name, n.VM, got, want)
 		}
 		if fo := cp.fanout(cp.index[n.VM]); fo != n.Fanout {
 			t.Fatalf("step %d: %s has fan-out %d here, %d in the manager", step, n.VM, fo, n.Fanout)
 		}
 	}
-	if err := cp.trees[fn].Check(); err != nil {
+	if err := cp.check(fn); err != nil {
 		t.Fatalf("step %d: %s: %v", step, name, err)
 	}
 }
@@ -127,7 +127,7 @@ func TestPaperPlacement(t *testing.T) {
 	if c.Functions != 3 {
 		t.Fatalf("functions = %d, want 3", c.Functions)
 	}
-	cp := newControlPlane(c.VMs, c.Functions, c.FunctionsPerVM)
+	cp := newControlPlane(c.VMs, c.Functions, c.FunctionsPerVM, 1, false)
 	for fn := range int32(3) {
 		n := 833
 		if fn == 0 {

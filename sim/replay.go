@@ -24,6 +24,8 @@ type ReplayConfig struct {
 // ReplayResult is one strategy's replay of a trace.
 type ReplayResult struct {
 	Strategy    Strategy `json:"strategy"`
+	Stripes     int      `json:"stripes"`
+	BlockSize   int64    `json:"block_size"`
 	Functions   int      `json:"functions"`
 	Minutes     int      `json:"minutes"`
 	ScaleFactor float64  `json:"scale_factor"`
@@ -108,7 +110,7 @@ func Replay(tr *Trace, rc ReplayConfig, s Strategy) (*ReplayResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &ReplayResult{Strategy: s, Functions: len(tr.Functions), Minutes: minutes, ScaleFactor: rc.ScaleFactor}
+	r := &ReplayResult{Strategy: s, Stripes: cfg.Stripes, BlockSize: cfg.BlockSize, Functions: len(tr.Functions), Minutes: minutes, ScaleFactor: rc.ScaleFactor}
 	insts := make([][]*instance, len(tr.Functions))
 	need := make([]int, len(tr.Functions))
 	for m := range minutes {
@@ -151,7 +153,7 @@ func Replay(tr *Trace, rc ReplayConfig, s Strategy) (*ReplayResult, error) {
 				}
 				burst += added
 				r.Rejected += deficit - added
-				r.PeakTree = max(r.PeakTree, w.cp.trees[fn].Len())
+				r.PeakTree = max(r.PeakTree, w.cp.size(int32(fn)))
 			}
 			total += len(insts[fn])
 		}

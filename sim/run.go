@@ -19,19 +19,33 @@ type Files struct {
 // Sweep simulates every strategy at each VM count of vms (cfg.VMs is
 // ignored), one after the other, and writes the table to out, the results
 // as JSON and a plot: the ready times' CDF for one VM count, makespans
-// against concurrency for several.
-func Sweep(out io.Writer, cfg Config, vms []int, strategies []Strategy, files Files) error {
+// against concurrency for several. Each tree strategy runs once per stripe
+// count of stripes (nil: cfg.Stripes alone); the others, which have no
+// trees, once. A cfg.BlockSize of 0 picks each run's with BlockFor.
+func Sweep(out io.Writer, cfg Config, vms []int, strategies []Strategy, stripes []int, files Files) error {
+	if len(stripes) == 0 {
+		stripes = []int{cfg.Stripes}
+	}
 	var results []*Result
 	for _, n := range vms {
-		c := cfg
-		c.VMs = n
 		for _, s := range strategies {
-			slog.Info("simulating", "strategy", s, "vms", n)
-			r, err := ScaleOut(c, s)
-			if err != nil {
-				return err
+			ks := stripes
+			if s != FaaSNet && s != FaaSNetLazy {
+				ks = stripes[:1]
 			}
-			results = append(results, r)
+			for _, k := range ks {
+				c := cfg
+				c.VMs, c.Stripes = n, k
+				if c.BlockSize == 0 {
+					c.BlockSize = BlockFor(c.ImageSize, c.Layers, n, k)
+				}
+				slog.Info("simulating", "strategy", s, "vms", n, "stripes", k)
+				r, err := ScaleOut(c, s)
+				if err != nil {
+					return err
+				}
+				results = append(results, r)
+			}
 		}
 	}
 	if err := WriteTable(out, results); err != nil {
@@ -57,7 +71,12 @@ func Sweep(out io.Writer, cfg Config, vms []int, strategies []Strategy, files Fi
 // ReplayTrace replays the trace in dir (ReadTrace) with each strategy and
 // writes the table to out, the results as JSON and the cold-start
 // latencies' CDF.
-func ReplayTrace(out io.Writer, dir string, cfg ReplayConfig, strategies []Strategy, files Files) error {
+// Each tree strategy replays once per stripe count of stripes (nil:
+// cfg.Stripes alone).
+func ReplayTrace(out io.Writer, dir string, cfg ReplayConfig, strategies []Strategy, stripes []int, files Files) error {
+	if len(stripes) == 0 {
+		stripes = []int{cfg.Stripes}
+	}
 	tr, err := ReadTrace(dir)
 	if err != nil {
 		return err
@@ -65,12 +84,23 @@ func ReplayTrace(out io.Writer, dir string, cfg ReplayConfig, strategies []Strat
 	slog.Info("trace", "functions", len(tr.Functions), "minutes", tr.Minutes, "without_duration", tr.NoDuration)
 	var results []*ReplayResult
 	for _, s := range strategies {
-		slog.Info("replaying", "strategy", s, "pool", cfg.VMs, "scale_factor", cfg.ScaleFactor)
-		r, err := Replay(tr, cfg, s)
-		if err != nil {
-			return err
+		ks := stripes
+		if s != FaaSNet && s != FaaSNetLazy {
+			ks = stripes[:1]
 		}
-		results = append(results, r)
+		for _, k := range ks {
+			c := cfg
+			c.Stripes = k
+			if c.BlockSize == 0 {
+				c.BlockSize = BlockFor(c.ImageSize, c.Layers, c.VMs, k)
+			}
+			slog.Info("replaying", "strategy", s, "stripes", k, "pool", cfg.VMs, "scale_factor", cfg.ScaleFactor)
+			r, err := Replay(tr, c, s)
+			if err != nil {
+				return err
+			}
+			results = append(results, r)
+		}
 	}
 	if err := WriteReplayTable(out, results); err != nil {
 		return err

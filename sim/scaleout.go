@@ -34,13 +34,14 @@ func newWorld(cfg Config, s Strategy, functions int, res int64) (*world, error) 
 		latency:  int64(cfg.Latency),
 		res:      res,
 	})
-	w := &world{cfg: cfg, strat: s, e: e, cp: newControlPlane(cfg.VMs, functions, cfg.FunctionsPerVM), start: int64(cfg.StartTime)}
+	cp := newControlPlane(cfg.VMs, functions, cfg.FunctionsPerVM, cfg.Stripes, cfg.StripeFanout == 2)
+	w := &world{cfg: cfg, strat: s, e: e, cp: cp, start: int64(cfg.StartTime)}
 	sizes := layerSizes(cfg, cfg.need(s))
 	switch s {
 	case FaaSNet, FaaSNetLazy:
-		w.pl = newTreePlane(e, functions, sizes)
+		w.pl = newTreePlane(e, functions, sizes, cfg.Stripes)
 	case Registry, OnDemand:
-		w.pl = &directPlane{*newTreePlane(e, functions, sizes)}
+		w.pl = &directPlane{*newTreePlane(e, functions, sizes, 1)}
 	case Swarm:
 		rng := rand.New(rand.NewPCG(cfg.Seed, 0x5eed))
 		w.pl = newSwarmPlane(e, cfg.Swarm, rng, functions, sizes, float64(cfg.PieceSize))
@@ -59,14 +60,15 @@ func (w *world) scaleOut(fn int32, count int, cached bool, ready func(vm int32))
 		if err != nil {
 			return nil, err
 		}
-		for _, mv := range ch.Moved {
-			if mv.VM != w.cp.names[vm] {
-				w.pl.move(fn, w.cp.index[mv.VM], w.cp.parent(fn, w.cp.index[mv.VM]))
-			}
-		}
-		w.pl.join(fn, vm, w.cp.parent(fn, vm), cached, func() {
+		// Join first: with stripes, VMs may move under the newcomer.
+		w.pl.join(fn, vm, w.cp.parents(fn, vm), cached, func() {
 			w.e.after(w.start, func() { ready(vm) })
 		})
+		for _, mv := range ch.Moved {
+			if mv.VM != w.cp.names[vm] {
+				w.pl.move(fn, w.cp.index[mv.VM], mv.Stripe, w.cp.parent(fn, w.cp.index[mv.VM], mv.Stripe))
+			}
+		}
 	}
 	return vms, nil
 }
@@ -79,7 +81,7 @@ func (w *world) scaleIn(fn, vm int32) error {
 	}
 	w.pl.leave(fn, vm)
 	for _, mv := range ch.Moved {
-		w.pl.move(fn, w.cp.index[mv.VM], w.cp.parent(fn, w.cp.index[mv.VM]))
+		w.pl.move(fn, w.cp.index[mv.VM], mv.Stripe, w.cp.parent(fn, w.cp.index[mv.VM], mv.Stripe))
 	}
 	return nil
 }
@@ -134,6 +136,16 @@ type Result struct {
 	VMs        int      `json:"vms"`
 	Containers int      `json:"containers"`
 	Functions  int      `json:"functions"`
+	// Stripes is the number of stripe trees per function (faasnet
+	// strategies; the others ignore them) and StripeFanout their fan-out;
+	// BlockSize the bytes forwarded at once down a tree.
+	Stripes      int   `json:"stripes"`
+	StripeFanout int   `json:"stripe_fanout"`
+	BlockSize    int64 `json:"block_size"`
+	// MaxVMUpload is the most bytes any VM sent, and MaxUploadRatio the
+	// highest ratio of a VM's bytes sent to its bytes received.
+	MaxVMUpload    int64   `json:"max_vm_upload_bytes"`
+	MaxUploadRatio float64 `json:"max_upload_ratio"`
 	// Makespan is when the last container started, in seconds.
 	Makespan float64 `json:"makespan_s"`
 	// LowerBound is the least makespan any strategy moving the same bytes
@@ -227,6 +239,7 @@ func ScaleOut(cfg Config, s Strategy) (*Result, error) {
 	}
 	r := &Result{
 		Strategy: s, VMs: cfg.VMs, Containers: cfg.Containers, Functions: cfg.Functions,
+		Stripes: cfg.Stripes, StripeFanout: cfg.stripeFanout(), BlockSize: cfg.BlockSize,
 		LowerBound:     bound,
 		RegistryEgress: int64(math.Round(w.e.registryOut)),
 		Height:         []HeightSample{{0, w.cp.height()}},
@@ -238,6 +251,12 @@ func ScaleOut(cfg Config, s Strategy) (*Result, error) {
 	r.Makespan = r.Ready.Max
 	r.Efficiency = bound / r.Makespan
 	r.Busiest, r.PeakUpload = busiest(w)
+	for i, sent := range w.e.sent {
+		r.MaxVMUpload = max(r.MaxVMUpload, int64(math.Round(sent)))
+		if w.e.recv[i] > 0 {
+			r.MaxUploadRatio = math.Max(r.MaxUploadRatio, sent/w.e.recv[i])
+		}
+	}
 	wasted := 0.0
 	for _, b := range w.e.waste {
 		wasted += b

@@ -52,6 +52,7 @@ func TestTreeMakespan(t *testing.T) {
 		}
 		c := exact(n)
 		c.Latency = tt.latency
+		c.Stripes = 1
 		r, err := ScaleOut(c, FaaSNet)
 		if err != nil {
 			t.Fatal(err)

@@ -17,6 +17,7 @@ func init() { subcommands = append(subcommands, newSimCmd) }
 // simFlags are the flags of faasnet sim that need converting.
 type simFlags struct {
 	vms        string
+	stripes    string
 	strategies string
 	imageSize  units.Size
 	blockSize  units.Size
@@ -79,7 +80,7 @@ side by side and marks those more than --tolerance apart.`,
 	f.StringVar(&fl.plotFile, "plot", "", "write an SVG plot to this file: ready-time CDF, makespan against concurrency for a sweep, cold-start latency CDF for a trace")
 	f.Float64Var(&cfg.ReadFraction, "read-fraction", cfg.ReadFraction, "share of the image read before start, for faasnet-lazy and ondemand")
 	f.StringVar(&fl.traceDir, "trace", "", "replay the Azure Functions trace in this directory (invocations.csv, durations.csv)")
-	f.Var(&fl.blockSize, "block-size", "block size forwarded down the tree")
+	f.Var(&fl.blockSize, "block-size", "block size forwarded down the tree (0: pick per run from the image, layers, VMs and stripes, see sim.BlockFor)")
 	f.Var(&fl.pieceSize, "piece-size", "swarm piece size")
 	f.DurationVar(&cfg.Latency, "latency", cfg.Latency, "latency of one hop")
 	f.DurationVar(&cfg.StartTime, "start-time", cfg.StartTime, "time a container takes to start once its data is there")
@@ -91,6 +92,8 @@ side by side and marks those more than --tolerance apart.`,
 	f.IntVar(&fl.replay.VMs, "pool", fl.replay.VMs, "trace: VMs in the pool")
 	f.Float64Var(&fl.replay.ScaleFactor, "scale-factor", fl.replay.ScaleFactor, "trace: multiply every invocation count")
 	f.IntVar(&fl.replay.Minutes, "minutes", 0, "trace: replay only the first minutes (0: all)")
+	f.StringVar(&fl.stripes, "stripes", fmt.Sprint(sim.DefaultStripes), "stripe trees per function: block i goes down stripe i mod N (1: the paper's single binary tree); a list (1,2,4) runs the tree strategies with each, side by side")
+	f.IntVar(&cfg.StripeFanout, "stripe-fanout", 0, "fan-out of the stripe trees: 0 for N (each VM interior in one stripe), 2 for one binary tree per stripe (to compare)")
 	f.IntVar(&cfg.Layers, "layers", 1, "layers of each image, moved in parallel (sized as the bench's generated images)")
 	f.IntVar(&cfg.Swarm.Endgame, "swarm-endgame", cfg.Swarm.Endgame, "swarm: missing pieces at which a peer asks several peers for each (0: no endgame; the emulation uses 3)")
 	f.StringVar(&fl.calibrate, "calibrate", "", "simulate the runs of this faasnet bench --json file and compare")
@@ -114,6 +117,11 @@ func runSim(cmd *cobra.Command, fl *simFlags) error {
 	cfg := &fl.replay.Config
 	cfg.ImageSize, cfg.BlockSize, cfg.PieceSize = int64(fl.imageSize), int64(fl.blockSize), int64(fl.pieceSize)
 	cfg.Bandwidth, cfg.RegistryBandwidth = int64(fl.bandwidth), int64(fl.registry)
+	stripes, err := parseInts(fl.stripes)
+	if err != nil {
+		return fmt.Errorf("--stripes: %w", err)
+	}
+	cfg.Stripes = stripes[0]
 	out := cmd.OutOrStdout()
 	files := sim.Files{JSON: fl.jsonFile, Plot: fl.plotFile}
 	if fl.calibrate != "" {
@@ -133,7 +141,7 @@ func runSim(cmd *cobra.Command, fl *simFlags) error {
 		if cmd.Flags().Changed("vms") || cmd.Flags().Changed("containers") {
 			return errors.New("--trace takes the pool size from --pool and the containers from the trace, not --vms or --containers")
 		}
-		return sim.ReplayTrace(out, fl.traceDir, fl.replay, strategies, files)
+		return sim.ReplayTrace(out, fl.traceDir, fl.replay, strategies, stripes, files)
 	}
 	if cmd.Flags().Changed("pool") || cmd.Flags().Changed("scale-factor") || cmd.Flags().Changed("minutes") || cmd.Flags().Changed("idle-timeout") {
 		return errors.New("--pool, --scale-factor, --minutes and --idle-timeout need --trace")
@@ -145,7 +153,7 @@ func runSim(cmd *cobra.Command, fl *simFlags) error {
 	if len(sizes) > 1 && cfg.Containers != 0 {
 		return errors.New("--containers cannot go with a --vms sweep: each point starts one container per VM")
 	}
-	return sim.Sweep(out, *cfg, sizes, strategies, files)
+	return sim.Sweep(out, *cfg, sizes, strategies, stripes, files)
 }
 
 func parseInts(s string) ([]int, error) {
