@@ -38,10 +38,18 @@ import (
 // One Host may run containers from many goroutines, one per function name
 // at a time.
 type Host struct {
-	dir string
-	vm  string
-	rt  *runc.Runtime
-	log *slog.Logger
+	dir    string
+	vm     string
+	rt     *runc.Runtime
+	log    *slog.Logger
+	limits Limits
+}
+
+// Limits bound what one function's image may cost the worker; a function
+// over them is refused. Zero fields take the defaults of their packages.
+type Limits struct {
+	Lazy   lazy.Limits   // a lazy layer's TOC and chunks
+	Unpack unpack.Limits // an unpacked image's bytes and files
 }
 
 // Config is what New needs.
@@ -50,6 +58,7 @@ type Config struct {
 	VM     string       // the worker's id: container ids are faasnet-VM-NAME, so workers may share a machine
 	Runc   string       // the runc executable; "" finds runc in PATH or /usr/sbin
 	Logger *slog.Logger // nil is slog.Default()
+	Limits Limits
 }
 
 // New returns a Host for cfg. It touches nothing on disk: call Cleanup
@@ -60,10 +69,11 @@ func New(cfg Config) *Host {
 		log = slog.Default()
 	}
 	return &Host{
-		dir: cfg.Dir,
-		vm:  cfg.VM,
-		rt:  &runc.Runtime{Root: filepath.Join(cfg.Dir, "runc"), StateDir: filepath.Join(cfg.Dir, "bundles"), Runc: cfg.Runc, Logger: log},
-		log: log,
+		dir:    cfg.Dir,
+		vm:     cfg.VM,
+		rt:     &runc.Runtime{Root: filepath.Join(cfg.Dir, "runc"), StateDir: filepath.Join(cfg.Dir, "bundles"), Runc: cfg.Runc, Logger: log},
+		log:    log,
+		limits: cfg.Limits,
 	}
 }
 
@@ -182,7 +192,7 @@ func (h *Host) mount(ctx context.Context, r *Running, f Function) (string, error
 	if err := os.MkdirAll(mountpoint, 0o755); err != nil {
 		return "", fmt.Errorf("container: function %s: mount point: %w", f.Name, err)
 	}
-	fsys, err := lazy.Mount(ctx, mountpoint, f.Layers, lazy.Options{Logger: h.log})
+	fsys, err := lazy.Mount(ctx, mountpoint, f.Layers, lazy.Options{Logger: h.log, Limits: h.limits.Lazy})
 	if err != nil {
 		return "", fmt.Errorf("container: function %s: %w", f.Name, err)
 	}
@@ -200,7 +210,7 @@ func (h *Host) unpack(r *Running, f Function) (string, error) {
 		return "", fmt.Errorf("container: function %s: removing an old rootfs: %w", f.Name, err)
 	}
 	r.steps = append(r.steps, func(context.Context) error { return os.RemoveAll(rootfs) })
-	if err := unpack.Image(f.Image, rootfs); err != nil {
+	if err := unpack.Image(f.Image, rootfs, h.limits.Unpack); err != nil {
 		return "", fmt.Errorf("container: function %s: %w", f.Name, err)
 	}
 	return rootfs, nil

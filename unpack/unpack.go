@@ -20,10 +20,47 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 )
 
+// Defaults of Limits: far above what a function's image holds, low enough
+// that one image cannot fill a worker's disk or inode table.
+const (
+	DefaultMaxBytes = 16 << 30
+	DefaultMaxFiles = 1 << 20
+)
+
+// Limits bound what unpacking one image may write. Zero fields take the
+// defaults.
+type Limits struct {
+	MaxBytes int64 // bytes of regular files' content; default DefaultMaxBytes
+	MaxFiles int64 // entries of any type; default DefaultMaxFiles
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = DefaultMaxBytes
+	}
+	if l.MaxFiles <= 0 {
+		l.MaxFiles = DefaultMaxFiles
+	}
+	return l
+}
+
+// ErrLimit marks an image refused because unpacking it would go over its
+// Limits.
+var ErrLimit = errors.New("over the unpack limit")
+
 // Image writes the flattened filesystem of img under dir, which is created
-// if needed and should be empty. Whiteouts are applied (mutate.Extract gives each path's
-// topmost version only). Ownership is kept when running as root.
-func Image(img v1.Image, dir string) error {
+// if needed and should be empty, within lim. Whiteouts are applied
+// (mutate.Extract gives each path's topmost version only). Ownership is kept
+// when running as root. If it fails, dir is removed with whatever was
+// written to it.
+func Image(img v1.Image, dir string, lim Limits) (err error) {
+	defer func() {
+		if err != nil {
+			if rerr := os.RemoveAll(dir); rerr != nil {
+				err = fmt.Errorf("%w (removing the partial tree: %w)", err, rerr)
+			}
+		}
+	}()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("unpack: %w", err)
 	}
@@ -34,16 +71,19 @@ func Image(img v1.Image, dir string) error {
 	defer root.Close()
 	rc := mutate.Extract(img)
 	defer rc.Close()
-	if err := Tar(root, rc); err != nil {
+	if err := Tar(root, rc, lim); err != nil {
 		return fmt.Errorf("unpack into %s: %w", dir, err)
 	}
 	return nil
 }
 
-// Tar writes the entries of a flattened tar stream under root. Entries may
-// come in any order (mutate.Extract gives upper layers first, so a file may
-// precede its directory's own entry).
-func Tar(root *os.Root, r io.Reader) error {
+// Tar writes the entries of a flattened tar stream under root, within lim.
+// Entries may come in any order (mutate.Extract gives upper layers first,
+// so a file may precede its directory's own entry). An entry that would go
+// over lim is refused before any of it is written.
+func Tar(root *os.Root, r io.Reader, lim Limits) error {
+	lim = lim.withDefaults()
+	var bytes, files int64
 	tr := tar.NewReader(r)
 	type dirMeta struct {
 		name string
@@ -64,6 +104,18 @@ func Tar(root *os.Root, r io.Reader) error {
 		}
 		if name == "." {
 			continue
+		}
+		if files++; files > lim.MaxFiles {
+			return fmt.Errorf("%w: more than %d files", ErrLimit, lim.MaxFiles)
+		}
+		if h.Typeflag == tar.TypeReg {
+			// archive/tar delivers exactly h.Size bytes of a regular file
+			// (a sparse one's holes as zeros), so the header bounds the
+			// write.
+			if h.Size > lim.MaxBytes-bytes {
+				return fmt.Errorf("%w: %s of %d bytes after %d bytes of files, at most %d in all", ErrLimit, h.Name, h.Size, bytes, lim.MaxBytes)
+			}
+			bytes += h.Size
 		}
 		if err := entry(root, name, h, tr); err != nil {
 			return fmt.Errorf("%s: %w", h.Name, err)
