@@ -70,6 +70,9 @@ type Config struct {
 	RunDir     string
 	Runc       string // the runc binary; "" finds it
 
+	// Limits bound what one image may cost this worker.
+	Limits Limits
+
 	// OCI is the listener of the local runtime endpoint (see ListenOCI);
 	// nil: none. Serve serves it and closes it.
 	OCI net.Listener
@@ -124,6 +127,7 @@ func (c *Config) defaults() error {
 		}
 	}
 	c.HTTP = c.HTTP.WithDefaults()
+	c.Limits = c.Limits.withDefaults()
 	if c.RunDir == "" {
 		c.RunDir = filepath.Clean(c.CacheDir) + ".run"
 	}
@@ -226,7 +230,7 @@ func New(cfg Config) (*Worker, error) {
 		Logger:       w.log,
 	})
 	if cfg.Containers {
-		w.containers = container.New(container.Config{Dir: cfg.RunDir, VM: cfg.ID, Runc: cfg.Runc, Logger: w.log})
+		w.containers = container.New(container.Config{Dir: cfg.RunDir, VM: cfg.ID, Runc: cfg.Runc, Logger: w.log, Limits: cfg.Limits.container()})
 	}
 	w.metrics = newMetrics(w)
 	mux := http.NewServeMux()
