@@ -50,6 +50,7 @@ type Host struct {
 type Limits struct {
 	Lazy   lazy.Limits   // a lazy layer's TOC and chunks
 	Unpack unpack.Limits // an unpacked image's bytes and files
+	Log    int64         // a container's log on disk; 0 is runc.DefaultMaxLogSize
 }
 
 // Config is what New needs.
@@ -71,7 +72,7 @@ func New(cfg Config) *Host {
 	return &Host{
 		dir:    cfg.Dir,
 		vm:     cfg.VM,
-		rt:     &runc.Runtime{Root: filepath.Join(cfg.Dir, "runc"), StateDir: filepath.Join(cfg.Dir, "bundles"), Runc: cfg.Runc, Logger: log},
+		rt:     &runc.Runtime{Root: filepath.Join(cfg.Dir, "runc"), StateDir: filepath.Join(cfg.Dir, "bundles"), Runc: cfg.Runc, MaxLogSize: cfg.Limits.Log, Logger: log},
 		log:    log,
 		limits: cfg.Limits,
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/faasnet/faasnet/container"
 	"github.com/faasnet/faasnet/lazy"
+	"github.com/faasnet/faasnet/runc"
 	"github.com/faasnet/faasnet/unpack"
 	"github.com/faasnet/faasnet/upstream"
 )
@@ -27,6 +28,7 @@ type Limits struct {
 	MaxChunkSpan    int64 // compressed bytes of one eStargz chunk; default lazy.DefaultMaxChunkSpan (64 MiB)
 	MaxUnpackBytes  int64 // file content of one unpacked image; default unpack.DefaultMaxBytes (16 GiB)
 	MaxUnpackFiles  int64 // entries of one unpacked image; default unpack.DefaultMaxFiles (1Mi)
+	MaxLogSize      int64 // a container's log, the newest output kept; default runc.DefaultMaxLogSize (8 MiB)
 }
 
 func (l Limits) withDefaults() Limits {
@@ -48,6 +50,9 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxUnpackFiles <= 0 {
 		l.MaxUnpackFiles = unpack.DefaultMaxFiles
 	}
+	if l.MaxLogSize <= 0 {
+		l.MaxLogSize = runc.DefaultMaxLogSize
+	}
 	return l
 }
 
@@ -55,6 +60,7 @@ func (l Limits) container() container.Limits {
 	return container.Limits{
 		Lazy:   lazy.Limits{MaxTOCSize: l.MaxTOCSize, MaxChunkSpan: l.MaxChunkSpan},
 		Unpack: unpack.Limits{MaxBytes: l.MaxUnpackBytes, MaxFiles: l.MaxUnpackFiles},
+		Log:    l.MaxLogSize,
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/faasnet/faasnet/enroll"
 	"github.com/faasnet/faasnet/lazy"
 	"github.com/faasnet/faasnet/pki"
+	"github.com/faasnet/faasnet/runc"
 	"github.com/faasnet/faasnet/token"
 	"github.com/faasnet/faasnet/units"
 	"github.com/faasnet/faasnet/unpack"
@@ -35,9 +36,10 @@ func newWorkerCmd() *cobra.Command {
 		caFile    string
 		joinFile  string
 		certDir   string
-		limits    = struct{ manifest, config, toc, span, unpackBytes units.Size }{
+		limits    = struct{ manifest, config, toc, span, unpackBytes, log units.Size }{
 			units.Size(upstream.MaxManifestSize), units.Size(worker.DefaultMaxConfigSize),
 			units.Size(lazy.DefaultMaxTOCSize), units.Size(lazy.DefaultMaxChunkSpan), units.Size(unpack.DefaultMaxBytes),
+			units.Size(runc.DefaultMaxLogSize),
 		}
 	)
 	cmd := &cobra.Command{
@@ -56,7 +58,7 @@ func newWorkerCmd() *cobra.Command {
 			}
 			cfg.Limits.MaxManifestSize, cfg.Limits.MaxConfigSize = int64(limits.manifest), int64(limits.config)
 			cfg.Limits.MaxTOCSize, cfg.Limits.MaxChunkSpan = int64(limits.toc), int64(limits.span)
-			cfg.Limits.MaxUnpackBytes = int64(limits.unpackBytes)
+			cfg.Limits.MaxUnpackBytes, cfg.Limits.MaxLogSize = int64(limits.unpackBytes), int64(limits.log)
 			if cfg.CacheDir == "" {
 				cfg.CacheDir = "faasnet-cache-" + cfg.ID
 			}
@@ -120,6 +122,7 @@ func newWorkerCmd() *cobra.Command {
 	f.Var(&limits.span, "max-chunk-span", "largest compressed span of one eStargz chunk (read into memory whole)")
 	f.Var(&limits.unpackBytes, "max-unpack-bytes", "most bytes of files one image unpacks to (images that are not eStargz)")
 	f.Int64Var(&cfg.Limits.MaxUnpackFiles, "max-unpack-files", unpack.DefaultMaxFiles, "most files one image unpacks to")
+	f.Var(&limits.log, "max-log-size", "a container's log on disk (container.log and container.log.1 in its bundle): the newest output is kept")
 	addServerFlags(f, &cfg.HTTP)
 	return cmd
 }
