@@ -38,11 +38,12 @@ import (
 // One Host may run containers from many goroutines, one per function name
 // at a time.
 type Host struct {
-	dir    string
-	vm     string
-	rt     *runc.Runtime
-	log    *slog.Logger
-	limits Limits
+	dir     string
+	vm      string
+	rt      *runc.Runtime
+	log     *slog.Logger
+	limits  Limits
+	account func(int64) func()
 }
 
 // Limits bound what one function's image may cost the worker; a function
@@ -60,6 +61,11 @@ type Config struct {
 	Runc   string       // the runc executable; "" finds runc in PATH or /usr/sbin
 	Logger *slog.Logger // nil is slog.Default()
 	Limits Limits
+	// Account, when set, is told the disk a container takes beside the
+	// worker's cache: the bytes of its unpacked image, and its log at its
+	// largest. It returns the function that gives them back when the
+	// container is stopped.
+	Account func(bytes int64) (release func())
 }
 
 // New returns a Host for cfg. It touches nothing on disk: call Cleanup
@@ -70,11 +76,12 @@ func New(cfg Config) *Host {
 		log = slog.Default()
 	}
 	return &Host{
-		dir:    cfg.Dir,
-		vm:     cfg.VM,
-		rt:     &runc.Runtime{Root: filepath.Join(cfg.Dir, "runc"), StateDir: filepath.Join(cfg.Dir, "bundles"), Runc: cfg.Runc, MaxLogSize: cfg.Limits.Log, Logger: log},
-		log:    log,
-		limits: cfg.Limits,
+		dir:     cfg.Dir,
+		vm:      cfg.VM,
+		rt:      &runc.Runtime{Root: filepath.Join(cfg.Dir, "runc"), StateDir: filepath.Join(cfg.Dir, "bundles"), Runc: cfg.Runc, MaxLogSize: cfg.Limits.Log, Logger: log},
+		log:     log,
+		limits:  cfg.Limits,
+		account: cfg.Account,
 	}
 }
 
@@ -164,6 +171,11 @@ func (h *Host) Run(ctx context.Context, f Function) (_ *Running, err error) {
 		phase("unpacked")
 	}
 
+	logSize := h.limits.Log
+	if logSize <= 0 {
+		logSize = runc.DefaultMaxLogSize
+	}
+	h.charge(r, logSize)
 	if r.port, err = freePort(); err != nil {
 		return nil, err
 	}
@@ -211,10 +223,21 @@ func (h *Host) unpack(r *Running, f Function) (string, error) {
 		return "", fmt.Errorf("container: function %s: removing an old rootfs: %w", f.Name, err)
 	}
 	r.steps = append(r.steps, func(context.Context) error { return os.RemoveAll(rootfs) })
-	if err := unpack.Image(f.Image, rootfs, h.limits.Unpack); err != nil {
+	n, err := unpack.Image(f.Image, rootfs, h.limits.Unpack)
+	if err != nil {
 		return "", fmt.Errorf("container: function %s: %w", f.Name, err)
 	}
+	h.charge(r, n)
 	return rootfs, nil
+}
+
+// charge accounts n bytes of disk to r until it stops.
+func (h *Host) charge(r *Running, n int64) {
+	if h.account == nil {
+		return
+	}
+	release := h.account(n)
+	r.steps = append(r.steps, func(context.Context) error { release(); return nil })
 }
 
 // Cleanup removes what a worker that crashed left below the Host's

@@ -101,7 +101,7 @@ func TestImageGzipBomb(t *testing.T) {
 		}
 	}
 	dir := filepath.Join(t.TempDir(), "rootfs")
-	err = Image(img, dir, Limits{MaxBytes: 100 << 20})
+	_, err = Image(img, dir, Limits{MaxBytes: 100 << 20})
 	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "at most 104857600 in all") {
 		t.Fatalf("Image of a gzip bomb: %v; want ErrLimit", err)
 	}
@@ -147,4 +147,15 @@ func FuzzTar(f *testing.F) {
 			t.Fatalf("wrote %d bytes of files, limit %d", size, lim.MaxBytes)
 		}
 	})
+}
+
+func TestImageReturnsBytesWritten(t *testing.T) {
+	img, err := mutate.AppendLayers(empty.Image, bombLayer(t, 3, 1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := Image(img, filepath.Join(t.TempDir(), "rootfs"), Limits{})
+	if err != nil || n != 3<<20 {
+		t.Fatalf("Image = %d, %v; want %d bytes written", n, err, 3<<20)
+	}
 }

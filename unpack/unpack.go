@@ -51,9 +51,9 @@ var ErrLimit = errors.New("over the unpack limit")
 // Image writes the flattened filesystem of img under dir, which is created
 // if needed and should be empty, within lim. Whiteouts are applied
 // (mutate.Extract gives each path's topmost version only). Ownership is kept
-// when running as root. If it fails, dir is removed with whatever was
-// written to it.
-func Image(img v1.Image, dir string, lim Limits) (err error) {
+// when running as root. It returns the bytes of the files it wrote. If it
+// fails, dir is removed with whatever was written to it.
+func Image(img v1.Image, dir string, lim Limits) (written int64, err error) {
 	defer func() {
 		if err != nil {
 			if rerr := os.RemoveAll(dir); rerr != nil {
@@ -62,19 +62,19 @@ func Image(img v1.Image, dir string, lim Limits) (err error) {
 		}
 	}()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("unpack: %w", err)
+		return 0, fmt.Errorf("unpack: %w", err)
 	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return fmt.Errorf("unpack: %w", err)
+		return 0, fmt.Errorf("unpack: %w", err)
 	}
 	defer root.Close()
 	rc := mutate.Extract(img)
 	defer rc.Close()
-	if err := Tar(root, rc, lim); err != nil {
-		return fmt.Errorf("unpack into %s: %w", dir, err)
+	if written, err = tarFiles(root, rc, lim); err != nil {
+		return 0, fmt.Errorf("unpack into %s: %w", dir, err)
 	}
-	return nil
+	return written, nil
 }
 
 // Tar writes the entries of a flattened tar stream under root, within lim.
@@ -82,6 +82,12 @@ func Image(img v1.Image, dir string, lim Limits) (err error) {
 // so a file may precede its directory's own entry). An entry that would go
 // over lim is refused before any of it is written.
 func Tar(root *os.Root, r io.Reader, lim Limits) error {
+	_, err := tarFiles(root, r, lim)
+	return err
+}
+
+// tarFiles is Tar, returning the bytes of the files it wrote.
+func tarFiles(root *os.Root, r io.Reader, lim Limits) (int64, error) {
 	lim = lim.withDefaults()
 	var bytes, files int64
 	tr := tar.NewReader(r)
@@ -96,29 +102,29 @@ func Tar(root *os.Root, r io.Reader, lim Limits) error {
 			break
 		}
 		if err != nil {
-			return err
+			return bytes, err
 		}
 		name, err := clean(h.Name)
 		if err != nil {
-			return err
+			return bytes, err
 		}
 		if name == "." {
 			continue
 		}
 		if files++; files > lim.MaxFiles {
-			return fmt.Errorf("%w: more than %d files", ErrLimit, lim.MaxFiles)
+			return bytes, fmt.Errorf("%w: more than %d files", ErrLimit, lim.MaxFiles)
 		}
 		if h.Typeflag == tar.TypeReg {
 			// archive/tar delivers exactly h.Size bytes of a regular file
 			// (a sparse one's holes as zeros), so the header bounds the
 			// write.
 			if h.Size > lim.MaxBytes-bytes {
-				return fmt.Errorf("%w: %s of %d bytes after %d bytes of files, at most %d in all", ErrLimit, h.Name, h.Size, bytes, lim.MaxBytes)
+				return bytes, fmt.Errorf("%w: %s of %d bytes after %d bytes of files, at most %d in all", ErrLimit, h.Name, h.Size, bytes, lim.MaxBytes)
 			}
 			bytes += h.Size
 		}
 		if err := entry(root, name, h, tr); err != nil {
-			return fmt.Errorf("%s: %w", h.Name, err)
+			return bytes, fmt.Errorf("%s: %w", h.Name, err)
 		}
 		if h.Typeflag == tar.TypeDir {
 			dirs = append(dirs, dirMeta{name, h})
@@ -129,7 +135,7 @@ func Tar(root *os.Root, r io.Reader, lim Limits) error {
 	for _, d := range dirs {
 		meta(root, d.name, d.h)
 	}
-	return nil
+	return bytes, nil
 }
 
 // clean turns an entry name into a local slash path, refusing escapes.

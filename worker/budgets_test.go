@@ -256,3 +256,37 @@ func TestPasswdSymlinkToTheHostIsNotRead(t *testing.T) {
 		wantAll(t, msg, "user \"intruder\"", "the image's /etc/passwd")
 	}
 }
+
+// TestRunningFunctionsCountInTheCache: a running function's unpacked rootfs
+// and its log at the limit are reserved in the cache's budget, and given
+// back when the function is released from the VM.
+func TestRunningFunctionsCountInTheCache(t *testing.T) {
+	c := newBudgetCluster(t)
+	var rootfs int64
+	err := filepath.WalkDir(filepath.Join(c.run, "rootfs", "good"), func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			rootfs += fi.Size()
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.w.cache.Stats().Reserved, rootfs+c.w.cfg.Limits.MaxLogSize; got != want {
+		t.Errorf("the cache reserves %d bytes for good, want %d (rootfs %d, log %d)", got, want, rootfs, c.w.cfg.Limits.MaxLogSize)
+	}
+	if err := c.mgr.Release(c.ctx, "good", "vm-0"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for c.w.cache.Stats().Reserved != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the cache still reserves %d bytes after good was released", c.w.cache.Stats().Reserved)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the worker's state, with a deadline
+	}
+}

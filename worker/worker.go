@@ -230,7 +230,8 @@ func New(cfg Config) (*Worker, error) {
 		Logger:       w.log,
 	})
 	if cfg.Containers {
-		w.containers = container.New(container.Config{Dir: cfg.RunDir, VM: cfg.ID, Runc: cfg.Runc, Logger: w.log, Limits: cfg.Limits.container()})
+		w.containers = container.New(container.Config{Dir: cfg.RunDir, VM: cfg.ID, Runc: cfg.Runc, Logger: w.log, Limits: cfg.Limits.container(),
+			Account: func(n int64) func() { return cache.Reserve(n).Release }})
 	}
 	w.metrics = newMetrics(w)
 	mux := http.NewServeMux()
