@@ -10,7 +10,7 @@ import (
 )
 
 func TestGzipBombIsSmall(t *testing.T) {
-	l, err := GzipBomb(4, 16<<20)
+	l, err := GzipBomb(4, 4<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,8 +24,8 @@ func TestGzipBombIsSmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n < 64<<20 || size*500 > n {
-		t.Errorf("bomb: %d bytes compressed, %d unpacked; want 64 MiB unpacked at a ratio over 500", size, n)
+	if n < 16<<20 || size*500 > n {
+		t.Errorf("bomb: %d bytes compressed, %d unpacked; want 16 MiB unpacked at a ratio over 500", size, n)
 	}
 }
 

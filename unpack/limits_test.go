@@ -62,8 +62,8 @@ type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
-// bombLayer is a gzip layer of n files of size bytes of zeros each: a few
-// KiB per GiB compressed.
+// bombLayer is a gzip layer of n files of size bytes of zeros each: about a
+// thousandth of that compressed.
 func bombLayer(t *testing.T, n int, size int64) v1.Layer {
 	t.Helper()
 	var buf bytes.Buffer
@@ -87,22 +87,22 @@ func bombLayer(t *testing.T, n int, size int64) v1.Layer {
 	return l
 }
 
-// TestImageGzipBomb unpacks a layer of 4 files of 64 MiB of zeros (256 KiB
-// compressed) with a cap of 100 MiB: it is refused once the second file
-// would cross the cap, and the partial tree is gone.
+// TestImageGzipBomb unpacks a layer of 4 files of 8 MiB of zeros (some
+// 32 KiB compressed) with a cap of 20 MiB: it is refused once the third
+// file would cross the cap, and the partial tree is gone.
 func TestImageGzipBomb(t *testing.T) {
-	img, err := mutate.AppendLayers(empty.Image, bombLayer(t, 4, 64<<20))
+	img, err := mutate.AppendLayers(empty.Image, bombLayer(t, 4, 8<<20))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if l, _ := img.Layers(); len(l) == 1 {
-		if n, _ := l[0].Size(); n > 1<<20 {
-			t.Fatalf("the bomb layer is %d bytes compressed, want under 1 MiB", n)
+		if n, _ := l[0].Size(); n > 128<<10 {
+			t.Fatalf("the bomb layer is %d bytes compressed, want under 128 KiB", n)
 		}
 	}
 	dir := filepath.Join(t.TempDir(), "rootfs")
-	_, err = Image(img, dir, Limits{MaxBytes: 100 << 20})
-	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "at most 104857600 in all") {
+	_, err = Image(img, dir, Limits{MaxBytes: 20 << 20})
+	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "bomb/c of 8388608 bytes after 16777216 bytes of files, at most 20971520 in all") {
 		t.Fatalf("Image of a gzip bomb: %v; want ErrLimit", err)
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {

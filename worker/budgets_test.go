@@ -42,7 +42,7 @@ func newBudgetCluster(t *testing.T) *budgetCluster {
 	c := &budgetCluster{cluster: newCluster(t, time.Hour), run: t.TempDir()}
 	c.w = c.start("vm-0", func(cfg *Config) {
 		cfg.Containers, cfg.RunDir = true, c.run
-		cfg.Limits.MaxUnpackBytes = 64 << 20
+		cfg.Limits.MaxUnpackBytes = 32 << 20
 	})
 	c.waitRegistered(1)
 	c.deploy(t, "good", c.pushImage(t, "good", testenv.ServerImage(t, 1<<20)))
@@ -107,12 +107,12 @@ func wantAll(t *testing.T, msg string, parts ...string) {
 }
 
 // TestGzipBombIsRefusedByTheUnpackCap deploys an image with a layer of
-// 128 MiB of zeros in some 130 KiB on a worker that unpacks 64 MiB at most:
+// 48 MiB of zeros in some 50 KiB on a worker that unpacks 32 MiB at most:
 // the function fails naming the image and the flag, its partial rootfs is
 // gone, and good stays ready.
 func TestGzipBombIsRefusedByTheUnpackCap(t *testing.T) {
 	c := newBudgetCluster(t)
-	bomb, err := imagegen.GzipBomb(4, 32<<20)
+	bomb, err := imagegen.GzipBomb(4, 12<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func TestGzipBombIsRefusedByTheUnpackCap(t *testing.T) {
 	ref := c.pushImage(t, "bomb", img)
 	c.deploy(t, "bomb", ref)
 	msg := c.refused(t, "bomb")
-	wantAll(t, msg, "image "+c.reg+"/hostile/bomb", "over the unpack limit", "at most 67108864 in all", "--max-unpack-bytes")
+	wantAll(t, msg, "image "+c.reg+"/hostile/bomb", "over the unpack limit", "at most 33554432 in all", "--max-unpack-bytes")
 	if _, err := os.Stat(filepath.Join(c.run, "rootfs", "bomb")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the bomb's partial rootfs is still there (stat: %v)", err)
 	}
