@@ -159,3 +159,79 @@ func TestImageReturnsBytesWritten(t *testing.T) {
 		t.Fatalf("Image = %d, %v; want %d bytes written", n, err, 3<<20)
 	}
 }
+
+// TestImageHiddenGzipBomb unpacks an image whose lower layer is a bomb of
+// 32 MiB that the upper layer deletes: nothing of it would be written, but
+// reading it is refused at the cap of 20 MiB.
+func TestImageHiddenGzipBomb(t *testing.T) {
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	tw.WriteHeader(&tar.Header{Name: "bomb/.wh..wh..opq", Typeflag: tar.TypeReg, Mode: 0o644})
+	tw.WriteHeader(&tar.Header{Name: "app", Typeflag: tar.TypeReg, Mode: 0o644})
+	tw.Close()
+	upper, err := tarball.LayerFromReader(bytes.NewReader(b.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, bombLayer(t, 4, 8<<20), upper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		max  int64
+		want string // in the error; "" accepts
+	}{
+		{64 << 20, ""},
+		{20 << 20, "the layers hold more than 20971520 bytes uncompressed"},
+	} {
+		dir := filepath.Join(t.TempDir(), "rootfs")
+		n, err := Image(img, dir, Limits{MaxBytes: tc.max})
+		if tc.want == "" {
+			if err != nil || n != 0 {
+				t.Fatalf("Image within %d bytes: %d written, %v; want nothing of the hidden bomb written", tc.max, n, err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("Image with %d bytes: %v; want ErrLimit about %q", tc.max, err, tc.want)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the partial tree %s is still there (stat: %v)", dir, err)
+		}
+	}
+}
+
+// TestImageCorruptLayerFails unpacks an image whose lower layer's gzip is
+// cut short: Image fails rather than leave a tree without that layer's
+// later files.
+func TestImageCorruptLayerFails(t *testing.T) {
+	full := bombLayer(t, 2, 1<<20)
+	rc, err := full.Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rc)
+	lower := cutLayer{full, b[:len(b)/2]}
+	upper := bombLayer(t, 1, 10)
+	img, err := mutate.AppendLayers(empty.Image, lower, upper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "rootfs")
+	if n, err := Image(img, dir, Limits{}); err == nil {
+		t.Fatalf("Image of a cut layer: %d bytes written, no error", n)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the partial tree %s is still there (stat: %v)", dir, err)
+	}
+}
+
+// cutLayer is a layer whose compressed bytes end early.
+type cutLayer struct {
+	v1.Layer
+	cut []byte
+}
+
+func (l cutLayer) Uncompressed() (io.ReadCloser, error) {
+	return gzip.NewReader(bytes.NewReader(l.cut))
+}

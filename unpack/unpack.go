@@ -27,11 +27,15 @@ const (
 	DefaultMaxFiles = 1 << 20
 )
 
-// Limits bound what unpacking one image may write. Zero fields take the
-// defaults.
+// Limits bound what unpacking one image may read and write. Zero fields
+// take the defaults.
 type Limits struct {
-	MaxBytes int64 // bytes of regular files' content; default DefaultMaxBytes
-	MaxFiles int64 // entries of any type; default DefaultMaxFiles
+	// MaxBytes bounds both the bytes of the files written and the
+	// uncompressed bytes read from all layers: files that an upper layer
+	// hides are decompressed too, so a gzip bomb there would cost time
+	// without a byte written. Default DefaultMaxBytes.
+	MaxBytes int64
+	MaxFiles int64 // entries of any type written; default DefaultMaxFiles
 }
 
 func (l Limits) withDefaults() Limits {
@@ -69,12 +73,72 @@ func Image(img v1.Image, dir string, lim Limits) (written int64, err error) {
 		return 0, fmt.Errorf("unpack: %w", err)
 	}
 	defer root.Close()
-	rc := mutate.Extract(img)
+	lim = lim.withDefaults()
+	rc := mutate.Extract(&cappedImage{Image: img, max: lim.MaxBytes, left: lim.MaxBytes})
 	defer rc.Close()
 	if written, err = tarFiles(root, rc, lim); err != nil {
 		return 0, fmt.Errorf("unpack into %s: %w", dir, err)
 	}
+	// mutate.Extract ends the tar stream before it reports an error in a
+	// layer, so the stream's end may come first: what follows tells.
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		return 0, fmt.Errorf("unpack into %s: %w", dir, err)
+	}
 	return written, nil
+}
+
+// cappedImage is an image whose layers can be read, uncompressed, left
+// bytes in all; mutate.Extract reads them one at a time.
+type cappedImage struct {
+	v1.Image
+	max, left int64
+}
+
+func (c *cappedImage) Layers() ([]v1.Layer, error) {
+	ls, err := c.Image.Layers()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]v1.Layer, len(ls))
+	for i, l := range ls {
+		out[i] = cappedLayer{l, c}
+	}
+	return out, nil
+}
+
+type cappedLayer struct {
+	v1.Layer
+	img *cappedImage
+}
+
+func (l cappedLayer) Uncompressed() (io.ReadCloser, error) {
+	rc, err := l.Layer.Uncompressed()
+	if err != nil {
+		return nil, err
+	}
+	return &cappedReader{rc, l.img}, nil
+}
+
+type cappedReader struct {
+	io.ReadCloser
+	img *cappedImage
+}
+
+func (r *cappedReader) Read(p []byte) (int, error) {
+	if r.img.left <= 0 {
+		// At the limit: only the end of the layer may follow.
+		var b [1]byte
+		if n, err := r.ReadCloser.Read(b[:]); n == 0 {
+			return 0, err
+		}
+		return 0, fmt.Errorf("%w: the layers hold more than %d bytes uncompressed", ErrLimit, r.img.max)
+	}
+	if int64(len(p)) > r.img.left {
+		p = p[:r.img.left]
+	}
+	n, err := r.ReadCloser.Read(p)
+	r.img.left -= int64(n)
+	return n, err
 }
 
 // Tar writes the entries of a flattened tar stream under root, within lim.

@@ -26,7 +26,7 @@ type Limits struct {
 	MaxConfigSize   int64 // default DefaultMaxConfigSize (8 MiB)
 	MaxTOCSize      int64 // an eStargz TOC, compressed and JSON; default lazy.DefaultMaxTOCSize (64 MiB)
 	MaxChunkSpan    int64 // compressed bytes of one eStargz chunk; default lazy.DefaultMaxChunkSpan (64 MiB)
-	MaxUnpackBytes  int64 // file content of one unpacked image; default unpack.DefaultMaxBytes (16 GiB)
+	MaxUnpackBytes  int64 // file content of one unpacked image, and its layers read; default unpack.DefaultMaxBytes (16 GiB)
 	MaxUnpackFiles  int64 // entries of one unpacked image; default unpack.DefaultMaxFiles (1Mi)
 	MaxLogSize      int64 // a container's log, the newest output kept; default runc.DefaultMaxLogSize (8 MiB)
 }

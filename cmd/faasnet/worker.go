@@ -120,7 +120,7 @@ func newWorkerCmd() *cobra.Command {
 	f.Var(&limits.config, "max-config-size", "largest image config fetched and parsed")
 	f.Var(&limits.toc, "max-toc-size", "largest eStargz table of contents of a layer, compressed and as JSON (held in memory)")
 	f.Var(&limits.span, "max-chunk-span", "largest compressed span of one eStargz chunk (read into memory whole)")
-	f.Var(&limits.unpackBytes, "max-unpack-bytes", "most bytes of files one image unpacks to (images that are not eStargz)")
+	f.Var(&limits.unpackBytes, "max-unpack-bytes", "most bytes of files one image unpacks to, and of its layers read uncompressed (images that are not eStargz)")
 	f.Int64Var(&cfg.Limits.MaxUnpackFiles, "max-unpack-files", unpack.DefaultMaxFiles, "most files one image unpacks to")
 	f.Var(&limits.log, "max-log-size", "a container's log on disk (container.log and container.log.1 in its bundle): the newest output is kept")
 	addServerFlags(f, &cfg.HTTP)
