@@ -94,7 +94,26 @@ func (c *budgetCluster) refused(t *testing.T, fn string) string {
 	if err != nil || !strings.Contains(string(out), "faasnet-vm-0-good") {
 		t.Errorf("after %s failed, the containers are %q (%v), want good's among them", fn, out, err)
 	}
+	c.managerSees(t, fn, api.StateFailed, msg)
+	c.managerSees(t, "good", api.StateReady, "")
 	return msg
+}
+
+// managerSees waits until the manager's status of fn shows vm-0 in state
+// with error msg, as the worker reported it.
+func (c *budgetCluster) managerSees(t *testing.T, fn, state, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := c.mgr.Status(c.ctx, fn)
+		if err == nil && len(st.VMs) == 1 && st.VMs[0].State == state && st.VMs[0].Error == msg {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the manager's status of %s is %+v (%v), want vm-0 %s with %q", fn, st, err, state, msg)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the manager's state, with a deadline
+	}
 }
 
 func wantAll(t *testing.T, msg string, parts ...string) {
