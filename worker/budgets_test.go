@@ -94,6 +94,7 @@ func (c *budgetCluster) refused(t *testing.T, fn string) string {
 	if err != nil || !strings.Contains(string(out), "faasnet-vm-0-good") {
 		t.Errorf("after %s failed, the containers are %q (%v), want good's among them", fn, out, err)
 	}
+	t.Logf("%s failed: %s", fn, msg)
 	c.managerSees(t, fn, api.StateFailed, msg)
 	c.managerSees(t, "good", api.StateReady, "")
 	return msg
