@@ -120,10 +120,12 @@ type Options struct {
 type Stats struct {
 	// Bytes is the sum of the sizes of all cached blobs. A partial blob counts
 	// in full: its space is reserved, even where its file is still sparse.
-	Bytes    int64
+	Bytes int64
+	// Reserved is the sum of the Reservations not released.
+	Reserved int64
 	MaxBytes int64
-	// OverLimit reports Bytes > MaxBytes: every blob that could be evicted
-	// has been, and the rest are in use.
+	// OverLimit reports Bytes + Reserved > MaxBytes: every blob that could
+	// be evicted has been, and the rest are in use.
 	OverLimit bool
 	Blobs     int // cached blobs, partial or verified
 	Verified  int // blobs that are complete and verified
@@ -150,6 +152,9 @@ type Cache struct {
 	entries map[v1.Hash]*entry
 	lru     *list.List // of *entry, most recently used at the front
 	total   int64      // sum of the sizes in entries
+	// reserved is the sum of the Reservations not released: counted
+	// against MaxBytes with total.
+	reserved int64
 
 	evictions, failures, hits, misses atomic.Int64
 
@@ -365,7 +370,7 @@ func (c *Cache) unref(e *entry) {
 // evictLocked evicts least recently used blobs without references until the
 // total fits MaxBytes or nothing more can go.
 func (c *Cache) evictLocked() {
-	for !c.closed && c.opts.MaxBytes > 0 && c.total > c.opts.MaxBytes {
+	for !c.closed && c.opts.MaxBytes > 0 && c.total+c.reserved > c.opts.MaxBytes {
 		victim := c.oldestUnusedLocked()
 		if victim == nil {
 			return
@@ -419,8 +424,9 @@ func (c *Cache) Stats() Stats {
 	defer c.mu.Unlock()
 	s := Stats{
 		Bytes:          c.total,
+		Reserved:       c.reserved,
 		MaxBytes:       c.opts.MaxBytes,
-		OverLimit:      c.opts.MaxBytes > 0 && c.total > c.opts.MaxBytes,
+		OverLimit:      c.opts.MaxBytes > 0 && c.total+c.reserved > c.opts.MaxBytes,
 		Blobs:          len(c.entries),
 		Evictions:      c.evictions.Load(),
 		VerifyFailures: c.failures.Load(),

@@ -14,7 +14,8 @@ import (
 
 // evictScript runs ops on a cache of blobs named by one letter, each of
 // blobSize bytes. An op is "+X" (Acquire X), "-X" (release one reference to
-// X) or "?X" (Lookup X, taking a reference if found).
+// X), "?X" (Lookup X, taking a reference if found), "RX" (Reserve blobSize
+// bytes as X) or "rX" (release reservation X).
 type evictScript struct {
 	name    string
 	max     int // in blobs
@@ -40,14 +41,29 @@ func TestEviction(t *testing.T) {
 		{"two refs released", 1, "+A ?A -A +B -A", "B", 1, false},
 		{"lookup of evicted misses", 1, "+A -A +B -B ?A", "B", 1, false},
 		{"unlimited", 0, "+A -A +B -B +C -C +D -D", "ABCD", 0, false},
+		{"reservation evicts", 3, "+A -A +B -B +C -C RX", "BC", 1, false},
+		{"reservations count with blobs", 3, "RX RY +A -A +B -B", "B", 1, false},
+		{"reservation never evicts in use", 2, "+A +B RX", "AB", 0, true},
+		{"released reservation makes room", 3, "RX RY +A -A rY +B -B", "AB", 0, false},
+		{"reservation over the limit", 1, "RX RY", "", 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := openCache(t, t.TempDir(), Options{BlockSize: testBS, MaxBytes: int64(tt.max) * blobSize})
 			blobs := map[byte]content{}
 			held := map[byte][]*Blob{}
+			reserved := map[byte]*Reservation{}
 			for _, op := range strings.Fields(tt.ops) {
 				name := op[1]
+				switch op[0] {
+				case 'R':
+					reserved[name] = c.Reserve(blobSize)
+					continue
+				case 'r':
+					reserved[name].Release()
+					reserved[name].Release() // a second time does nothing
+					continue
+				}
 				ct, ok := blobs[name]
 				if !ok {
 					ct = newContent(rand.New(rand.NewPCG(uint64(name), 0)), blobSize)

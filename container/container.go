@@ -38,10 +38,20 @@ import (
 // One Host may run containers from many goroutines, one per function name
 // at a time.
 type Host struct {
-	dir string
-	vm  string
-	rt  *runc.Runtime
-	log *slog.Logger
+	dir     string
+	vm      string
+	rt      *runc.Runtime
+	log     *slog.Logger
+	limits  Limits
+	account func(int64) func()
+}
+
+// Limits bound what one function's image may cost the worker; a function
+// over them is refused. Zero fields take the defaults of their packages.
+type Limits struct {
+	Lazy   lazy.Limits   // a lazy layer's TOC and chunks
+	Unpack unpack.Limits // an unpacked image's bytes and files
+	Log    int64         // a container's log on disk; 0 is runc.DefaultMaxLogSize
 }
 
 // Config is what New needs.
@@ -50,6 +60,12 @@ type Config struct {
 	VM     string       // the worker's id: container ids are faasnet-VM-NAME, so workers may share a machine
 	Runc   string       // the runc executable; "" finds runc in PATH or /usr/sbin
 	Logger *slog.Logger // nil is slog.Default()
+	Limits Limits
+	// Account, when set, is told the disk a container takes beside the
+	// worker's cache: the bytes of its unpacked image, and its log at its
+	// largest. It returns the function that gives them back when the
+	// container is stopped.
+	Account func(bytes int64) (release func())
 }
 
 // New returns a Host for cfg. It touches nothing on disk: call Cleanup
@@ -60,10 +76,12 @@ func New(cfg Config) *Host {
 		log = slog.Default()
 	}
 	return &Host{
-		dir: cfg.Dir,
-		vm:  cfg.VM,
-		rt:  &runc.Runtime{Root: filepath.Join(cfg.Dir, "runc"), StateDir: filepath.Join(cfg.Dir, "bundles"), Runc: cfg.Runc, Logger: log},
-		log: log,
+		dir:     cfg.Dir,
+		vm:      cfg.VM,
+		rt:      &runc.Runtime{Root: filepath.Join(cfg.Dir, "runc"), StateDir: filepath.Join(cfg.Dir, "bundles"), Runc: cfg.Runc, MaxLogSize: cfg.Limits.Log, Logger: log},
+		log:     log,
+		limits:  cfg.Limits,
+		account: cfg.Account,
 	}
 }
 
@@ -153,6 +171,11 @@ func (h *Host) Run(ctx context.Context, f Function) (_ *Running, err error) {
 		phase("unpacked")
 	}
 
+	logSize := h.limits.Log
+	if logSize <= 0 {
+		logSize = runc.DefaultMaxLogSize
+	}
+	h.charge(r, logSize)
 	if r.port, err = freePort(); err != nil {
 		return nil, err
 	}
@@ -182,7 +205,7 @@ func (h *Host) mount(ctx context.Context, r *Running, f Function) (string, error
 	if err := os.MkdirAll(mountpoint, 0o755); err != nil {
 		return "", fmt.Errorf("container: function %s: mount point: %w", f.Name, err)
 	}
-	fsys, err := lazy.Mount(ctx, mountpoint, f.Layers, lazy.Options{Logger: h.log})
+	fsys, err := lazy.Mount(ctx, mountpoint, f.Layers, lazy.Options{Logger: h.log, Limits: h.limits.Lazy})
 	if err != nil {
 		return "", fmt.Errorf("container: function %s: %w", f.Name, err)
 	}
@@ -200,10 +223,21 @@ func (h *Host) unpack(r *Running, f Function) (string, error) {
 		return "", fmt.Errorf("container: function %s: removing an old rootfs: %w", f.Name, err)
 	}
 	r.steps = append(r.steps, func(context.Context) error { return os.RemoveAll(rootfs) })
-	if err := unpack.Image(f.Image, rootfs); err != nil {
+	n, err := unpack.Image(f.Image, rootfs, h.limits.Unpack)
+	if err != nil {
 		return "", fmt.Errorf("container: function %s: %w", f.Name, err)
 	}
+	h.charge(r, n)
 	return rootfs, nil
+}
+
+// charge accounts n bytes of disk to r until it stops.
+func (h *Host) charge(r *Running, n int64) {
+	if h.account == nil {
+		return
+	}
+	release := h.account(n)
+	r.steps = append(r.steps, func(context.Context) error { release(); return nil })
 }
 
 // Cleanup removes what a worker that crashed left below the Host's

@@ -45,7 +45,7 @@ type FS struct {
 func Mount(ctx context.Context, mountpoint string, layers []Layer, opts Options) (*FS, error) {
 	opts = opts.withDefaults()
 	r := newReader(opts)
-	indexes, err := openLayers(ctx, r, layers)
+	indexes, err := openLayers(ctx, r, layers, opts.Limits)
 	if err != nil {
 		r.close()
 		return nil, err
@@ -84,7 +84,7 @@ func Mount(ctx context.Context, mountpoint string, layers []Layer, opts Options)
 }
 
 // openLayers reads the TOCs of all layers at once and fills r's sources.
-func openLayers(ctx context.Context, r *reader, layers []Layer) ([]*Index, error) {
+func openLayers(ctx context.Context, r *reader, layers []Layer, lim Limits) ([]*Index, error) {
 	if len(layers) == 0 {
 		return nil, errors.New("lazy: no layers to mount")
 	}
@@ -101,7 +101,7 @@ func openLayers(ctx context.Context, r *reader, layers []Layer) ([]*Index, error
 		refetch, _ := l.Blob.(Refetcher)
 		r.layers = append(r.layers, layerSource{digest: l.Digest, blob: blob, refetch: refetch})
 		wg.Go(func() {
-			indexes[i], errs[i] = TOC(ctx, blob, l.Size, l.TOCDigest)
+			indexes[i], errs[i] = ReadTOC(ctx, blob, l.Size, l.TOCDigest, lim)
 			if errs[i] != nil {
 				errs[i] = fmt.Errorf("layer %d (%s): %w", i, l.Digest, errs[i])
 			}

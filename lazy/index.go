@@ -22,11 +22,17 @@ import (
 )
 
 const (
-	// MaxTOCSize bounds the compressed table of contents of one layer, and
-	// maxTOCJSON its decompressed JSON: a blob that claims more is refused
-	// rather than trusted with our memory.
-	MaxTOCSize = 64 << 20
-	maxTOCJSON = 512 << 20
+	// DefaultMaxTOCSize bounds the table of contents of one layer, both its
+	// compressed form and its JSON, unless Limits say otherwise. Both are
+	// held in memory whole; a TOC entry takes some 200 bytes of JSON, so
+	// this leaves room for about 300,000 files in one layer.
+	DefaultMaxTOCSize = 64 << 20
+	// DefaultMaxChunkSpan bounds the compressed bytes read to get one
+	// chunk (from its gzip member to the next chunk's, or to the TOC),
+	// unless Limits say otherwise: they are read into memory whole. Convert
+	// writes members of 512 KiB at most, plus the tar headers of the
+	// entries between two chunks.
+	DefaultMaxChunkSpan = 64 << 20
 
 	// MaxChunkSize bounds the uncompressed size of one chunk. A chunk is
 	// verified whole before any byte of it is used, so it is held in memory
@@ -79,12 +85,37 @@ type chunk struct {
 
 func (c *chunk) blobRange() Range { return Range{c.blobOff, c.blobEnd - c.blobOff} }
 
+// Limits bound what one layer's TOC may make a reader hold in memory. A
+// layer over a limit is refused, with an error naming the limit. Zero
+// fields take the defaults.
+type Limits struct {
+	MaxTOCSize   int64 // compressed TOC and its JSON; default DefaultMaxTOCSize
+	MaxChunkSpan int64 // compressed bytes of one chunk; default DefaultMaxChunkSpan
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxTOCSize <= 0 {
+		l.MaxTOCSize = DefaultMaxTOCSize
+	}
+	if l.MaxChunkSpan <= 0 {
+		l.MaxChunkSpan = DefaultMaxChunkSpan
+	}
+	return l
+}
+
 // TOC reads the footer and the table of contents of the eStargz blob of size
 // bytes that blob serves, in two reads (the 51-byte footer, then the TOC),
-// and checks it. When tocDigest is not empty (it is the layer's
-// containerd.io/snapshot/stargz/toc.digest annotation), the TOC's JSON must
-// have that digest: the digests of all chunks are trusted through it.
+// and checks it, within the default Limits. When tocDigest is not empty (it
+// is the layer's containerd.io/snapshot/stargz/toc.digest annotation), the
+// TOC's JSON must have that digest: the digests of all chunks are trusted
+// through it.
 func TOC(ctx context.Context, blob BlobReader, size int64, tocDigest string) (*Index, error) {
+	return ReadTOC(ctx, blob, size, tocDigest, Limits{})
+}
+
+// ReadTOC is TOC within lim.
+func ReadTOC(ctx context.Context, blob BlobReader, size int64, tocDigest string, lim Limits) (*Index, error) {
+	lim = lim.withDefaults()
 	if tocDigest != "" {
 		if _, err := digest.Parse(tocDigest); err != nil {
 			return nil, fmt.Errorf("lazy: TOC digest annotation: %w", err)
@@ -97,7 +128,7 @@ func TOC(ctx context.Context, blob BlobReader, size int64, tocDigest string) (*I
 	if err := readFull(ctx, blob, footer, size-estargz.FooterSize); err != nil {
 		return nil, fmt.Errorf("lazy: reading eStargz footer: %w", err)
 	}
-	tocOffset, err := parseFooter(footer, size)
+	tocOffset, err := parseFooter(footer, size, lim)
 	if err != nil {
 		return nil, err
 	}
@@ -105,27 +136,36 @@ func TOC(ctx context.Context, blob BlobReader, size int64, tocDigest string) (*I
 	if err := readFull(ctx, blob, tocGz, tocOffset); err != nil {
 		return nil, fmt.Errorf("lazy: reading eStargz TOC at offset %d: %w", tocOffset, err)
 	}
-	return parseIndex(tocGz, size, tocOffset, tocDigest)
+	return parseIndex(tocGz, size, tocOffset, tocDigest, lim)
 }
 
+// ErrLimit marks a layer refused because it is over one of its Limits.
+var ErrLimit = errors.New("over the worker's limit")
+
 // parseFooter returns the TOC offset that the footer of a blob of size bytes
-// records, checked to leave room for a TOC of at most MaxTOCSize.
-func parseFooter(footer []byte, size int64) (int64, error) {
+// records, checked to leave room for a TOC of at most lim.MaxTOCSize.
+func parseFooter(footer []byte, size int64, lim Limits) (int64, error) {
 	_, tocOffset, _, err := new(estargz.GzipDecompressor).ParseFooter(footer)
 	if err != nil {
 		return 0, fmt.Errorf("lazy: %w: footer: %w", ErrNotEStargz, err)
 	}
 	tocEnd := size - estargz.FooterSize
-	if tocOffset < 0 || tocOffset >= tocEnd || tocEnd-tocOffset > MaxTOCSize {
+	if tocOffset < 0 || tocOffset >= tocEnd {
 		return 0, fmt.Errorf("lazy: %w: footer puts the TOC at %d in a blob of %d bytes", ErrNotEStargz, tocOffset, size)
+	}
+	if n := tocEnd - tocOffset; n > lim.MaxTOCSize {
+		return 0, fmt.Errorf("lazy: %w: compressed TOC of %d bytes, at most %d allowed", ErrLimit, n, lim.MaxTOCSize)
 	}
 	return tocOffset, nil
 }
 
 // parseIndex decompresses tocGz, the TOC's gzip member, checks its digest
 // against want (unless empty) and builds the index.
-func parseIndex(tocGz []byte, size, tocOffset int64, want string) (*Index, error) {
-	raw, err := tocJSON(tocGz)
+func parseIndex(tocGz []byte, size, tocOffset int64, want string, lim Limits) (*Index, error) {
+	raw, err := tocJSON(tocGz, lim.MaxTOCSize)
+	if errors.Is(err, ErrLimit) {
+		return nil, fmt.Errorf("lazy: %w", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lazy: %w: TOC: %w", ErrNotEStargz, err)
 	}
@@ -138,7 +178,7 @@ func parseIndex(tocGz []byte, size, tocOffset int64, want string) (*Index, error
 	if err := json.Unmarshal(raw, &toc); err != nil {
 		return nil, fmt.Errorf("lazy: %w: decoding TOC JSON: %w", ErrNotEStargz, err)
 	}
-	ix, err := buildIndex(&toc, size, tocOffset)
+	ix, err := buildIndex(&toc, size, tocOffset, lim)
 	if err != nil {
 		return nil, fmt.Errorf("lazy: TOC %s: %w", got, err)
 	}
@@ -148,7 +188,7 @@ func parseIndex(tocGz []byte, size, tocOffset int64, want string) (*Index, error
 
 // tocJSON returns the JSON file that the TOC's gzip member holds as the
 // single tar entry stargz.index.json.
-func tocJSON(tocGz []byte) ([]byte, error) {
+func tocJSON(tocGz []byte, max int64) ([]byte, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(tocGz))
 	if err != nil {
 		return nil, err
@@ -162,19 +202,22 @@ func tocJSON(tocGz []byte) ([]byte, error) {
 	if h.Name != estargz.TOCTarName {
 		return nil, fmt.Errorf("tar entry is %q, want %q", h.Name, estargz.TOCTarName)
 	}
-	raw, err := io.ReadAll(io.LimitReader(tr, maxTOCJSON+1))
+	if h.Size > max {
+		return nil, fmt.Errorf("%w: TOC JSON of %d bytes, at most %d allowed", ErrLimit, h.Size, max)
+	}
+	raw, err := io.ReadAll(io.LimitReader(tr, max+1))
 	if err != nil {
 		return nil, fmt.Errorf("decompressing: %w", err)
 	}
-	if len(raw) > maxTOCJSON {
-		return nil, fmt.Errorf("JSON larger than %d bytes", maxTOCJSON)
+	if int64(len(raw)) > max {
+		return nil, fmt.Errorf("%w: TOC JSON of more than %d bytes allowed", ErrLimit, max)
 	}
 	return raw, nil
 }
 
 // buildIndex checks the TOC entries of a blob of size bytes whose TOC starts
 // at tocOffset and folds chunk entries into their files.
-func buildIndex(toc *estargz.JTOC, size, tocOffset int64) (*Index, error) {
+func buildIndex(toc *estargz.JTOC, size, tocOffset int64, lim Limits) (*Index, error) {
 	if toc.Version != 1 {
 		return nil, fmt.Errorf("TOC version %d, want 1", toc.Version)
 	}
@@ -220,7 +263,7 @@ func buildIndex(toc *estargz.JTOC, size, tocOffset int64) (*Index, error) {
 			return nil, fmt.Errorf("file %q: %w", file.Name, err)
 		}
 	}
-	if err := ix.placeChunks(); err != nil {
+	if err := ix.placeChunks(lim.MaxChunkSpan); err != nil {
 		return nil, err
 	}
 	if ix.prefetch > tocOffset {
@@ -313,8 +356,9 @@ func (e *entry) checkChunks() error {
 }
 
 // placeChunks sets where each chunk's gzip member ends: at the start of the
-// next member, or of the TOC.
-func (ix *Index) placeChunks() error {
+// next member, or of the TOC. A chunk is read whole into memory, so one
+// whose span is over maxSpan is refused here, before any read.
+func (ix *Index) placeChunks(maxSpan int64) error {
 	var starts []int64
 	for _, e := range ix.entries {
 		for _, c := range e.chunks {
@@ -333,6 +377,10 @@ func (ix *Index) placeChunks() error {
 			c.blobEnd = ix.tocOffset
 			if j+1 < len(starts) {
 				c.blobEnd = starts[j+1]
+			}
+			if n := c.blobEnd - c.blobOff; n > maxSpan {
+				return fmt.Errorf("%w: file %q: chunk at file offset %d spans %d compressed bytes, at most %d allowed",
+					ErrLimit, e.Name, c.fileOff, n, maxSpan)
 			}
 		}
 	}

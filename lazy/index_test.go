@@ -199,11 +199,11 @@ func FuzzTOC(f *testing.F) {
 func FuzzIndexJSON(f *testing.F) {
 	for _, l := range testLayers() {
 		blob, _ := esgz(f, tarOf(f, l))
-		tocOffset, err := parseFooter(blob[len(blob)-estargz.FooterSize:], int64(len(blob)))
+		tocOffset, err := parseFooter(blob[len(blob)-estargz.FooterSize:], int64(len(blob)), Limits{}.withDefaults())
 		if err != nil {
 			f.Fatal(err)
 		}
-		raw, err := tocJSON(blob[tocOffset : len(blob)-estargz.FooterSize])
+		raw, err := tocJSON(blob[tocOffset:len(blob)-estargz.FooterSize], DefaultMaxTOCSize)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -217,14 +217,14 @@ func FuzzIndexJSON(f *testing.F) {
 			return
 		}
 		const size, tocOffset = 1 << 30, 1<<30 - 1000
-		ix, err := buildIndex(&toc, size, tocOffset)
+		ix, err := buildIndex(&toc, size, tocOffset, Limits{}.withDefaults())
 		if err != nil {
 			return
 		}
 		for _, e := range ix.entries {
 			var covered int64
 			for _, c := range e.chunks {
-				if c.blobOff <= 0 || c.blobEnd > tocOffset || c.blobOff >= c.blobEnd || c.fileOff != covered {
+				if c.blobOff <= 0 || c.blobEnd > tocOffset || c.blobOff >= c.blobEnd || c.fileOff != covered || c.blobEnd-c.blobOff > DefaultMaxChunkSpan {
 					t.Fatalf("%s: bad chunk %+v after %d bytes", e.Name, c, covered)
 				}
 				covered += c.size
@@ -267,7 +267,7 @@ func TestChunkDigestMustBeCanonical(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := tocJSON(blob[ix.TOCOffset() : size-estargz.FooterSize])
+	raw, err := tocJSON(blob[ix.TOCOffset():size-estargz.FooterSize], DefaultMaxTOCSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +295,7 @@ func TestChunkDigestMustBeCanonical(t *testing.T) {
 			if changed == 0 {
 				t.Fatal("no chunk digests in the test TOC")
 			}
-			_, err := buildIndex(&toc, size, ix.TOCOffset())
+			_, err := buildIndex(&toc, size, ix.TOCOffset(), Limits{}.withDefaults())
 			if tc.valid != (err == nil) {
 				t.Errorf("buildIndex with chunk digests %s: %v; want valid %v", tc.name, err, tc.valid)
 			}

@@ -207,7 +207,7 @@ func TestMergeProperty(t *testing.T) {
 		}
 		var ixs []*Index
 		for _, l := range layers {
-			ix, err := buildIndex(&estargz.JTOC{Version: 1, Entries: l}, 100, 50)
+			ix, err := buildIndex(&estargz.JTOC{Version: 1, Entries: l}, 100, 50, Limits{}.withDefaults())
 			if err != nil {
 				t.Fatal(err)
 			}

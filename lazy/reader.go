@@ -31,6 +31,9 @@ type Options struct {
 	CacheSize int64
 	// Logger receives warnings about failed reads. Default slog.Default().
 	Logger *slog.Logger
+	// Limits bound each layer's TOC and chunks; a layer over them is not
+	// mounted.
+	Limits Limits
 }
 
 func (o Options) withDefaults() Options {

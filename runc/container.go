@@ -31,6 +31,10 @@ type Container struct {
 	pidfd  *os.File      // watches the process; nil if it was gone at once
 	// watching is closed when the watcher goroutine has returned.
 	watching chan struct{}
+	// logDone is closed when the log's copier has returned, after every
+	// writer closed the pipe logR reads (see Runtime.run).
+	logR    *os.File
+	logDone chan struct{}
 
 	mu      sync.Mutex // serialises Stop
 	stopped bool
@@ -116,6 +120,7 @@ func (c *Container) hasExited() bool {
 func (c *Container) WaitReady(ctx context.Context, url string) (time.Duration, error) {
 	d, err := waitReady(ctx, url, c.exited)
 	if errors.Is(err, ErrExited) {
+		c.closeLog(ctx) // its last words may still be in the pipe
 		return d, fmt.Errorf("runc: container %s: %w before %s answered (after %v)%s", c.id, err, url, d.Round(time.Millisecond), quoteLog(c.LogTail()))
 	}
 	return d, err
@@ -172,11 +177,27 @@ func (c *Container) stop(ctx context.Context) error {
 		close(c.exited) // unwatched, but delete --force has killed it
 	}
 	<-c.watching
+	c.closeLog(ctx)
 	if err := os.RemoveAll(c.bundle); err != nil {
 		return err
 	}
 	c.r.logger().Info("container stopped", "id", c.id, "pid", c.pid)
 	return nil
+}
+
+// closeLog waits until the log has every byte the container wrote: its
+// processes are gone, so the pipe ends soon. A process that escaped with
+// the pipe cannot hold it past ctx: then the pipe is closed under it.
+func (c *Container) closeLog(ctx context.Context) {
+	if c.logDone == nil {
+		return
+	}
+	select {
+	case <-c.logDone:
+	case <-ctx.Done():
+		c.logR.Close()
+		<-c.logDone
+	}
 }
 
 // logTailBytes and logTailLines bound how much of a log an error quotes.
@@ -188,21 +209,35 @@ const (
 // LogTail returns the last lines of the container's log (at most 20 lines,
 // 4 KiB), or "" if there is none.
 func (c *Container) LogTail() string {
-	f, err := os.Open(c.logPath)
+	// The newest bytes are in the log; just after a rotation, the ones
+	// before them are in the rotated half.
+	newest, cut := fileTail(c.logPath, logTailBytes)
+	if n := len(newest); n < logTailBytes {
+		var older []byte
+		older, cut = fileTail(c.logPath+rotatedSuffix, logTailBytes-n)
+		newest = append(older, newest...)
+	}
+	return tailLines(newest, cut, logTailLines)
+}
+
+// fileTail returns the last n bytes of the file at path (nil if it cannot
+// be read), and whether that cuts the file.
+func fileTail(path string, n int) ([]byte, bool) {
+	f, err := os.Open(path)
 	if err != nil {
-		return ""
+		return nil, false
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return ""
+		return nil, false
 	}
-	off := max(fi.Size()-logTailBytes, 0)
-	b, err := io.ReadAll(io.NewSectionReader(f, off, logTailBytes))
+	off := max(fi.Size()-int64(n), 0)
+	b, err := io.ReadAll(io.NewSectionReader(f, off, int64(n)))
 	if err != nil {
-		return ""
+		return nil, false
 	}
-	return tailLines(b, off > 0, logTailLines)
+	return b, off > 0
 }
 
 // tailLines returns the last n lines of b; cut means b starts within a

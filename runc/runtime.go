@@ -10,10 +10,12 @@
 // ports). It keeps one capability (binding ports below 1024), cannot gain
 // privileges, and may have a cgroup memory limit.
 //
-// Containers are started detached (`runc run --detach`): they outlive a
-// worker that crashes, and the next worker removes them with Cleanup. The
-// container's standard output and error, and runc's own errors, go to a log
-// file in its bundle; errors quote its tail.
+// Containers are started detached (`runc run --detach`); the next worker
+// removes those a crashed worker left with Cleanup. The container's
+// standard output and error, and runc's own errors, go through a pipe to a
+// log file in its bundle that keeps the newest Runtime.MaxLogSize bytes at
+// most; errors quote its tail. A container whose worker crashed loses its
+// output (EPIPE) until Cleanup removes it.
 package runc
 
 import (
@@ -45,7 +47,10 @@ type Runtime struct {
 	StateDir  string        // bundles, a directory per container below it
 	Runc      string        // the runc executable; "" finds runc in PATH or /usr/sbin
 	StopGrace time.Duration // between SIGTERM and SIGKILL in Stop; 0 is DefaultStopGrace
-	Logger    *slog.Logger  // nil is slog.Default()
+	// MaxLogSize bounds a container's log on disk (see logWriter); 0 is
+	// DefaultMaxLogSize.
+	MaxLogSize int64
+	Logger     *slog.Logger // nil is slog.Default()
 }
 
 // logFile is the name of the container's log in its bundle.
@@ -83,13 +88,15 @@ func (r *Runtime) Start(ctx context.Context, s Spec) (*Container, error) {
 	c := &Container{r: r, id: s.ID, bundle: bundle, logPath: filepath.Join(bundle, logFile)}
 	pid, err := r.run(ctx, c)
 	if err != nil {
-		tail := c.LogTail()
-		// A cancelled or failed runc may leave a created container behind.
+		// A cancelled or failed runc may leave a created container behind,
+		// holding the log's pipe: the log is complete once it is gone.
 		cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		if derr := r.delete(cleanup, s.ID); derr != nil {
 			r.logger().Warn("removing a container that failed to start", "id", s.ID, "err", derr)
 		}
+		c.closeLog(cleanup)
+		tail := c.LogTail()
 		os.RemoveAll(bundle)
 		return nil, fmt.Errorf("runc: start container %s: %w%s", s.ID, err, quoteLog(tail))
 	}
@@ -121,19 +128,32 @@ func writeBundle(bundle string, spec any) error {
 	return nil
 }
 
-// run runs `runc run --detach` for c with the container's output appended
-// to c's log, and returns the pid of the container's process.
+// run runs `runc run --detach` for c with the container's output going to
+// c's log through a pipe, and returns the pid of the container's process.
+// The pipe, rather than the file itself, lets the worker bound the log
+// (see logWriter); c.closeLog waits for its last bytes.
 func (r *Runtime) run(ctx context.Context, c *Container) (int, error) {
-	logf, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	limit := r.MaxLogSize
+	if limit <= 0 {
+		limit = DefaultMaxLogSize
+	}
+	lw, err := newLogWriter(c.logPath, limit)
 	if err != nil {
 		return 0, fmt.Errorf("log: %w", err)
 	}
-	defer logf.Close() // the container keeps its own descriptors
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		lw.Close()
+		return 0, fmt.Errorf("log: %w", err)
+	}
+	defer pw.Close() // the container keeps its own descriptors
+	c.logR, c.logDone = pr, make(chan struct{})
+	go func() { defer close(c.logDone); copyLog(pr, lw) }()
 	pidFile := filepath.Join(c.bundle, "pid")
 	cmd := exec.CommandContext(ctx, r.runcPath(), "--root", r.Root, "run", "--detach", "--bundle", c.bundle, "--pid-file", pidFile, c.id)
-	// Files, not pipes: the container inherits them, and Wait does not wait
-	// for the container to close them.
-	cmd.Stdout, cmd.Stderr = logf, logf
+	// An *os.File, not a Writer: the container inherits it, and Wait does
+	// not wait for the container to close it.
+	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Run(); err != nil {
 		return 0, fmt.Errorf("runc run: %w", err)
 	}

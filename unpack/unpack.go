@@ -20,30 +20,140 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 )
 
+// Defaults of Limits: far above what a function's image holds, low enough
+// that one image cannot fill a worker's disk or inode table.
+const (
+	DefaultMaxBytes = 16 << 30
+	DefaultMaxFiles = 1 << 20
+)
+
+// Limits bound what unpacking one image may read and write. Zero fields
+// take the defaults.
+type Limits struct {
+	// MaxBytes bounds both the bytes of the files written and the
+	// uncompressed bytes read from all layers: files that an upper layer
+	// hides are decompressed too, so a gzip bomb there would cost time
+	// without a byte written. Default DefaultMaxBytes.
+	MaxBytes int64
+	MaxFiles int64 // entries of any type written; default DefaultMaxFiles
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = DefaultMaxBytes
+	}
+	if l.MaxFiles <= 0 {
+		l.MaxFiles = DefaultMaxFiles
+	}
+	return l
+}
+
+// ErrLimit marks an image refused because unpacking it would go over its
+// Limits.
+var ErrLimit = errors.New("over the unpack limit")
+
 // Image writes the flattened filesystem of img under dir, which is created
-// if needed and should be empty. Whiteouts are applied (mutate.Extract gives each path's
-// topmost version only). Ownership is kept when running as root.
-func Image(img v1.Image, dir string) error {
+// if needed and should be empty, within lim. Whiteouts are applied
+// (mutate.Extract gives each path's topmost version only). Ownership is kept
+// when running as root. It returns the bytes of the files it wrote. If it
+// fails, dir is removed with whatever was written to it.
+func Image(img v1.Image, dir string, lim Limits) (written int64, err error) {
+	defer func() {
+		if err != nil {
+			if rerr := os.RemoveAll(dir); rerr != nil {
+				err = fmt.Errorf("%w (removing the partial tree: %w)", err, rerr)
+			}
+		}
+	}()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("unpack: %w", err)
+		return 0, fmt.Errorf("unpack: %w", err)
 	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return fmt.Errorf("unpack: %w", err)
+		return 0, fmt.Errorf("unpack: %w", err)
 	}
 	defer root.Close()
-	rc := mutate.Extract(img)
+	lim = lim.withDefaults()
+	rc := mutate.Extract(&cappedImage{Image: img, max: lim.MaxBytes, left: lim.MaxBytes})
 	defer rc.Close()
-	if err := Tar(root, rc); err != nil {
-		return fmt.Errorf("unpack into %s: %w", dir, err)
+	if written, err = tarFiles(root, rc, lim); err != nil {
+		return 0, fmt.Errorf("unpack into %s: %w", dir, err)
 	}
-	return nil
+	// mutate.Extract ends the tar stream before it reports an error in a
+	// layer, so the stream's end may come first: what follows tells.
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		return 0, fmt.Errorf("unpack into %s: %w", dir, err)
+	}
+	return written, nil
 }
 
-// Tar writes the entries of a flattened tar stream under root. Entries may
-// come in any order (mutate.Extract gives upper layers first, so a file may
-// precede its directory's own entry).
-func Tar(root *os.Root, r io.Reader) error {
+// cappedImage is an image whose layers can be read, uncompressed, left
+// bytes in all; mutate.Extract reads them one at a time.
+type cappedImage struct {
+	v1.Image
+	max, left int64
+}
+
+func (c *cappedImage) Layers() ([]v1.Layer, error) {
+	ls, err := c.Image.Layers()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]v1.Layer, len(ls))
+	for i, l := range ls {
+		out[i] = cappedLayer{l, c}
+	}
+	return out, nil
+}
+
+type cappedLayer struct {
+	v1.Layer
+	img *cappedImage
+}
+
+func (l cappedLayer) Uncompressed() (io.ReadCloser, error) {
+	rc, err := l.Layer.Uncompressed()
+	if err != nil {
+		return nil, err
+	}
+	return &cappedReader{rc, l.img}, nil
+}
+
+type cappedReader struct {
+	io.ReadCloser
+	img *cappedImage
+}
+
+func (r *cappedReader) Read(p []byte) (int, error) {
+	if r.img.left <= 0 {
+		// At the limit: only the end of the layer may follow.
+		var b [1]byte
+		if n, err := r.ReadCloser.Read(b[:]); n == 0 {
+			return 0, err
+		}
+		return 0, fmt.Errorf("%w: the layers hold more than %d bytes uncompressed", ErrLimit, r.img.max)
+	}
+	if int64(len(p)) > r.img.left {
+		p = p[:r.img.left]
+	}
+	n, err := r.ReadCloser.Read(p)
+	r.img.left -= int64(n)
+	return n, err
+}
+
+// Tar writes the entries of a flattened tar stream under root, within lim.
+// Entries may come in any order (mutate.Extract gives upper layers first,
+// so a file may precede its directory's own entry). An entry that would go
+// over lim is refused before any of it is written.
+func Tar(root *os.Root, r io.Reader, lim Limits) error {
+	_, err := tarFiles(root, r, lim)
+	return err
+}
+
+// tarFiles is Tar, returning the bytes of the files it wrote.
+func tarFiles(root *os.Root, r io.Reader, lim Limits) (int64, error) {
+	lim = lim.withDefaults()
+	var bytes, files int64
 	tr := tar.NewReader(r)
 	type dirMeta struct {
 		name string
@@ -56,17 +166,29 @@ func Tar(root *os.Root, r io.Reader) error {
 			break
 		}
 		if err != nil {
-			return err
+			return bytes, err
 		}
 		name, err := clean(h.Name)
 		if err != nil {
-			return err
+			return bytes, err
 		}
 		if name == "." {
 			continue
 		}
+		if files++; files > lim.MaxFiles {
+			return bytes, fmt.Errorf("%w: more than %d files", ErrLimit, lim.MaxFiles)
+		}
+		if h.Typeflag == tar.TypeReg {
+			// archive/tar delivers exactly h.Size bytes of a regular file
+			// (a sparse one's holes as zeros), so the header bounds the
+			// write.
+			if h.Size > lim.MaxBytes-bytes {
+				return bytes, fmt.Errorf("%w: %s of %d bytes after %d bytes of files, at most %d in all", ErrLimit, h.Name, h.Size, bytes, lim.MaxBytes)
+			}
+			bytes += h.Size
+		}
 		if err := entry(root, name, h, tr); err != nil {
-			return fmt.Errorf("%s: %w", h.Name, err)
+			return bytes, fmt.Errorf("%s: %w", h.Name, err)
 		}
 		if h.Typeflag == tar.TypeDir {
 			dirs = append(dirs, dirMeta{name, h})
@@ -77,7 +199,7 @@ func Tar(root *os.Root, r io.Reader) error {
 	for _, d := range dirs {
 		meta(root, d.name, d.h)
 	}
-	return nil
+	return bytes, nil
 }
 
 // clean turns an entry name into a local slash path, refusing escapes.

@@ -17,7 +17,7 @@ type ent struct {
 	uid              int
 }
 
-func tarOf(t *testing.T, es []ent) *bytes.Reader {
+func tarOf(t testing.TB, es []ent) *bytes.Reader {
 	t.Helper()
 	var b bytes.Buffer
 	tw := tar.NewWriter(&b)
@@ -48,7 +48,7 @@ func TestTar(t *testing.T) {
 		{name: "bin/sh", link: "/usr/bin/dash", typ: tar.TypeSymlink, mode: 0o777},
 		{name: "app/hard", link: "app/handler.py", typ: tar.TypeLink},
 		{name: "./etc/../etc/motd", body: "hi", typ: tar.TypeReg, mode: 0o644},
-	}))
+	}), Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestTarSpecialBits(t *testing.T) {
 	for _, tc := range tests {
 		es = append(es, tc.e)
 	}
-	if err := Tar(root, tarOf(t, es)); err != nil {
+	if err := Tar(root, tarOf(t, es), Limits{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range tests {
@@ -119,7 +119,7 @@ func TestTarCannotEscape(t *testing.T) {
 			dir := t.TempDir()
 			root, _ := os.OpenRoot(dir)
 			defer root.Close()
-			err := Tar(root, tarOf(t, es))
+			err := Tar(root, tarOf(t, es), Limits{})
 			if err == nil && name != "dot-dot" {
 				t.Errorf("escape attempt accepted")
 			}

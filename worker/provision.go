@@ -35,6 +35,11 @@ func (w *Worker) provision(ctx context.Context, f *function) {
 	if err != nil {
 		return // ctx done
 	}
+	lim := w.cfg.Limits
+	if err := checkSize(f.image, "manifest", desc.Size, lim.MaxManifestSize, "--max-manifest-size"); err != nil {
+		w.setState(f, api.StateFailed, err.Error())
+		return
+	}
 	mb, err := w.fetchWhole(ctx, f, desc.Digest)
 	if err != nil {
 		return
@@ -43,6 +48,10 @@ func (w *Worker) provision(ctx context.Context, f *function) {
 	m, err := readManifest(mb, desc.MediaType)
 	if err != nil {
 		w.setState(f, api.StateFailed, fmt.Sprintf("image %s: %v", f.image, err))
+		return
+	}
+	if err := checkSize(f.image, "config "+m.config.Digest.String(), m.config.Size, lim.MaxConfigSize, "--max-config-size"); err != nil {
+		w.setState(f, api.StateFailed, err.Error())
 		return
 	}
 	spec, err := parseSpec(f.spec)
@@ -77,7 +86,7 @@ func (w *Worker) provision(ctx context.Context, f *function) {
 		stop, err := w.runContainer(ctx, f, spec, m, &held)
 		if err != nil {
 			if ctx.Err() == nil {
-				w.setState(f, api.StateFailed, err.Error())
+				w.setState(f, api.StateFailed, limitError(f.image, err).Error())
 			}
 			return
 		}

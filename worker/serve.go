@@ -168,6 +168,9 @@ func (c content) Manifest(ctx context.Context, ns, repo, reference string) (ocis
 	if err := b.Wait(ctx); err != nil {
 		return ociserve.Manifest{}, err
 	}
+	if n, max := b.Size(), c.w.cfg.Limits.MaxManifestSize; n > max {
+		return ociserve.Manifest{}, fmt.Errorf("manifest %s of %d bytes is over the worker's limit of %d (--max-manifest-size)", d.Digest, n, max)
+	}
 	body := make([]byte, b.Size())
 	if _, err := b.ReadAt(body, 0); err != nil && err != io.EOF {
 		return ociserve.Manifest{}, err

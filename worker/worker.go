@@ -71,6 +71,9 @@ type Config struct {
 	RunDir     string
 	Runc       string // the runc binary; "" finds it
 
+	// Limits bound what one image may cost this worker.
+	Limits Limits
+
 	// OCI is the listener of the local runtime endpoint (see ListenOCI);
 	// nil: none. Serve serves it and closes it.
 	OCI net.Listener
@@ -125,6 +128,7 @@ func (c *Config) defaults() error {
 		}
 	}
 	c.HTTP = c.HTTP.WithDefaults()
+	c.Limits = c.Limits.withDefaults()
 	if c.RunDir == "" {
 		c.RunDir = filepath.Clean(c.CacheDir) + ".run"
 	}
@@ -229,7 +233,8 @@ func New(cfg Config) (*Worker, error) {
 		Logger:       w.log,
 	})
 	if cfg.Containers {
-		w.containers = container.New(container.Config{Dir: cfg.RunDir, VM: cfg.ID, Runc: cfg.Runc, Logger: w.log})
+		w.containers = container.New(container.Config{Dir: cfg.RunDir, VM: cfg.ID, Runc: cfg.Runc, Logger: w.log, Limits: cfg.Limits.container(),
+			Account: func(n int64) func() { return cache.Reserve(n).Release }})
 	}
 	w.metrics = newMetrics(w)
 	mux := http.NewServeMux()

@@ -11,9 +11,13 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/enroll"
+	"github.com/faasnet/faasnet/lazy"
 	"github.com/faasnet/faasnet/pki"
+	"github.com/faasnet/faasnet/runc"
 	"github.com/faasnet/faasnet/token"
 	"github.com/faasnet/faasnet/units"
+	"github.com/faasnet/faasnet/unpack"
+	"github.com/faasnet/faasnet/upstream"
 	"github.com/faasnet/faasnet/worker"
 	"github.com/spf13/cobra"
 )
@@ -32,6 +36,11 @@ func newWorkerCmd() *cobra.Command {
 		caFile    string
 		joinFile  string
 		certDir   string
+		limits    = struct{ manifest, config, toc, span, unpackBytes, log units.Size }{
+			units.Size(upstream.MaxManifestSize), units.Size(worker.DefaultMaxConfigSize),
+			units.Size(lazy.DefaultMaxTOCSize), units.Size(lazy.DefaultMaxChunkSpan), units.Size(unpack.DefaultMaxBytes),
+			units.Size(runc.DefaultMaxLogSize),
+		}
 	)
 	cmd := &cobra.Command{
 		Use:   "worker",
@@ -44,6 +53,12 @@ func newWorkerCmd() *cobra.Command {
 			}
 			cfg.CacheSize, cfg.BlockSize = int64(cacheSize), int64(blockSize)
 			cfg.UploadLimit, cfg.DownloadLimit = int64(up), int64(down)
+			if int64(limits.manifest) > upstream.MaxManifestSize {
+				return fmt.Errorf("--max-manifest-size %s: at most %s (a manifest is parsed in memory)", limits.manifest, units.Size(upstream.MaxManifestSize))
+			}
+			cfg.Limits.MaxManifestSize, cfg.Limits.MaxConfigSize = int64(limits.manifest), int64(limits.config)
+			cfg.Limits.MaxTOCSize, cfg.Limits.MaxChunkSpan = int64(limits.toc), int64(limits.span)
+			cfg.Limits.MaxUnpackBytes, cfg.Limits.MaxLogSize = int64(limits.unpackBytes), int64(limits.log)
 			if cfg.CacheDir == "" {
 				cfg.CacheDir = "faasnet-cache-" + cfg.ID
 			}
@@ -99,6 +114,15 @@ func newWorkerCmd() *cobra.Command {
 	f.BoolVar(&cfg.Containers, "containers", false, "run the containers of functions with a readiness check (needs root and runc)")
 	f.StringVar(&cfg.RunDir, "run-dir", "", "directory for container bundles, runc state and mounts (default CACHE.run)")
 	f.DurationVar(&cfg.StallTimeout, "stall-timeout", 10*time.Second, "a stream that delivers nothing this long counts as failed")
+	// Budgets of one image: the registry and the tree parent are outside
+	// input (see worker.Limits).
+	f.Var(&limits.manifest, "max-manifest-size", "largest image manifest fetched (at most 4MiB)")
+	f.Var(&limits.config, "max-config-size", "largest image config fetched and parsed")
+	f.Var(&limits.toc, "max-toc-size", "largest eStargz table of contents of a layer, compressed and as JSON (held in memory)")
+	f.Var(&limits.span, "max-chunk-span", "largest compressed span of one eStargz chunk (read into memory whole)")
+	f.Var(&limits.unpackBytes, "max-unpack-bytes", "most bytes of files one image unpacks to, and of its layers read uncompressed (images that are not eStargz)")
+	f.Int64Var(&cfg.Limits.MaxUnpackFiles, "max-unpack-files", unpack.DefaultMaxFiles, "most files one image unpacks to")
+	f.Var(&limits.log, "max-log-size", "a container's log on disk (container.log and container.log.1 in its bundle): the newest output is kept")
 	addServerFlags(f, &cfg.HTTP)
 	return cmd
 }

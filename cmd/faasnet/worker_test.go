@@ -79,3 +79,18 @@ func TestWorkerOCIListenUnixSocket(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkerRefusesManifestLimitOverTheParser: a manifest is parsed in
+// memory and the parser takes 4 MiB at most, so a larger
+// --max-manifest-size is an error at start.
+func TestWorkerRefusesManifestLimitOverTheParser(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "worker", "--id", "vm", "--listen", "127.0.0.1:0",
+		"--manager", "http://127.0.0.1:1", "--cache", t.TempDir(), "--max-manifest-size", "5MiB")
+	cmd.Env = append(os.Environ(), "FAASNET_RUN_MAIN=1")
+	out, err := cmd.CombinedOutput()
+	if err == nil || ctx.Err() != nil || !strings.Contains(string(out), "--max-manifest-size 5MiB: at most 4MiB") {
+		t.Fatalf("worker --max-manifest-size 5MiB: %v, want it to fail at start naming the ceiling:\n%s", err, out)
+	}
+}

@@ -1,6 +1,7 @@
 // Command server is the function the runtime tests start in a container:
 // an HTTP server on $PORT that reports what the container looks like from
-// inside. With -fail it prints its argument and exits at once instead.
+// inside. With -fail it prints its argument and exits at once instead; with
+// -spam N it first writes N numbered lines to its standard output.
 package main
 
 import (
@@ -17,7 +18,11 @@ import (
 func main() {
 	fail := flag.String("fail", "", "print this to stderr and exit 3")
 	ignoreTerm := flag.Bool("ignore-term", false, "ignore SIGTERM")
+	spam := flag.Int("spam", 0, "write this many numbered lines to stdout first")
 	flag.Parse()
+	for i := range *spam {
+		fmt.Printf("spam line %09d\n", i)
+	}
 	if *ignoreTerm {
 		signal.Ignore(syscall.SIGTERM)
 	}
