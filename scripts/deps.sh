@@ -15,6 +15,7 @@ declare -A pkg=(
 	[ip]=iproute2
 	[tc]=iproute2
 	[debootstrap]=debootstrap
+	[etcd]=etcd-server
 )
 
 missing=()
