@@ -1,0 +1,199 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/faasnet/faasnet/internal/testenv"
+)
+
+// rawEtcd returns a plain client of the cluster, to write what the store
+// would not.
+func rawEtcd(t *testing.T, endpoints []string) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+func TestEtcd(t *testing.T) {
+	cluster := testenv.StartEtcd(t, 1)
+	ep := cluster.Endpoints()
+	var n int
+	prefix := func() string { n++; return fmt.Sprintf("/etcd-test/%d/", n) }
+
+	// A tree is one value, so a batch of many nodes of one function is
+	// one write, and fits one transaction however large the tree.
+	t.Run("large tree in one batch", func(t *testing.T) {
+		s := openEtcd(t, ep, prefix())
+		b := Batch{PutFunctions: []Function{fn("f", 1)}}
+		for i := range 3 * DefaultMaxTxnOps {
+			b.PutNodes = append(b.PutNodes, node("f", fmt.Sprintf("vm-%04d", i), "", 0, uint64(i)))
+		}
+		mustApply(t, s, b)
+		if got := len(mustLoad(t, s).Nodes); got != len(b.PutNodes) {
+			t.Fatalf("loaded %d nodes, want %d", got, len(b.PutNodes))
+		}
+		mustApply(t, s, Batch{DeleteFunctions: []string{"f"}})
+		if got := mustLoad(t, s); !reflect.DeepEqual(got, State{}) {
+			t.Fatalf("after deleting the function: %+v", got)
+		}
+	})
+
+	// More keys than one transaction may hold: refused whole, before
+	// anything is sent.
+	t.Run("too many keys", func(t *testing.T) {
+		s := openEtcd(t, ep, prefix())
+		mustApply(t, s, base)
+		var b Batch
+		for i := range DefaultMaxTxnOps {
+			b.PutVMs = append(b.PutVMs, vm(fmt.Sprint("big-", i)))
+		}
+		if err := s.Apply(t.Context(), b); !errors.Is(err, ErrTooLarge) {
+			t.Fatalf("Apply of %d VMs = %v, want ErrTooLarge", len(b.PutVMs), err)
+		}
+		if got := mustLoad(t, s); !reflect.DeepEqual(got, baseState) {
+			t.Fatalf("a refused batch changed the state:\n got %+v\nwant %+v", got, baseState)
+		}
+		b.PutVMs = b.PutVMs[:DefaultMaxTxnOps-1] // and the batch key
+		mustApply(t, s, b)
+	})
+
+	// Two stores on one prefix are two managers' views: every batch of
+	// both is applied, none overwrites the other's tree.
+	t.Run("two writers of one tree", func(t *testing.T) {
+		p := prefix()
+		stores := []*Etcd{openEtcd(t, ep, p), openEtcd(t, ep, p)}
+		mustApply(t, stores[0], Batch{PutFunctions: []Function{fn("f", 0)}})
+		const each = 20
+		var wg sync.WaitGroup
+		errs := make(chan error, len(stores))
+		for w, s := range stores {
+			wg.Go(func() {
+				for i := range each {
+					err := s.Apply(context.Background(), Batch{PutNodes: []Node{node("f", fmt.Sprintf("vm-%d-%d", w, i), "", 0, 1)}})
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		if got := len(mustLoad(t, stores[1]).Nodes); got != len(stores)*each {
+			t.Fatalf("%d nodes, want %d: a writer lost another's batch", got, len(stores)*each)
+		}
+	})
+
+	t.Run("prefixes are separate", func(t *testing.T) {
+		a, b := openEtcd(t, ep, prefix()), openEtcd(t, ep, strings.TrimSuffix(prefix(), "/"))
+		mustApply(t, a, base)
+		if got := mustLoad(t, b); !reflect.DeepEqual(got, State{}) {
+			t.Fatalf("other prefix sees %+v", got)
+		}
+		// Keys of the prefix outside state/ (leader election) are not
+		// the store's.
+		if _, err := rawEtcd(t, ep).Put(t.Context(), a.Prefix()+"leader/x", "m1"); err != nil {
+			t.Fatal(err)
+		}
+		if got := mustLoad(t, a); !reflect.DeepEqual(got, baseState) {
+			t.Fatalf("Load:\n got %+v\nwant %+v", got, baseState)
+		}
+	})
+
+	t.Run("reopen", func(t *testing.T) {
+		p := prefix()
+		s := openEtcd(t, ep, p)
+		mustApply(t, s, base)
+		mustApply(t, s, Batch{Revision: 42})
+		s.Close()
+		want := baseState
+		want.Revision = 42
+		if got := mustLoad(t, openEtcd(t, ep, p)); !reflect.DeepEqual(got, want) {
+			t.Fatalf("after reopening:\n got %+v\nwant %+v", got, want)
+		}
+	})
+
+	t.Run("newer schema", func(t *testing.T) {
+		p := prefix()
+		if _, err := rawEtcd(t, ep).Put(t.Context(), p+"state/schema", fmt.Sprint(SchemaVersion+1)); err != nil {
+			t.Fatal(err)
+		}
+		_, err := OpenEtcd(t.Context(), EtcdOptions{Endpoints: ep, Prefix: p})
+		if !errors.Is(err, ErrUnsupportedSchema) {
+			t.Fatalf("OpenEtcd = %v, want ErrUnsupportedSchema", err)
+		}
+	})
+}
+
+func TestEtcdCorrupt(t *testing.T) {
+	ep := testenv.StartEtcd(t, 1).Endpoints()
+	tests := []struct {
+		name, key, val string
+		where          []string // what the error must name
+	}{
+		{"vm not JSON", "state/vms/vm-a", "{not json", []string{`"vms"`, `"vm-a"`}},
+		{"vm under wrong key", "state/vms/vm-a", `{"name":"vm-z"}`, []string{`"vm-a"`, `"vm-z"`}},
+		{"tree not JSON", "state/functions/f1", "[", []string{`"functions"`, `"f1"`}},
+		{"function under wrong key", "state/functions/f1", `{"function":{"name":"f2"}}`, []string{`"f1"`, `"f2"`}},
+		{"node of other function", "state/functions/f1", `{"function":{"name":"f1"},"nodes":{"vm-a":{"function":"f2","vm":"vm-a"}}}`, []string{`"nodes/f1"`, `"vm-a"`, `"f2"`}},
+		{"unknown kind", "state/things/x", "{}", []string{"things/x"}},
+		{"bad escape", "state/vms/%zz", "{}", []string{"%zz"}},
+		{"revision not a number", "state/revision", "many", []string{"revision"}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := openEtcd(t, ep, fmt.Sprintf("/corrupt/%d/", i))
+			mustApply(t, s, base)
+			if _, err := rawEtcd(t, ep).Put(t.Context(), s.Prefix()+tt.key, tt.val); err != nil {
+				t.Fatal(err)
+			}
+			_, err := s.Load(t.Context())
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("Load = %v, want ErrCorrupt", err)
+			}
+			for _, w := range append(tt.where, s.Prefix()) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Load error %q does not name %s", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestEtcdSurvivesMemberKill checks that a batch Apply reported applied is
+// still there after the only member is killed with SIGKILL and restarted.
+func TestEtcdSurvivesMemberKill(t *testing.T) {
+	cluster := testenv.StartEtcd(t, 1)
+	s := openEtcd(t, cluster.Endpoints(), "/kill/")
+	mustApply(t, s, base)
+	mustApply(t, s, Batch{Revision: 7, DeleteNodes: []NodeKey{{"f1", "vm-b"}}})
+	want := mustLoad(t, s)
+	cluster.Kill(0)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	if err := s.Apply(ctx, Batch{Revision: 8}); err == nil {
+		t.Fatal("Apply with no etcd member running succeeded")
+	}
+	if err := cluster.Restart(0); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustLoad(t, openEtcd(t, cluster.Endpoints(), "/kill/")); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after kill -9 and restart:\n got %+v\nwant %+v", got, want)
+	}
+}
