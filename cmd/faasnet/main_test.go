@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,8 +17,11 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/digest"
+	"github.com/faasnet/faasnet/internal/testenv"
 	"github.com/faasnet/faasnet/pki"
 	"github.com/faasnet/faasnet/token"
 )
@@ -149,10 +154,38 @@ func (a *managerAccess) vm(addr, vm string) *api.Client {
 	return a.vm(addr, vm)
 }
 
+// TestManagerSurvivesKill9 runs the manager with its state in bbolt and in
+// a real one-member etcd. With etcd it also checks that heartbeats that
+// change nothing write nothing: etcd's revision counts every write.
 func TestManagerSurvivesKill9(t *testing.T) {
+	t.Run("bolt", func(t *testing.T) { testManagerSurvivesKill9(t, nil, nil) })
+	t.Run("etcd", func(t *testing.T) {
+		const prefix = "/kill9/"
+		cluster := testenv.StartEtcd(t, 1)
+		cli, err := clientv3.New(clientv3.Config{Endpoints: cluster.Endpoints()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cli.Close()
+		etcdRevision := func() int64 {
+			resp, err := cli.Get(t.Context(), prefix+"state/schema")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return resp.Header.Revision
+		}
+		testManagerSurvivesKill9(t, []string{"--etcd", strings.Join(cluster.Endpoints(), ","), "--etcd-prefix", prefix}, etcdRevision)
+	})
+}
+
+// testManagerSurvivesKill9 runs a manager with stateArgs, kills it with
+// SIGKILL and checks that a new one has the same state. etcdRevision, if
+// not nil, returns the revision of the etcd the state is in.
+func testManagerSurvivesKill9(t *testing.T, stateArgs []string, etcdRevision func() int64) {
 	ctx := context.Background()
 	data := t.TempDir()
-	p, addr := startFaasnet(t, "manager", "--listen", "127.0.0.1:0", "--data", data, "--vm-timeout", "1h")
+	args := append([]string{"manager", "--listen", "127.0.0.1:0", "--data", data, "--vm-timeout", "1h"}, stateArgs...)
+	p, addr := startFaasnet(t, args...)
 	access := newManagerAccess(t, data)
 	c := access.operator(addr)
 	for i := range 40 {
@@ -202,11 +235,23 @@ func TestManagerSurvivesKill9(t *testing.T) {
 		return b.String()
 	}
 	before := snapshot(addr)
+	if etcdRevision != nil {
+		rev := etcdRevision()
+		if again := snapshot(addr); again != before {
+			t.Fatalf("state changed between two snapshots:\n%s\n%s", before, again)
+		}
+		if now := etcdRevision(); now != rev {
+			t.Errorf("40 heartbeats that changed nothing wrote to etcd: revision %d -> %d", rev, now)
+		}
+		if _, err := os.Stat(filepath.Join(data, "manager.db")); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("manager with --etcd has %s/manager.db (stat: %v)", data, err)
+		}
+	}
 	if err := p.cmd.Process.Kill(); err != nil { // SIGKILL: no chance to flush anything
 		t.Fatal(err)
 	}
 	p.cmd.Wait()
-	_, addr2 := startFaasnet(t, "manager", "--listen", "127.0.0.1:0", "--data", data, "--vm-timeout", "1h")
+	_, addr2 := startFaasnet(t, args...)
 	if after := snapshot(addr2); after != before {
 		t.Fatalf("state changed across kill -9:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
