@@ -87,6 +87,18 @@ type etcdTree struct {
 	Nodes    map[string]json.RawMessage `json:"nodes,omitempty"`
 }
 
+// cachedTree is a function's tree as this process last read or wrote it,
+// with its key's mod revision; tree nil and rev 0: the function does not
+// exist.
+type cachedTree struct {
+	tree *etcdTree
+	rev  int64
+}
+
+func (t *etcdTree) clone() *etcdTree {
+	return &etcdTree{Function: t.Function, Nodes: maps.Clone(t.Nodes)}
+}
+
 // Etcd is a Store in etcd. Every Apply is one etcd transaction, which etcd
 // has committed to a quorum of its members before Apply returns.
 type Etcd struct {
@@ -96,6 +108,13 @@ type Etcd struct {
 	maxOps int
 	mu     sync.Mutex // serialises Apply: two of this process's would only conflict
 	closed atomic.Bool
+
+	// The trees Apply read or wrote, valid while the batch key's mod
+	// revision is still batchRev: every Apply writes the batch key, so
+	// then no other writer changed anything. Each Apply's transaction
+	// checks it; a failed check drops the cache. Guarded by mu.
+	cache    map[string]cachedTree // nil: dropped
+	batchRev int64
 }
 
 var _ Store = (*Etcd)(nil)
@@ -276,10 +295,10 @@ func sortState(st *State) {
 
 // Apply implements Store.
 //
-// It reads the trees the batch touches, computes them anew and writes
-// everything in one transaction that holds only if nothing it read has
-// changed and no other batch came in between (the batch key's revision);
-// otherwise it starts again. Each transaction also writes a fresh id to the
+// It reads the trees the batch touches (unless cached from its last
+// Apply), computes them anew and writes everything in one transaction that
+// holds only if nothing it read has changed and no other batch came in
+// between (the batch key's revision); otherwise it starts again. Each transaction also writes a fresh id to the
 // batch key, which settles a transaction whose answer was lost (canceled
 // context, connection lost): a second transaction either finds the id,
 // and the batch was applied, or moves the batch key on, so that the lost
@@ -308,14 +327,26 @@ func (s *Etcd) Apply(ctx context.Context, b Batch) error {
 }
 
 // try makes one attempt at applying p; done is false if another writer came
-// in between and the caller should try again.
+// in between, or the cache was stale, and the caller should try again.
 func (s *Etcd) try(ctx context.Context, p *plan) (done bool, err error) {
 	names := touchedFunctions(p)
-	trees, revs, batchRev, err := s.readTrees(ctx, names)
+	fresh, err := s.fill(ctx, names)
 	if err != nil {
 		return false, err
 	}
+	trees := make(map[string]*etcdTree, len(names))
+	for _, fn := range names {
+		if c := s.cache[fn]; c.tree != nil {
+			trees[fn] = c.tree.clone()
+		}
+	}
 	if err := applyTrees(trees, p); err != nil {
+		if !fresh {
+			// The refusal rests on what this process saw last; another
+			// writer may have defined the function since.
+			s.cache = nil
+			return false, nil
+		}
 		return false, err
 	}
 	id, err := batchID()
@@ -326,15 +357,31 @@ func (s *Etcd) try(ctx context.Context, p *plan) (done bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.prefix+etcdBatch), "=", batchRev)}
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.prefix+etcdBatch), "=", s.batchRev)}
 	for _, fn := range names {
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.key(etcdFunctions, fn)), "=", revs[fn]))
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.key(etcdFunctions, fn)), "=", s.cache[fn].rev))
 	}
 	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil || !resp.Succeeded {
+		s.cache = nil
+	}
 	if err != nil {
 		return s.settle(ctx, id, err)
 	}
-	return resp.Succeeded, nil
+	if !resp.Succeeded {
+		return false, nil
+	}
+	// Every key the transaction wrote has its revision now.
+	rev := resp.Header.Revision
+	for _, fn := range names {
+		if trees[fn] == nil {
+			s.cache[fn] = cachedTree{}
+		} else {
+			s.cache[fn] = cachedTree{tree: trees[fn], rev: rev}
+		}
+	}
+	s.batchRev = rev
+	return true, nil
 }
 
 // settle learns whether the transaction that wrote batch id and failed
@@ -383,45 +430,65 @@ func touchedFunctions(p *plan) []string {
 	return slices.Sorted(maps.Keys(set))
 }
 
-// readTrees reads the trees of names (nil for a function that does not
-// exist), their mod revisions (0: absent) and the batch key's.
-func (s *Etcd) readTrees(ctx context.Context, names []string) (map[string]*etcdTree, map[string]int64, int64, error) {
-	trees, revs := map[string]*etcdTree{}, map[string]int64{}
-	batchRev := int64(-1)
+// fill reads into the cache the trees of names it lacks, and the batch
+// key's revision if the cache was dropped. fresh reports whether every tree
+// of names was read now.
+func (s *Etcd) fill(ctx context.Context, names []string) (fresh bool, err error) {
+	var keys []string
+	if s.cache == nil {
+		s.cache = map[string]cachedTree{}
+		keys = append(keys, s.prefix+etcdBatch)
+		s.batchRev = 0 // never written, unless read below
+	}
+	fresh = true
+	for _, fn := range names {
+		if _, ok := s.cache[fn]; ok {
+			fresh = false
+		} else {
+			keys = append(keys, s.key(etcdFunctions, fn))
+		}
+	}
 	// Each read is its own small transaction of at most maxOps gets; the
 	// commit's comparisons make them one consistent view after the fact.
-	keys := []string{s.prefix + etcdBatch}
-	for _, fn := range names {
-		keys = append(keys, s.key(etcdFunctions, fn))
-	}
 	for chunk := range slices.Chunk(keys, s.maxOps) {
-		var ops []clientv3.Op
-		for _, k := range chunk {
-			ops = append(ops, clientv3.OpGet(k))
+		if err := s.read(ctx, chunk); err != nil {
+			s.cache = nil
+			return false, s.wrap(fmt.Errorf("store: apply to etcd prefix %q: read: %w", s.prefix, err))
 		}
-		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
-		if err != nil {
-			return nil, nil, 0, s.wrap(fmt.Errorf("store: apply to etcd prefix %q: read: %w", s.prefix, err))
+	}
+	return fresh, nil
+}
+
+// read reads keys (the batch key, function keys) into the cache; a function
+// key that does not exist is cached as absent.
+func (s *Etcd) read(ctx context.Context, keys []string) error {
+	var ops []clientv3.Op
+	for _, k := range keys {
+		ops = append(ops, clientv3.OpGet(k))
+	}
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return err
+	}
+	for i, r := range resp.Responses {
+		fn, isTree := strings.CutPrefix(keys[i], s.prefix+etcdFunctions)
+		if isTree {
+			fn, _ = url.PathUnescape(fn) // s.key escaped it
+			s.cache[fn] = cachedTree{}
 		}
-		for _, r := range resp.Responses {
-			for _, kv := range r.GetResponseRange().Kvs {
-				if string(kv.Key) == s.prefix+etcdBatch {
-					batchRev = kv.ModRevision
-					continue
-				}
-				fn, _ := url.PathUnescape(strings.TrimPrefix(string(kv.Key), s.prefix+etcdFunctions))
-				t := new(etcdTree)
-				if err := json.Unmarshal(kv.Value, t); err != nil {
-					return nil, nil, 0, fmt.Errorf("store: apply: %w", corrupt(bucketFunctions, []byte(fn), err))
-				}
-				trees[fn], revs[fn] = t, kv.ModRevision
+		for _, kv := range r.GetResponseRange().Kvs {
+			if !isTree {
+				s.batchRev = kv.ModRevision
+				continue
 			}
+			t := new(etcdTree)
+			if err := json.Unmarshal(kv.Value, t); err != nil {
+				return corrupt(bucketFunctions, []byte(fn), err)
+			}
+			s.cache[fn] = cachedTree{tree: t, rev: kv.ModRevision}
 		}
 	}
-	if batchRev < 0 {
-		batchRev = 0 // never written
-	}
-	return trees, revs, batchRev, nil
+	return nil
 }
 
 // applyTrees changes trees as p says, in Batch's order.

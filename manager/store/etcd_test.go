@@ -100,6 +100,23 @@ func TestEtcd(t *testing.T) {
 		}
 	})
 
+	// A store caches the trees it wrote; another writer's changes must
+	// neither be lost nor refuse a valid batch.
+	t.Run("stale cache", func(t *testing.T) {
+		p := prefix()
+		a, b := openEtcd(t, ep, p), openEtcd(t, ep, p)
+		mustApply(t, a, Batch{PutFunctions: []Function{fn("f", 0)}, PutNodes: []Node{node("f", "n1", "", 0, 1)}, DeleteFunctions: []string{"g"}})
+		mustApply(t, b, Batch{PutFunctions: []Function{fn("g", 0)}, PutNodes: []Node{node("f", "n2", "n1", 0, 1)}})
+		mustApply(t, a, Batch{PutNodes: []Node{node("f", "n3", "n1", 1, 1), node("g", "n1", "", 0, 1)}})
+		want := State{
+			Functions: []Function{fn("f", 0), fn("g", 0)},
+			Nodes:     []Node{node("f", "n1", "", 0, 1), node("f", "n2", "n1", 0, 1), node("f", "n3", "n1", 1, 1), node("g", "n1", "", 0, 1)},
+		}
+		if got := mustLoad(t, a); !reflect.DeepEqual(got, want) {
+			t.Fatalf("Load:\n got %+v\nwant %+v", got, want)
+		}
+	})
+
 	t.Run("prefixes are separate", func(t *testing.T) {
 		a, b := openEtcd(t, ep, prefix()), openEtcd(t, ep, strings.TrimSuffix(prefix(), "/"))
 		mustApply(t, a, base)
