@@ -2,12 +2,9 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"net/url"
 	"slices"
 	"strconv"
@@ -24,27 +21,30 @@ import (
 
 // The etcd layout, under the store's prefix P:
 //
-//	P state/schema           SchemaVersion in decimal
-//	P state/revision         State.Revision in decimal; absent until set
-//	P state/batch            id of the last batch applied (see Apply)
-//	P state/vms/NAME         VM as JSON
-//	P state/functions/NAME   the function and its whole tree (etcdTree)
-//	P state/tokens/ID        token.Record as JSON
-//	P state/certs/SERIAL     Cert as JSON
+//	P state/schema              SchemaVersion in decimal
+//	P state/revision            State.Revision in decimal; absent until set
+//	P state/batch               id of the last batch applied (see Apply)
+//	P state/vms/NAME            VM as JSON
+//	P state/functions/NAME      Function as JSON
+//	P state/nodes/NAME/SHARD    JSON object: VM name -> Node as JSON, for the
+//	                            function's VMs whose shardOf is SHARD
+//	P state/tokens/ID           token.Record as JSON
+//	P state/certs/SERIAL        Cert as JSON
 //
 // NAME, ID and SERIAL are path-escaped (url.PathEscape), so a name with "/"
 // cannot reach into another key. Everything Load reads is under P state/,
 // which leaves the rest of P to other users of the prefix (leader election).
 //
-// A function and its nodes share one value because etcd bounds the
-// operations of one transaction (--max-txn-ops, 128 by default): with a key
-// per node, one scale-out of a hundred VMs or the removal of a function with
-// a large tree would not fit one transaction, and a batch must be one. With
-// a value per tree, a batch costs one operation per VM, function, token and
-// certificate it names, whatever the size of the trees; the manager's
-// batches name one or two VMs and the few functions a change touches. The
-// price is that a change to a tree rewrites the whole tree (about 90 bytes a
-// node), which is what a scale operation costs in bbolt's page writes too.
+// A function's nodes are spread over nodeShards values because etcd bounds
+// both the operations of one transaction (--max-txn-ops, 128 by default)
+// and its size (--max-request-bytes, 1.5 MiB), and a batch must be one
+// transaction. A key per node would let one scale-out of a hundred VMs
+// overflow the first; one value per tree would let a tree of some 15,000 VMs
+// (about 90 bytes a node) overflow the second, and would rewrite the whole
+// tree on every scale step. With shards a batch costs one operation per VM,
+// token and certificate it names, and per function at most 1+nodeShards,
+// whatever the size of the tree; the manager's batches name one or two VMs
+// and, per function, the two or three nodes a change moves.
 const (
 	etcdState     = "state/"
 	etcdSchema    = etcdState + "schema"
@@ -52,6 +52,7 @@ const (
 	etcdBatch     = etcdState + "batch"
 	etcdVMs       = etcdState + bucketVMs + "/"
 	etcdFunctions = etcdState + bucketFunctions + "/"
+	etcdNodes     = etcdState + bucketNodes + "/"
 	etcdTokens    = etcdState + bucketTokens + "/"
 	etcdCerts     = etcdState + bucketCerts + "/"
 )
@@ -80,25 +81,6 @@ const resolveTimeout = 5 * time.Second
 // same prefix keeps overtaking.
 const maxConflicts = 16
 
-// etcdTree is the value of a function's key: the function's record and its
-// nodes by VM, each encoded exactly as Bolt stores them.
-type etcdTree struct {
-	Function json.RawMessage            `json:"function"`
-	Nodes    map[string]json.RawMessage `json:"nodes,omitempty"`
-}
-
-// cachedTree is a function's tree as this process last read or wrote it,
-// with its key's mod revision; tree nil and rev 0: the function does not
-// exist.
-type cachedTree struct {
-	tree *etcdTree
-	rev  int64
-}
-
-func (t *etcdTree) clone() *etcdTree {
-	return &etcdTree{Function: t.Function, Nodes: maps.Clone(t.Nodes)}
-}
-
 // Etcd is a Store in etcd. Every Apply is one etcd transaction, which etcd
 // has committed to a quorum of its members before Apply returns.
 type Etcd struct {
@@ -109,11 +91,12 @@ type Etcd struct {
 	mu     sync.Mutex // serialises Apply: two of this process's would only conflict
 	closed atomic.Bool
 
-	// The trees Apply read or wrote, valid while the batch key's mod
-	// revision is still batchRev: every Apply writes the batch key, so
-	// then no other writer changed anything. Each Apply's transaction
-	// checks it; a failed check drops the cache. Guarded by mu.
-	cache    map[string]cachedTree // nil: dropped
+	// The values of the function and node keys Apply read or wrote (nil:
+	// absent), valid while the batch key's mod revision is still
+	// batchRev: every Apply writes the batch key, so then no other writer
+	// changed anything. Each Apply's transaction checks that; a failed
+	// check drops the cache. Guarded by mu.
+	cache    map[string][]byte // nil: dropped
 	batchRev int64
 }
 
@@ -232,6 +215,9 @@ func (s *Etcd) Load(ctx context.Context) (State, error) {
 	if !schema {
 		return State{}, fmt.Errorf("store: load etcd prefix %q: key %q missing: %w", s.prefix, s.prefix+etcdSchema, ErrCorrupt)
 	}
+	if err := checkNodes(&st); err != nil {
+		return State{}, fmt.Errorf("store: load etcd prefix %q: %w", s.prefix, err)
+	}
 	sortState(&st)
 	return st, nil
 }
@@ -239,6 +225,9 @@ func (s *Etcd) Load(ctx context.Context) (State, error) {
 // loadRecord decodes the record at key (relative to the prefix) into st.
 func (s *Etcd) loadRecord(st *State, key string, val []byte) error {
 	kind, esc, ok := strings.Cut(strings.TrimPrefix(key, etcdState), "/")
+	if kind == bucketNodes {
+		esc, _, ok = strings.Cut(esc, "/")
+	}
 	name, err := url.PathUnescape(esc)
 	if !ok || err != nil || name == "" {
 		return corrupt(s.prefix, []byte(key), errors.New("not a key of this store"))
@@ -251,7 +240,9 @@ func (s *Etcd) loadRecord(st *State, key string, val []byte) error {
 	case bucketCerts:
 		return appendDecoded(&st.Certs, kind, name, val, certSerial)
 	case bucketFunctions:
-		return loadTree(st, name, val)
+		return appendDecoded(&st.Functions, kind, name, val, functionName)
+	case bucketNodes:
+		return loadShard(st, name, strings.TrimPrefix(key, etcdNodes+esc+"/"), val)
 	}
 	return corrupt(s.prefix, []byte(key), errors.New("not a key of this store"))
 }
@@ -262,19 +253,18 @@ func appendDecoded[T any](list *[]T, where, key string, val []byte, name func(*T
 	return err
 }
 
-// loadTree decodes the function fn and its nodes into st.
-func loadTree(st *State, fn string, val []byte) error {
-	var t etcdTree
-	if err := json.Unmarshal(val, &t); err != nil {
-		return corrupt(bucketFunctions, []byte(fn), err)
+// loadShard decodes shard of function fn's nodes into st.
+func loadShard(st *State, fn, shard string, val []byte) error {
+	where := bucketNodes + "/" + fn
+	var nodes map[string]json.RawMessage
+	if err := json.Unmarshal(val, &nodes); err != nil {
+		return corrupt(where, []byte(shard), err)
 	}
-	f, err := decode(bucketFunctions, []byte(fn), t.Function, functionName)
-	if err != nil {
-		return err
-	}
-	st.Functions = append(st.Functions, f)
-	for _, vm := range slices.Sorted(maps.Keys(t.Nodes)) {
-		n, err := decodeNode(fn, []byte(vm), t.Nodes[vm])
+	for vm, raw := range nodes {
+		if got := shardOf(vm); got != shard {
+			return corrupt(where, []byte(vm), fmt.Errorf("node in shard %q, belongs in %q", shard, got))
+		}
+		n, err := decodeNode(fn, []byte(vm), raw)
 		if err != nil {
 			return err
 		}
@@ -283,302 +273,33 @@ func loadTree(st *State, fn string, val []byte) error {
 	return nil
 }
 
+// checkNodes refuses nodes of functions that do not exist.
+func checkNodes(st *State) error {
+	fns := map[string]bool{}
+	for _, f := range st.Functions {
+		fns[f.Name] = true
+	}
+	for _, n := range st.Nodes {
+		if !fns[n.Function] {
+			return corrupt(bucketNodes, []byte(n.Function), errors.New("nodes of a function that does not exist"))
+		}
+	}
+	return nil
+}
+
 // sortState puts st in State's order: etcd returns keys in the order of
 // their escaped names, which is not the names' order.
 func sortState(st *State) {
 	slices.SortFunc(st.VMs, func(a, b VM) int { return strings.Compare(a.Name, b.Name) })
-	slices.SortStableFunc(st.Nodes, func(a, b Node) int { return strings.Compare(a.Function, b.Function) })
+	slices.SortFunc(st.Nodes, func(a, b Node) int {
+		if c := strings.Compare(a.Function, b.Function); c != 0 {
+			return c
+		}
+		return strings.Compare(a.VM, b.VM)
+	})
 	slices.SortFunc(st.Functions, func(a, b Function) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(st.Tokens, func(a, b token.Record) int { return strings.Compare(a.ID, b.ID) })
 	slices.SortFunc(st.Certs, func(a, b Cert) int { return strings.Compare(a.Serial, b.Serial) })
-}
-
-// Apply implements Store.
-//
-// It reads the trees the batch touches (unless cached from its last
-// Apply), computes them anew and writes everything in one transaction that
-// holds only if nothing it read has changed and no other batch came in
-// between (the batch key's revision); otherwise it starts again. Each transaction also writes a fresh id to the
-// batch key, which settles a transaction whose answer was lost (canceled
-// context, connection lost): a second transaction either finds the id,
-// and the batch was applied, or moves the batch key on, so that the lost
-// one can never apply. Only if that second transaction fails too does Apply
-// return ErrOutcomeUnknown.
-func (s *Etcd) Apply(ctx context.Context, b Batch) error {
-	if s.closed.Load() {
-		return ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("store: apply: %w", err)
-	}
-	p, err := prepare(&b)
-	if err != nil || b.Empty() {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for range maxConflicts {
-		done, err := s.try(ctx, p)
-		if done || err != nil {
-			return err
-		}
-	}
-	return fmt.Errorf("store: apply to etcd prefix %q: overtaken by other writers %d times", s.prefix, maxConflicts)
-}
-
-// try makes one attempt at applying p; done is false if another writer came
-// in between, or the cache was stale, and the caller should try again.
-func (s *Etcd) try(ctx context.Context, p *plan) (done bool, err error) {
-	names := touchedFunctions(p)
-	fresh, err := s.fill(ctx, names)
-	if err != nil {
-		return false, err
-	}
-	trees := make(map[string]*etcdTree, len(names))
-	for _, fn := range names {
-		if c := s.cache[fn]; c.tree != nil {
-			trees[fn] = c.tree.clone()
-		}
-	}
-	if err := applyTrees(trees, p); err != nil {
-		if !fresh {
-			// The refusal rests on what this process saw last; another
-			// writer may have defined the function since.
-			s.cache = nil
-			return false, nil
-		}
-		return false, err
-	}
-	id, err := batchID()
-	if err != nil {
-		return false, err
-	}
-	ops, err := s.ops(p, names, trees, id)
-	if err != nil {
-		return false, err
-	}
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.prefix+etcdBatch), "=", s.batchRev)}
-	for _, fn := range names {
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.key(etcdFunctions, fn)), "=", s.cache[fn].rev))
-	}
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-	if err != nil || !resp.Succeeded {
-		s.cache = nil
-	}
-	if err != nil {
-		return s.settle(ctx, id, err)
-	}
-	if !resp.Succeeded {
-		return false, nil
-	}
-	// Every key the transaction wrote has its revision now.
-	rev := resp.Header.Revision
-	for _, fn := range names {
-		if trees[fn] == nil {
-			s.cache[fn] = cachedTree{}
-		} else {
-			s.cache[fn] = cachedTree{tree: trees[fn], rev: rev}
-		}
-	}
-	s.batchRev = rev
-	return true, nil
-}
-
-// settle learns whether the transaction that wrote batch id and failed
-// with sendErr was applied, and makes sure it never will be if it was not.
-func (s *Etcd) settle(ctx context.Context, id string, sendErr error) (bool, error) {
-	sendErr = s.wrap(fmt.Errorf("store: apply to etcd prefix %q: %w", s.prefix, sendErr))
-	if errors.Is(sendErr, ErrClosed) {
-		return false, sendErr
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), resolveTimeout)
-	defer cancel()
-	key := s.prefix + etcdBatch
-	other, err := batchID()
-	if err != nil {
-		return false, err
-	}
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.Value(key), "=", id)).
-		Else(clientv3.OpPut(key, other)).
-		Commit()
-	switch {
-	case err != nil:
-		return false, fmt.Errorf("%w (%w: %w)", sendErr, ErrOutcomeUnknown, err)
-	case resp.Succeeded:
-		return true, nil // applied after all: the error was only the answer's
-	}
-	return false, sendErr
-}
-
-// touchedFunctions returns the sorted names of the functions whose trees p
-// changes.
-func touchedFunctions(p *plan) []string {
-	set := map[string]bool{}
-	for _, k := range p.delFuncs {
-		set[k] = true
-	}
-	for _, k := range p.delNodes {
-		set[k.Function] = true
-	}
-	for _, e := range p.putFuncs {
-		set[e.key] = true
-	}
-	for _, e := range p.putNodes {
-		set[e.fn] = true
-	}
-	return slices.Sorted(maps.Keys(set))
-}
-
-// fill reads into the cache the trees of names it lacks, and the batch
-// key's revision if the cache was dropped. fresh reports whether every tree
-// of names was read now.
-func (s *Etcd) fill(ctx context.Context, names []string) (fresh bool, err error) {
-	var keys []string
-	if s.cache == nil {
-		s.cache = map[string]cachedTree{}
-		keys = append(keys, s.prefix+etcdBatch)
-		s.batchRev = 0 // never written, unless read below
-	}
-	fresh = true
-	for _, fn := range names {
-		if _, ok := s.cache[fn]; ok {
-			fresh = false
-		} else {
-			keys = append(keys, s.key(etcdFunctions, fn))
-		}
-	}
-	// Each read is its own small transaction of at most maxOps gets; the
-	// commit's comparisons make them one consistent view after the fact.
-	for chunk := range slices.Chunk(keys, s.maxOps) {
-		if err := s.read(ctx, chunk); err != nil {
-			s.cache = nil
-			return false, s.wrap(fmt.Errorf("store: apply to etcd prefix %q: read: %w", s.prefix, err))
-		}
-	}
-	return fresh, nil
-}
-
-// read reads keys (the batch key, function keys) into the cache; a function
-// key that does not exist is cached as absent.
-func (s *Etcd) read(ctx context.Context, keys []string) error {
-	var ops []clientv3.Op
-	for _, k := range keys {
-		ops = append(ops, clientv3.OpGet(k))
-	}
-	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
-	if err != nil {
-		return err
-	}
-	for i, r := range resp.Responses {
-		fn, isTree := strings.CutPrefix(keys[i], s.prefix+etcdFunctions)
-		if isTree {
-			fn, _ = url.PathUnescape(fn) // s.key escaped it
-			s.cache[fn] = cachedTree{}
-		}
-		for _, kv := range r.GetResponseRange().Kvs {
-			if !isTree {
-				s.batchRev = kv.ModRevision
-				continue
-			}
-			t := new(etcdTree)
-			if err := json.Unmarshal(kv.Value, t); err != nil {
-				return corrupt(bucketFunctions, []byte(fn), err)
-			}
-			s.cache[fn] = cachedTree{tree: t, rev: kv.ModRevision}
-		}
-	}
-	return nil
-}
-
-// applyTrees changes trees as p says, in Batch's order.
-func applyTrees(trees map[string]*etcdTree, p *plan) error {
-	for _, k := range p.delFuncs {
-		trees[k] = nil
-	}
-	for _, k := range p.delNodes {
-		if t := trees[k.Function]; t != nil {
-			delete(t.Nodes, k.VM)
-		}
-	}
-	for _, e := range p.putFuncs {
-		t := trees[e.key]
-		if t == nil {
-			t = &etcdTree{}
-			trees[e.key] = t
-		}
-		t.Function = e.val
-	}
-	for _, e := range p.putNodes {
-		t := trees[e.fn]
-		if t == nil {
-			return unknownFunction(e)
-		}
-		if t.Nodes == nil {
-			t.Nodes = map[string]json.RawMessage{}
-		}
-		t.Nodes[e.vm] = e.val
-	}
-	return nil
-}
-
-// ops returns the transaction's writes: one per key, since etcd refuses a
-// transaction that names a key twice, with the last word on each key
-// winning as Batch says.
-func (s *Etcd) ops(p *plan, names []string, trees map[string]*etcdTree, id string) ([]clientv3.Op, error) {
-	final := map[string][]byte{} // key -> value; nil: delete
-	for _, k := range p.delVMs {
-		final[s.key(etcdVMs, k)] = nil
-	}
-	for _, k := range p.delCerts {
-		final[s.key(etcdCerts, k)] = nil
-	}
-	for _, list := range []struct {
-		dir     string
-		entries []entry
-	}{{etcdVMs, p.putVMs}, {etcdTokens, p.putTokens}, {etcdCerts, p.putCerts}} {
-		for _, e := range list.entries {
-			final[s.key(list.dir, e.key)] = e.val
-		}
-	}
-	for _, fn := range names {
-		if trees[fn] == nil {
-			final[s.key(etcdFunctions, fn)] = nil
-			continue
-		}
-		val, err := encode(trees[fn])
-		if err != nil {
-			return nil, fmt.Errorf("store: encode tree of function %q: %w", fn, err)
-		}
-		final[s.key(etcdFunctions, fn)] = val
-	}
-	if p.revision != 0 {
-		final[s.prefix+etcdRevision] = []byte(strconv.FormatUint(p.revision, 10))
-	}
-	final[s.prefix+etcdBatch] = []byte(id)
-	if len(final) > s.maxOps {
-		return nil, fmt.Errorf("store: apply to etcd prefix %q: %d keys to write, the limit is %d: %w", s.prefix, len(final), s.maxOps, ErrTooLarge)
-	}
-	ops := make([]clientv3.Op, 0, len(final))
-	for _, k := range slices.Sorted(maps.Keys(final)) {
-		if final[k] == nil {
-			ops = append(ops, clientv3.OpDelete(k))
-		} else {
-			ops = append(ops, clientv3.OpPut(k, string(final[k])))
-		}
-	}
-	return ops, nil
-}
-
-func (s *Etcd) key(dir, name string) string { return s.prefix + dir + url.PathEscape(name) }
-
-// batchID returns a fresh random id for the batch key.
-func batchID() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("store: batch id: %w", err)
-	}
-	return hex.EncodeToString(b[:]), nil
 }
 
 // wrap maps the errors of a closed client to ErrClosed: Close may win a race

@@ -33,8 +33,9 @@ func TestEtcd(t *testing.T) {
 	var n int
 	prefix := func() string { n++; return fmt.Sprintf("/etcd-test/%d/", n) }
 
-	// A tree is one value, so a batch of many nodes of one function is
-	// one write, and fits one transaction however large the tree.
+	// A function's nodes are spread over a bounded number of values, so
+	// a batch of many nodes of one function fits one transaction however
+	// large the tree.
 	t.Run("large tree in one batch", func(t *testing.T) {
 		s := openEtcd(t, ep, prefix())
 		b := Batch{PutFunctions: []Function{fn("f", 1)}}
@@ -166,9 +167,13 @@ func TestEtcdCorrupt(t *testing.T) {
 	}{
 		{"vm not JSON", "state/vms/vm-a", "{not json", []string{`"vms"`, `"vm-a"`}},
 		{"vm under wrong key", "state/vms/vm-a", `{"name":"vm-z"}`, []string{`"vm-a"`, `"vm-z"`}},
-		{"tree not JSON", "state/functions/f1", "[", []string{`"functions"`, `"f1"`}},
-		{"function under wrong key", "state/functions/f1", `{"function":{"name":"f2"}}`, []string{`"f1"`, `"f2"`}},
-		{"node of other function", "state/functions/f1", `{"function":{"name":"f1"},"nodes":{"vm-a":{"function":"f2","vm":"vm-a"}}}`, []string{`"nodes/f1"`, `"vm-a"`, `"f2"`}},
+		{"function not JSON", "state/functions/f1", "[", []string{`"functions"`, `"f1"`}},
+		{"function under wrong key", "state/functions/f1", `{"name":"f2"}`, []string{`"f1"`, `"f2"`}},
+		{"shard not JSON", "state/nodes/f1/" + shardOf("vm-a"), "[", []string{`"nodes/f1"`}},
+		{"node of other function", "state/nodes/f1/" + shardOf("vm-a"), `{"vm-a":{"function":"f2","vm":"vm-a"}}`, []string{`"nodes/f1"`, `"vm-a"`, `"f2"`}},
+		{"node under wrong vm", "state/nodes/f1/" + shardOf("vm-a"), `{"vm-a":{"function":"f1","vm":"vm-z"}}`, []string{`"nodes/f1"`, `"vm-a"`, `"vm-z"`}},
+		{"node in wrong shard", "state/nodes/f1/" + shardOf("vm-b") + "x", `{"vm-b":{"function":"f1","vm":"vm-b"}}`, []string{`"nodes/f1"`, `"vm-b"`}},
+		{"nodes of missing function", "state/nodes/f9/" + shardOf("vm-a"), `{"vm-a":{"function":"f9","vm":"vm-a"}}`, []string{`"nodes"`, `"f9"`}},
 		{"unknown kind", "state/things/x", "{}", []string{"things/x"}},
 		{"bad escape", "state/vms/%zz", "{}", []string{"%zz"}},
 		{"revision not a number", "state/revision", "many", []string{"revision"}},
