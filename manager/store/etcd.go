@@ -98,6 +98,8 @@ type Etcd struct {
 	// check drops the cache. Guarded by mu.
 	cache    map[string][]byte // nil: dropped
 	batchRev int64
+
+	lock *etcdLock // nil unless EtcdOptions.Exclusive
 }
 
 var _ Store = (*Etcd)(nil)
@@ -108,6 +110,15 @@ type EtcdOptions struct {
 	Prefix      string        // key prefix; DefaultEtcdPrefix if empty
 	DialTimeout time.Duration // first connection; 5s if 0
 	MaxTxnOps   int           // the cluster's --max-txn-ops; DefaultMaxTxnOps if 0
+
+	// Exclusive makes the prefix this store's alone, as a bbolt file is
+	// its process's: opening waits (until ctx ends) for the prefix's lock,
+	// held through a lease of SessionTTL that the client keeps alive.
+	// Every Apply is fenced by the lock: once the lease is gone (the
+	// process paused or cut off from etcd for SessionTTL), Apply fails
+	// with ErrFenced and Lost is closed.
+	Exclusive  bool
+	SessionTTL time.Duration // DefaultSessionTTL if 0
 }
 
 // OpenEtcd connects to etcd and opens the store under opts.Prefix, laying it
@@ -127,7 +138,7 @@ func OpenEtcd(ctx context.Context, opts EtcdOptions) (*Etcd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: connect to etcd %v: %w", opts.Endpoints, err)
 	}
-	s, err := NewEtcd(ctx, cli, opts.Prefix, opts.MaxTxnOps)
+	s, err := NewEtcd(ctx, cli, opts)
 	if err != nil {
 		cli.Close()
 		return nil, err
@@ -136,10 +147,10 @@ func OpenEtcd(ctx context.Context, opts EtcdOptions) (*Etcd, error) {
 	return s, nil
 }
 
-// NewEtcd opens the store under prefix with a client the caller keeps and
-// closes (after the store). maxOps is the cluster's --max-txn-ops, or 0 for
-// DefaultMaxTxnOps.
-func NewEtcd(ctx context.Context, cli *clientv3.Client, prefix string, maxOps int) (*Etcd, error) {
+// NewEtcd opens the store as OpenEtcd does, with a client the caller keeps
+// and closes (after the store); opts.Endpoints and DialTimeout are not used.
+func NewEtcd(ctx context.Context, cli *clientv3.Client, opts EtcdOptions) (*Etcd, error) {
+	prefix, maxOps := opts.Prefix, opts.MaxTxnOps
 	if prefix == "" {
 		prefix = DefaultEtcdPrefix
 	}
@@ -150,7 +161,15 @@ func NewEtcd(ctx context.Context, cli *clientv3.Client, prefix string, maxOps in
 		maxOps = DefaultMaxTxnOps
 	}
 	s := &Etcd{cli: cli, prefix: prefix, maxOps: maxOps}
+	if opts.Exclusive {
+		l, err := acquire(ctx, cli, prefix+etcdLockPrefix, opts.SessionTTL)
+		if err != nil {
+			return nil, fmt.Errorf("store: open etcd prefix %q: %w", prefix, err)
+		}
+		s.lock = l
+	}
 	if err := s.initialize(ctx); err != nil {
+		s.lock.release()
 		return nil, fmt.Errorf("store: open etcd prefix %q: %w", prefix, err)
 	}
 	return s, nil
@@ -311,9 +330,14 @@ func (s *Etcd) wrap(err error) error {
 	return err
 }
 
-// Close implements Store. It closes the client if OpenEtcd made it.
+// Close implements Store. It releases the lock, if Exclusive, and closes
+// the client if OpenEtcd made it.
 func (s *Etcd) Close() error {
-	if s.closed.Swap(true) || !s.own {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.lock.release()
+	if !s.own {
 		return nil
 	}
 	if err := s.cli.Close(); err != nil && !errors.Is(err, context.Canceled) {

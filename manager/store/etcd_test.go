@@ -219,3 +219,56 @@ func TestEtcdSurvivesMemberKill(t *testing.T) {
 		t.Fatalf("after kill -9 and restart:\n got %+v\nwant %+v", got, want)
 	}
 }
+
+// TestEtcdExclusive checks the lock of an Exclusive store: a second one
+// waits for it, gets it when the first closes, and a holder whose lease is
+// gone can write nothing.
+func TestEtcdExclusive(t *testing.T) {
+	ep := testenv.StartEtcd(t, 1).Endpoints()
+	opts := EtcdOptions{Endpoints: ep, Prefix: "/excl/", Exclusive: true, SessionTTL: 2 * time.Second}
+	open := func(ctx context.Context) (*Etcd, error) {
+		s, err := OpenEtcd(ctx, opts)
+		if err == nil {
+			t.Cleanup(func() { s.Close() })
+		}
+		return s, err
+	}
+	a, err := open(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, a, base)
+
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	if _, err := open(ctx); !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "another process holds the lock") {
+		t.Fatalf("second OpenEtcd while the first holds the prefix = %v, want a wait that ends with the context", err)
+	}
+
+	a.Close() // releases the lease: no wait for it to expire
+	ctx, cancel = context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	b, err := open(ctx)
+	if err != nil {
+		t.Fatalf("OpenEtcd after the holder closed: %v", err)
+	}
+	mustApply(t, b, Batch{Revision: 3})
+
+	// The lease ends as if b had been paused past its TTL.
+	if _, err := rawEtcd(t, ep).Revoke(t.Context(), b.lock.session.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Apply(t.Context(), Batch{Revision: 4, DeleteVMs: []string{"vm-a"}}); !errors.Is(err, ErrFenced) {
+		t.Fatalf("Apply after the lease was revoked = %v, want ErrFenced", err)
+	}
+	select {
+	case <-b.Lost():
+	case <-time.After(10 * time.Second): // bounds a hang; the keep-alive notices within a TTL
+		t.Fatal("Lost not closed after the lease was revoked")
+	}
+	want := baseState
+	want.Revision = 3
+	if got := mustLoad(t, b); !reflect.DeepEqual(got, want) {
+		t.Fatalf("a fenced batch changed the state:\n got %+v\nwant %+v", got, want)
+	}
+}

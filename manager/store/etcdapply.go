@@ -102,16 +102,22 @@ func (s *Etcd) try(ctx context.Context, p *plan) (done bool, err error) {
 			ops = append(ops, clientv3.OpPut(k, string(final[k])))
 		}
 	}
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(s.prefix+etcdBatch), "=", s.batchRev)).
-		Then(ops...).
-		Commit()
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.prefix+etcdBatch), "=", s.batchRev)}
+	var orElse []clientv3.Op
+	if s.lock != nil {
+		cmps = append(cmps, s.lock.mutex.IsOwner())
+		orElse = append(orElse, clientv3.OpGet(s.lock.mutex.Key()))
+	}
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(orElse...).Commit()
 	if err != nil {
 		s.cache = nil
 		return s.settle(ctx, id, err)
 	}
 	if !resp.Succeeded {
 		s.cache = nil
+		if s.lock != nil && len(resp.Responses[0].GetResponseRange().Kvs) == 0 {
+			return false, s.lock.fenced(s.prefix)
+		}
 		return false, nil
 	}
 	for k, v := range final {
