@@ -39,8 +39,10 @@ func TestMain(m *testing.M) {
 
 // proc is a faasnet subprocess.
 type proc struct {
-	cmd    *exec.Cmd
-	stderr *strings.Builder
+	cmd     *exec.Cmd
+	stderr  *strings.Builder // read only once scanned is closed
+	pw      *io.PipeWriter   // closing it after the process exited ends the scan
+	scanned chan struct{}
 }
 
 var addrRE = regexp.MustCompile(`addr=(127\.0\.0\.1:\d+)`)
@@ -56,7 +58,7 @@ func startFaasnet(t *testing.T, args ...string) (*proc, string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, stderr: &strings.Builder{}}
+	p := &proc{cmd: cmd, stderr: &strings.Builder{}, pw: pw, scanned: make(chan struct{})}
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -64,6 +66,7 @@ func startFaasnet(t *testing.T, args ...string) (*proc, string) {
 	})
 	found := make(chan string, 1)
 	go func() {
+		defer close(p.scanned)
 		sc := bufio.NewScanner(pr)
 		sent := false
 		for sc.Scan() {
@@ -174,7 +177,7 @@ func TestManagerSurvivesKill9(t *testing.T) {
 			}
 			return resp.Header.Revision
 		}
-		testManagerSurvivesKill9(t, []string{"--etcd", strings.Join(cluster.Endpoints(), ","), "--etcd-prefix", prefix}, etcdRevision)
+		testManagerSurvivesKill9(t, []string{"--etcd", strings.Join(cluster.Endpoints(), ","), "--etcd-prefix", prefix, "--etcd-session-ttl", "2s"}, etcdRevision)
 	})
 }
 
@@ -254,5 +257,45 @@ func testManagerSurvivesKill9(t *testing.T, stateArgs []string, etcdRevision fun
 	_, addr2 := startFaasnet(t, args...)
 	if after := snapshot(addr2); after != before {
 		t.Fatalf("state changed across kill -9:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// TestManagerExitsWhenFenced revokes the lease of a manager's lock on its
+// etcd prefix, as if it had been cut off past --etcd-session-ttl: the
+// manager must exit with an error rather than serve a state it can no
+// longer write.
+func TestManagerExitsWhenFenced(t *testing.T) {
+	cluster := testenv.StartEtcd(t, 1)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cluster.Endpoints()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	p, _ := startFaasnet(t, "manager", "--listen", "127.0.0.1:0", "--data", t.TempDir(),
+		"--etcd", strings.Join(cluster.Endpoints(), ","), "--etcd-session-ttl", "2s")
+	leases, err := cli.Leases(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leases.Leases) != 1 {
+		t.Fatalf("%d leases in etcd, want the manager's one", len(leases.Leases))
+	}
+	if _, err := cli.Revoke(t.Context(), leases.Leases[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- p.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err == nil {
+			t.Fatal("manager exited with status 0 after losing its lock")
+		}
+	case <-time.After(30 * time.Second): // bounds a hang only
+		t.Fatal("manager still running 30s after its lease was revoked")
+	}
+	p.pw.Close() // Wait has copied all of stderr into the pipe
+	<-p.scanned
+	if !strings.Contains(p.stderr.String(), "lost its lock") {
+		t.Errorf("manager's stderr does not say it lost its lock:\n%s", p.stderr.String())
 	}
 }

@@ -57,6 +57,7 @@ func newManagerCmd() *cobra.Command {
 	f.StringVar(&dataDir, "data", "faasnet-manager", "directory for the state file (manager.db, unless --etcd), the cluster CA (ca.crt, ca.key) and the bootstrap tokens (admin.token, join.token)")
 	f.StringSliceVar(&state.etcd, "etcd", nil, "keep the state in etcd at these client URLs (comma-separated, repeatable) instead of DATA/manager.db")
 	f.StringVar(&state.prefix, "etcd-prefix", store.DefaultEtcdPrefix, "prefix of the manager's keys in etcd")
+	f.DurationVar(&state.ttl, "etcd-session-ttl", store.DefaultSessionTTL, "lease of the manager's lock on its etcd prefix: how long a manager that died keeps the next one waiting, and how long one cut off from etcd writes nothing before it exits")
 	f.DurationVar(&timeout, "vm-timeout", 10*time.Second, "remove a VM that sends no heartbeat for this long")
 	f.BoolVar(&noPush, "no-push", false, "do not push assignment changes to workers; they learn at their next heartbeat")
 	f.StringSliceVar(&advertise, "advertise", nil, "further DNS names or IP addresses clients reach the manager by, for its certificate (comma-separated, repeatable); the --listen host is always in it")
@@ -69,9 +70,15 @@ func newManagerCmd() *cobra.Command {
 type stateFlags struct {
 	etcd   []string // etcd client URLs; none: bbolt in the data directory
 	prefix string
+	ttl    time.Duration
 }
 
-// etcdOpenTimeout bounds connecting to etcd and reading its schema at start.
+// errLostLock ends a manager whose etcd store lost its lock: its writes are
+// fenced off, and its state may be stale; a restart loads it anew.
+var errLostLock = errors.New("the manager lost its lock on the etcd prefix (cut off from etcd, or paused, for longer than --etcd-session-ttl); exiting so that a restart loads the state anew")
+
+// etcdOpenTimeout bounds connecting to etcd, waiting for the prefix's lock
+// (up to a session TTL after a manager died) and reading the schema.
 const etcdOpenTimeout = 15 * time.Second
 
 // openStore opens the state store the flags name.
@@ -79,9 +86,9 @@ func openStore(ctx context.Context, dataDir string, f stateFlags) (store.Store, 
 	if len(f.etcd) == 0 {
 		return store.OpenBolt(filepath.Join(dataDir, "manager.db"))
 	}
-	ctx, cancel := context.WithTimeout(ctx, etcdOpenTimeout)
+	ctx, cancel := context.WithTimeout(ctx, etcdOpenTimeout+f.ttl)
 	defer cancel()
-	st, err := store.OpenEtcd(ctx, store.EtcdOptions{Endpoints: f.etcd, Prefix: f.prefix})
+	st, err := store.OpenEtcd(ctx, store.EtcdOptions{Endpoints: f.etcd, Prefix: f.prefix, Exclusive: true, SessionTTL: f.ttl})
 	if err != nil {
 		return nil, fmt.Errorf("opening the state in etcd %v: %w", f.etcd, err)
 	}
@@ -98,6 +105,17 @@ func runManager(ctx context.Context, listen, dataDir string, state stateFlags, o
 		return err
 	}
 	defer st.Close()
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	if e, ok := st.(*store.Etcd); ok {
+		go func() { // ends with runManager, which stops ctx
+			select {
+			case <-e.Lost():
+				stop(errLostLock)
+			case <-ctx.Done():
+			}
+		}()
+	}
 	m, err := manager.New(ctx, st, opts)
 	if err != nil {
 		return err
@@ -121,6 +139,9 @@ func runManager(ctx context.Context, listen, dataDir string, state stateFlags, o
 		"ca", caFile, "admin_token", adminFile, "join_token", joinFile)
 	if err := srv.Serve(tlsLn); !errors.Is(err, http.ErrServerClosed) {
 		return err
+	}
+	if cause := context.Cause(ctx); errors.Is(cause, errLostLock) {
+		return cause
 	}
 	return nil
 }
