@@ -69,8 +69,9 @@ const DefaultMaxTxnOps = 128
 var ErrTooLarge = errors.New("batch needs more operations than one etcd transaction allows")
 
 // ErrOutcomeUnknown marks an Apply whose transaction was sent but whose
-// result could not be learnt, because etcd could not be reached afterwards.
-// It is the one error after which the batch may have been applied.
+// result could not be learnt: etcd could not be reached afterwards, or the
+// store lost its lock meanwhile (then the error is ErrFenced too). It is the
+// one error after which the batch may have been applied.
 var ErrOutcomeUnknown = errors.New("outcome of the etcd transaction unknown")
 
 // resolveTimeout bounds the transaction that settles an Apply interrupted

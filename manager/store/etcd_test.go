@@ -272,3 +272,53 @@ func TestEtcdExclusive(t *testing.T) {
 		t.Fatalf("a fenced batch changed the state:\n got %+v\nwant %+v", got, want)
 	}
 }
+
+// TestEtcdSettle checks how Apply settles a transaction whose answer was
+// lost: applied if the batch key holds its id; otherwise the batch key moves
+// on, so that the lost transaction, which compares it, can never apply; and
+// a store fenced off leaves the batch key to the new holder.
+func TestEtcdSettle(t *testing.T) {
+	ep := testenv.StartEtcd(t, 1).Endpoints()
+	raw := rawEtcd(t, ep)
+	lost := errors.New("answer lost")
+	batchKey := func(s *Etcd) (string, int64) {
+		resp, err := raw.Get(t.Context(), s.Prefix()+etcdBatch)
+		if err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("batch key: %v %v", resp, err)
+		}
+		return string(resp.Kvs[0].Value), resp.Kvs[0].ModRevision
+	}
+	s := openEtcd(t, ep, "/settle/")
+	mustApply(t, s, base)
+	id, rev := batchKey(s)
+
+	if applied, err := s.settle(t.Context(), id, lost); !applied || err != nil {
+		t.Errorf("settle with the stored id = %v, %v; want applied", applied, err)
+	}
+	if _, now := batchKey(s); now != rev {
+		t.Errorf("settle of an applied batch wrote the batch key")
+	}
+	if applied, err := s.settle(t.Context(), "other", lost); applied || !errors.Is(err, lost) {
+		t.Errorf("settle with another id = %v, %v; want not applied, the send error", applied, err)
+	}
+	if _, now := batchKey(s); now == rev {
+		t.Errorf("settle of a batch not applied left the batch key at revision %d: the lost transaction could still apply", rev)
+	}
+
+	x, err := OpenEtcd(t.Context(), EtcdOptions{Endpoints: ep, Prefix: "/settle-x/", Exclusive: true, SessionTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	mustApply(t, x, base)
+	_, rev = batchKey(x)
+	if _, err := raw.Revoke(t.Context(), x.lock.session.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.settle(t.Context(), "other", lost); !errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, ErrFenced) {
+		t.Errorf("settle of a fenced store = %v, want ErrOutcomeUnknown and ErrFenced", err)
+	}
+	if _, now := batchKey(x); now != rev {
+		t.Errorf("a fenced store moved the batch key")
+	}
+}

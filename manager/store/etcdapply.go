@@ -38,8 +38,8 @@ func shardOf(vm string) string {
 // settles a transaction whose answer was lost (canceled context, connection
 // lost): a second transaction either finds the id, and the batch was
 // applied, or moves the batch key on, so that the lost one can never apply.
-// Only if that second transaction fails too does Apply return
-// ErrOutcomeUnknown.
+// Only if that second transaction fails too, or an Exclusive store finds it
+// lost its lock meanwhile, does Apply return ErrOutcomeUnknown.
 func (s *Etcd) Apply(ctx context.Context, b Batch) error {
 	if s.closed.Load() {
 		return ErrClosed
@@ -143,15 +143,26 @@ func (s *Etcd) settle(ctx context.Context, id string, sendErr error) (bool, erro
 	if err != nil {
 		return false, err
 	}
+	moveOn := clientv3.OpPut(key, other)
+	if s.lock != nil {
+		// A store fenced off must not touch the batch key of the
+		// process that holds the lock now; its lost transaction cannot
+		// apply any more anyway.
+		moveOn = clientv3.OpTxn([]clientv3.Cmp{s.lock.mutex.IsOwner()}, []clientv3.Op{moveOn}, nil)
+	}
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.Value(key), "=", id)).
-		Else(clientv3.OpPut(key, other)).
+		Else(moveOn).
 		Commit()
 	switch {
 	case err != nil:
 		return false, fmt.Errorf("%w (%w: %w)", sendErr, ErrOutcomeUnknown, err)
 	case resp.Succeeded:
 		return true, nil // applied after all: only the answer was lost
+	case s.lock != nil && !resp.Responses[0].GetResponseTxn().Succeeded:
+		// It may have been applied before the lock was lost, and the
+		// batch key written since by the new holder.
+		return false, fmt.Errorf("%w (%w, %w)", sendErr, ErrOutcomeUnknown, s.lock.fenced(s.prefix))
 	}
 	return false, sendErr
 }
