@@ -322,3 +322,39 @@ func TestEtcdSettle(t *testing.T) {
 		t.Errorf("a fenced store moved the batch key")
 	}
 }
+
+// TestEtcdQuorum runs a store on three etcd members: with one killed it
+// goes on; with two killed (no quorum) Apply fails and Load cannot answer
+// consistently; once a member returns, writes work again and nothing
+// acknowledged is lost.
+func TestEtcdQuorum(t *testing.T) {
+	cluster := testenv.StartEtcd(t, 3)
+	s := openEtcd(t, cluster.Endpoints(), "/quorum/")
+	mustApply(t, s, base)
+	cluster.Kill(0)
+	mustApply(t, s, Batch{Revision: 5, DeleteNodes: []NodeKey{{"f1", "vm-b"}}})
+	want := mustLoad(t, s)
+	cluster.Kill(1)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	err := s.Apply(ctx, Batch{Revision: 6, DeleteVMs: []string{"vm-a"}})
+	if err == nil {
+		t.Fatal("Apply with one of three members left succeeded")
+	}
+	t.Logf("Apply without quorum: %v", err)
+	if err := cluster.Restart(1); err != nil {
+		t.Fatal(err)
+	}
+	got := mustLoad(t, s)
+	if errors.Is(err, ErrOutcomeUnknown) {
+		// The transaction may have been applied (etcd queued it): all of
+		// it or nothing.
+		if got.Revision == 6 {
+			want.Revision, want.VMs = 6, want.VMs[1:]
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("after quorum returned:\n got %+v\nwant %+v", got, want)
+	}
+	mustApply(t, s, Batch{Revision: 7})
+}
