@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -159,7 +160,9 @@ func (a *managerAccess) vm(addr, vm string) *api.Client {
 
 // TestManagerSurvivesKill9 runs the manager with its state in bbolt and in
 // a real one-member etcd. With etcd it also checks that heartbeats that
-// change nothing write nothing: etcd's revision counts every write.
+// change nothing write nothing (etcd's revision counts every write), and
+// restarts the manager with an empty --data, which must get the same CA and
+// tokens from etcd.
 func TestManagerSurvivesKill9(t *testing.T) {
 	t.Run("bolt", func(t *testing.T) { testManagerSurvivesKill9(t, nil, nil) })
 	t.Run("etcd", func(t *testing.T) {
@@ -254,6 +257,21 @@ func testManagerSurvivesKill9(t *testing.T, stateArgs []string, etcdRevision fun
 		t.Fatal(err)
 	}
 	p.cmd.Wait()
+	if etcdRevision != nil {
+		// The state and the cluster's files are in etcd: the manager
+		// may come back on another machine, with an empty --data.
+		data2 := t.TempDir()
+		args = slices.Replace(args, slices.Index(args, data), slices.Index(args, data)+1, data2)
+		defer func() {
+			for name := range clusterFiles {
+				a, errA := os.ReadFile(filepath.Join(data, name))
+				b, errB := os.ReadFile(filepath.Join(data2, name))
+				if errA != nil || errB != nil || !bytes.Equal(a, b) {
+					t.Errorf("%s differs in the new --data (%v, %v)", name, errA, errB)
+				}
+			}
+		}()
+	}
 	_, addr2 := startFaasnet(t, args...)
 	if after := snapshot(addr2); after != before {
 		t.Fatalf("state changed across kill -9:\nbefore:\n%s\nafter:\n%s", before, after)

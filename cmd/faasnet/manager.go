@@ -107,7 +107,8 @@ func runManager(ctx context.Context, listen, dataDir string, state stateFlags, o
 	defer st.Close()
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	if e, ok := st.(*store.Etcd); ok {
+	e, _ := st.(*store.Etcd)
+	if e != nil {
 		go func() { // ends with runManager, which stops ctx
 			select {
 			case <-e.Lost():
@@ -115,12 +116,20 @@ func runManager(ctx context.Context, listen, dataDir string, state stateFlags, o
 			case <-ctx.Done():
 			}
 		}()
+		if err := restoreFiles(ctx, e, dataDir); err != nil {
+			return err
+		}
 	}
 	m, err := manager.New(ctx, st, opts)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	if e != nil {
+		if err := saveFiles(ctx, e, dataDir); err != nil {
+			return err
+		}
+	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", listen, err)

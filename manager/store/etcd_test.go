@@ -253,6 +253,10 @@ func TestEtcdExclusive(t *testing.T) {
 		t.Fatalf("OpenEtcd after the holder closed: %v", err)
 	}
 	mustApply(t, b, Batch{Revision: 3})
+	files := map[string][]byte{"ca.crt": []byte("cert"), "a/b": {0, 1}}
+	if err := b.PutFiles(t.Context(), files); err != nil {
+		t.Fatal(err)
+	}
 
 	// The lease ends as if b had been paused past its TTL.
 	if _, err := rawEtcd(t, ep).Revoke(t.Context(), b.lock.session.Lease()); err != nil {
@@ -260,6 +264,12 @@ func TestEtcdExclusive(t *testing.T) {
 	}
 	if err := b.Apply(t.Context(), Batch{Revision: 4, DeleteVMs: []string{"vm-a"}}); !errors.Is(err, ErrFenced) {
 		t.Fatalf("Apply after the lease was revoked = %v, want ErrFenced", err)
+	}
+	if err := b.PutFiles(t.Context(), map[string][]byte{"ca.crt": []byte("other")}); !errors.Is(err, ErrFenced) {
+		t.Fatalf("PutFiles after the lease was revoked = %v, want ErrFenced", err)
+	}
+	if got, err := b.Files(t.Context()); err != nil || !reflect.DeepEqual(got, files) {
+		t.Fatalf("Files = %q, %v; want %q", got, err, files)
 	}
 	select {
 	case <-b.Lost():
