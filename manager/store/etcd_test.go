@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/faasnet/faasnet/internal/testenv"
 )
@@ -367,4 +370,25 @@ func TestEtcdQuorum(t *testing.T) {
 		t.Fatalf("after quorum returned:\n got %+v\nwant %+v", got, want)
 	}
 	mustApply(t, s, Batch{Revision: 7})
+}
+
+func TestUnavailable(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{status.Error(codes.Unavailable, "error reading from server: EOF"), true},
+		{fmt.Errorf("store: apply: %w", status.Error(codes.Unavailable, "connection refused")), true},
+		{rpctypes.ErrTimeoutDueToLeaderFail, true},
+		{fmt.Errorf("wrapped: %w", rpctypes.ErrLeaderChanged), true},
+		{rpctypes.ErrTooManyOps, false},
+		{rpctypes.ErrRequestTooLarge, false},
+		{context.DeadlineExceeded, false},
+		{errors.New("other"), false},
+	}
+	for _, tt := range tests {
+		if got := unavailable(tt.err); got != tt.want {
+			t.Errorf("unavailable(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
 }

@@ -13,7 +13,10 @@ import (
 	"slices"
 	"strconv"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // nodeShards is how many values a function's nodes are spread over. It is
@@ -59,7 +62,7 @@ func (s *Etcd) Apply(ctx context.Context, b Batch) error {
 			return err
 		}
 	}
-	return fmt.Errorf("store: apply to etcd prefix %q: overtaken by other writers %d times", s.prefix, maxConflicts)
+	return fmt.Errorf("store: apply to etcd prefix %q: overtaken by other writers, or etcd members lost, %d times", s.prefix, maxConflicts)
 }
 
 // change is what a batch does to the function and node keys.
@@ -136,6 +139,7 @@ func (s *Etcd) settle(ctx context.Context, id string, sendErr error) (bool, erro
 	if errors.Is(sendErr, ErrClosed) {
 		return false, sendErr
 	}
+	caller := ctx
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), resolveTimeout)
 	defer cancel()
 	key := s.prefix + etcdBatch
@@ -163,8 +167,24 @@ func (s *Etcd) settle(ctx context.Context, id string, sendErr error) (bool, erro
 		// It may have been applied before the lock was lost, and the
 		// batch key written since by the new holder.
 		return false, fmt.Errorf("%w (%w, %w)", sendErr, ErrOutcomeUnknown, s.lock.fenced(s.prefix))
+	case unavailable(sendErr) && caller.Err() == nil:
+		// The member that had the transaction went away (or lost its
+		// leader); it can no longer apply, and another member answers:
+		// try again.
+		return false, nil
 	}
 	return false, sendErr
+}
+
+// unavailable reports whether err says the member that had a request went
+// away or lost its leader: a gRPC Unavailable, as the transport or etcd
+// (no leader, leader changed, timed out after a leader failure) give it.
+func unavailable(err error) bool {
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		return ee.Code() == codes.Unavailable
+	}
+	return status.Code(err) == codes.Unavailable
 }
 
 func (s *Etcd) funcKey(fn string) string { return s.key(etcdFunctions, fn) }
