@@ -16,6 +16,7 @@ declare -A pkg=(
 	[tc]=iproute2
 	[debootstrap]=debootstrap
 	[chromium]=chromium
+	[etcd]=etcd-server
 )
 
 missing=()

@@ -5,18 +5,24 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/digest"
+	"github.com/faasnet/faasnet/internal/testenv"
 	"github.com/faasnet/faasnet/pki"
 	"github.com/faasnet/faasnet/token"
 )
@@ -34,8 +40,10 @@ func TestMain(m *testing.M) {
 
 // proc is a faasnet subprocess.
 type proc struct {
-	cmd    *exec.Cmd
-	stderr *strings.Builder
+	cmd     *exec.Cmd
+	stderr  *strings.Builder // read only once scanned is closed
+	pw      *io.PipeWriter   // closing it after the process exited ends the scan
+	scanned chan struct{}
 }
 
 var addrRE = regexp.MustCompile(`addr=(127\.0\.0\.1:\d+)`)
@@ -51,7 +59,7 @@ func startFaasnet(t *testing.T, args ...string) (*proc, string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, stderr: &strings.Builder{}}
+	p := &proc{cmd: cmd, stderr: &strings.Builder{}, pw: pw, scanned: make(chan struct{})}
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -59,6 +67,7 @@ func startFaasnet(t *testing.T, args ...string) (*proc, string) {
 	})
 	found := make(chan string, 1)
 	go func() {
+		defer close(p.scanned)
 		sc := bufio.NewScanner(pr)
 		sent := false
 		for sc.Scan() {
@@ -149,10 +158,40 @@ func (a *managerAccess) vm(addr, vm string) *api.Client {
 	return a.vm(addr, vm)
 }
 
+// TestManagerSurvivesKill9 runs the manager with its state in bbolt and in
+// a real one-member etcd. With etcd it also checks that heartbeats that
+// change nothing write nothing (etcd's revision counts every write), and
+// restarts the manager with an empty --data, which must get the same CA and
+// tokens from etcd.
 func TestManagerSurvivesKill9(t *testing.T) {
+	t.Run("bolt", func(t *testing.T) { testManagerSurvivesKill9(t, nil, nil) })
+	t.Run("etcd", func(t *testing.T) {
+		const prefix = "/kill9/"
+		cluster := testenv.StartEtcd(t, 1)
+		cli, err := clientv3.New(clientv3.Config{Endpoints: cluster.Endpoints()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cli.Close()
+		etcdRevision := func() int64 {
+			resp, err := cli.Get(t.Context(), prefix+"state/schema")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return resp.Header.Revision
+		}
+		testManagerSurvivesKill9(t, []string{"--etcd", strings.Join(cluster.Endpoints(), ","), "--etcd-prefix", prefix, "--etcd-session-ttl", "2s"}, etcdRevision)
+	})
+}
+
+// testManagerSurvivesKill9 runs a manager with stateArgs, kills it with
+// SIGKILL and checks that a new one has the same state. etcdRevision, if
+// not nil, returns the revision of the etcd the state is in.
+func testManagerSurvivesKill9(t *testing.T, stateArgs []string, etcdRevision func() int64) {
 	ctx := context.Background()
 	data := t.TempDir()
-	p, addr := startFaasnet(t, "manager", "--listen", "127.0.0.1:0", "--data", data, "--vm-timeout", "1h")
+	args := append([]string{"manager", "--listen", "127.0.0.1:0", "--data", data, "--vm-timeout", "1h"}, stateArgs...)
+	p, addr := startFaasnet(t, args...)
 	access := newManagerAccess(t, data)
 	c := access.operator(addr)
 	for i := range 40 {
@@ -202,12 +241,79 @@ func TestManagerSurvivesKill9(t *testing.T) {
 		return b.String()
 	}
 	before := snapshot(addr)
+	if etcdRevision != nil {
+		rev := etcdRevision()
+		if again := snapshot(addr); again != before {
+			t.Fatalf("state changed between two snapshots:\n%s\n%s", before, again)
+		}
+		if now := etcdRevision(); now != rev {
+			t.Errorf("40 heartbeats that changed nothing wrote to etcd: revision %d -> %d", rev, now)
+		}
+		if _, err := os.Stat(filepath.Join(data, "manager.db")); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("manager with --etcd has %s/manager.db (stat: %v)", data, err)
+		}
+	}
 	if err := p.cmd.Process.Kill(); err != nil { // SIGKILL: no chance to flush anything
 		t.Fatal(err)
 	}
 	p.cmd.Wait()
-	_, addr2 := startFaasnet(t, "manager", "--listen", "127.0.0.1:0", "--data", data, "--vm-timeout", "1h")
+	if etcdRevision != nil {
+		// The state and the cluster's files are in etcd: the manager
+		// may come back on another machine, with an empty --data.
+		data2 := t.TempDir()
+		args = slices.Replace(args, slices.Index(args, data), slices.Index(args, data)+1, data2)
+		defer func() {
+			for name := range clusterFiles {
+				a, errA := os.ReadFile(filepath.Join(data, name))
+				b, errB := os.ReadFile(filepath.Join(data2, name))
+				if errA != nil || errB != nil || !bytes.Equal(a, b) {
+					t.Errorf("%s differs in the new --data (%v, %v)", name, errA, errB)
+				}
+			}
+		}()
+	}
+	_, addr2 := startFaasnet(t, args...)
 	if after := snapshot(addr2); after != before {
 		t.Fatalf("state changed across kill -9:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// TestManagerExitsWhenFenced revokes the lease of a manager's lock on its
+// etcd prefix, as if it had been cut off past --etcd-session-ttl: the
+// manager must exit with an error rather than serve a state it can no
+// longer write.
+func TestManagerExitsWhenFenced(t *testing.T) {
+	cluster := testenv.StartEtcd(t, 1)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cluster.Endpoints()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	p, _ := startFaasnet(t, "manager", "--listen", "127.0.0.1:0", "--data", t.TempDir(),
+		"--etcd", strings.Join(cluster.Endpoints(), ","), "--etcd-session-ttl", "2s")
+	leases, err := cli.Leases(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leases.Leases) != 1 {
+		t.Fatalf("%d leases in etcd, want the manager's one", len(leases.Leases))
+	}
+	if _, err := cli.Revoke(t.Context(), leases.Leases[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- p.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err == nil {
+			t.Fatal("manager exited with status 0 after losing its lock")
+		}
+	case <-time.After(30 * time.Second): // bounds a hang only
+		t.Fatal("manager still running 30s after its lease was revoked")
+	}
+	p.pw.Close() // Wait has copied all of stderr into the pipe
+	<-p.scanned
+	if !strings.Contains(p.stderr.String(), "lost its lock") {
+		t.Errorf("manager's stderr does not say it lost its lock:\n%s", p.stderr.String())
 	}
 }

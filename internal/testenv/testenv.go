@@ -33,6 +33,7 @@ var debianPackage = map[string]string{
 	"ip":              "iproute2",
 	"tc":              "iproute2",
 	"debootstrap":     "debootstrap",
+	"etcd":            "etcd-server",
 }
 
 // sbinDirs are searched after PATH: runc and ip live there, and a non-root

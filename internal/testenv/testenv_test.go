@@ -397,3 +397,29 @@ func TestContainerd(t *testing.T) {
 		t.Error("pulling a missing image succeeded")
 	}
 }
+
+// TestStartEtcd starts three members and checks that they form one cluster
+// that keeps its quorum with one member killed and takes it back after a
+// restart.
+func TestStartEtcd(t *testing.T) {
+	e := StartEtcd(t, 3)
+	if got := len(e.Endpoints()); got != 3 {
+		t.Fatalf("%d endpoints, want 3", got)
+	}
+	e.Kill(2)
+	for _, m := range e.members[:2] {
+		// If the killed member led, the others elect a new leader first.
+		if err := m.proc.waitReady(m.healthy); err != nil {
+			t.Errorf("with one of three members killed: %v", err)
+		}
+	}
+	if err := e.members[2].healthy(); err == nil {
+		t.Error("the killed member still answers")
+	}
+	if err := e.Restart(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Restart(2); err == nil {
+		t.Error("Restart of a running member succeeded")
+	}
+}

@@ -3,10 +3,15 @@ package store
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
+
+	"github.com/faasnet/faasnet/internal/testenv"
 )
 
 // fuzzReader turns fuzz bytes into batch entries; past the end it reads zeros.
@@ -81,15 +86,23 @@ func (r *fuzzReader) batches() []Batch {
 	return append(out, b)
 }
 
-// FuzzApply applies the same batches to Memory and Bolt: neither may panic,
-// both must accept and refuse the same batches for the same reason, and load
-// the same state after each.
+// FuzzApply applies the same batches to Memory, Bolt and, where etcd is
+// installed (always under CI), Etcd: none may panic, all must accept and
+// refuse the same batches for the same reason, and load the same state
+// after each.
 func FuzzApply(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{0, 0, 0, 1, 0, 2, 3, 0, 0, 0, 4, 3, 0, 2, 0, 9, 6, 3, 3, 6, 1, 0})
 	f.Add([]byte{2, 3, 0, 7, 2, 4, 2, 0, 7, 1, 4, 3, 2, 0, 1, 1, 6, 5, 3, 2, 6, 4, 3, 0, 0, 0, 0})
 	f.Add([]byte{0, 0x83, 'x', 0xff, 'y', 1, 0, 2, 0x82, 'f', 'g', 0, 1, 0x84, 0x83, '{', '}', ' ', 4, 0x82, 'f', 'g', 0, 0, 0, 0})
 	f.Add([]byte{2, 8, 0, 0, 2, 4, 8, 0, 0, 0, 6, 0, 9, 0, 0, 6, 4, 3, 4, 0, 0, 0, 6, 3, 3})
+	var etcd []string
+	if _, err := exec.LookPath("etcd"); err == nil || testenv.InCI() {
+		etcd = testenv.StartEtcd(f, 1).Endpoints()
+	} else {
+		f.Log("etcd not installed (apt-get install etcd-server): fuzzing Memory against Bolt only")
+	}
+	var prefixes atomic.Int64
 	f.Fuzz(func(t *testing.T, data []byte) {
 		mem := NewMemory()
 		bolt, err := OpenBolt(filepath.Join(t.TempDir(), "state.db"))
@@ -97,15 +110,27 @@ func FuzzApply(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer bolt.Close()
+		others := map[string]Store{"bolt": bolt}
+		if etcd != nil {
+			others["etcd"] = openEtcd(t, etcd, fmt.Sprintf("/fuzz/%d/", prefixes.Add(1)))
+		}
 		r := &fuzzReader{data: data}
 		for i, b := range r.batches() {
-			errM, errB := mem.Apply(t.Context(), b), bolt.Apply(t.Context(), b)
-			if !sameClass(errM, errB) {
-				t.Fatalf("batch %d %+v: memory: %v, bolt: %v", i, b, errM, errB)
+			errM := mem.Apply(t.Context(), b)
+			for name, s := range others {
+				err := s.Apply(t.Context(), b)
+				if errors.Is(err, ErrTooLarge) {
+					return // etcd's own limit: the stores part ways here
+				}
+				if !sameClass(errM, err) {
+					t.Fatalf("batch %d %+v: memory: %v, %s: %v", i, b, errM, name, err)
+				}
 			}
-			got, want := mustLoad(t, bolt), mustLoad(t, mem)
-			if !reflect.DeepEqual(got, want) {
-				t.Fatalf("batch %d %+v:\nbolt   %+v\nmemory %+v", i, b, got, want)
+			want := mustLoad(t, mem)
+			for name, s := range others {
+				if got := mustLoad(t, s); !reflect.DeepEqual(got, want) {
+					t.Fatalf("batch %d %+v:\n%-6s %+v\nmemory %+v", i, b, name, got, want)
+				}
 			}
 		}
 	})

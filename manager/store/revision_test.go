@@ -10,9 +10,9 @@ import (
 // that names one; a batch of nothing else is not empty.
 func TestRevision(t *testing.T) {
 	ctx := context.Background()
-	for name, open := range backends() {
+	for name, setup := range backends() {
 		t.Run(name, func(t *testing.T) {
-			s := open(t)
+			s := setup(t)(t)
 			if got := mustLoad(t, s).Revision; got != 0 {
 				t.Fatalf("a new store has revision %d", got)
 			}

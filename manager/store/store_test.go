@@ -8,24 +8,34 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/faasnet/faasnet/internal/testenv"
 	"github.com/faasnet/faasnet/token"
 )
 
 // opener returns a fresh, empty Store that the test owns.
 type opener func(t *testing.T) Store
 
+// backend sets up one implementation for test t (starting what it needs, or
+// skipping t) and returns its opener.
+type backend func(t *testing.T) opener
+
 // backends lists every implementation the conformance suite runs against.
-func backends() map[string]opener {
-	return map[string]opener{
-		"memory": func(t *testing.T) Store {
-			s := NewMemory()
-			t.Cleanup(func() { s.Close() })
-			return s
+func backends() map[string]backend {
+	return map[string]backend{
+		"memory": func(*testing.T) opener {
+			return func(t *testing.T) Store {
+				s := NewMemory()
+				t.Cleanup(func() { s.Close() })
+				return s
+			}
 		},
-		"bolt": openTempBolt,
+		"bolt":  func(*testing.T) opener { return openTempBolt },
+		"etcd1": etcdBackend(1),
+		"etcd3": etcdBackend(3),
 	}
 }
 
@@ -39,9 +49,33 @@ func openTempBolt(t *testing.T) Store {
 	return s
 }
 
+// etcdBackend starts a real etcd of members members for the test (one
+// cluster for all its stores) and opens each store under a prefix of its
+// own, with a client of its own.
+func etcdBackend(members int) backend {
+	return func(t *testing.T) opener {
+		cluster := testenv.StartEtcd(t, members)
+		var n atomic.Int64
+		return func(t *testing.T) Store {
+			t.Helper()
+			return openEtcd(t, cluster.Endpoints(), fmt.Sprintf("/test/%d/", n.Add(1)))
+		}
+	}
+}
+
+func openEtcd(t testing.TB, endpoints []string, prefix string) *Etcd {
+	t.Helper()
+	s, err := OpenEtcd(t.Context(), EtcdOptions{Endpoints: endpoints, Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 func TestStore(t *testing.T) {
-	for name, open := range backends() {
-		t.Run(name, func(t *testing.T) { testStore(t, open) })
+	for name, setup := range backends() {
+		t.Run(name, func(t *testing.T) { testStore(t, setup(t)) })
 	}
 }
 
