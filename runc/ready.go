@@ -54,7 +54,11 @@ func waitReady(ctx context.Context, url string, exited <-chan struct{}) (time.Du
 		if ok {
 			return time.Since(start), nil
 		}
-		last = err
+		if ctx.Err() == nil || last == nil {
+			// A probe cut short by the deadline says nothing about the
+			// container; the answer before it does.
+			last = err
+		}
 		timer.Reset(every)
 		every = min(every*3/2, maxProbeEvery)
 	}
