@@ -34,6 +34,7 @@ import (
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/digest"
 	"github.com/faasnet/faasnet/grant"
+	"github.com/faasnet/faasnet/internal/httpserver"
 	"github.com/faasnet/faasnet/pki"
 	"github.com/faasnet/faasnet/token"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -102,7 +103,8 @@ func New(t testing.TB) *Manager {
 	}
 	m.verifier = pki.NewVerifier(ca.Cert, m.revoked)
 	// Refused handshakes are what many tests provoke: not worth a log line.
-	srv := &http.Server{Handler: m.routes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
+	srv := httpserver.New(m.routes(), httpserver.Options{})
+	srv.ErrorLog = log.New(io.Discard, "", 0)
 	go srv.Serve(tls.NewListener(ln, m.verifier.ManagerServer(m.keeper)))
 	t.Cleanup(func() { srv.Close() })
 	return m
