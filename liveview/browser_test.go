@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,7 +130,7 @@ func checkTree(ctx context.Context, browser context.Context, cp cluster.ControlP
 		return err
 	}
 	moved := fmt.Sprintf(`%s.length === %d && !document.querySelector('g.vm[data-vm=%q]') && %q.split(",").every(c => { const g = document.querySelector('g.vm[data-vm="' + c + '"]'); return g && g.dataset.parent !== %q && g.dataset.parent !== "" })`,
-		nodes, vms-1, leaving, join(children), leaving)
+		nodes, vms-1, leaving, strings.Join(children, ","), leaving)
 	if _, err := chromedp.Run(wctx, chromedp.Poll[bool](moved)); err != nil {
 		return fmt.Errorf("the page did not redraw %s's children %v under new parents: %w", leaving, children, err)
 	}
@@ -146,17 +147,6 @@ func checkTree(ctx context.Context, browser context.Context, cp cluster.ControlP
 	}
 	fmt.Fprintf(os.Stderr, "live view screenshot: %s\n", path)
 	return nil
-}
-
-func join(s []string) string {
-	out := ""
-	for i, x := range s {
-		if i > 0 {
-			out += ","
-		}
-		out += x
-	}
-	return out
 }
 
 // operator is an admin client for the deployment's manager.
