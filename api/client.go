@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -38,15 +40,70 @@ type Client struct {
 	// for VMs, which are identified by their certificate (HTTP's TLS
 	// settings).
 	Token string
+	// Others are further managers of the same cluster. A call that
+	// cannot connect to Base goes to the next one, which then becomes
+	// Base. Only a failed connection moves on: a request that reached a
+	// manager may have taken effect, and is not sent twice.
+	Others []string
+
+	mu sync.Mutex // guards Base and Others while calls move between managers
 }
 
 // NewClient returns a client for the manager at base, which may omit the
-// scheme ("127.0.0.1:7070" means https).
+// scheme ("127.0.0.1:7070" means https), or for several managers,
+// comma-separated.
 func NewClient(base string) *Client {
-	if !strings.Contains(base, "://") {
-		base = "https://" + base
+	urls := SplitManagers(base)
+	c := &Client{Base: urls[0]}
+	c.Others = urls[1:]
+	return c
+}
+
+// SplitManagers splits a comma-separated list of manager URLs, adding the
+// https scheme where it is missing and dropping trailing slashes.
+func SplitManagers(list string) []string {
+	var out []string
+	for _, u := range strings.Split(list, ",") {
+		u = strings.TrimSpace(u)
+		if u == "" && len(out) > 0 {
+			continue
+		}
+		if !strings.Contains(u, "://") {
+			u = "https://" + u
+		}
+		out = append(out, strings.TrimRight(u, "/"))
 	}
-	return &Client{Base: strings.TrimRight(base, "/")}
+	return out
+}
+
+// bases returns the managers to try, Base first.
+func (c *Client) bases() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string{c.Base}, c.Others...)
+}
+
+// use makes base the one tried first from now on.
+func (c *Client) use(base string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if base == c.Base {
+		return
+	}
+	others := []string{c.Base}
+	for _, o := range c.Others {
+		if o != base {
+			others = append(others, o)
+		}
+	}
+	c.Base, c.Others = base, others
+}
+
+// notConnected reports whether err means the request never reached a
+// server: the dial failed.
+func notConnected(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // NewTLSClient returns a client for the manager at base that checks the
@@ -74,27 +131,29 @@ func (c *Client) http() *http.Client {
 	return defaultHTTP
 }
 
-// do sends in (if not nil) as JSON and decodes the answer into out (if not nil).
+// do sends in (if not nil) as JSON and decodes the answer into out (if not
+// nil), to the first manager it can connect to.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
+	var payload []byte
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return fmt.Errorf("encode %s %s: %w", method, path, err)
 		}
-		body = bytes.NewReader(b)
+		payload = b
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.Base+Prefix+path, body)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+	var resp *http.Response
+	var err error
+	for _, base := range c.bases() {
+		resp, err = c.send(ctx, base, method, path, payload, in != nil)
+		if err == nil {
+			c.use(base)
+			break
+		}
+		if !notConnected(err) || ctx.Err() != nil {
+			break
+		}
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-	}
-	resp, err := c.http().Do(req)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
@@ -116,6 +175,25 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 	}
 	return nil
+}
+
+// send makes one request to the manager at base.
+func (c *Client) send(ctx context.Context, base, method, path string, payload []byte, hasBody bool) (*http.Response, error) {
+	var body io.Reader
+	if hasBody {
+		body = bytes.NewReader(payload)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+Prefix+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if hasBody {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	return c.http().Do(req)
 }
 
 func esc(s string) string { return url.PathEscape(s) }

@@ -87,17 +87,21 @@ func Renew(ctx context.Context, c *api.Client, vm string, cur tls.Certificate, c
 
 // CheckManagerURL refuses a manager URL that is not HTTPS: the join
 // token, the certificates and the assignments must not cross the network in
-// the clear. A URL without a scheme means HTTPS, as for api.NewClient.
+// the clear. A URL without a scheme means HTTPS, as for api.NewClient;
+// several managers are comma-separated, each checked.
 func CheckManagerURL(raw string) error {
-	if !strings.Contains(raw, "://") {
-		raw = "https://" + raw
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("manager URL: %w", err)
-	}
-	if u.Scheme != "https" || u.Host == "" {
-		return fmt.Errorf("manager URL %q: want https://HOST:PORT", raw)
+	for _, one := range strings.Split(raw, ",") {
+		one = strings.TrimSpace(one)
+		if !strings.Contains(one, "://") {
+			one = "https://" + one
+		}
+		u, err := url.Parse(one)
+		if err != nil {
+			return fmt.Errorf("manager URL: %w", err)
+		}
+		if u.Scheme != "https" || u.Host == "" {
+			return fmt.Errorf("manager URL %q: want https://HOST:PORT", one)
+		}
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -169,5 +170,36 @@ func TestWorkerNeedsCAAndJoinToken(t *testing.T) {
 				t.Fatalf("worker %v: %v, want a failure naming %q:\n%s", tt.args, err, tt.want, got)
 			}
 		})
+	}
+}
+
+// A worker given several managers enrolls and registers with the first one
+// it can reach.
+func TestWorkerWithSeveralManagers(t *testing.T) {
+	m := startManager(t)
+	dead := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return "https://" + ln.Addr().String()
+	}()
+	startFaasnet(t, "worker", "--id", "vm-1", "--listen", "127.0.0.1:0", "--manager", dead+","+m.URL,
+		"--ca", m.CAFile, "--join-token", m.JoinTokenFile, "--cache", t.TempDir(), "--oci-listen", "none", "--heartbeat", "100ms")
+	admin, err := operatorClient(m.URL, m.CAFile, m.AdminTokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		vms, err := admin.VMs(t.Context())
+		if err == nil && len(vms) == 1 && vms[0].VM == "vm-1" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker never registered through the second manager: %v %v", vms, err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling another process's state, with a deadline
 	}
 }

@@ -97,7 +97,7 @@ func newWorkerCmd() *cobra.Command {
 	f.StringVar(&ociListen, "oci-listen", "127.0.0.1:5050", `address of the read-only OCI registry mirror for the local containerd or skopeo: host:port (loopback unless --oci-listen-public), a unix socket "unix:/path" (or any path with a "/"), or "" or "none" for no endpoint`)
 	f.BoolVar(&ociPublic, "oci-listen-public", false, "allow a non-loopback --oci-listen address (the endpoint has no authentication)")
 	f.StringVar(&cfg.Advertise, "advertise", "", "address registered with the manager (default: the listening address)")
-	f.StringVar(&cfg.Manager, "manager", "https://127.0.0.1:7070", "manager URL (https)")
+	f.StringVar(&cfg.Manager, "manager", "https://127.0.0.1:7070", "manager URL (https), or several of one cluster, comma-separated: the worker moves to the next when one cannot be reached")
 	f.StringVar(&caFile, "ca", "", "the cluster CA certificate (PEM; the manager's DATA/ca.crt): the manager, peers and grants are checked against it (required)")
 	f.StringVar(&joinFile, "join-token", "", "file holding the join token (the manager's DATA/join.token), to enroll; not needed while --cert-dir holds a valid certificate for --id")
 	f.StringVar(&certDir, "cert-dir", "", "directory of this VM's key and certificate, ID.key and ID.crt (default CACHE.pki)")
