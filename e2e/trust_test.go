@@ -2,19 +2,15 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"math/big"
 	"net/http"
-	"net/url"
 	"os/exec"
 	"slices"
 	"strings"
@@ -22,6 +18,7 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/enroll/enrolltest"
 	"github.com/faasnet/faasnet/grant"
 	"github.com/faasnet/faasnet/imagegen"
 	"github.com/faasnet/faasnet/internal/testenv"
@@ -103,7 +100,7 @@ func forged(t *testing.T, m *manager, vm string) map[string]tls.Certificate {
 	return map[string]tls.Certificate{
 		"no certificate": {},
 		"another CA":     signVM(t, other, vm, now, time.Hour),
-		"self-signed":    selfSignedVM(t, vm),
+		"self-signed":    enrolltest.SelfSigned(t, vm),
 		"expired":        signVM(t, real, vm, now.Add(-3*time.Hour), time.Hour),
 		"expired (manager)": func() tls.Certificate {
 			c, err := real.IssueServer("127.0.0.1:1", nil, now.Add(-200*24*time.Hour), time.Hour)
@@ -134,28 +131,6 @@ func signVM(t *testing.T, ca *pki.CA, vm string, now time.Time, ttl time.Duratio
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{c.Raw}, PrivateKey: key, Leaf: c}
-}
-
-func selfSignedVM(t *testing.T, vm string) tls.Certificate {
-	t.Helper()
-	key, err := pki.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(99),
-		Subject:      pkix.Name{CommonName: vm},
-		URIs:         []*url.URL{pki.VMURI(vm)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
 
 // refused reports whether a call failed at the TLS handshake or was

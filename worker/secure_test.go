@@ -14,7 +14,6 @@ import (
 	"io"
 	"math"
 	"math/big"
-	"net"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -84,29 +83,13 @@ func (c *secureCluster) start(id string, mod func(*Config)) *Worker {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	cfg := Config{ID: id, Manager: c.m.URL, CacheDir: c.t.TempDir(), Heartbeat: 100 * time.Millisecond,
-		ParentTimeout: 2 * time.Second, StallTimeout: 3 * time.Second, Logger: testLogger(),
-		Security: &Security{Keeper: pki.NewKeeper(cert), CA: c.m.CA.Cert}}
+	cfg := testConfig(c.t, id, c.m.URL)
+	cfg.Security = &Security{Keeper: pki.NewKeeper(cert), CA: c.m.CA.Cert}
 	if mod != nil {
 		mod(&cfg)
 	}
-	w, err := New(cfg)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(c.ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); w.Serve(ctx, ln) }()
-	c.t.Cleanup(func() {
-		cancel()
-		<-done
-		checkNoReferences(c.t, w)
-	})
-	c.workers[id], c.addrs[id] = w, ln.Addr().String()
+	w, addr, _, _ := serveWorker(c.t, c.ctx, cfg)
+	c.workers[id], c.addrs[id] = w, addr
 	waitFor(c.t, id+" registered", func() bool { return c.m.Addr(id) != "" })
 	return w
 }

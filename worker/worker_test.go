@@ -125,29 +125,44 @@ func (c *cluster) pushTag(spec imagegen.Spec, tag string) (string, v1.Image) {
 // start runs a worker on its own loopback listener.
 func (c *cluster) start(id string, mod func(*Config)) *Worker {
 	c.t.Helper()
-	cfg := Config{ID: id, Manager: c.mgr.Base, CacheDir: c.t.TempDir(), Heartbeat: 100 * time.Millisecond,
-		ParentTimeout: 2 * time.Second, StallTimeout: 3 * time.Second, Logger: testLogger()}
+	cfg := testConfig(c.t, id, c.mgr.Base)
 	if mod != nil {
 		mod(&cfg)
 	}
+	w, _, cancel, done := serveWorker(c.t, c.ctx, cfg)
+	c.workers[id], c.stops[id], c.dones[id] = w, cancel, done
+	return w
+}
+
+// testConfig is the configuration of a test cluster's workers: quick
+// heartbeats and short failover times.
+func testConfig(t *testing.T, id, manager string) Config {
+	return Config{ID: id, Manager: manager, CacheDir: t.TempDir(), Heartbeat: 100 * time.Millisecond,
+		ParentTimeout: 2 * time.Second, StallTimeout: 3 * time.Second, Logger: testLogger()}
+}
+
+// serveWorker runs a worker of cfg on a loopback listener until the test
+// ends (or cancel), then checks that it leaked no cache reference. done is
+// closed when Serve returned.
+func serveWorker(t *testing.T, parent context.Context, cfg Config) (w *Worker, addr string, cancel context.CancelFunc, done chan struct{}) {
+	t.Helper()
 	w, err := New(cfg)
 	if err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(c.ctx)
-	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(parent)
+	done = make(chan struct{})
 	go func() { defer close(done); w.Serve(ctx, ln) }()
-	c.workers[id], c.stops[id], c.dones[id] = w, cancel, done
-	c.t.Cleanup(func() {
+	t.Cleanup(func() {
 		cancel()
 		<-done
-		checkNoReferences(c.t, w)
+		checkNoReferences(t, w)
 	})
-	return w
+	return w, ln.Addr().String(), cancel, done
 }
 
 // newWorker makes a worker that is not served, for tests of its parts. Its
