@@ -4,13 +4,16 @@
 // A container runs the image's entrypoint (or a given command) on a
 // read-only root filesystem, typically a lazily fetched FUSE mount of the
 // function's image, with tmpfs at /tmp, /run and /dev/shm for whatever the
-// function writes. It has its own pid, mount, ipc and uts namespaces but
-// shares the host's network namespace, so that the worker reaches the
-// function on 127.0.0.1:PORT (emulated VMs on one machine use distinct
-// ports). It keeps one capability (binding ports below 1024), cannot gain
-// privileges, and may have a cgroup memory limit.
+// function writes. It has its own pid, mount, ipc and uts namespaces, and
+// with a sandbox (Spec.OwnNetwork, Spec.Users) its own network namespace
+// and a user namespace whose root is an unprivileged host uid; without one
+// it shares the host's network and the worker reaches the function on
+// 127.0.0.1:PORT. It keeps one capability (binding ports below 1024),
+// cannot gain privileges, and may have a cgroup memory limit.
 //
-// Containers are started detached (`runc run --detach`); the next worker
+// Containers are created and started in two steps (`runc create`, `runc
+// start`) so that the worker can wire a container's network namespace in
+// between; they run detached from the worker, and the next worker
 // removes those a crashed worker left with Cleanup. The container's
 // standard output and error, and runc's own errors, go through a pipe to a
 // log file in its bundle that keeps the newest Runtime.MaxLogSize bytes at
@@ -86,7 +89,7 @@ func (r *Runtime) Start(ctx context.Context, s Spec) (*Container, error) {
 		return nil, fmt.Errorf("runc: container %s: %w", s.ID, err)
 	}
 	c := &Container{r: r, id: s.ID, bundle: bundle, logPath: filepath.Join(bundle, logFile)}
-	pid, err := r.run(ctx, c)
+	pid, err := r.run(ctx, c, s.BeforeStart)
 	if err != nil {
 		// A cancelled or failed runc may leave a created container behind,
 		// holding the log's pipe: the log is complete once it is gone.
@@ -128,11 +131,14 @@ func writeBundle(bundle string, spec any) error {
 	return nil
 }
 
-// run runs `runc run --detach` for c with the container's output going to
-// c's log through a pipe, and returns the pid of the container's process.
-// The pipe, rather than the file itself, lets the worker bound the log
-// (see logWriter); c.closeLog waits for its last bytes.
-func (r *Runtime) run(ctx context.Context, c *Container) (int, error) {
+// run creates c with `runc create`, with the container's output going to
+// c's log through a pipe, runs before (if any) with the pid of the
+// container's process, then starts it with `runc start`, and returns the
+// pid. Between create and start the process exists in all its namespaces
+// but has not run the function's command. The pipe, rather than the file
+// itself, lets the worker bound the log (see logWriter); c.closeLog waits
+// for its last bytes.
+func (r *Runtime) run(ctx context.Context, c *Container, before func(context.Context, int) error) (int, error) {
 	limit := r.MaxLogSize
 	if limit <= 0 {
 		limit = DefaultMaxLogSize
@@ -150,12 +156,12 @@ func (r *Runtime) run(ctx context.Context, c *Container) (int, error) {
 	c.logR, c.logDone = pr, make(chan struct{})
 	go func() { defer close(c.logDone); copyLog(pr, lw) }()
 	pidFile := filepath.Join(c.bundle, "pid")
-	cmd := exec.CommandContext(ctx, r.runcPath(), "--root", r.Root, "run", "--detach", "--bundle", c.bundle, "--pid-file", pidFile, c.id)
+	cmd := exec.CommandContext(ctx, r.runcPath(), "--root", r.Root, "create", "--bundle", c.bundle, "--pid-file", pidFile, c.id)
 	// An *os.File, not a Writer: the container inherits it, and Wait does
 	// not wait for the container to close it.
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Run(); err != nil {
-		return 0, fmt.Errorf("runc run: %w", err)
+		return 0, fmt.Errorf("runc create: %w", err)
 	}
 	b, err := os.ReadFile(pidFile)
 	if err != nil {
@@ -164,6 +170,14 @@ func (r *Runtime) run(ctx context.Context, c *Container) (int, error) {
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil || pid <= 0 {
 		return 0, fmt.Errorf("runc pid file %s holds %q", pidFile, b)
+	}
+	if before != nil {
+		if err := before(ctx, pid); err != nil {
+			return 0, fmt.Errorf("before start: %w", err)
+		}
+	}
+	if _, err := r.runc(ctx, "start", c.id); err != nil {
+		return 0, err
 	}
 	return pid, nil
 }

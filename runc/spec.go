@@ -1,6 +1,7 @@
 package runc
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -24,6 +25,27 @@ type Spec struct {
 	Env         []string  // KEY=VALUE, added to the image's and overriding them
 	MemoryBytes int64     // cgroup memory limit; 0 means none
 	Port        int       // the function listens here; passed as the environment variable PORT
+
+	// OwnNetwork gives the container a network namespace of its own, with
+	// nothing but a loopback in it until BeforeStart wires it up. Without
+	// it the container shares the host's network.
+	OwnNetwork bool
+	// Users, when set, runs the container in a user namespace whose root
+	// is Users.Host on the host: no process of the function is ever the
+	// host's root. The root filesystem must show its files owned with
+	// Users.Host added (see lazy.Options.IDShift, unpack.Options.IDShift).
+	Users *IDRange
+	// BeforeStart, when set, runs once the container's namespaces exist
+	// and before its process runs, with the pid of its first process; the
+	// network is set up here (/proc/PID/ns/net). An error aborts the start.
+	BeforeStart func(ctx context.Context, pid int) error
+}
+
+// IDRange maps container ids 0..Size-1 to host ids Host..Host+Size-1, for
+// users and groups alike.
+type IDRange struct {
+	Host uint32
+	Size uint32
 }
 
 // ociVersion is the runtime specification version the bundles claim: the
@@ -145,18 +167,13 @@ func ociSpec(s Spec, rootfs, cgroupsPath string) (*specs.Spec, error) {
 		},
 		Root:     &specs.Root{Path: rootfs, Readonly: true},
 		Hostname: s.ID,
-		Mounts:   mounts(rootfs),
+		Mounts:   mounts(rootfs, s.Users != nil && !s.OwnNetwork),
 		Linux: &specs.Linux{
 			CgroupsPath: cgroupsPath,
 			Resources: &specs.LinuxResources{
 				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
 			},
-			// No network namespace: the function shares the host's (the
-			// VM's) network, so the worker probes it on 127.0.0.1:PORT.
-			Namespaces: []specs.LinuxNamespace{
-				{Type: specs.PIDNamespace}, {Type: specs.MountNamespace},
-				{Type: specs.IPCNamespace}, {Type: specs.UTSNamespace},
-			},
+			Namespaces: namespaces(s),
 			MaskedPaths:   maskedPaths,
 			ReadonlyPaths: readonlyPaths,
 		},
@@ -165,22 +182,48 @@ func ociSpec(s Spec, rootfs, cgroupsPath string) (*specs.Spec, error) {
 		limit := s.MemoryBytes
 		spec.Linux.Resources.Memory = &specs.LinuxMemory{Limit: &limit}
 	}
+	if u := s.Users; u != nil {
+		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: u.Host, Size: u.Size}}
+		spec.Linux.UIDMappings, spec.Linux.GIDMappings = m, m
+	}
 	return spec, nil
+}
+
+// namespaces are the container's: pid, mount, ipc and uts always; a
+// network namespace with OwnNetwork (otherwise the function shares the
+// host's network and the worker probes it on 127.0.0.1:PORT); a user
+// namespace with Users. runc creates the user namespace first, so the
+// others belong to it: its root may configure its own loopback and mount
+// its own sysfs, and nothing of the host's.
+func namespaces(s Spec) []specs.LinuxNamespace {
+	ns := []specs.LinuxNamespace{
+		{Type: specs.PIDNamespace}, {Type: specs.MountNamespace},
+		{Type: specs.IPCNamespace}, {Type: specs.UTSNamespace},
+	}
+	if s.OwnNetwork {
+		ns = append(ns, specs.LinuxNamespace{Type: specs.NetworkNamespace})
+	}
+	if s.Users != nil {
+		ns = append(ns, specs.LinuxNamespace{Type: specs.UserNamespace})
+	}
+	return ns
 }
 
 // mounts returns the container's mounts. The root is read-only; the
 // function writes only to tmpfs (/tmp, /run, /dev/shm). The host's
 // /etc/hosts and /etc/resolv.conf are bound read-only over the image's when
 // the image has them (the mount point must exist: the root cannot be
-// written to create it), because the container uses the host's network.
-func mounts(rootfs string) []specs.Mount {
+// written to create it), so that names resolve as on the VM. bindSys binds
+// the host's /sys read-only instead of mounting a sysfs: a user namespace
+// may mount a sysfs only for a network namespace it owns.
+func mounts(rootfs string, bindSys bool) []specs.Mount {
 	m := []specs.Mount{
 		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
 		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
 		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
 		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
 		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
-		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+		sys(bindSys),
 		{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777"}},
 		{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755"}},
 	}
@@ -191,6 +234,13 @@ func mounts(rootfs string) []specs.Mount {
 		m = append(m, specs.Mount{Destination: f, Type: "bind", Source: f, Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"}})
 	}
 	return m
+}
+
+func sys(bind bool) specs.Mount {
+	if bind {
+		return specs.Mount{Destination: "/sys", Type: "bind", Source: "/sys", Options: []string{"rbind", "nosuid", "noexec", "nodev", "ro"}}
+	}
+	return specs.Mount{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}}
 }
 
 // isRegular reports whether name is a regular file, without following a

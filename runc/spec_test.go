@@ -186,7 +186,7 @@ func TestMountsBindHostFiles(t *testing.T) {
 	} {
 		rootfs := writeRootfs(t, tc.files)
 		var got []string
-		for _, m := range mounts(rootfs) {
+		for _, m := range mounts(rootfs, false) {
 			if m.Type == "bind" {
 				got = append(got, m.Destination)
 			}
