@@ -173,7 +173,7 @@ func ociSpec(s Spec, rootfs, cgroupsPath string) (*specs.Spec, error) {
 			Resources: &specs.LinuxResources{
 				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
 			},
-			Namespaces: namespaces(s),
+			Namespaces:    namespaces(s),
 			MaskedPaths:   maskedPaths,
 			ReadonlyPaths: readonlyPaths,
 		},
