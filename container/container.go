@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	mathrand "math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,6 +44,7 @@ type Host struct {
 	rt      *runc.Runtime
 	log     *slog.Logger
 	limits  Limits
+	sandbox Sandbox
 	account func(int64) func()
 }
 
@@ -54,13 +56,39 @@ type Limits struct {
 	Log    int64         // a container's log on disk; 0 is runc.DefaultMaxLogSize
 }
 
+// Sandbox is how a Host fences its containers in beyond what runc always
+// does (see package runc). Its zero value runs them on the host's network
+// and as the host's root, for measuring what the sandbox costs.
+type Sandbox struct {
+	// Network gives each container a network namespace of its own, wired
+	// by Network between runc create and runc start; nil shares the host's.
+	Network Network
+	// Users maps the container's root to an unprivileged host range; nil
+	// runs it as the host's root. The directories above the Host's must
+	// then be searchable by that range (mode o+x).
+	Users *runc.IDRange
+}
+
+// Network wires a container's network namespace (see package netns).
+type Network interface {
+	// Attach connects the namespace of pid and returns its endpoint.
+	Attach(ctx context.Context, id string, pid int) (Endpoint, error)
+}
+
+// Endpoint is a container's end of the network.
+type Endpoint interface {
+	Addr() netip.Addr // where the worker reaches the function
+	Close(ctx context.Context) error
+}
+
 // Config is what New needs.
 type Config struct {
 	Dir    string       // the run directory, laid out as Host describes
 	VM     string       // the worker's id: container ids are faasnet-VM-NAME, so workers may share a machine
 	Runc   string       // the runc executable; "" finds runc in PATH or /usr/sbin
 	Logger *slog.Logger // nil is slog.Default()
-	Limits Limits
+	Limits  Limits
+	Sandbox Sandbox
 	// Account, when set, is told the disk a container takes beside the
 	// worker's cache: the bytes of its unpacked image, and its log at its
 	// largest. It returns the function that gives them back when the
@@ -81,6 +109,7 @@ func New(cfg Config) *Host {
 		rt:      &runc.Runtime{Root: filepath.Join(cfg.Dir, "runc"), StateDir: filepath.Join(cfg.Dir, "bundles"), Runc: cfg.Runc, MaxLogSize: cfg.Limits.Log, Logger: log},
 		log:     log,
 		limits:  cfg.Limits,
+		sandbox: cfg.Sandbox,
 		account: cfg.Account,
 	}
 }
@@ -99,7 +128,7 @@ type Function struct {
 	Command       []string // overrides the image's entrypoint and cmd when set
 	Env           []string // KEY=VALUE, added to the image's
 	MemoryBytes   int64    // cgroup memory limit; 0 is none
-	ReadinessPath string   // polled at http://127.0.0.1:PORT until it answers 2xx
+	ReadinessPath string   // polled at http://ADDR:PORT until it answers 2xx (see Running.Addr)
 
 	// Phase, when set, is told how far the start got: "mount" or
 	// "unpacked" once the root filesystem is there, then "started" once
@@ -110,12 +139,16 @@ type Function struct {
 // Running is a function's container that answered its readiness check.
 type Running struct {
 	name  string
+	addr  netip.Addr
 	port  int
 	steps []func(context.Context) error // undo what Run built, last first
 }
 
-// Port returns the port the function listens on, on all addresses (the
-// container shares the host's network).
+// Addr returns the address the function is reached at: its own with a
+// sandboxed network, else the host's loopback.
+func (r *Running) Addr() netip.Addr { return r.addr }
+
+// Port returns the port the function listens on.
 func (r *Running) Port() int { return r.port }
 
 // Stop ends the container, then unmounts or removes its root filesystem.
@@ -171,18 +204,25 @@ func (h *Host) Run(ctx context.Context, f Function) (_ *Running, err error) {
 		phase("unpacked")
 	}
 
+	if h.sandbox.Users != nil {
+		if err := searchable(rootfs); err != nil {
+			return nil, fmt.Errorf("container: function %s: %w", f.Name, err)
+		}
+	}
 	logSize := h.limits.Log
 	if logSize <= 0 {
 		logSize = runc.DefaultMaxLogSize
 	}
 	h.charge(r, logSize)
-	if r.port, err = freePort(); err != nil {
+	spec := runc.Spec{
+		ID: h.containerID(f.Name), Rootfs: rootfs, Image: f.Config,
+		Command: f.Command, Env: f.Env, MemoryBytes: f.MemoryBytes,
+		Users: h.sandbox.Users,
+	}
+	if err := h.network(r, &spec); err != nil {
 		return nil, err
 	}
-	c, err := h.rt.Start(ctx, runc.Spec{
-		ID: h.containerID(f.Name), Rootfs: rootfs, Image: f.Config,
-		Command: f.Command, Env: f.Env, MemoryBytes: f.MemoryBytes, Port: r.port,
-	})
+	c, err := h.rt.Start(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -192,10 +232,39 @@ func (h *Host) Run(ctx context.Context, f Function) (_ *Running, err error) {
 	if !strings.HasPrefix(path, "/") {
 		path = "/" + path
 	}
-	if _, err := c.WaitReady(ctx, fmt.Sprintf("http://127.0.0.1:%d%s", r.port, path)); err != nil {
+	url := "http://" + netip.AddrPortFrom(r.addr, uint16(r.port)).String() + path
+	if _, err := c.WaitReady(ctx, url); err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+// SandboxPort is the port of a function with a network of its own: every
+// container has the whole port range to itself.
+const SandboxPort = 8080
+
+// network sets where r's function listens and, with a sandboxed network,
+// the hook that wires its namespace; the endpoint is closed after the
+// container stops (Stop undoes steps last first).
+func (h *Host) network(r *Running, spec *runc.Spec) error {
+	if h.sandbox.Network == nil {
+		var err error
+		r.addr = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+		r.port, err = freePort()
+		spec.Port = r.port
+		return err
+	}
+	r.port, spec.Port, spec.OwnNetwork = SandboxPort, SandboxPort, true
+	spec.BeforeStart = func(ctx context.Context, pid int) error {
+		ep, err := h.sandbox.Network.Attach(ctx, spec.ID, pid)
+		if err != nil {
+			return fmt.Errorf("container network: %w", err)
+		}
+		r.addr = ep.Addr()
+		r.steps = append(r.steps, ep.Close)
+		return nil
+	}
+	return nil
 }
 
 // mount mounts f's lazy layers at mnt/NAME, replacing a mount left there.
@@ -205,7 +274,7 @@ func (h *Host) mount(ctx context.Context, r *Running, f Function) (string, error
 	if err := os.MkdirAll(mountpoint, 0o755); err != nil {
 		return "", fmt.Errorf("container: function %s: mount point: %w", f.Name, err)
 	}
-	fsys, err := lazy.Mount(ctx, mountpoint, f.Layers, lazy.Options{Logger: h.log, Limits: h.limits.Lazy})
+	fsys, err := lazy.Mount(ctx, mountpoint, f.Layers, lazy.Options{Logger: h.log, Limits: h.limits.Lazy, IDShift: h.idShift()})
 	if err != nil {
 		return "", fmt.Errorf("container: function %s: %w", f.Name, err)
 	}
@@ -223,12 +292,31 @@ func (h *Host) unpack(r *Running, f Function) (string, error) {
 		return "", fmt.Errorf("container: function %s: removing an old rootfs: %w", f.Name, err)
 	}
 	r.steps = append(r.steps, func(context.Context) error { return os.RemoveAll(rootfs) })
-	n, err := unpack.Image(f.Image, rootfs, h.limits.Unpack)
+	n, err := unpack.Image(f.Image, rootfs, unpack.Options{Limits: h.limits.Unpack, IDShift: int(h.idShift())})
 	if err != nil {
 		return "", fmt.Errorf("container: function %s: %w", f.Name, err)
 	}
 	h.charge(r, n)
 	return rootfs, nil
+}
+
+// searchable checks that a user-namespaced container's root, an
+// unprivileged host uid, can reach rootfs: runc mounts it from inside the
+// namespace. It fails naming the first directory on the way that others
+// may not search, rather than leaving runc's "permission denied".
+func searchable(rootfs string) error {
+	for d := filepath.Dir(rootfs); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("the root filesystem %s is out of reach of the containers' users: %s has mode %v (give it o+x, or choose a run directory below searchable ones)", rootfs, d, fi.Mode().Perm())
+		}
+		if d == "/" || d == "." {
+			return nil
+		}
+	}
 }
 
 // charge accounts n bytes of disk to r until it stops.
@@ -261,6 +349,15 @@ func (h *Host) Cleanup(ctx context.Context) error {
 		return fmt.Errorf("container: cleanup of %s: %w", h.dir, err)
 	}
 	return nil
+}
+
+// idShift is the host uid of the containers' root: their files must show
+// as theirs.
+func (h *Host) idShift() uint32 {
+	if h.sandbox.Users == nil {
+		return 0
+	}
+	return h.sandbox.Users.Host
 }
 
 func (h *Host) containerID(fn string) string { return "faasnet-" + h.vm + "-" + fn }

@@ -26,6 +26,8 @@ type FS struct {
 	closeOnce  sync.Once
 	closeErr   error
 
+	idShift uint32 // added to every owner and group (Options.IDShift)
+
 	mu     sync.Mutex
 	inodes map[*node]*fs.Inode // hardlinked files, so that all names share one inode
 }
@@ -60,7 +62,7 @@ func Mount(ctx context.Context, mountpoint string, layers []Layer, opts Options)
 		return nil, fmt.Errorf("lazy: creating mountpoint: %w", err)
 	}
 	timeout := cacheTimeout
-	fsys := &FS{mountpoint: mountpoint, r: r, inodes: map[*node]*fs.Inode{}}
+	fsys := &FS{mountpoint: mountpoint, r: r, idShift: opts.IDShift, inodes: map[*node]*fs.Inode{}}
 	server, err := fs.Mount(mountpoint, fsys.newNode(root), &fs.Options{
 		MountOptions: fuse.MountOptions{
 			AllowOther:  true,
@@ -181,7 +183,7 @@ var (
 )
 
 func (en *entryNode) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	fillAttr(&out.Attr, en.n)
+	fillAttr(&out.Attr, en.n, en.fsys.idShift)
 	out.SetTimeout(cacheTimeout)
 	return 0
 }
@@ -218,17 +220,19 @@ func (en *entryNode) Listxattr(_ context.Context, dest []byte) (uint32, syscall.
 	return uint32(copy(dest, names)), 0
 }
 
-// fillAttr sets out to the attributes of n.
-func fillAttr(out *fuse.Attr, n *node) {
+// fillAttr sets out to the attributes of n, its owner shifted by idShift.
+// A directory no layer lists (the root, say) belongs to the shifted root.
+func fillAttr(out *fuse.Attr, n *node, idShift uint32) {
 	out.Ino = n.ino
 	out.Nlink = n.nlink
 	out.Mode = modeOf(n)
 	out.Blksize = 4096
+	out.Uid, out.Gid = idShift, idShift
 	e := n.e
 	if e == nil {
 		return
 	}
-	out.Uid, out.Gid = uint32(e.UID), uint32(e.GID)
+	out.Uid, out.Gid = uint32(e.UID)+idShift, uint32(e.GID)+idShift
 	switch e.Type {
 	case "reg":
 		out.Size = uint64(e.Size)

@@ -329,3 +329,22 @@ func TestUnmountStale(t *testing.T) {
 		t.Errorf("Mounted after Unmount = %v, %v; want false", ok, err)
 	}
 }
+
+// TestMountIDShift mounts with owners shifted for a user-namespaced
+// container: the image's 1000:1000 shows as shift+1000, the root as shift.
+func TestMountIDShift(t *testing.T) {
+	testenv.NeedFUSE(t)
+	const shift = 3_300_000
+	blobs, digests := testBlobs(t)
+	var layers []Layer
+	for i, b := range blobs {
+		layers = append(layers, Layer{Digest: digests[i], Size: int64(len(b)), TOCDigest: digests[i], Blob: BytesReader(b)})
+	}
+	mp := mountTest(t, layers, Options{IDShift: shift}).Mountpoint()
+	if st := stat(t, filepath.Join(mp, "hl/orig")); st.Uid != shift+1000 || st.Gid != shift+1000 {
+		t.Errorf("hl/orig owned by %d:%d, want %d:%d", st.Uid, st.Gid, shift+1000, shift+1000)
+	}
+	if st := stat(t, mp); st.Uid != shift || st.Gid != shift {
+		t.Errorf("the root owned by %d:%d, want %d:%d", st.Uid, st.Gid, shift, shift)
+	}
+}

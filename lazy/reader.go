@@ -34,6 +34,10 @@ type Options struct {
 	// Limits bound each layer's TOC and chunks; a layer over them is not
 	// mounted.
 	Limits Limits
+	// IDShift is added to every file's owner and group, so that a
+	// container whose user namespace maps its root to host uid IDShift
+	// sees the image's ownership. Zero shows the image's ids.
+	IDShift uint32
 }
 
 func (o Options) withDefaults() Options {

@@ -297,7 +297,7 @@ func TestBuildAndRun(t *testing.T) {
 
 	rootfs := filepath.Join(t.TempDir(), "rootfs")
 	start = time.Now()
-	if _, err := unpack.Image(img, rootfs, unpack.Limits{}); err != nil {
+	if _, err := unpack.Image(img, rootfs, unpack.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("unpacked in %v", time.Since(start).Round(time.Millisecond))

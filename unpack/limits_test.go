@@ -101,7 +101,7 @@ func TestImageGzipBomb(t *testing.T) {
 		}
 	}
 	dir := filepath.Join(t.TempDir(), "rootfs")
-	_, err = Image(img, dir, Limits{MaxBytes: 20 << 20})
+	_, err = Image(img, dir, Options{Limits: Limits{MaxBytes: 20 << 20}})
 	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "bomb/c of 8388608 bytes after 16777216 bytes of files, at most 20971520 in all") {
 		t.Fatalf("Image of a gzip bomb: %v; want ErrLimit", err)
 	}
@@ -154,7 +154,7 @@ func TestImageReturnsBytesWritten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := Image(img, filepath.Join(t.TempDir(), "rootfs"), Limits{})
+	n, err := Image(img, filepath.Join(t.TempDir(), "rootfs"), Options{})
 	if err != nil || n != 3<<20 {
 		t.Fatalf("Image = %d, %v; want %d bytes written", n, err, 3<<20)
 	}
@@ -185,7 +185,7 @@ func TestImageHiddenGzipBomb(t *testing.T) {
 		{20 << 20, "the layers hold more than 20971520 bytes uncompressed"},
 	} {
 		dir := filepath.Join(t.TempDir(), "rootfs")
-		n, err := Image(img, dir, Limits{MaxBytes: tc.max})
+		n, err := Image(img, dir, Options{Limits: Limits{MaxBytes: tc.max}})
 		if tc.want == "" {
 			if err != nil || n != 0 {
 				t.Fatalf("Image within %d bytes: %d written, %v; want nothing of the hidden bomb written", tc.max, n, err)
@@ -218,7 +218,7 @@ func TestImageCorruptLayerFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "rootfs")
-	if n, err := Image(img, dir, Limits{}); err == nil {
+	if n, err := Image(img, dir, Options{Limits: Limits{}}); err == nil {
 		t.Fatalf("Image of a cut layer: %d bytes written, no error", n)
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {

@@ -48,6 +48,15 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
+// Options are how Image unpacks: within Limits, with owners shifted.
+type Options struct {
+	Limits
+	// IDShift is added to every file's owner and group, so that a
+	// container whose user namespace maps its root to host uid IDShift
+	// sees the image's ownership. Zero keeps the image's ids.
+	IDShift int
+}
+
 // ErrLimit marks an image refused because unpacking it would go over its
 // Limits.
 var ErrLimit = errors.New("over the unpack limit")
@@ -55,9 +64,10 @@ var ErrLimit = errors.New("over the unpack limit")
 // Image writes the flattened filesystem of img under dir, which is created
 // if needed and should be empty, within lim. Whiteouts are applied
 // (mutate.Extract gives each path's topmost version only). Ownership is kept
-// when running as root. It returns the bytes of the files it wrote. If it
+// when running as root, shifted by opts.IDShift; dir itself is then owned
+// by the shifted root. It returns the bytes of the files it wrote. If it
 // fails, dir is removed with whatever was written to it.
-func Image(img v1.Image, dir string, lim Limits) (written int64, err error) {
+func Image(img v1.Image, dir string, opts Options) (written int64, err error) {
 	defer func() {
 		if err != nil {
 			if rerr := os.RemoveAll(dir); rerr != nil {
@@ -73,16 +83,21 @@ func Image(img v1.Image, dir string, lim Limits) (written int64, err error) {
 		return 0, fmt.Errorf("unpack: %w", err)
 	}
 	defer root.Close()
-	lim = lim.withDefaults()
+	lim := opts.Limits.withDefaults()
 	rc := mutate.Extract(&cappedImage{Image: img, max: lim.MaxBytes, left: lim.MaxBytes})
 	defer rc.Close()
-	if written, err = tarFiles(root, rc, lim); err != nil {
+	if written, err = tarFiles(root, rc, lim, opts.IDShift); err != nil {
 		return 0, fmt.Errorf("unpack into %s: %w", dir, err)
 	}
 	// mutate.Extract ends the tar stream before it reports an error in a
 	// layer, so the stream's end may come first: what follows tells.
 	if _, err := io.Copy(io.Discard, rc); err != nil {
 		return 0, fmt.Errorf("unpack into %s: %w", dir, err)
+	}
+	if opts.IDShift != 0 && os.Geteuid() == 0 {
+		if err := os.Lchown(dir, opts.IDShift, opts.IDShift); err != nil {
+			return 0, fmt.Errorf("unpack: %w", err)
+		}
 	}
 	return written, nil
 }
@@ -146,12 +161,12 @@ func (r *cappedReader) Read(p []byte) (int, error) {
 // so a file may precede its directory's own entry). An entry that would go
 // over lim is refused before any of it is written.
 func Tar(root *os.Root, r io.Reader, lim Limits) error {
-	_, err := tarFiles(root, r, lim)
+	_, err := tarFiles(root, r, lim, 0)
 	return err
 }
 
 // tarFiles is Tar, returning the bytes of the files it wrote.
-func tarFiles(root *os.Root, r io.Reader, lim Limits) (int64, error) {
+func tarFiles(root *os.Root, r io.Reader, lim Limits, idShift int) (int64, error) {
 	lim = lim.withDefaults()
 	var bytes, files int64
 	tr := tar.NewReader(r)
@@ -175,6 +190,8 @@ func tarFiles(root *os.Root, r io.Reader, lim Limits) (int64, error) {
 		if name == "." {
 			continue
 		}
+		h.Uid += idShift
+		h.Gid += idShift
 		if files++; files > lim.MaxFiles {
 			return bytes, fmt.Errorf("%w: more than %d files", ErrLimit, lim.MaxFiles)
 		}

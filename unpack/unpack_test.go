@@ -3,11 +3,18 @@ package unpack
 import (
 	"archive/tar"
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/faasnet/faasnet/internal/testenv"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
 type ent struct {
@@ -146,4 +153,40 @@ func FuzzClean(f *testing.F) {
 			t.Fatalf("clean(%q) = %q escapes", name, p)
 		}
 	})
+}
+
+// TestImageIDShift unpacks with ownership shifted for a user-namespaced
+// container: a file of uid 1000 belongs to host uid shift+1000, and the
+// root directory to the shifted root.
+func TestImageIDShift(t *testing.T) {
+	testenv.NeedRoot(t) // ownership is kept only when unpacking as root
+	const shift = 3_200_000
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(tarOf(t, []ent{
+			{name: "etc/", typ: tar.TypeDir, mode: 0o755},
+			{name: "etc/app", typ: tar.TypeReg, mode: 0o644, body: "x", uid: 1000},
+			{name: "etc/link", typ: tar.TypeSymlink, link: "app", uid: 7},
+		})), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "rootfs")
+	if _, err := Image(img, dir, Options{IDShift: shift}); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]uint32{".": shift, "etc": shift, "etc/app": shift + 1000, "etc/link": shift + 7} {
+		fi, err := os.Lstat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid != want || st.Gid != shift { // the entries' gid is 0
+			t.Errorf("%s: owner %d:%d, want %d:%d", name, st.Uid, st.Gid, want, shift)
+		}
+	}
 }

@@ -46,7 +46,7 @@ func main() {
 			"tmp_err":  errString(os.WriteFile("/tmp/probe", []byte("x"), 0o644)),
 		})
 	})
-	addr := "127.0.0.1:" + os.Getenv("PORT")
+	addr := ":" + os.Getenv("PORT") // every address: a sandboxed container is reached on its own
 	fmt.Println("listening on", addr)
 	log.Fatal(http.ListenAndServe(addr, nil))
 }
