@@ -94,6 +94,9 @@ type Network struct {
 	closed bool
 }
 
+// ErrOverlap marks a container range that overlaps a route of the host's.
+var ErrOverlap = errors.New("range in use")
+
 var tagRE = regexp.MustCompile(`^[a-z0-9]{1,8}$`)
 
 // DefaultCIDR returns the first of a few candidate /16s that overlaps none of
@@ -155,7 +158,7 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 		return nil, err
 	}
 	if r, ok := overlapping(cfg.CIDR, routes, n.vethPrefix()); ok {
-		return nil, fmt.Errorf("netns: container range %v overlaps the host route %s dev %s; choose another --container-cidr", cfg.CIDR, r.Dst, r.Dev)
+		return nil, fmt.Errorf("netns: container range %v overlaps the host route %s dev %s; choose another --container-cidr: %w", cfg.CIDR, r.Dst, r.Dev, ErrOverlap)
 	}
 	if cfg.Egress {
 		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1\n"), 0o644); err != nil {
