@@ -167,6 +167,9 @@ type FunctionReport struct {
 	BytesBeforeReady int64                `json:"bytes_before_ready,omitempty"`
 	Phases           map[string]time.Time `json:"phases,omitempty"`
 	Error            string               `json:"error,omitempty"`
+	// Address is where the function's container answers, ADDR:PORT: its
+	// own address on the VM when the worker sandboxes containers.
+	Address string `json:"address,omitempty"`
 }
 
 // StatusReport is the body of POST /vms/{vm}/status.

@@ -36,6 +36,7 @@ type function struct {
 	imageBytes int64
 
 	bytesBeforeReady int64
+	address          string // where its container answers, once ready
 }
 
 // heartbeatLoop registers, heartbeats and reconciles until ctx is done.
@@ -332,7 +333,7 @@ func (w *Worker) statusReport() api.StatusReport {
 		fr := api.FunctionReport{
 			Function: f.name, Image: f.a.Image, Generation: f.a.Generation,
 			State: f.state, Error: f.err, ImageBytes: f.imageBytes, BytesBeforeReady: f.bytesBeforeReady,
-			Phases: make(map[string]time.Time, len(f.phases)),
+			Address: f.address, Phases: make(map[string]time.Time, len(f.phases)),
 		}
 		for k, v := range f.phases {
 			fr.Phases[k] = v

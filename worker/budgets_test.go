@@ -39,7 +39,7 @@ type budgetCluster struct {
 
 func newBudgetCluster(t *testing.T) *budgetCluster {
 	testenv.NeedContainers(t)
-	c := &budgetCluster{cluster: newCluster(t, time.Hour), run: t.TempDir()}
+	c := &budgetCluster{cluster: newCluster(t, time.Hour), run: testenv.RunDir(t)}
 	c.w = c.start("vm-0", func(cfg *Config) {
 		cfg.Containers, cfg.RunDir = true, c.run
 		cfg.Limits.MaxUnpackBytes = 32 << 20

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"time"
 
 	"github.com/faasnet/faasnet/api"
@@ -88,6 +89,9 @@ func (w *Worker) runContainer(ctx context.Context, f *function, spec api.Functio
 		return nil, err
 	}
 	w.noteBytesBeforeReady(f)
+	w.mu.Lock()
+	f.address = netip.AddrPortFrom(run.Addr(), uint16(run.Port())).String()
+	w.mu.Unlock()
 	if lazyImage && !spec.NoStream {
 		// Once the function answers, the rest of the image streams in
 		// behind it, so that children and later reads find it; on-demand

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"encoding/json"
+	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/container"
 	"github.com/faasnet/faasnet/convert"
 	"github.com/faasnet/faasnet/internal/testenv"
 	"github.com/faasnet/faasnet/lazy"
@@ -39,7 +41,7 @@ func TestContainersStartLazilyThroughTheTree(t *testing.T) {
 	names := []string{"vm-0", "vm-1", "vm-2"}
 	run := map[string]string{}
 	for _, id := range names {
-		run[id] = t.TempDir()
+		run[id] = testenv.RunDir(t)
 		c.start(id, func(cfg *Config) { cfg.Containers = true; cfg.RunDir = run[id]; cfg.BlockSize = 64 << 10 })
 	}
 	c.waitRegistered(3)
@@ -55,6 +57,10 @@ func TestContainersStartLazilyThroughTheTree(t *testing.T) {
 	}
 	for _, id := range names {
 		for _, r := range c.workers[id].Functions() {
+			// Sandboxed: the function answers on an address of its own.
+			if ap, err := netip.ParseAddrPort(r.Address); err != nil || ap.Addr().IsLoopback() || ap.Port() != container.SandboxPort {
+				t.Errorf("%s: function %s answers at %q (%v), want its own address, port %d", id, r.Function, r.Address, err, container.SandboxPort)
+			}
 			switch r.Function {
 			case "lazy":
 				t.Logf("%s: lazy container answered after fetching %d of %d bytes (%.1f%%)", id, r.BytesBeforeReady, r.ImageBytes, 100*float64(r.BytesBeforeReady)/float64(r.ImageBytes))

@@ -70,6 +70,8 @@ type Config struct {
 	Containers bool
 	RunDir     string
 	Runc       string // the runc binary; "" finds it
+	// Sandbox fences the containers in; its zero value is the full sandbox.
+	Sandbox Sandbox
 
 	// Limits bound what one image may cost this worker.
 	Limits Limits
@@ -132,6 +134,11 @@ func (c *Config) defaults() error {
 	if c.RunDir == "" {
 		c.RunDir = filepath.Clean(c.CacheDir) + ".run"
 	}
+	if c.Containers && !c.Sandbox.Off {
+		if err := checkRunDir(c.RunDir); err != nil {
+			return fmt.Errorf("worker: %w", err)
+		}
+	}
 	c.Logger = c.Logger.With("vm", c.ID)
 	return nil
 }
@@ -160,6 +167,7 @@ type Worker struct {
 	refusalLog logthrottle.Throttle // one refusal line per reason a second
 
 	containers *container.Host // nil unless Config.Containers
+	sandboxNet *sandboxNet     // the containers' network; nil without a sandbox
 
 	// serving is read-held by every request Serve's server runs, so that
 	// Serve can wait for them: they hold cache references.
@@ -233,8 +241,10 @@ func New(cfg Config) (*Worker, error) {
 		Logger:       w.log,
 	})
 	if cfg.Containers {
+		sandbox, net := cfg.containerSandbox()
+		w.sandboxNet = net
 		w.containers = container.New(container.Config{Dir: cfg.RunDir, VM: cfg.ID, Runc: cfg.Runc, Logger: w.log, Limits: cfg.Limits.container(),
-			Account: func(n int64) func() { return cache.Reserve(n).Release }})
+			Sandbox: sandbox, Account: func(n int64) func() { return cache.Reserve(n).Release }})
 	}
 	w.metrics = newMetrics(w)
 	mux := http.NewServeMux()
@@ -273,6 +283,12 @@ func (w *Worker) Serve(ctx context.Context, ln net.Listener) error {
 	w.mu.Unlock()
 
 	w.cleanupRuns(ctx)
+	stopSandbox, err := w.startSandbox(ctx)
+	if err != nil {
+		w.cache.Close()
+		return err
+	}
+	defer stopSandbox() // after stopAll below: the containers go first
 	srv := httpserver.New(w.tracked(w.handler), w.cfg.HTTP)
 	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	// Refused TLS handshakes are logged here, with the client's address.

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/faasnet/faasnet/enroll"
@@ -36,6 +39,7 @@ func newWorkerCmd() *cobra.Command {
 		caFile    string
 		joinFile  string
 		certDir   string
+		sandbox   = sandboxFlags{egress: "allow", cidr: "auto"}
 		limits    = struct{ manifest, config, toc, span, unpackBytes, log units.Size }{
 			units.Size(upstream.MaxManifestSize), units.Size(worker.DefaultMaxConfigSize),
 			units.Size(lazy.DefaultMaxTOCSize), units.Size(lazy.DefaultMaxChunkSpan), units.Size(unpack.DefaultMaxBytes),
@@ -46,7 +50,7 @@ func newWorkerCmd() *cobra.Command {
 		Use:   "worker",
 		Short: "Run the agent of one VM: fetch images down the function trees and serve them",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			if cfg.ID == "" {
 				host, _ := os.Hostname()
 				cfg.ID = host
@@ -61,6 +65,9 @@ func newWorkerCmd() *cobra.Command {
 			cfg.Limits.MaxUnpackBytes, cfg.Limits.MaxLogSize = int64(limits.unpackBytes), int64(limits.log)
 			if cfg.CacheDir == "" {
 				cfg.CacheDir = "faasnet-cache-" + cfg.ID
+			}
+			if cfg.Sandbox, err = sandbox.parse(); err != nil {
+				return err
 			}
 			if certDir == "" {
 				certDir = filepath.Clean(cfg.CacheDir) + ".pki"
@@ -113,6 +120,10 @@ func newWorkerCmd() *cobra.Command {
 	f.DurationVar(&cfg.BusyTimeout, "busy-timeout", 30*time.Second, "how long to wait for a parent at its upload cap (503) before fetching from the registry")
 	f.BoolVar(&cfg.Containers, "containers", false, "run the containers of functions with a readiness check (needs root and runc)")
 	f.StringVar(&cfg.RunDir, "run-dir", "", "directory for container bundles, runc state and mounts (default CACHE.run)")
+	f.BoolVar(&sandbox.on, "sandbox", true, "fence containers in: a network and a user namespace of their own (--sandbox=false only to measure what that costs)")
+	f.StringVar(&sandbox.cidr, "container-cidr", sandbox.cidr, `IPv4 range of the containers' addresses, each takes a /30 ("auto": the first free /16 of a few private ones); workers sharing a machine need ranges of their own`)
+	f.StringVar(&sandbox.egress, "container-egress", sandbox.egress, `"allow": containers reach what the VM's routing reaches, except the worker, the managers, other containers and link-local addresses; "deny": nothing beyond the VM`)
+	f.StringVar(&sandbox.uids, "container-uids", "", fmt.Sprintf("host uids and gids of the containers' users, FIRST:COUNT (default %d:%d)", worker.DefaultUsers.Host, worker.DefaultUsers.Size))
 	f.DurationVar(&cfg.StallTimeout, "stall-timeout", 10*time.Second, "a stream that delivers nothing this long counts as failed")
 	// Budgets of one image: the registry and the tree parent are outside
 	// input (see worker.Limits).
@@ -175,4 +186,38 @@ func closeListener(ln net.Listener) {
 	if ln != nil {
 		ln.Close()
 	}
+}
+
+// sandboxFlags are the worker's --sandbox and --container-* flags.
+type sandboxFlags struct {
+	on                 bool
+	cidr, egress, uids string
+}
+
+func (f sandboxFlags) parse() (worker.Sandbox, error) {
+	s := worker.Sandbox{Off: !f.on}
+	if f.cidr != "auto" && f.cidr != "" {
+		p, err := netip.ParsePrefix(f.cidr)
+		if err != nil || !p.Addr().Is4() {
+			return s, fmt.Errorf("--container-cidr %q: want an IPv4 range such as 10.89.0.0/16, or auto", f.cidr)
+		}
+		s.CIDR = p.Masked()
+	}
+	switch f.egress {
+	case "allow":
+	case "deny":
+		s.NoEgress = true
+	default:
+		return s, fmt.Errorf("--container-egress %q: want allow or deny", f.egress)
+	}
+	if f.uids != "" {
+		first, count, ok := strings.Cut(f.uids, ":")
+		h, err1 := strconv.ParseUint(first, 10, 32)
+		n, err2 := strconv.ParseUint(count, 10, 32)
+		if !ok || err1 != nil || err2 != nil || h == 0 || n < 1 || h+n > 1<<32-1 {
+			return s, fmt.Errorf("--container-uids %q: want FIRST:COUNT of host ids, FIRST above 0, e.g. %d:%d", f.uids, worker.DefaultUsers.Host, worker.DefaultUsers.Size)
+		}
+		s.Users = runc.IDRange{Host: uint32(h), Size: uint32(n)}
+	}
+	return s, nil
 }

@@ -100,3 +100,19 @@ func NeedContainers(t testing.TB) {
 	NeedFUSE(t)
 	NeedTool(t, "runc")
 }
+
+// RunDir returns a temporary directory for a worker's containers that the
+// containers' users may reach: a user-namespaced container's root is an
+// unprivileged host uid, and runc mounts its root filesystem from inside
+// the namespace. t.TempDir and its parent are 0700; they become 0711
+// (searchable, not listable).
+func RunDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
