@@ -83,10 +83,10 @@ type Endpoint interface {
 
 // Config is what New needs.
 type Config struct {
-	Dir    string       // the run directory, laid out as Host describes
-	VM     string       // the worker's id: container ids are faasnet-VM-NAME, so workers may share a machine
-	Runc   string       // the runc executable; "" finds runc in PATH or /usr/sbin
-	Logger *slog.Logger // nil is slog.Default()
+	Dir     string       // the run directory, laid out as Host describes
+	VM      string       // the worker's id: container ids are faasnet-VM-NAME, so workers may share a machine
+	Runc    string       // the runc executable; "" finds runc in PATH or /usr/sbin
+	Logger  *slog.Logger // nil is slog.Default()
 	Limits  Limits
 	Sandbox Sandbox
 	// Account, when set, is told the disk a container takes beside the

@@ -391,7 +391,7 @@ func TestStartInvalid(t *testing.T) {
 		{"no rootfs", r, Spec{ID: "a", Rootfs: filepath.Join(dir, "missing"), Command: []string{"x"}}, "not a directory"},
 		{"no command", r, Spec{ID: "a", Rootfs: dir}, "no command"},
 		{"bundle exists", r, Spec{ID: "taken", Rootfs: dir, Command: []string{"x"}}, "exists"},
-		{"no runc", r, Spec{ID: "b", Rootfs: dir, Command: []string{"x"}}, "runc run"},
+		{"no runc", r, Spec{ID: "b", Rootfs: dir, Command: []string{"x"}}, "runc create"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := tc.r.Start(t.Context(), tc.spec)
