@@ -159,6 +159,7 @@ func (d *workerDeployment) start(ctx context.Context) error {
 		}
 		if d.env.Spec != nil {
 			cfg.Containers, cfg.RunDir = true, filepath.Join(d.env.RunDir, vm.Name)
+			cfg.Sandbox.Off = d.env.NoSandbox
 		}
 		w, err := worker.New(cfg)
 		if err != nil {

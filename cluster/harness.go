@@ -145,6 +145,9 @@ type RunOptions struct {
 	// Hold, if set, is called with the result before the deployment is
 	// closed: the VMs stay up until it returns (the demo's live view).
 	Hold func(ctx context.Context, res *Result)
+	// NoSandbox runs the containers on the host's network and as the
+	// host's root, to measure what the sandbox costs.
+	NoSandbox bool
 }
 
 // ControlPlane is where a deployment's manager answers and the files an
@@ -214,13 +217,19 @@ func (h *Harness) Run(ctx context.Context, s Strategy, vms int, opts RunOptions)
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	env := &Env{Registry: h.reg, Images: h.images, Plain: h.plain, VMs: makeVMs(vms), Scenario: h.sc, Dir: dir, Spec: h.spec, Logger: h.log}
+	env := &Env{Registry: h.reg, Images: h.images, Plain: h.plain, VMs: makeVMs(vms), Scenario: h.sc, Dir: dir, Spec: h.spec, NoSandbox: opts.NoSandbox, Logger: h.log}
 	if h.spec != nil {
 		runParent := h.runDir
 		if runParent == "" {
 			runParent = os.TempDir()
 		}
 		if env.RunDir, err = os.MkdirTemp(runParent, "faasnet-run-"+s.Name()+"-*"); err != nil {
+			return nil, err
+		}
+		// Searchable, not listable: the containers' users (a user
+		// namespace's root is an unprivileged host uid) must reach their
+		// root filesystems below it.
+		if err := os.Chmod(env.RunDir, 0o711); err != nil {
 			return nil, err
 		}
 		defer os.RemoveAll(env.RunDir)

@@ -57,7 +57,10 @@ type Env struct {
 	// RunDir is fresh, on disk, for the VMs' containers (bundles, mounts,
 	// unpacked root file systems); removed after Close. Set with Spec.
 	RunDir string
-	Logger *slog.Logger
+	// NoSandbox runs the containers without their network and user
+	// namespaces (RunOptions.NoSandbox).
+	NoSandbox bool
+	Logger    *slog.Logger
 }
 
 // ImageBytes is what each VM must receive: all images.

@@ -205,6 +205,9 @@ func (h *Host) Run(ctx context.Context, f Function) (_ *Running, err error) {
 	}
 
 	if h.sandbox.Users != nil {
+		if err := h.ownDir(); err != nil {
+			return nil, fmt.Errorf("container: %w", err)
+		}
 		if err := searchable(rootfs); err != nil {
 			return nil, fmt.Errorf("container: function %s: %w", f.Name, err)
 		}
@@ -300,6 +303,15 @@ func (h *Host) unpack(r *Running, f Function) (string, error) {
 	return rootfs, nil
 }
 
+// ownDir makes the Host's directory searchable by the containers' users:
+// runc, for one, creates it 0700 for its state when it is missing.
+func (h *Host) ownDir() error {
+	if err := os.MkdirAll(h.dir, 0o711); err != nil {
+		return err
+	}
+	return os.Chmod(h.dir, 0o711)
+}
+
 // searchable checks that a user-namespaced container's root, an
 // unprivileged host uid, can reach rootfs: runc mounts it from inside the
 // namespace. It fails naming the first directory on the way that others
@@ -333,6 +345,11 @@ func (h *Host) charge(r *Running, n int64) {
 // images. Call it before the first Run.
 func (h *Host) Cleanup(ctx context.Context) error {
 	var errs []error
+	if h.sandbox.Users != nil {
+		if err := h.ownDir(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := h.rt.Cleanup(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("removing stale containers: %w", err))
 	}

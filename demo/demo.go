@@ -49,6 +49,10 @@ type Config struct {
 	// RunDir holds the containers' bundles and mounts with Lazy (in a
 	// fresh directory, removed after); default os.TempDir().
 	RunDir string
+	// CompareSandbox, with Lazy, first runs the scale-out with the
+	// containers' sandbox off (host network, host root), then as always,
+	// and prints what the sandbox added to each phase.
+	CompareSandbox bool
 	// UI prints the manager's live view address before the scale-out and
 	// keeps the cluster up after the summary until ctx ends (Ctrl-C).
 	UI     bool
@@ -111,6 +115,9 @@ type Summary struct {
 	Phases map[string]cluster.PhaseStats `json:"phases"`
 	// VMPhases are the same per VM.
 	VMPhases []VMPhases `json:"vm_phases"`
+	// WithoutSandbox is the same scale-out with the containers' sandbox
+	// off, run first (Config.CompareSandbox).
+	WithoutSandbox *Summary `json:"without_sandbox,omitempty"`
 }
 
 // VMPhases is one VM's line of Summary.VMPhases.
@@ -167,12 +174,28 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 			<-ctx.Done()
 		}
 	}
+	var off *Summary
+	if cfg.CompareSandbox && cfg.Lazy {
+		fmt.Fprintln(out, "first with the sandbox off: containers on the host's network, as the host's root")
+		resOff, err := h.Run(ctx, cluster.Faasnet{}, cfg.VMs, cluster.RunOptions{Timeout: cfg.Timeout, NoSandbox: true})
+		if err != nil {
+			return Summary{}, fmt.Errorf("demo without the sandbox: %w", err)
+		}
+		s := summarize(resOff, cfg, imageBytes(h))
+		off = &s
+		writePhases(out, s.Phases)
+		fmt.Fprintln(out, "\nthen sandboxed, as always: a network and a user namespace per container")
+	}
 	res, err := h.Run(ctx, cluster.Faasnet{}, cfg.VMs, opts)
 	if err != nil && !(cfg.UI && written) {
 		return Summary{}, err
 	}
 	if !written {
 		finish(res)
+	}
+	if off != nil {
+		sum.WithoutSandbox = off
+		writeSandboxCost(out, *off, sum)
 	}
 	if cfg.JSON != "" {
 		if err := report.WriteJSON(cfg.JSON, sum); err != nil {
@@ -341,6 +364,24 @@ func writePhases(w io.Writer, stats map[string]cluster.PhaseStats) {
 	for _, k := range cluster.PhaseNames(stats) {
 		s := stats[k]
 		fmt.Fprintf(w, "  %-9s %8.2f %8.2f %8.2f\n", k, s.FirstS, s.MedianS, s.LastS)
+	}
+}
+
+// writeSandboxCost compares the phases of the run without the sandbox and
+// with it: what the namespaces' setup adds to a container's start.
+func writeSandboxCost(w io.Writer, off, on Summary) {
+	fmt.Fprintf(w, "\nwhat the sandbox adds (the same scale-out without it, run first on the same machine):\n")
+	fmt.Fprintf(w, "  %-9s %14s %14s %8s\n", "phase", "median off", "median on", "on/off")
+	for _, k := range cluster.PhaseNames(on.Phases) {
+		a, ok := off.Phases[k]
+		b := on.Phases[k]
+		if !ok || a.MedianS <= 0 {
+			continue
+		}
+		fmt.Fprintf(w, "  %-9s %13.2fs %13.2fs %7.2fx\n", k, a.MedianS, b.MedianS, b.MedianS/a.MedianS)
+	}
+	if off.LastReadyS > 0 {
+		fmt.Fprintf(w, "  last VM ready: %.2fs off, %.2fs on (%.2fx)\n", off.LastReadyS, on.LastReadyS, on.LastReadyS/off.LastReadyS)
 	}
 }
 
