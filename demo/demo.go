@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -383,6 +384,32 @@ func writeSandboxCost(w io.Writer, off, on Summary) {
 	if off.LastReadyS > 0 {
 		fmt.Fprintf(w, "  last VM ready: %.2fs off, %.2fs on (%.2fx)\n", off.LastReadyS, on.LastReadyS, on.LastReadyS/off.LastReadyS)
 	}
+	// The steps the sandbox is part of, per VM: from the mounted root
+	// filesystem to a running process (runc, and with the sandbox the
+	// network and user namespaces), and from there to the first answer.
+	for _, step := range [][2]string{{"mount", "started"}, {"started", "ready"}} {
+		a, b := medianStep(off, step[0], step[1]), medianStep(on, step[0], step[1])
+		if a > 0 && b > 0 {
+			fmt.Fprintf(w, "  %s to %s, median over the VMs: %.3fs off, %.3fs on (+%.3fs, %.2fx)\n", step[0], step[1], a, b, b-a, b/a)
+		}
+	}
+}
+
+// medianStep is the median over s's VMs of the time from phase a to b.
+func medianStep(s Summary, a, b string) float64 {
+	var d []float64
+	for _, v := range s.VMPhases {
+		ta, oka := v.PhasesS[a]
+		tb, okb := v.PhasesS[b]
+		if oka && okb {
+			d = append(d, tb-ta)
+		}
+	}
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	return d[len(d)/2]
 }
 
 // phaseSeconds converts a VM's phases to seconds.

@@ -45,7 +45,7 @@ func TestLazyPythonFunctionOnSevenWorkers(t *testing.T) {
 	runDirs := map[string]string{}
 	for i := range 7 {
 		id := fmt.Sprintf("vm-%d", i)
-		runDirs[id] = t.TempDir()
+		runDirs[id] = testenv.RunDir(t)
 		dir := runDirs[id]
 		// After the worker is killed (cleanups run last-first), a mount it
 		// left must go before the directory can.

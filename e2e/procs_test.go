@@ -52,7 +52,7 @@ type proc struct {
 }
 
 var (
-	addrRE = regexp.MustCompile(`serving.* addr=(127\.0\.0\.1:\d+)`)
+	addrRE = regexp.MustCompile(`serving.* addr=(\d+\.\d+\.\d+\.\d+:\d+)`)
 	// A worker logs its OCI endpoint before its peer address.
 	ociRE = regexp.MustCompile(`serving the local runtime.* oci=(127\.0\.0\.1:\d+)`)
 )
