@@ -7,6 +7,7 @@
 //	connect [addr=HOST:PORT]  dial TCP, 2 s timeout
 //	unshare [ns=user|mount|net|pid|ipc|uts|cgroup]  unshare(2) in a child
 //	clone   [ns=...]          clone(2) a child into a new namespace
+//	clone3  [ns=...]          clone3(2) a child into a new namespace
 //	mount                     mount a tmpfs on /tmp
 //	ptrace                    PTRACE_ATTACH to a child of its own
 //	keyctl                    look up the user keyring
@@ -92,6 +93,8 @@ func try(w http.ResponseWriter, r *http.Request) {
 		res = result(inNamespace(q.Get("ns"), false))
 	case "clone":
 		res = result(inNamespace(q.Get("ns"), true))
+	case "clone3":
+		res = result(clone3(q.Get("ns")))
 	case "mount":
 		res = result(mountTmpfs())
 	case "ptrace":
@@ -166,6 +169,27 @@ func inNamespace(ns string, clone bool) error {
 		return err
 	}
 	reap(pid)
+	return nil
+}
+
+// clone3 forks with clone3(2) into a new namespace; the child exits at
+// once, before it runs any Go code that could touch the runtime.
+func clone3(ns string) error {
+	flag, ok := namespaces[ns]
+	if !ok {
+		return fmt.Errorf("unknown namespace %q", ns)
+	}
+	// struct clone_args up to tls (CLONE_ARGS_SIZE_VER0): flags, pidfd,
+	// child_tid, parent_tid, exit_signal, stack, stack_size, tls.
+	args := [8]uint64{0: uint64(flag), 4: uint64(syscall.SIGCHLD)}
+	pid, _, e := syscall.RawSyscall(435 /* SYS_clone3 */, uintptr(unsafe.Pointer(&args)), unsafe.Sizeof(args), 0)
+	if e == 0 && pid == 0 {
+		syscall.RawSyscall(syscall.SYS_EXIT_GROUP, 0, 0, 0)
+	}
+	if e != 0 {
+		return fmt.Errorf("clone3: %w", e)
+	}
+	reap(int(pid))
 	return nil
 }
 
