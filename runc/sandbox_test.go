@@ -30,18 +30,14 @@ type hostileResult struct {
 // and the mount points runc needs.
 func hostileRootfs(t *testing.T) string {
 	t.Helper()
-	bin := testenv.Hostile(t)
+	bin := testenv.HostileBinary(t)
 	dir := t.TempDir()
 	for _, d := range []string{"proc", "sys", "dev", "tmp", "run", "etc"} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	b, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "hostile"), b, 0o755); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "hostile"), bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return dir
