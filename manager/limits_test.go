@@ -13,7 +13,8 @@ import (
 )
 
 // TestFunctionLimits creates functions with each limit set well and badly:
-// a bad one is a 400 naming its field, and leaves no function behind.
+// a bad one is a 400 naming its field, and leaves no function behind. A spec
+// that asks for a looser sandbox is refused too.
 func TestFunctionLimits(t *testing.T) {
 	ctx := context.Background()
 	m := newTestManager(t, store.NewMemory(), &clock{now: time.Unix(1000, 0)})
@@ -58,6 +59,9 @@ func TestFunctionLimits(t *testing.T) {
 		{`{"tmp":"1GiB"}`, "spec.tmp \"1GiB\" is out of range: want 1MiB to 512MiB"},
 		{`{"memory":"64MiB","run":"128MiB"}`, "spec.run \"128MiB\" is out of range: want 1MiB to 64MiB"},
 		{`{"run":"5Gbit"}`, "spec.run: invalid size"},
+		// Nothing in a spec loosens the sandbox.
+		{`{"seccomp":"unconfined"}`, `unknown field "seccomp"`},
+		{`{"privileged":true}`, `unknown field "privileged"`},
 	} {
 		t.Run(tc.spec, func(t *testing.T) {
 			_, err := m.PutFunction(ctx, "f", api.FunctionRequest{Image: "reg/a:1", Spec: []byte(tc.spec)})
