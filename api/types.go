@@ -209,8 +209,23 @@ type FunctionSpec struct {
 	Command []string `json:"command,omitempty"`
 	// Env adds KEY=VALUE pairs to the image's environment.
 	Env []string `json:"env,omitempty"`
-	// Memory limits the container, e.g. "256MiB"; empty means no limit.
+	// Memory limits the container's memory, swap included, e.g. "256MiB";
+	// empty is DefaultMemory (512MiB). "0" and "unlimited" are refused. See
+	// Limits for every limit's bounds.
 	Memory string `json:"memory,omitempty"`
+	// CPU is the container's CPU time in cores, a number or a string
+	// ("0.5", 2) or millicores ("500m"); empty is one core.
+	CPU CPU `json:"cpu,omitempty"`
+	// Pids caps the container's processes and threads; absent is 1024.
+	Pids *int64 `json:"pids,omitempty"`
+	// Tmp and Run size the tmpfs at /tmp and /run ("64MiB"); empty is
+	// 64MiB and 16MiB, or the memory limit when that is smaller. They may
+	// not exceed the memory limit, which their pages count against.
+	Tmp string `json:"tmp,omitempty"`
+	Run string `json:"run,omitempty"`
+	// NoFile caps the open files of each process (RLIMIT_NOFILE); absent
+	// is 1024.
+	NoFile *int64 `json:"nofile,omitempty"`
 	// Readiness is how the platform probes the function.
 	Readiness *Readiness `json:"readiness,omitempty"`
 	// NoStream turns off background streaming of a lazy image's remaining

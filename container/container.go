@@ -125,10 +125,10 @@ type Function struct {
 	Layers []lazy.Layer
 	Image  v1.Image
 
-	Command       []string // overrides the image's entrypoint and cmd when set
-	Env           []string // KEY=VALUE, added to the image's
-	MemoryBytes   int64    // cgroup memory limit; 0 is none
-	ReadinessPath string   // polled at http://ADDR:PORT until it answers 2xx (see Running.Addr)
+	Command       []string   // overrides the image's entrypoint and cmd when set
+	Env           []string   // KEY=VALUE, added to the image's
+	Limits        api.Limits // resources (see api.FunctionSpec.Limits); a zero field is no limit
+	ReadinessPath string     // polled at http://ADDR:PORT until it answers 2xx (see Running.Addr)
 
 	// Phase, when set, is told how far the start got: "mount" or
 	// "unpacked" once the root filesystem is there, then "started" once
@@ -219,7 +219,7 @@ func (h *Host) Run(ctx context.Context, f Function) (_ *Running, err error) {
 	h.charge(r, logSize)
 	spec := runc.Spec{
 		ID: h.containerID(f.Name), Rootfs: rootfs, Image: f.Config,
-		Command: f.Command, Env: f.Env, MemoryBytes: f.MemoryBytes,
+		Command: f.Command, Env: f.Env, Limits: runc.Limits(f.Limits),
 		Users: h.sandbox.Users,
 	}
 	if err := h.network(r, &spec); err != nil {

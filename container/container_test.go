@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/convert"
 	"github.com/faasnet/faasnet/internal/testenv"
 	"github.com/faasnet/faasnet/lazy"
@@ -186,7 +187,7 @@ func TestRun(t *testing.T) {
 			dir := t.TempDir()
 			h := newHost(t, dir)
 			var phases []string
-			f := with(Function{Name: "fn", ReadinessPath: "healthz", MemoryBytes: 64 << 20,
+			f := with(Function{Name: "fn", ReadinessPath: "healthz", Limits: api.Limits{Memory: 64 << 20},
 				Phase: func(p string) { phases = append(phases, p) }}, img, tc.lazy)
 			r, err := h.Run(t.Context(), f)
 			if err != nil {

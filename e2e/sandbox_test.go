@@ -219,10 +219,7 @@ func hostileGet(t *testing.T, addr, path string, v any) {
 // runc needs, plus links (name in the image to target), run as user.
 func hostileImage(t *testing.T, links map[string]string, user string) v1.Image {
 	t.Helper()
-	bin, err := os.ReadFile(testenv.Hostile(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := testenv.HostileBinary(t)
 	var b bytes.Buffer
 	tw := tar.NewWriter(&b)
 	for _, d := range []string{"proc", "sys", "dev", "tmp", "run", "etc", "app"} {

@@ -28,7 +28,6 @@ import (
 	"github.com/faasnet/faasnet/liveview"
 	"github.com/faasnet/faasnet/manager/store"
 	"github.com/faasnet/faasnet/placement"
-	"github.com/faasnet/faasnet/units"
 	"github.com/faasnet/faasnet/upstream"
 	"github.com/google/go-containerregistry/pkg/name"
 )
@@ -592,10 +591,8 @@ func validSpec(raw json.RawMessage) error {
 	if err := dec.Decode(&s); err != nil {
 		return badRequest("spec: %v", err)
 	}
-	if s.Memory != "" {
-		if _, err := units.ParseSize(s.Memory); err != nil {
-			return badRequest("spec.memory: %v", err)
-		}
+	if _, err := s.Limits(); err != nil {
+		return badRequest("%v", err)
 	}
 	if s.Readiness != nil && !strings.HasPrefix(s.Readiness.Path, "/") {
 		return badRequest("spec.readiness.path %q must start with /", s.Readiness.Path)

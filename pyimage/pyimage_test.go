@@ -310,7 +310,7 @@ func TestBuildAndRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	port := freePort(t)
-	c, err := rt.Start(ctx, runc.Spec{ID: fmt.Sprintf("pyimage-%d", os.Getpid()), Rootfs: rootfs, Image: cf.Config, Env: []string{"HOST=127.0.0.1"}, Port: port, MemoryBytes: 512 << 20})
+	c, err := rt.Start(ctx, runc.Spec{ID: fmt.Sprintf("pyimage-%d", os.Getpid()), Rootfs: rootfs, Image: cf.Config, Env: []string{"HOST=127.0.0.1"}, Port: port, Limits: runc.Limits{Memory: 512 << 20}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -181,12 +181,12 @@ func TestContainerLifecycle(t *testing.T) {
 	defer cancel()
 	id := containerID(t)
 	c, err := r.Start(ctx, Spec{
-		ID:          id,
-		Rootfs:      rootfs,
-		Command:     []string{"/server"},
-		Env:         []string{"FOO=bar"},
-		MemoryBytes: 64 << 20,
-		Port:        port,
+		ID:      id,
+		Rootfs:  rootfs,
+		Command: []string{"/server"},
+		Env:     []string{"FOO=bar"},
+		Limits:  Limits{Memory: 64 << 20},
+		Port:    port,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -18,13 +18,13 @@ import (
 
 // Spec is what a function's container is started from.
 type Spec struct {
-	ID          string    // container id, unique per worker and function; letters, digits, and _ + - .
-	Rootfs      string    // read-only root filesystem directory; must hold the mount points /proc /sys /dev /tmp /run
-	Image       v1.Config // from the image config: Entrypoint, Cmd, Env, WorkingDir, User
-	Command     []string  // overrides the image's entrypoint and cmd when set
-	Env         []string  // KEY=VALUE, added to the image's and overriding them
-	MemoryBytes int64     // cgroup memory limit; 0 means none
-	Port        int       // the function listens here; passed as the environment variable PORT
+	ID      string    // container id, unique per worker and function; letters, digits, and _ + - .
+	Rootfs  string    // read-only root filesystem directory; must hold the mount points /proc /sys /dev /tmp /run
+	Image   v1.Config // from the image config: Entrypoint, Cmd, Env, WorkingDir, User
+	Command []string  // overrides the image's entrypoint and cmd when set
+	Env     []string  // KEY=VALUE, added to the image's and overriding them
+	Limits  Limits    // cgroup limits, tmpfs sizes, RLIMIT_NOFILE
+	Port    int       // the function listens here; passed as the environment variable PORT
 
 	// OwnNetwork gives the container a network namespace of its own, with
 	// nothing but a loopback in it until BeforeStart wires it up. Without
@@ -162,7 +162,6 @@ func ociSpec(s Spec, rootfs, cgroupsPath string) (*specs.Spec, error) {
 			Capabilities: &specs.LinuxCapabilities{
 				Bounding: caps, Effective: caps, Permitted: caps,
 			},
-			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}},
 			NoNewPrivileges: true,
 		},
 		Root:     &specs.Root{Path: rootfs, Readonly: true},
@@ -178,10 +177,8 @@ func ociSpec(s Spec, rootfs, cgroupsPath string) (*specs.Spec, error) {
 			ReadonlyPaths: readonlyPaths,
 		},
 	}
-	if s.MemoryBytes > 0 {
-		limit := s.MemoryBytes
-		spec.Linux.Resources.Memory = &specs.LinuxMemory{Limit: &limit}
-	}
+	applyLimits(spec, s.Limits)
+	spec.Linux.Seccomp = seccompProfile()
 	if u := s.Users; u != nil {
 		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: u.Host, Size: u.Size}}
 		spec.Linux.UIDMappings, spec.Linux.GIDMappings = m, m

@@ -95,7 +95,7 @@ func TestOCISpec(t *testing.T) {
 		},
 		{
 			name:     "command overrides, memory limit",
-			spec:     Spec{ID: "f2", Image: v1.Config{Entrypoint: []string{"x"}}, Command: []string{"/server", "-v"}, MemoryBytes: 64 << 20},
+			spec:     Spec{ID: "f2", Image: v1.Config{Entrypoint: []string{"x"}}, Command: []string{"/server", "-v"}, Limits: Limits{Memory: 64 << 20}},
 			wantArgs: []string{"/server", "-v"},
 			wantEnv:  []string{defaultPath},
 			wantCwd:  "/",

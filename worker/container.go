@@ -13,7 +13,6 @@ import (
 	"github.com/faasnet/faasnet/blobcache"
 	"github.com/faasnet/faasnet/container"
 	"github.com/faasnet/faasnet/lazy"
-	"github.com/faasnet/faasnet/units"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -64,10 +63,10 @@ func (w *Worker) runContainer(ctx context.Context, f *function, spec api.Functio
 		Name: f.name, Config: cfg.Config, Command: spec.Command, Env: spec.Env,
 		ReadinessPath: spec.Readiness.Path, Phase: func(p string) { w.phase(f, p) },
 	}
-	if spec.Memory != "" {
-		if cf.MemoryBytes, err = units.ParseSize(spec.Memory); err != nil {
-			return nil, fmt.Errorf("function %s: memory: %w", f.name, err)
-		}
+	// The same check and defaults as the manager's, for a spec it stored
+	// before they existed.
+	if cf.Limits, err = spec.Limits(); err != nil {
+		return nil, fmt.Errorf("function %s: %w", f.name, err)
 	}
 	lazyImage := lazy.IsLazy(m.layers)
 	if lazyImage {
