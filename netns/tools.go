@@ -157,22 +157,36 @@ func overlapping(p netip.Prefix, routes []route, ownPrefix string) (route, bool)
 
 // inNetns runs fn on an OS thread that has joined the network namespace of
 // pid. Sockets fn opens, processes it starts and /proc/sys/net files it
-// opens belong to that namespace. The thread is never given back to the Go
-// scheduler: it ends with the goroutine.
+// opens belong to that namespace. The thread goes back to the scheduler only
+// once it is back in its own namespace; if that fails it ends with the
+// goroutine. (Ending it always would not do: the main thread cannot end, and
+// would pin the namespace forever.)
 func inNetns(pid int, fn func() error) error {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
+	target, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
 	if err != nil {
 		return fmt.Errorf("opening the network namespace of pid %d: %w", pid, err)
 	}
-	defer f.Close()
+	defer target.Close()
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+		own, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("opening this thread's network namespace: %w", err)
+			return
+		}
+		defer own.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("joining the network namespace of pid %d: %w", pid, err)
 			return
 		}
-		errc <- fn()
+		err = fn()
+		if unix.Setns(int(own.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
 	}()
 	return <-errc
 }
