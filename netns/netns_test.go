@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -95,14 +97,14 @@ func ipIn(t *testing.T, pid int, script string) {
 	}
 }
 
-// listen serves on 0.0.0.0 in pid's namespace (pid 0: the host's) until the
-// test ends. Each connection gets one line naming the listener and the
+// listen serves on all addresses, IPv4 and IPv6, in pid's namespace (pid 0:
+// the host's) until the test ends. Each connection gets one line naming the listener and the
 // addresses it saw, then is closed.
 func listen(t *testing.T, pid int, name string) int {
 	t.Helper()
 	var l net.Listener
 	f := func() (err error) {
-		l, err = net.Listen("tcp4", "0.0.0.0:0")
+		l, err = net.Listen("tcp", ":0")
 		return err
 	}
 	var err error
@@ -143,7 +145,7 @@ func dial(pid int, src, addr netip.Addr, port int, wait time.Duration) (string, 
 		if src.IsValid() {
 			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
 		}
-		c, err := d.DialContext(ctx, "tcp4", netip.AddrPortFrom(addr, uint16(port)).String())
+		c, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(addr, uint16(port)).String())
 		if err != nil {
 			return err
 		}
@@ -169,17 +171,30 @@ func mustReach(t *testing.T, pid int, addr netip.Addr, port int) string {
 	return line
 }
 
-// mustBeDropped checks that a connection from pid to addr:port times out:
-// the SYN was dropped, not refused, which a missing listener would do.
-func mustBeDropped(t *testing.T, pid int, src, addr netip.Addr, port int) {
+// attempt is a connection that must be dropped.
+type attempt struct {
+	pid       int // namespace it starts from (0: the host's)
+	src, addr netip.Addr
+	port      int
+}
+
+// mustBeDropped checks, all at once, that each connection times out: the SYN
+// was dropped, not refused, which a missing listener would do.
+func mustBeDropped(t *testing.T, as ...attempt) {
 	t.Helper()
-	line, err := dial(pid, src, addr, port, blockedWait)
-	if err == nil {
-		t.Fatalf("from pid %d (source %v) to %v:%d: connected to %q; want it dropped", pid, src, addr, port, strings.TrimSpace(line))
+	var wg sync.WaitGroup
+	for _, a := range as {
+		wg.Go(func() {
+			line, err := dial(a.pid, a.src, a.addr, a.port, blockedWait)
+			switch {
+			case err == nil:
+				t.Errorf("from pid %d (source %v) to %v:%d: connected to %q; want it dropped", a.pid, a.src, a.addr, a.port, strings.TrimSpace(line))
+			case !errors.Is(err, context.DeadlineExceeded) && !os.IsTimeout(err):
+				t.Errorf("from pid %d (source %v) to %v:%d: %v; want a timeout (dropped)", a.pid, a.src, a.addr, a.port, err)
+			}
+		})
 	}
-	if !errors.Is(err, context.DeadlineExceeded) && !os.IsTimeout(err) {
-		t.Fatalf("from pid %d (source %v) to %v:%d: %v; want a timeout (dropped)", pid, src, addr, port, err)
-	}
+	wg.Wait()
 }
 
 // outside makes a namespace standing for the world beyond the VM: a veth to
@@ -260,7 +275,7 @@ func TestFence(t *testing.T) {
 	needNet(t)
 	out := outside(t)
 	outPort := listen(t, out, "outside")
-	hostPort := listen(t, 0, "worker") // the worker's listener, on 0.0.0.0
+	hostPort := listen(t, 0, "worker") // the worker's listener, on every address
 
 	a := newNetwork(t, Config{CIDR: cidrA, Egress: true, Deny: []netip.Prefix{netip.PrefixFrom(denied, 32)}, Tag: randTag(t)})
 	b := newNetwork(t, Config{CIDR: cidrB, Egress: false, Tag: randTag(t)})
@@ -290,28 +305,28 @@ func TestFence(t *testing.T) {
 		if got := readSysctl(t, 0, "net/ipv4/ip_forward"); got != "1" {
 			t.Fatalf("net.ipv4.ip_forward = %s after New with Egress; want 1", got)
 		}
-		mustBeDropped(t, c3, netip.Addr{}, allowed, outPort)
+		mustBeDropped(t, attempt{c3, netip.Addr{}, allowed, outPort})
 	})
 	t.Run("NotLinkLocal", func(t *testing.T) {
-		mustBeDropped(t, c1, netip.Addr{}, linkLoc, outPort)
+		mustBeDropped(t, attempt{c1, netip.Addr{}, linkLoc, outPort})
 	})
 	t.Run("NotDenied", func(t *testing.T) {
-		mustBeDropped(t, c1, netip.Addr{}, denied, outPort)
+		mustBeDropped(t, attempt{c1, netip.Addr{}, denied, outPort})
 	})
 	t.Run("NotTheHost", func(t *testing.T) {
 		// Positive control: the listener takes connections from elsewhere.
 		mustReach(t, out, outHost, hostPort)
-		for _, c := range []struct {
-			pid  int
-			addr netip.Addr
-		}{{c1, e1.Gateway()}, {c1, outHost}, {c3, e3.Gateway()}, {c3, outHost}} {
-			mustBeDropped(t, c.pid, netip.Addr{}, c.addr, hostPort)
-		}
+		mustBeDropped(t,
+			attempt{c1, netip.Addr{}, e1.Gateway(), hostPort},
+			attempt{c1, netip.Addr{}, outHost, hostPort},
+			attempt{c3, netip.Addr{}, e3.Gateway(), hostPort},
+			attempt{c3, netip.Addr{}, outHost, hostPort})
 	})
 	t.Run("NotOtherContainers", func(t *testing.T) {
 		mustReach(t, 0, e2.Addr(), p2) // positive control
-		mustBeDropped(t, c1, netip.Addr{}, e2.Addr(), p2)
-		mustBeDropped(t, c1, netip.Addr{}, e3.Addr(), p3)
+		mustBeDropped(t,
+			attempt{c1, netip.Addr{}, e2.Addr(), p2},
+			attempt{c1, netip.Addr{}, e3.Addr(), p3})
 	})
 	t.Run("HostReachesContainers", func(t *testing.T) {
 		for _, c := range []struct {
@@ -324,12 +339,36 @@ func TestFence(t *testing.T) {
 			}
 		}
 	})
+	t.Run("NotFromOutside", func(t *testing.T) {
+		// The outside may route the container range via the host; still
+		// only the host opens connections to containers.
+		ipIn(t, out, fmt.Sprintf("route add %s via %s\n", cidrA, outHost))
+		mustBeDropped(t, attempt{out, netip.Addr{}, e1.Addr(), p1})
+	})
 	t.Run("NoSpoofing", func(t *testing.T) {
+		// UDP, so that nothing answers the forged source: a reply to it
+		// would follow the host's default route off the machine.
+		got, udpPort := listenUDP(t, out)
+		// Positive control: from its own address a datagram arrives,
+		// masqueraded.
+		sendUDP(t, c1, netip.Addr{}, allowed, udpPort)
+		select {
+		case src := <-got:
+			if src != outHost {
+				t.Errorf("outside got a datagram from %v; want %v (masqueraded)", src, outHost)
+			}
+		case <-time.After(reachWait):
+			t.Fatal("no datagram from the container's own address reached the outside")
+		}
 		// The container gives itself a second address (it owns its
-		// namespace, so it can); with it as source, the masqueraded
-		// connection that works from its own address must not.
+		// namespace, so it can) and sends from that.
 		ipIn(t, c1, fmt.Sprintf("addr add %s/32 dev eth0\n", spoofSrc))
-		mustBeDropped(t, c1, spoofSrc, allowed, outPort)
+		sendUDP(t, c1, spoofSrc, allowed, udpPort)
+		select {
+		case src := <-got:
+			t.Errorf("a datagram from the forged source %v reached the outside (as %v); want it dropped", spoofSrc, src)
+		case <-time.After(blockedWait):
+		}
 	})
 	t.Run("NoIPv6", func(t *testing.T) {
 		for _, c := range []struct {
@@ -353,6 +392,126 @@ func TestFence(t *testing.T) {
 			}
 		}
 	})
+	t.Run("NotTheHostOverIPv6", func(t *testing.T) {
+		// A container that turns IPv6 back on in its namespace, next to a
+		// host end that has it too, still reaches nothing on the host.
+		pid, e, port := container(t, a, "c6")
+		for _, w := range []struct {
+			pid  int
+			path string
+		}{
+			{pid, "net/ipv6/conf/all/disable_ipv6"},
+			{pid, "net/ipv6/conf/eth0/disable_ipv6"},
+			{0, "net/ipv6/conf/" + e.Veth() + "/disable_ipv6"},
+		} {
+			f := func() error { return writeSysctl(w.path, "0", false) }
+			if w.pid == 0 {
+				if err := f(); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := inNetns(w.pid, f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Static neighbours: the input rule drops neighbour discovery from
+		// the container too, which would fail the positive control.
+		ctrMAC, ctrIndex := linkIn(t, pid, "eth0")
+		hostMAC, _ := linkIn(t, 0, e.Veth())
+		ipIn(t, 0, fmt.Sprintf("addr add fe80::1/64 dev %s nodad\nneigh add fe80::2 lladdr %s dev %s nud permanent\n",
+			e.Veth(), ctrMAC, e.Veth()))
+		ipIn(t, pid, fmt.Sprintf("addr add fe80::2/64 dev eth0 nodad\nneigh add fe80::1 lladdr %s dev eth0 nud permanent\n", hostMAC))
+		// Positive control: the host reaches the container over it.
+		if _, err := dial(0, netip.Addr{}, netip.MustParseAddr("fe80::2").WithZone(e.Veth()), port, reachWait); err != nil {
+			t.Fatalf("host to the container over IPv6 link-local: %v", err)
+		}
+		// By index: Go caches zone names from the namespace it first looked
+		// them up in.
+		mustBeDropped(t, attempt{pid, netip.Addr{}, netip.MustParseAddr("fe80::1").WithZone(strconv.Itoa(ctrIndex)), hostPort})
+	})
+}
+
+// linkIn returns the hardware address and index of the link dev in pid's
+// namespace (pid 0: the host's).
+func linkIn(t *testing.T, pid int, dev string) (mac string, index int) {
+	t.Helper()
+	var out []byte
+	f := func() (err error) {
+		out, err = run(context.Background(), "", testenv.NeedTool(t, "ip"), "-j", "link", "show", "dev", dev)
+		return err
+	}
+	var err error
+	if pid == 0 {
+		err = f()
+	} else {
+		err = inNetns(pid, f)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var links []struct {
+		Address string `json:"address"`
+		Index   int    `json:"ifindex"`
+	}
+	if err := json.Unmarshal(out, &links); err != nil || len(links) != 1 {
+		t.Fatalf("ip -j link show dev %s: %q: %v", dev, out, err)
+	}
+	return links[0].Address, links[0].Index
+}
+
+// listenUDP receives datagrams in pid's namespace until the test ends and
+// sends each one's source address on the returned channel.
+func listenUDP(t *testing.T, pid int) (<-chan netip.Addr, int) {
+	t.Helper()
+	var c *net.UDPConn
+	err := inNetns(pid, func() (err error) {
+		c, err = net.ListenUDP("udp4", &net.UDPAddr{})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listening for UDP in pid %d's namespace: %v", pid, err)
+	}
+	got := make(chan netip.Addr, 16)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		buf := make([]byte, 64)
+		for {
+			_, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			select {
+			case got <- from.Addr().Unmap():
+			default:
+			}
+		}
+	})
+	t.Cleanup(func() {
+		c.Close()
+		wg.Wait()
+	})
+	return got, c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// sendUDP sends one datagram from pid's namespace to addr:port, from src if
+// valid.
+func sendUDP(t *testing.T, pid int, src, addr netip.Addr, port int) {
+	t.Helper()
+	err := inNetns(pid, func() error {
+		var laddr *net.UDPAddr
+		if src.IsValid() {
+			laddr = &net.UDPAddr{IP: src.AsSlice()}
+		}
+		c, err := net.DialUDP("udp4", laddr, net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, uint16(port))))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("hello"))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("sending UDP from pid %d (source %v) to %v:%d: %v", pid, src, addr, port, err)
+	}
 }
 
 func nftTables(t *testing.T) string {
