@@ -305,6 +305,9 @@ func TestFence(t *testing.T) {
 		if got := readSysctl(t, 0, "net/ipv4/ip_forward"); got != "1" {
 			t.Fatalf("net.ipv4.ip_forward = %s after New with Egress; want 1", got)
 		}
+		// With a route back, only the rules stop the connection (b does
+		// not masquerade).
+		ipIn(t, out, fmt.Sprintf("route add %s via %s\n", cidrB, outHost))
 		mustBeDropped(t, attempt{c3, netip.Addr{}, allowed, outPort})
 	})
 	t.Run("NotLinkLocal", func(t *testing.T) {
