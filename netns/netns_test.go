@@ -655,3 +655,34 @@ func TestAttachFailureUndoes(t *testing.T) {
 		t.Errorf("after a failed Attach, Attach gave %v; want %v back", e.Addr(), want.Next())
 	}
 }
+
+// TestRangesOfOtherWorkers checks that New refuses a range another worker's
+// table holds, and that DefaultCIDR keeps off it while DefaultCIDRFor the
+// same worker gives it back.
+func TestRangesOfOtherWorkers(t *testing.T) {
+	needNet(t)
+	first := newNetwork(t, Config{CIDR: cidrA, Tag: randTag(t)})
+	second, err := New(t.Context(), Config{CIDR: netip.MustParsePrefix("198.18.1.128/25"), Tag: randTag(t)})
+	if err == nil {
+		second.Close(context.Background())
+	}
+	if err == nil || !strings.Contains(err.Error(), first.table) {
+		t.Errorf("New with a range inside %s's: %v; want an error naming its table", first.table, err)
+	}
+
+	d, err := DefaultCIDR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := newNetwork(t, Config{CIDR: d, Tag: randTag(t)})
+	d2, err := DefaultCIDR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d2.Overlaps(d) {
+		t.Errorf("DefaultCIDR = %v while table %s holds %v; want another range", d2, n.table, d)
+	}
+	if own, err := DefaultCIDRFor(n.cfg.Tag); err != nil || own != d {
+		t.Errorf("DefaultCIDRFor(%s) = %v, %v; want its own %v", n.cfg.Tag, own, err, d)
+	}
+}

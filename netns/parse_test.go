@@ -198,3 +198,50 @@ func FuzzParseRoutes(f *testing.F) {
 		}
 	})
 }
+
+// nftTablesJSON and nftSetJSON are nft 1.0.6's output.
+const (
+	nftTablesJSON = `{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"table": {"family": "inet", "name": "faasnet-abc", "handle": 434}}, {"table": {"family": "ip", "name": "faasnet-ip", "handle": 435}}, {"table": {"family": "inet", "name": "filter", "handle": 436}}]}`
+	nftSetJSON    = `{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"set": {"family": "inet", "name": "range", "table": "faasnet-zz8", "type": "ipv4_addr", "handle": 1, "flags": ["interval"], "elem": [{"prefix": {"addr": "10.89.0.0", "len": 16}}]}}]}`
+)
+
+func TestParseNft(t *testing.T) {
+	tables, err := parseTables([]byte(nftTablesJSON))
+	if err != nil || !slices.Equal(tables, []string{"faasnet-abc"}) {
+		t.Errorf("parseTables = %q, %v; want [faasnet-abc]", tables, err)
+	}
+	ps, err := parseRangeSet([]byte(nftSetJSON))
+	if err != nil || len(ps) != 1 || ps[0] != netip.MustParsePrefix("10.89.0.0/16") {
+		t.Errorf("parseRangeSet = %v, %v; want [10.89.0.0/16]", ps, err)
+	}
+	for _, bad := range []string{
+		`{"nftables": [{"set": {"elem": [{"prefix": {"addr": "fd00::", "len": 16}}]}}]}`,
+		`{"nftables": [{"set": {"elem": [{"prefix": {"addr": "10.0.0.0", "len": 33}}]}}]}`,
+		`[]`,
+	} {
+		if ps, err := parseRangeSet([]byte(bad)); err == nil {
+			t.Errorf("parseRangeSet(%s) = %v; want an error", bad, ps)
+		}
+	}
+}
+
+func FuzzParseNft(f *testing.F) {
+	f.Add([]byte(nftTablesJSON))
+	f.Add([]byte(nftSetJSON))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if tables, err := parseTables(b); err == nil {
+			for _, n := range tables {
+				if !strings.HasPrefix(n, "faasnet-") {
+					t.Errorf("parseTables(%q) returned %q", b, n)
+				}
+			}
+		}
+		if ps, err := parseRangeSet(b); err == nil {
+			for _, p := range ps {
+				if !p.IsValid() || !p.Addr().Is4() || p.Masked() != p {
+					t.Errorf("parseRangeSet(%q) returned %v", b, p)
+				}
+			}
+		}
+	})
+}
