@@ -686,3 +686,30 @@ func TestRangesOfOtherWorkers(t *testing.T) {
 		t.Errorf("DefaultCIDRFor(%s) = %v, %v; want its own %v", n.cfg.Tag, own, err, d)
 	}
 }
+
+// TestAttachFailureAfterVeth checks that an Attach failing after it made the
+// veth pair (here: its table was deleted behind its back) removes the pair.
+func TestAttachFailureAfterVeth(t *testing.T) {
+	needNet(t)
+	n := newNetwork(t, Config{CIDR: cidrA, Tag: randTag(t)})
+	if out, err := exec.Command(testenv.NeedTool(t, "nft"), "delete", "table", "inet", n.table).CombinedOutput(); err != nil {
+		t.Fatalf("nft delete table: %v: %s", err, out)
+	}
+	pid := sandbox(t)
+	if _, err := n.Attach(t.Context(), "orphan", pid); err == nil {
+		t.Fatal("Attach without its table succeeded; want an error")
+	}
+	if veth := vethName("fn", n.cfg.Tag, 0); linkExists(veth) {
+		t.Errorf("veth %s left after a failed Attach", veth)
+	}
+	var out []byte
+	if err := inNetns(pid, func() (err error) {
+		out, err = run(context.Background(), "", testenv.NeedTool(t, "ip"), "-br", "link")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), ctrIfname) {
+		t.Errorf("the sandbox still has %s after a failed Attach:\n%s", ctrIfname, out)
+	}
+}
