@@ -713,3 +713,72 @@ func TestAttachFailureAfterVeth(t *testing.T) {
 		t.Errorf("the sandbox still has %s after a failed Attach:\n%s", ctrIfname, out)
 	}
 }
+
+// TestConcurrentAttach checks that containers attached at once get distinct
+// addresses, each reachable from the host.
+func TestConcurrentAttach(t *testing.T) {
+	needNet(t)
+	n := newNetwork(t, Config{CIDR: cidrA, Tag: randTag(t)})
+	const k = 6
+	pids := make([]int, k)
+	for i := range pids {
+		pids[i] = sandbox(t)
+	}
+	eps := make([]*Endpoint, k)
+	errs := make([]error, k)
+	var wg sync.WaitGroup
+	for i := range k {
+		wg.Go(func() { eps[i], errs[i] = n.Attach(t.Context(), fmt.Sprint("c", i), pids[i]) })
+	}
+	wg.Wait()
+	seen := map[netip.Addr]bool{}
+	for i, e := range eps {
+		if errs[i] != nil {
+			t.Fatalf("Attach %d: %v", i, errs[i])
+		}
+		t.Cleanup(func() { e.Close(context.Background()) })
+		if seen[e.Addr()] {
+			t.Errorf("address %v given twice", e.Addr())
+		}
+		seen[e.Addr()] = true
+		mustReach(t, 0, e.Addr(), listen(t, pids[i], e.id))
+	}
+	for s := range k {
+		if _, a := slotAddrs(cidrA, s); !seen[a] {
+			t.Errorf("%v not given: want the lowest %d addresses", a, k)
+		}
+	}
+}
+
+// BenchmarkAttach measures Attach and Close of one container, the network
+// part of a sandboxed container's start and stop.
+func BenchmarkAttach(b *testing.B) {
+	testenv.NeedRoot(b)
+	testenv.NeedTool(b, "ip")
+	testenv.NeedTool(b, "nft")
+	n, err := New(b.Context(), Config{CIDR: cidrA, Egress: true, Tag: "b" + fmt.Sprintf("%05x", os.Getpid()&0xfffff)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer n.Close(context.Background())
+	for b.Loop() {
+		b.StopTimer()
+		cmd := exec.Command("sleep", "300")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		e, err := n.Attach(b.Context(), "bench", cmd.Process.Pid)
+		if err == nil {
+			err = e.Close(b.Context())
+		}
+		b.StopTimer()
+		cmd.Process.Kill()
+		cmd.Wait()
+		b.StartTimer()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
