@@ -73,7 +73,7 @@ func (n *Network) Attach(ctx context.Context, id string, pid int) (*Endpoint, er
 		n.release(slot)
 		return nil, fmt.Errorf("netns: attaching container %s (pid %d) at %v: %w", id, pid, addr, err)
 	}
-	n.log.Info("container attached", "id", id, "pid", pid, "addr", addr, "veth", e.veth)
+	n.log.Debug("container attached", "id", id, "pid", pid, "addr", addr, "veth", e.veth)
 	return e, nil
 }
 
@@ -140,6 +140,6 @@ func (e *Endpoint) Close(ctx context.Context) error {
 	}
 	e.closed = true
 	e.n.release(e.slot)
-	e.n.log.Info("container detached", "id", e.id, "addr", e.addr, "veth", e.veth)
+	e.n.log.Debug("container detached", "id", e.id, "addr", e.addr, "veth", e.veth)
 	return nil
 }

@@ -99,17 +99,35 @@ var ErrOverlap = errors.New("range in use")
 
 var tagRE = regexp.MustCompile(`^[a-z0-9]{1,8}$`)
 
-// DefaultCIDR returns the first of a few candidate /16s that overlaps none of
-// the host's IPv4 routes. Two workers on one machine must not share a range:
-// give the second its own (New refuses a range another worker's veths use).
+// DefaultCIDR returns the first of a few candidate /16s that overlaps none
+// of the host's IPv4 routes and none of the ranges of the other workers'
+// tables on this machine.
 func DefaultCIDR() (netip.Prefix, error) {
+	return DefaultCIDRFor("")
+}
+
+// DefaultCIDRFor is DefaultCIDR for the worker with tag, whose own table, left
+// by an earlier run, does not count: a restarted worker gets its range back.
+func DefaultCIDRFor(tag string) (netip.Prefix, error) {
+	ctx := context.Background()
 	ip, err := lookTool("ip")
 	if err != nil {
 		return netip.Prefix{}, err
 	}
-	routes, err := hostRoutes(context.Background(), ip)
+	nft, err := lookTool("nft")
 	if err != nil {
 		return netip.Prefix{}, err
+	}
+	routes, err := hostRoutes(ctx, ip)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	others, err := otherRanges(ctx, nft, tableName(tag))
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	for t, p := range others {
+		routes = append(routes, route{Dst: p.String(), Dev: "(" + t + ")"})
 	}
 	return pickCIDR(defaultCandidates, routes)
 }
@@ -121,8 +139,10 @@ func pickCIDR(candidates []netip.Prefix, routes []route) (netip.Prefix, error) {
 			return c, nil
 		}
 	}
-	return netip.Prefix{}, fmt.Errorf("netns: every candidate container range %v overlaps a host route; set the range explicitly", candidates)
+	return netip.Prefix{}, fmt.Errorf("netns: every candidate container range %v overlaps a host route or another worker's range; set the range explicitly", candidates)
 }
+
+func tableName(tag string) string { return "faasnet-" + tag }
 
 // New checks the tools and cfg, removes what a crashed worker with the same
 // Tag left (its table and veths), checks that cfg.CIDR overlaps none of the
@@ -142,7 +162,7 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 	n := &Network{
 		cfg:   cfg,
 		log:   cfg.Logger,
-		table: "faasnet-" + cfg.Tag,
+		table: tableName(cfg.Tag),
 		ip:    ip,
 		nft:   nft,
 		used:  map[int]bool{},
@@ -159,6 +179,15 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 	}
 	if r, ok := overlapping(cfg.CIDR, routes, n.vethPrefix()); ok {
 		return nil, fmt.Errorf("netns: container range %v overlaps the host route %s dev %s; choose another --container-cidr: %w", cfg.CIDR, r.Dst, r.Dev, ErrOverlap)
+	}
+	others, err := otherRanges(ctx, nft, n.table)
+	if err != nil {
+		return nil, err
+	}
+	for t, p := range others {
+		if p.Overlaps(cfg.CIDR) {
+			return nil, fmt.Errorf("netns: container range %v overlaps %v, the range of table inet %s (another worker on this machine); choose another --container-cidr", cfg.CIDR, p, t)
+		}
 	}
 	if cfg.Egress {
 		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1\n"), 0o644); err != nil {

@@ -28,6 +28,9 @@ func (n *Network) ruleset() string {
 	// Declaring then deleting the table replaces any old one atomically.
 	fmt.Fprintf(&b, "table inet %s {}\ndelete table inet %s\n", t, t)
 	fmt.Fprintf(&b, "table inet %s {\n", t)
+	// The range is for other workers on the machine: New and DefaultCIDR
+	// keep off it.
+	fmt.Fprintf(&b, "\tset range { type ipv4_addr; flags interval; elements = { %s } }\n", n.cfg.CIDR)
 	b.WriteString("\tset veths { type ifname; }\n")
 	b.WriteString("\tset sources { type ifname . ipv4_addr; }\n")
 	fmt.Fprintf(&b, "\tset blocked { type ipv4_addr; flags interval; auto-merge; elements = { %s } }\n", n.blocked())

@@ -157,22 +157,36 @@ func overlapping(p netip.Prefix, routes []route, ownPrefix string) (route, bool)
 
 // inNetns runs fn on an OS thread that has joined the network namespace of
 // pid. Sockets fn opens, processes it starts and /proc/sys/net files it
-// opens belong to that namespace. The thread is never given back to the Go
-// scheduler: it ends with the goroutine.
+// opens belong to that namespace. The thread goes back to the scheduler only
+// once it is back in its own namespace; if that fails it ends with the
+// goroutine. (Ending it always would not do: the main thread cannot end, and
+// would pin the namespace forever.)
 func inNetns(pid int, fn func() error) error {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
+	target, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
 	if err != nil {
 		return fmt.Errorf("opening the network namespace of pid %d: %w", pid, err)
 	}
-	defer f.Close()
+	defer target.Close()
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+		own, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("opening this thread's network namespace: %w", err)
+			return
+		}
+		defer own.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("joining the network namespace of pid %d: %w", pid, err)
 			return
 		}
-		errc <- fn()
+		err = fn()
+		if unix.Setns(int(own.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
 	}()
 	return <-errc
 }
@@ -199,4 +213,97 @@ func writeSysctl(path, v string, optional bool) error {
 		return nil
 	}
 	return err
+}
+
+// nftJSON is the part of nft's JSON output we read: tables, and sets with
+// their elements.
+type nftJSON struct {
+	Nftables []struct {
+		Table *struct {
+			Family string `json:"family"`
+			Name   string `json:"name"`
+		} `json:"table"`
+		Set *struct {
+			Elem []struct {
+				Prefix *struct {
+					Addr string `json:"addr"`
+					Len  int    `json:"len"`
+				} `json:"prefix"`
+			} `json:"elem"`
+		} `json:"set"`
+	} `json:"nftables"`
+}
+
+// parseTables reads the names of the inet tables named faasnet-* from the
+// output of `nft -j list tables`.
+func parseTables(b []byte) ([]string, error) {
+	var j nftJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return nil, fmt.Errorf("parsing nft -j list tables: %w", err)
+	}
+	var names []string
+	for _, o := range j.Nftables {
+		if t := o.Table; t != nil && t.Family == "inet" && strings.HasPrefix(t.Name, tableName("")) {
+			names = append(names, t.Name)
+		}
+	}
+	return names, nil
+}
+
+// parseRangeSet reads the prefixes of a set from the output of
+// `nft -j list set`.
+func parseRangeSet(b []byte) ([]netip.Prefix, error) {
+	var j nftJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return nil, fmt.Errorf("parsing nft -j list set: %w", err)
+	}
+	var ps []netip.Prefix
+	for _, o := range j.Nftables {
+		if o.Set == nil {
+			continue
+		}
+		for _, e := range o.Set.Elem {
+			if e.Prefix == nil {
+				continue
+			}
+			a, err := netip.ParseAddr(e.Prefix.Addr)
+			if err != nil || !a.Is4() || e.Prefix.Len < 0 || e.Prefix.Len > 32 {
+				return nil, fmt.Errorf("parsing nft -j list set: bad prefix %q/%d", e.Prefix.Addr, e.Prefix.Len)
+			}
+			ps = append(ps, netip.PrefixFrom(a, e.Prefix.Len).Masked())
+		}
+	}
+	return ps, nil
+}
+
+// otherRanges returns the container range of each faasnet table on the
+// machine but own, by table name. A table that vanishes meanwhile, or has no
+// range set, is left out.
+func otherRanges(ctx context.Context, nft, own string) (map[string]netip.Prefix, error) {
+	out, err := run(ctx, "", nft, "-j", "list", "tables", "inet")
+	if err != nil {
+		return nil, fmt.Errorf("netns: listing nftables tables: %w", err)
+	}
+	tables, err := parseTables(out)
+	if err != nil {
+		return nil, fmt.Errorf("netns: %w", err)
+	}
+	ranges := map[string]netip.Prefix{}
+	for _, t := range tables {
+		if t == own {
+			continue
+		}
+		out, err := run(ctx, "", nft, "-j", "list", "set", "inet", t, "range")
+		if err != nil {
+			continue
+		}
+		ps, err := parseRangeSet(out)
+		if err != nil {
+			return nil, fmt.Errorf("netns: table inet %s: %w", t, err)
+		}
+		for _, p := range ps {
+			ranges[t] = p
+		}
+	}
+	return ranges, nil
 }

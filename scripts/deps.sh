@@ -14,6 +14,7 @@ declare -A pkg=(
 	[ctr]=containerd
 	[ip]=iproute2
 	[tc]=iproute2
+	[nft]=nftables
 	[debootstrap]=debootstrap
 	[chromium]=chromium
 	[etcd]=etcd-server

@@ -34,6 +34,7 @@ var debianPackage = map[string]string{
 	"tc":              "iproute2",
 	"debootstrap":     "debootstrap",
 	"etcd":            "etcd-server",
+	"nft":             "nftables",
 }
 
 // sbinDirs are searched after PATH: runc and ip live there, and a non-root
