@@ -94,7 +94,8 @@ type Network struct {
 	closed bool
 }
 
-// ErrOverlap marks a container range that overlaps a route of the host's.
+// ErrOverlap marks a container range that overlaps a route of the host's
+// or another worker's range.
 var ErrOverlap = errors.New("range in use")
 
 var tagRE = regexp.MustCompile(`^[a-z0-9]{1,8}$`)
@@ -186,7 +187,7 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 	}
 	for t, p := range others {
 		if p.Overlaps(cfg.CIDR) {
-			return nil, fmt.Errorf("netns: container range %v overlaps %v, the range of table inet %s (another worker on this machine); choose another --container-cidr", cfg.CIDR, p, t)
+			return nil, fmt.Errorf("netns: container range %v overlaps %v, the range of table inet %s (another worker on this machine); choose another --container-cidr: %w", cfg.CIDR, p, t, ErrOverlap)
 		}
 	}
 	if cfg.Egress {
