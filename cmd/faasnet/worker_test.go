@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/pki"
+	"github.com/faasnet/faasnet/runc"
+	"github.com/faasnet/faasnet/worker"
 )
 
 // TestWorkerRefusesPublicOCIListen starts workers whose OCI endpoint would
@@ -92,5 +95,43 @@ func TestWorkerRefusesManifestLimitOverTheParser(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err == nil || ctx.Err() != nil || !strings.Contains(string(out), "--max-manifest-size 5MiB: at most 4MiB") {
 		t.Fatalf("worker --max-manifest-size 5MiB: %v, want it to fail at start naming the ceiling:\n%s", err, out)
+	}
+}
+
+func TestSandboxFlags(t *testing.T) {
+	def := sandboxFlags{on: true, cidr: "auto", egress: "allow"}
+	for _, tc := range []struct {
+		name    string
+		f       func(*sandboxFlags)
+		want    worker.Sandbox
+		wantErr string
+	}{
+		{"defaults", func(*sandboxFlags) {}, worker.Sandbox{}, ""},
+		{"off", func(f *sandboxFlags) { f.on = false }, worker.Sandbox{Off: true}, ""},
+		{"cidr", func(f *sandboxFlags) { f.cidr = "10.77.0.0/24" }, worker.Sandbox{CIDR: netip.MustParsePrefix("10.77.0.0/24")}, ""},
+		{"cidr host bits", func(f *sandboxFlags) { f.cidr = "10.77.0.9/24" }, worker.Sandbox{CIDR: netip.MustParsePrefix("10.77.0.0/24")}, ""},
+		{"cidr v6", func(f *sandboxFlags) { f.cidr = "fd00::/64" }, worker.Sandbox{}, "--container-cidr"},
+		{"cidr junk", func(f *sandboxFlags) { f.cidr = "ten" }, worker.Sandbox{}, "--container-cidr"},
+		{"deny", func(f *sandboxFlags) { f.egress = "deny" }, worker.Sandbox{NoEgress: true}, ""},
+		{"egress junk", func(f *sandboxFlags) { f.egress = "some" }, worker.Sandbox{}, "--container-egress"},
+		{"uids", func(f *sandboxFlags) { f.uids = "200000:65536" }, worker.Sandbox{Users: runc.IDRange{Host: 200000, Size: 65536}}, ""},
+		{"uids root", func(f *sandboxFlags) { f.uids = "0:65536" }, worker.Sandbox{}, "--container-uids"},
+		{"uids no count", func(f *sandboxFlags) { f.uids = "200000" }, worker.Sandbox{}, "--container-uids"},
+		{"uids overflow", func(f *sandboxFlags) { f.uids = "4294967000:65536" }, worker.Sandbox{}, "--container-uids"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := def
+			tc.f(&f)
+			got, err := f.parse()
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("parse = %+v, %v; want an error naming %s", got, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("parse = %+v, %v; want %+v", got, err, tc.want)
+			}
+		})
 	}
 }
