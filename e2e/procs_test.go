@@ -73,8 +73,15 @@ func start(t testing.TB, name string, args ...string) *proc {
 	p := &proc{name: name, cmd: cmd, exited: exited}
 	go func() { cmd.Wait(); pw.Close(); close(exited) }()
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
+		// SIGTERM first: a worker removes its containers' network rules
+		// and mounts on the way out, which SIGKILL would leave behind.
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
 		if t.Failed() {
 			t.Logf("--- log of %s ---\n%s", name, p.tail(30))
 		}
