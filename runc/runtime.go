@@ -9,7 +9,9 @@
 // and a user namespace whose root is an unprivileged host uid; without one
 // it shares the host's network and the worker reaches the function on
 // 127.0.0.1:PORT. It keeps one capability (binding ports below 1024),
-// cannot gain privileges, and may have a cgroup memory limit.
+// cannot gain privileges, runs under a seccomp profile no spec can loosen
+// (seccomp.go), and within the limits of its spec: memory, CPU, pids, the
+// tmpfs sizes and open files (limits.go).
 //
 // Containers are created and started in two steps (`runc create`, `runc
 // start`) so that the worker can wire a container's network namespace in
