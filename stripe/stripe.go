@@ -14,6 +14,10 @@ const (
 	MaxAutoBlock = 1 << 20
 )
 
+// DefaultBlock is the block of a function whose image size is not known:
+// the workers' default (blobcache.DefaultBlockSize), as in the paper.
+const DefaultBlock = 512 << 10
+
 // Of returns the stripe that block i of a blob travels down with k stripes:
 // i mod k, so a blob of one block (most manifests and configs) uses stripe
 // 0, as does every block when k is 1 or less.
