@@ -23,7 +23,7 @@ func Layout(k int, nodes []Node) (ftree.Layout, error) {
 			return ftree.Layout{}, fmt.Errorf("store: node %s/%s has %d positions, its function %d stripes: %w", n.Function, n.VM, len(n.Positions), k, ErrCorrupt)
 		}
 		for s, p := range n.Positions {
-			if p >= len(nodes) || l.Order[s][p] != "" {
+			if p < 0 || p >= len(nodes) || l.Order[s][p] != "" {
 				return ftree.Layout{}, fmt.Errorf("store: node %s/%s at position %d of stripe %d: beyond %d nodes or taken: %w", n.Function, n.VM, p, s, len(nodes), ErrCorrupt)
 			}
 			l.Order[s][p] = n.VM

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -95,4 +96,34 @@ func TestLayoutRefusesBadNodes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzLayout feeds stored nodes as JSON to Layout and, where it accepts
+// them, to ftree.RestoreStriped: neither may panic, and a restored tree
+// must pass its Check and give back the layout it was built from.
+func FuzzLayout(f *testing.F) {
+	f.Add(2, []byte(`[{"vm":"a","positions":[0,1]},{"vm":"b","positions":[1,0],"home":1}]`))
+	f.Add(3, []byte(`[{"vm":"a","positions":[0,0,0]}]`))
+	f.Add(2, []byte(`[{"vm":"a","positions":[0,1],"home":5}]`))
+	f.Add(2, []byte(`[{"vm":"a","positions":[0,-1]}]`))
+	f.Fuzz(func(t *testing.T, k int, data []byte) {
+		var nodes []Node
+		if json.Unmarshal(data, &nodes) != nil {
+			return
+		}
+		l, err := Layout(k, nodes)
+		if err != nil {
+			return
+		}
+		tree, err := ftree.RestoreStriped(l)
+		if err != nil {
+			return
+		}
+		if err := tree.Check(); err != nil {
+			t.Fatalf("restored %+v, which fails its check: %v", l, err)
+		}
+		if got := tree.Layout(); !reflect.DeepEqual(got, &l) {
+			t.Fatalf("restored %+v, layout now %+v", l, *got)
+		}
+	})
 }
