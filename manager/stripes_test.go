@@ -34,24 +34,26 @@ func startStandIns(t *testing.T, n int) []*standIn {
 	out := make([]*standIn, n)
 	for i := range out {
 		s := &standIn{changed: make(chan struct{})}
-		s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			var doc api.Assignments
-			if r.URL.Path != api.WorkerAssignmentsPath || json.NewDecoder(r.Body).Decode(&doc) != nil {
-				http.Error(w, "bad push", http.StatusBadRequest)
-				return
-			}
-			s.mu.Lock()
-			if doc.Revision >= s.last.Revision {
-				s.last = doc
-			}
-			close(s.changed)
-			s.changed = make(chan struct{})
-			s.mu.Unlock()
-		}))
+		s.srv = httptest.NewServer(s)
 		t.Cleanup(s.srv.Close)
 		out[i] = s
 	}
 	return out
+}
+
+func (s *standIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var doc api.Assignments
+	if r.URL.Path != api.WorkerAssignmentsPath || json.NewDecoder(r.Body).Decode(&doc) != nil {
+		http.Error(w, "bad push", http.StatusBadRequest)
+		return
+	}
+	s.mu.Lock()
+	if doc.Revision >= s.last.Revision {
+		s.last = doc
+	}
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
 }
 
 func (s *standIn) addr() string { return strings.TrimPrefix(s.srv.URL, "http://") }
@@ -376,9 +378,47 @@ func TestStripedFunctionLifecycle(t *testing.T) {
 			}
 			step("scale g again")
 
+			// A VM with children in some stripe moves to a new address:
+			// each of its children, in every stripe, gets a new
+			// generation (checkStripes checks the addresses).
+			var moved string
+			var children []string
+			gst := mustTree(t, m, "g").Stripes
+			for _, n := range gst[len(gst)-1].Nodes { // not stripe 0's
+				if n.Parent != nil && len(n.Children) > 0 {
+					moved, children = n.VM, n.Children
+					break
+				}
+			}
+			if moved == "" {
+				t.Fatal("g's last stripe has no interior VM but its root")
+			}
+			before := gens["g"]
+			// The VM keeps its stand-in, which now answers on a second
+			// address too.
+			var was *standIn
+			for _, v := range m.VMs() {
+				if v.VM == moved {
+					was = byAddr[v.Addr]
+				}
+			}
+			spare := httptest.NewServer(was)
+			defer spare.Close()
+			newAddr := strings.TrimPrefix(spare.URL, "http://")
+			byAddr[newAddr] = was
+			if _, err := m.RegisterVM(ctx, moved, api.RegisterRequest{Addr: newAddr}); err != nil {
+				t.Fatal(err)
+			}
+			step("move " + moved)
+			for _, c := range children {
+				if gens["g"][c] <= before[c] {
+					t.Errorf("%s moved to %s: its child %s kept generation %d", moved, newAddr, c, before[c])
+				}
+			}
+
 			// A new number of stripes rebuilds the trees: every member
 			// gets a new generation.
-			before := gens["f"]
+			before = gens["f"]
 			if f, err := m.PutFunction(ctx, "f", api.FunctionRequest{Image: "reg/f:1", Stripes: 3}); err != nil || f.Stripes != 3 {
 				t.Fatalf("f redefined with %d stripes (%v), want 3", f.Stripes, err)
 			}
