@@ -627,3 +627,25 @@ func (p sizingPinner) PinSize(ctx context.Context, image string) (Pinned, error)
 	d, err := fakePins(ctx, image)
 	return Pinned{Digest: d, Size: p.size, Layers: p.layers}, err
 }
+
+// TestEmptyStripedFunctionSurvivesRestart: a function of three stripes and
+// no VMs yet loads as such.
+func TestEmptyStripedFunctionSurvivesRestart(t *testing.T) {
+	st := store.NewMemory()
+	c := &clock{now: time.Unix(1000, 0)}
+	m := stripedManager(t, keepOpen{st}, c)
+	if _, err := m.PutFunction(t.Context(), "f", api.FunctionRequest{Image: "reg/f:1", Stripes: 3}); err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	m2 := stripedManager(t, st, c)
+	tree := mustTree(t, m2, "f")
+	if len(tree.Stripes) != 3 || tree.Root != nil || len(tree.Nodes) != 0 {
+		t.Fatalf("empty function of 3 stripes restored as %s", js(tree))
+	}
+	register(t, m2, vmNames(5)...)
+	if _, err := m2.Scale(t.Context(), "f", api.ScaleRequest{Count: 5}); err != nil {
+		t.Fatal(err)
+	}
+	checkStripes(t, m2, "f", 3)
+}
