@@ -17,6 +17,15 @@ const Prefix = "/api/v1"
 // heartbeat answer is the truth.
 const WorkerAssignmentsPath = "/worker/v1/assignments"
 
+// DefaultStripes is the number of stripe trees a function gets from a
+// manager started without --stripes, when its definition gives none: the
+// least that lets every VM upload about what it downloads (issue 12).
+const DefaultStripes = 2
+
+// MaxStripes bounds a function's stripes (ftree.MaxStripes): each stripe
+// tree has fan-out k, and every level delays a block by k block times.
+const MaxStripes = 16
+
 // DefaultCapacity is how many functions a VM hosts when it does not say (the
 // paper caps a VM at 20 functions).
 const DefaultCapacity = 20
@@ -57,8 +66,21 @@ type Assignment struct {
 	// image to anything else. Empty only from a manager that does not pin.
 	Digest string `json:"digest,omitempty"`
 	// Parent is the VM to fetch from; nil at the root, which fetches from the
-	// registry.
+	// registry. With stripes it is Parents[0], so that a worker that knows
+	// only one tree fetches everything down stripe 0's tree.
 	Parent *Peer `json:"parent"`
+	// Parents holds the VM's parent in each of the function's stripe trees,
+	// in stripe order (len(Parents) is the function's number of stripes);
+	// nil where the VM is that stripe's root and fetches the stripe from
+	// the registry. Block i of every blob travels down stripe i mod
+	// len(Parents) (see package stripe). Absent from a manager without
+	// stripes; see StripeParents.
+	Parents []*Peer `json:"parents,omitempty"`
+	// BlockSize is the block, in bytes, that the function's VMs cut every
+	// blob into: the unit that travels down one stripe. Every VM of a
+	// function gets the same value for the same Digest. 0 from a manager
+	// that does not say: the worker's own block size.
+	BlockSize int64 `json:"block_size,omitempty"`
 	// Generation increases whenever this VM's assignment for the function
 	// changes (new parent, new image).
 	Generation uint64          `json:"generation"`
@@ -68,6 +90,15 @@ type Assignment struct {
 	// to its parent with every peer request; the parent checks it offline
 	// against the cluster CA. Empty from a manager without a CA.
 	Grant string `json:"grant,omitempty"`
+}
+
+// StripeParents returns the VM's parent in each stripe: Parents, or
+// [Parent] from a manager that sends no Parents.
+func (a Assignment) StripeParents() []*Peer {
+	if len(a.Parents) > 0 {
+		return a.Parents
+	}
+	return []*Peer{a.Parent}
 }
 
 // Assignments is a VM's whole desired state: the heartbeat answer.
@@ -93,6 +124,12 @@ type FunctionRequest struct {
 	// Spec is the rest of the definition (command, environment, readiness),
 	// passed to the VMs unchanged.
 	Spec json.RawMessage `json:"spec,omitempty"`
+	// Stripes is the number of stripe trees, 1 to MaxStripes; 1 is the
+	// paper's single tree. 0 (or absent) means: the manager's default
+	// (--stripes) for a new function, the function's current number for
+	// one already defined. Another number for a defined function rebuilds
+	// its trees: every member gets new parents and a new generation.
+	Stripes int `json:"stripes,omitempty"`
 }
 
 // Function describes a defined function.
@@ -102,6 +139,9 @@ type Function struct {
 	Digest   string          `json:"digest"` // the pinned manifest digest
 	Spec     json.RawMessage `json:"spec,omitempty"`
 	VMs      int             `json:"vms"`
+	Stripes  int             `json:"stripes"`
+	// BlockSize is what the assignments carry (Assignment.BlockSize).
+	BlockSize int64 `json:"block_size"`
 }
 
 // ScaleRequest is the body of POST /functions/{fn}/scale: either explicit VMs
@@ -111,12 +151,14 @@ type ScaleRequest struct {
 	Count int      `json:"count,omitempty"`
 }
 
-// Placement says where a VM was put in a tree.
+// Placement says where a VM was put in a tree: Parent and Depth in stripe
+// 0, Parents in each stripe (nil where the VM is that stripe's root).
 type Placement struct {
-	VM     string  `json:"vm"`
-	Addr   string  `json:"addr"`
-	Parent *string `json:"parent"`
-	Depth  int     `json:"depth"`
+	VM      string    `json:"vm"`
+	Addr    string    `json:"addr"`
+	Parent  *string   `json:"parent"`
+	Depth   int       `json:"depth"`
+	Parents []*string `json:"parents,omitempty"`
 }
 
 // ScaleResponse answers a scale request.
@@ -125,12 +167,34 @@ type ScaleResponse struct {
 	Added    []Placement `json:"added"`
 }
 
-// Tree is the answer of GET /functions/{fn}/tree.
+// Tree is the answer of GET /functions/{fn}/tree. Root, Height and Nodes
+// describe stripe 0's tree (the only one without stripes); Stripes holds
+// every stripe's, stripe 0's included, in stripe order.
 type Tree struct {
-	Function string     `json:"function"`
-	Root     *string    `json:"root"`
-	Height   int        `json:"height"`
-	Nodes    []TreeNode `json:"nodes"`
+	Function string       `json:"function"`
+	Root     *string      `json:"root"`
+	Height   int          `json:"height"`
+	Nodes    []TreeNode   `json:"nodes"`
+	Stripes  []StripeTree `json:"stripes,omitempty"`
+}
+
+// StripeTree is one stripe's tree of a function, over the same VMs as
+// every other stripe's. A VM has children in at most one stripe (for more
+// than k VMs), and is a leaf in the others.
+type StripeTree struct {
+	Stripe int        `json:"stripe"`
+	Root   *string    `json:"root"`
+	Height int        `json:"height"`
+	Nodes  []TreeNode `json:"nodes"`
+}
+
+// StripeTrees returns t's stripe trees: Stripes, or stripe 0 alone made of
+// the top-level fields when a manager without stripes sent none.
+func (t Tree) StripeTrees() []StripeTree {
+	if len(t.Stripes) > 0 {
+		return t.Stripes
+	}
+	return []StripeTree{{Root: t.Root, Height: t.Height, Nodes: t.Nodes}}
 }
 
 // TreeNode is one VM of a tree.
@@ -140,7 +204,8 @@ type TreeNode struct {
 	Parent   *string  `json:"parent"`
 	Children []string `json:"children"`
 	Depth    int      `json:"depth"`
-	// Fanout is the VM's number of children across all its trees.
+	// Fanout is the VM's number of children across all its trees and
+	// stripes.
 	Fanout int `json:"fanout"`
 }
 

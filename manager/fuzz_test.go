@@ -24,6 +24,12 @@ func FuzzHandler(f *testing.F) {
 		{"PUT", "/api/v1/vms/a", `{"addr":`},
 		{"PUT", "/api/v1/functions/f", `{"image":"reg/x:1"}`},
 		{"PUT", "/api/v1/functions/f", `{"image":"reg/x:1","spec":{"cmd":["a"]}}`},
+		{"PUT", "/api/v1/functions/f", `{"image":"reg/x:1","stripes":3}`},
+		{"PUT", "/api/v1/functions/s", `{"image":"reg/x:1","stripes":1}`},
+		{"PUT", "/api/v1/functions/s", `{"image":"reg/x:1","stripes":-2}`},
+		{"POST", "/api/v1/functions/s/scale", `{"count":1}`},
+		{"DELETE", "/api/v1/functions/s/vms/v2", ``},
+		{"GET", "/api/v1/functions/s/tree", ``},
 		{"PUT", "/api/v1/functions/g", `{"image":"reg/x@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}`},
 		{"POST", "/api/v1/functions/f/scale", `{"count":2}`},
 		{"POST", "/api/v1/functions/f/scale", `{"vms":["v1","v1"]}`},
@@ -56,6 +62,8 @@ func FuzzHandler(f *testing.F) {
 		}
 		m.PutFunction(ctx, "f", api.FunctionRequest{Image: "reg/x:1"})
 		m.Scale(ctx, "f", api.ScaleRequest{VMs: []string{"v1", "v2", "v3"}})
+		m.PutFunction(ctx, "s", api.FunctionRequest{Image: "reg/x:1", Stripes: 2})
+		m.Scale(ctx, "s", api.ScaleRequest{VMs: []string{"v1", "v2", "v4"}})
 
 		req, err := http.NewRequest(method, "http://manager"+path, strings.NewReader(body))
 		if err != nil {

@@ -1,6 +1,13 @@
-// Package manager is faasnet's control plane: the pool of VMs, one function
-// tree per function, placement, failure detection and the HTTP API of
-// DESIGN.md section 3.
+// Package manager is faasnet's control plane: the pool of VMs, the function
+// trees of each function (one per stripe), placement, failure detection and
+// the HTTP API of DESIGN.md section 3.
+//
+// A function of k >= 2 stripes has k stripe trees over the same VMs
+// (ftree.Striped): every VM has a parent in each stripe and children in at
+// most one. Its assignments carry every stripe's parent, and Parent, which
+// workers that know one tree follow, is stripe 0's: stripe 0's tree alone is
+// a balanced tree over all the VMs, so such a worker still fetches the whole
+// image once, down one tree.
 //
 // All state lives in memory behind one mutex and every change is written to a
 // store.Store as one atomic batch before it is acknowledged. If the store
@@ -14,6 +21,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -28,6 +36,7 @@ import (
 	"github.com/faasnet/faasnet/liveview"
 	"github.com/faasnet/faasnet/manager/store"
 	"github.com/faasnet/faasnet/placement"
+	"github.com/faasnet/faasnet/stripe"
 	"github.com/faasnet/faasnet/upstream"
 	"github.com/google/go-containerregistry/pkg/name"
 )
@@ -54,6 +63,17 @@ type Options struct {
 	// Registry configures the default Pinner's registry access
 	// (credentials, plain-HTTP registries, platform).
 	Registry []upstream.Option
+	// Stripes is the number of stripe trees of a function whose definition
+	// names none (see api.FunctionRequest.Stripes), 0 to api.MaxStripes.
+	// 0 means 1, the paper's single tree, for callers that predate
+	// stripes; the faasnet manager command defaults to api.DefaultStripes.
+	Stripes int
+	// BlockSize, if positive, is the block every function's VMs are
+	// assigned. 0 picks one per function when it is defined, with
+	// stripe.BlockFor from the image's size and layers (if the Pinner is
+	// an ImageSizer and the reference is a tag) and the pool's size, else
+	// stripe.DefaultBlock.
+	BlockSize int64
 	// Security makes the manager the cluster's CA and has it authorize
 	// every call, push over mutual TLS and sign grants. nil: plain HTTP
 	// and no authorization, for plaintext benchmarks and old tests only.
@@ -93,9 +113,14 @@ type vmState struct {
 
 type fnState struct {
 	rec     store.Function
-	tree    *ftree.Tree       // the forest's tree of this function, to read
+	tree    *ftree.Striped    // the forest's trees of this function, to read
 	gen     map[string]uint64 // each member VM's assignment generation
 	reports map[string]api.FunctionReport
+	// stored holds, for a function of several stripes, each member's node
+	// as the store has it: a change writes the nodes that differ (see
+	// txn.flushStripes). nil for one tree, whose nodes are written as they
+	// move.
+	stored map[string]store.Node
 }
 
 // New loads the state from st and returns a Manager serving it. Every VM's
@@ -110,6 +135,12 @@ func New(ctx context.Context, st store.Store, opts Options) (*Manager, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Stripes < 0 || opts.Stripes > api.MaxStripes {
+		return nil, fmt.Errorf("manager: %d stripes, want 1 to %d (0: 1)", opts.Stripes, api.MaxStripes)
+	}
+	if opts.BlockSize < 0 {
+		return nil, fmt.Errorf("manager: negative block size %d", opts.BlockSize)
 	}
 	if opts.Pinner == nil {
 		opts.Pinner = RegistryPinner{upstream.New(opts.Registry...)}
@@ -164,7 +195,12 @@ func (m *Manager) load(ctx context.Context) (store.State, error) {
 		m.forest.SetVM(v.Name, v.Capacity)
 	}
 	links := map[string][]ftree.Link{}
+	striped := map[string][]store.Node{}
 	for _, f := range s.Functions {
+		if f.BlockSize == 0 {
+			// Stored before block sizes were: what the workers use.
+			f.BlockSize = stripe.DefaultBlock
+		}
 		m.fns[f.Name] = &fnState{rec: f, gen: map[string]uint64{}, reports: map[string]api.FunctionReport{}}
 	}
 	for _, n := range s.Nodes {
@@ -173,17 +209,45 @@ func (m *Manager) load(ctx context.Context) (store.State, error) {
 		if !ok || !vok {
 			return s, fmt.Errorf("loading manager state: node %s/%s names an unknown function or VM", n.Function, n.VM)
 		}
-		links[n.Function] = append(links[n.Function], ftree.Link{VM: n.VM, Parent: n.Parent, Slot: n.Slot})
+		if f.rec.Stripes >= 2 {
+			striped[n.Function] = append(striped[n.Function], n)
+		} else {
+			links[n.Function] = append(links[n.Function], ftree.Link{VM: n.VM, Parent: n.Parent, Slot: n.Slot})
+		}
 		f.gen[n.VM] = n.Generation
 		m.recordAssigned(n.VM, f.rec.Image)
 	}
 	for name, f := range m.fns {
-		if err := m.forest.RestoreFunction(name, links[name]); err != nil {
-			return s, fmt.Errorf("loading the tree of function %s: %w", name, err)
+		if err := m.restoreTrees(f, links[name], striped[name]); err != nil {
+			return s, err
 		}
-		f.tree = m.forest.Tree(name)
+		f.tree = m.forest.Striped(name)
 	}
 	return s, nil
+}
+
+// restoreTrees gives f's function its trees in the forest: from links for
+// one tree, from the nodes' stripe positions for several.
+func (m *Manager) restoreTrees(f *fnState, links []ftree.Link, nodes []store.Node) error {
+	name, k := f.rec.Name, f.rec.Stripes
+	if k < 2 {
+		if err := m.forest.RestoreFunction(name, links); err != nil {
+			return fmt.Errorf("loading the tree of function %s: %w", name, err)
+		}
+		return nil
+	}
+	l, err := store.Layout(k, nodes)
+	if err != nil {
+		return fmt.Errorf("loading the %d stripe trees of function %s: %w", k, name, err)
+	}
+	if err := m.forest.RestoreStripedFunction(name, l); err != nil {
+		return fmt.Errorf("loading the %d stripe trees of function %s: %w", k, name, err)
+	}
+	f.stored = make(map[string]store.Node, len(nodes))
+	for _, n := range nodes {
+		f.stored[n.VM] = n
+	}
+	return nil
 }
 
 // recordAssigned notes that vm was assigned image.
@@ -236,7 +300,10 @@ type txn struct {
 	batch   store.Batch
 	touched map[string]bool
 	fnDirty map[string]bool
-	after   []func() // run under the lock once the batch is stored
+	// relayout names the functions of several stripes whose layout the
+	// operation changed; their nodes are written at the end.
+	relayout map[string]bool
+	after    []func() // run under the lock once the batch is stored
 }
 
 // onCommit runs f once the batch is stored, still under the lock: state
@@ -248,9 +315,10 @@ func (tx *txn) onCommit(f func()) { tx.after = append(tx.after, f) }
 // everything before changing anything; if storing fails, the state is reloaded.
 func (m *Manager) commit(ctx context.Context, op string, fn func(tx *txn) error) error {
 	m.mu.Lock()
-	tx := &txn{m: m, touched: map[string]bool{}, fnDirty: map[string]bool{}}
+	tx := &txn{m: m, touched: map[string]bool{}, fnDirty: map[string]bool{}, relayout: map[string]bool{}}
 	err := fn(tx)
 	if err == nil {
+		tx.flushStripes()
 		for name := range tx.fnDirty {
 			if f, ok := m.fns[name]; ok {
 				tx.batch.PutFunctions = append(tx.batch.PutFunctions, f.rec)
@@ -295,30 +363,43 @@ func (tx *txn) committed() {
 	}
 }
 
-// bump gives vm a new generation in f and records its node.
+// bump gives vm a new generation in f and records its node (for several
+// stripes, at the end: see flushStripes).
 func (tx *txn) bump(f *fnState, vm string) {
 	f.rec.Generation++
 	f.gen[vm] = f.rec.Generation
 	tx.fnDirty[f.rec.Name] = true
 	tx.touched[vm] = true
-	n, _ := f.tree.Node(vm)
+	if f.tree.Stripes() > 1 {
+		tx.relayout[f.rec.Name] = true
+		return
+	}
+	n, _ := f.tree.Node(vm, 0)
 	tx.batch.PutNodes = append(tx.batch.PutNodes, store.Node{
 		Function: f.rec.Name, VM: vm, Parent: n.Parent, Slot: n.Slot, Generation: f.gen[vm],
 	})
 }
 
-// apply records a tree change: new generations for the moved VMs. (The
-// forest has brought fan-outs and tree weights up to date.)
-func (tx *txn) apply(f *fnState, ch ftree.Change) {
+// apply records a tree change: one new generation for each VM that moved in
+// any stripe. (The forest has brought fan-outs and tree weights up to
+// date.)
+func (tx *txn) apply(f *fnState, ch ftree.StripedChange) {
+	seen := make(map[string]bool, len(ch.Moved))
 	for _, mv := range ch.Moved {
-		tx.bump(f, mv.VM)
+		if !seen[mv.VM] {
+			seen[mv.VM] = true
+			tx.bump(f, mv.VM)
+		}
+	}
+	if f.tree.Stripes() > 1 {
+		tx.relayout[f.rec.Name] = true
 	}
 	tx.m.metrics.parentChanges.Add(float64(len(ch.Moved)))
 }
 
-// insert adds vm to f's tree.
+// insert adds vm to f's trees.
 func (tx *txn) insert(f *fnState, vm string) error {
-	ch, err := tx.m.forest.Insert(f.rec.Name, vm)
+	ch, err := tx.m.forest.InsertStriped(f.rec.Name, vm)
 	if err != nil {
 		return err
 	}
@@ -326,17 +407,18 @@ func (tx *txn) insert(f *fnState, vm string) error {
 	return nil
 }
 
-// remove takes vm out of f's tree.
+// remove takes vm out of f's trees.
 func (tx *txn) remove(f *fnState, vm string) error {
-	ch, err := tx.m.forest.Remove(f.rec.Name, vm)
+	ch, err := tx.m.forest.RemoveStriped(f.rec.Name, vm)
 	if err != nil {
 		return err
 	}
-	if len(ch.Moved) > 0 { // a deepest VM was promoted into vm's place
+	if len(ch.Moved) > 0 { // a VM was moved into vm's place
 		tx.m.metrics.promotions.Inc()
 	}
 	delete(f.gen, vm)
 	delete(f.reports, vm)
+	delete(f.stored, vm)
 	tx.touched[vm] = true
 	tx.batch.DeleteNodes = append(tx.batch.DeleteNodes, store.NodeKey{Function: f.rec.Name, VM: vm})
 	tx.apply(f, ch)
@@ -370,10 +452,10 @@ func (m *Manager) RegisterVM(ctx context.Context, vm string, req api.RegisterReq
 			rec.Capacity = req.Capacity.Functions
 		}
 		if ok && rec.Addr != v.rec.Addr {
-			// The VM's children must dial the new address.
+			// The VM's children, in every stripe, must dial the new address.
 			for _, fn := range m.functionsOf(vm) {
 				f := m.fns[fn]
-				for _, c := range f.tree.Children(vm) {
+				for _, c := range childrenOf(f.tree, vm) {
 					tx.bump(f, c)
 				}
 			}
@@ -440,9 +522,17 @@ func (m *Manager) assignments(v *vmState) api.Assignments {
 	now := m.opts.Now()
 	for _, fn := range m.functionsOf(v.rec.Name) {
 		f := m.fns[fn]
-		a := api.Assignment{Function: fn, Image: f.rec.Image, Digest: f.rec.Digest, Generation: f.gen[v.rec.Name], Spec: f.rec.Spec}
-		if p, _ := f.tree.Parent(v.rec.Name); p != "" {
-			a.Parent = &api.Peer{VM: p, Addr: m.vms[p].rec.Addr}
+		a := api.Assignment{Function: fn, Image: f.rec.Image, Digest: f.rec.Digest, Generation: f.gen[v.rec.Name], Spec: f.rec.Spec,
+			BlockSize: f.rec.BlockSize}
+		ps, _ := f.tree.Parents(v.rec.Name)
+		a.Parents = make([]*api.Peer, len(ps))
+		for s, p := range ps {
+			if p != "" {
+				a.Parents[s] = &api.Peer{VM: p, Addr: m.vms[p].rec.Addr}
+			}
+		}
+		if len(a.Parents) > 0 {
+			a.Parent = a.Parents[0]
 		}
 		if m.trust != nil && f.rec.Digest != "" {
 			a.Grant = m.grantFor(v.rec.Name, fn, f.rec.Digest, now)
@@ -529,55 +619,179 @@ func validImage(image string) error {
 	return nil
 }
 
-// PutFunction defines fn or changes its image or spec, and pins the image
-// to the digest of its manifest (see pin). A change of image or digest
-// gives every member a new generation so that the workers refetch: defining
-// a function again with the same tag takes up where the tag moved.
+// PutFunction defines fn or changes its image, spec or stripes, and pins the
+// image to the digest of its manifest (see pin). A change of image or
+// digest gives every member a new generation so that the workers refetch:
+// defining a function again with the same tag takes up where the tag
+// moved. A change of stripes rebuilds the function's trees (see rebuild).
 func (m *Manager) PutFunction(ctx context.Context, fn string, req api.FunctionRequest) (api.Function, error) {
 	var out api.Function
-	dg, err := m.checkFunction(ctx, fn, req)
+	pinned, err := m.checkFunction(ctx, fn, req)
 	if err != nil {
 		m.metrics.op("function", err)
 		return out, err
 	}
+	dg := pinned.Digest
 	err = m.commit(ctx, "function", func(tx *txn) error {
 		f, ok := m.fns[fn]
+		k := req.Stripes
 		if !ok {
-			if err := m.forest.AddFunction(fn); err != nil {
+			if k == 0 {
+				k = max(m.opts.Stripes, 1)
+			}
+			if err := m.forest.AddStripedFunction(fn, k); err != nil {
 				return err
 			}
-			f = &fnState{rec: store.Function{Name: fn}, tree: m.forest.Tree(fn), gen: map[string]uint64{}, reports: map[string]api.FunctionReport{}}
+			f = &fnState{rec: store.Function{Name: fn, Stripes: k}, tree: m.forest.Striped(fn), gen: map[string]uint64{}, reports: map[string]api.FunctionReport{}}
+			if k > 1 {
+				f.stored = map[string]store.Node{}
+			}
 			m.fns[fn] = f
 		}
-		changed := !ok || f.rec.Image != req.Image || f.rec.Digest != dg || string(f.rec.Spec) != string(req.Spec)
+		rebuilt := ok && k != 0 && k != f.tree.Stripes()
+		if rebuilt {
+			if err := tx.rebuild(ctx, f, k); err != nil {
+				return err
+			}
+		}
+		changed := !ok || rebuilt || f.rec.Image != req.Image || f.rec.Digest != dg || string(f.rec.Spec) != string(req.Spec)
+		if !ok || rebuilt || f.rec.Digest != dg {
+			// Only with new content or new trees: the VMs of one
+			// digest must keep cutting its blobs alike.
+			f.rec.BlockSize = m.blockSize(pinned, f.tree.Stripes())
+		}
 		f.rec.Image, f.rec.Digest, f.rec.Spec = req.Image, dg, req.Spec
 		if changed {
 			tx.fnDirty[fn] = true
-			if ok {
-				for _, n := range f.tree.Nodes() {
+			if ok && !rebuilt {
+				for _, n := range f.tree.Nodes(0) {
 					tx.bump(f, n.VM)
 				}
 			}
 		}
-		out = api.Function{Function: fn, Image: f.rec.Image, Digest: f.rec.Digest, Spec: redactEnv(f.rec.Spec), VMs: f.tree.Len()}
+		out = m.function(f)
 		return nil
 	})
 	return out, err
 }
 
+// function describes f, its env values redacted (see redactEnv).
+func (m *Manager) function(f *fnState) api.Function {
+	return api.Function{Function: f.rec.Name, Image: f.rec.Image, Digest: f.rec.Digest, Spec: redactEnv(f.rec.Spec), VMs: f.tree.Len(),
+		Stripes: f.tree.Stripes(), BlockSize: f.rec.BlockSize}
+}
+
+// blockSize returns the block for a function of k stripes of the image p
+// describes (see Options.BlockSize). The pool's size stands for the
+// function's: the block is chosen once per digest, and no tree of the
+// function grows beyond the pool.
+func (m *Manager) blockSize(p Pinned, k int) int64 {
+	switch {
+	case m.opts.BlockSize > 0:
+		return m.opts.BlockSize
+	case p.Size <= 0:
+		return stripe.DefaultBlock
+	}
+	return stripe.BlockFor(p.Size, p.Layers, max(len(m.vms), 2), k)
+}
+
+// rebuild gives f's function new trees of k stripes over the same VMs,
+// stripe 0's root first and the rest breadth first, so that the VMs near
+// the old root, likeliest to hold the image, stay near the new roots.
+// Every member gets a new generation and has its node written anew. Once
+// the forest has changed, a failure (which validation makes impossible)
+// reloads the state from the store.
+func (tx *txn) rebuild(ctx context.Context, f *fnState, k int) error {
+	m, name := tx.m, f.rec.Name
+	old := f.tree.Nodes(0)
+	if _, err := m.forest.RemoveFunction(name); err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		if _, lerr := m.load(context.WithoutCancel(ctx)); lerr != nil {
+			m.log.Error("reloading state after a failed rebuild", "function", name, "err", lerr)
+		}
+		return &Error{503, fmt.Sprintf("rebuilding the trees of %s with %d stripes: %v", name, k, err)}
+	}
+	if err := m.forest.AddStripedFunction(name, k); err != nil {
+		return fail(err)
+	}
+	f.tree = m.forest.Striped(name)
+	f.rec.Stripes = k
+	f.stored = nil
+	if k > 1 {
+		f.stored = map[string]store.Node{}
+		tx.relayout[name] = true
+	}
+	for _, n := range old {
+		if _, err := m.forest.InsertStriped(name, n.VM); err != nil {
+			return fail(err)
+		}
+	}
+	for _, n := range old {
+		tx.bump(f, n.VM)
+	}
+	return nil
+}
+
+// flushStripes writes, for every function of several stripes that the
+// operation changed, the nodes that differ from what the store has: the
+// VMs that moved, and those whose positions changed under a parent that
+// did not.
+func (tx *txn) flushStripes() {
+	for _, name := range slices.Sorted(maps.Keys(tx.relayout)) {
+		f, ok := tx.m.fns[name]
+		if !ok || f.tree.Stripes() < 2 {
+			continue
+		}
+		pls := store.Placements(f.tree.Layout())
+		for _, vm := range slices.Sorted(maps.Keys(pls)) {
+			pl := pls[vm]
+			n0, _ := f.tree.Node(vm, 0)
+			rec := store.Node{Function: name, VM: vm, Parent: n0.Parent, Slot: n0.Slot, Generation: f.gen[vm], Positions: pl.Positions, Home: pl.Home}
+			if old, ok := f.stored[vm]; ok && sameNode(old, rec) {
+				continue
+			}
+			f.stored[vm] = rec
+			tx.batch.PutNodes = append(tx.batch.PutNodes, rec)
+		}
+	}
+}
+
+func sameNode(a, b store.Node) bool {
+	return a.Function == b.Function && a.VM == b.VM && a.Parent == b.Parent && a.Slot == b.Slot &&
+		a.Generation == b.Generation && slices.Equal(a.Positions, b.Positions) && a.Home == b.Home
+}
+
+// childrenOf returns vm's children in every stripe of t, each once.
+func childrenOf(t *ftree.Striped, vm string) []string {
+	var out []string
+	for s := range t.Stripes() {
+		for _, c := range t.Children(vm, s) {
+			if !slices.Contains(out, c) {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
 // checkFunction validates a definition and pins its image, outside the lock:
-// pinning may wait for the registry. It returns the pinned digest.
-func (m *Manager) checkFunction(ctx context.Context, fn string, req api.FunctionRequest) (string, error) {
+// pinning may wait for the registry.
+func (m *Manager) checkFunction(ctx context.Context, fn string, req api.FunctionRequest) (Pinned, error) {
 	if err := api.ValidName("function", fn); err != nil {
-		return "", badRequest("%v", err)
+		return Pinned{}, badRequest("%v", err)
+	}
+	if req.Stripes < 0 || req.Stripes > api.MaxStripes {
+		return Pinned{}, badRequest("stripes must be between 1 and %d (0 or absent: the manager's default for a new function, the current number for a defined one), not %d", api.MaxStripes, req.Stripes)
 	}
 	if err := validImage(req.Image); err != nil {
-		return "", err
+		return Pinned{}, err
 	}
 	if err := validSpec(req.Spec); err != nil {
-		return "", err
+		return Pinned{}, err
 	}
-	return m.pin(ctx, req.Image)
+	return m.pinSized(ctx, req.Image)
 }
 
 // validSpec checks a function spec as the workers will read it.
@@ -654,10 +868,17 @@ func (m *Manager) Scale(ctx context.Context, fn string, req api.ScaleRequest) (a
 }
 
 func (m *Manager) placement(f *fnState, vm string) api.Placement {
-	n, _ := f.tree.Node(vm)
+	n, _ := f.tree.Node(vm, 0)
 	p := api.Placement{VM: vm, Addr: m.vms[vm].rec.Addr, Depth: n.Depth}
 	if n.Parent != "" {
 		p.Parent = &n.Parent
+	}
+	ps, _ := f.tree.Parents(vm)
+	p.Parents = make([]*string, len(ps))
+	for s := range ps {
+		if ps[s] != "" {
+			p.Parents[s] = &ps[s]
+		}
 	}
 	return p
 }
@@ -726,7 +947,7 @@ func (m *Manager) Release(ctx context.Context, fn, vm string) error {
 	})
 }
 
-// Tree returns fn's tree.
+// Tree returns fn's trees: every stripe's, and stripe 0's at the top.
 func (m *Manager) Tree(fn string) (api.Tree, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -734,11 +955,21 @@ func (m *Manager) Tree(fn string) (api.Tree, error) {
 	if !ok {
 		return api.Tree{}, notFound("function %q is not defined", fn)
 	}
-	out := api.Tree{Function: fn, Height: f.tree.Height(), Nodes: []api.TreeNode{}}
-	if r := f.tree.Root(); r != "" {
+	out := api.Tree{Function: fn}
+	for s := range f.tree.Stripes() {
+		out.Stripes = append(out.Stripes, m.stripeTree(f, s))
+	}
+	out.Root, out.Height, out.Nodes = out.Stripes[0].Root, out.Stripes[0].Height, out.Stripes[0].Nodes
+	return out, nil
+}
+
+// stripeTree returns stripe s of f's trees.
+func (m *Manager) stripeTree(f *fnState, s int) api.StripeTree {
+	out := api.StripeTree{Stripe: s, Height: f.tree.Height(s), Nodes: []api.TreeNode{}}
+	if r := f.tree.Root(s); r != "" {
 		out.Root = &r
 	}
-	for _, n := range f.tree.Nodes() {
+	for _, n := range f.tree.Nodes(s) {
 		tn := api.TreeNode{VM: n.VM, Addr: m.vms[n.VM].rec.Addr, Children: n.Children, Depth: n.Depth, Fanout: m.forest.Fanout(n.VM)}
 		if tn.Children == nil {
 			tn.Children = []string{}
@@ -749,7 +980,7 @@ func (m *Manager) Tree(fn string) (api.Tree, error) {
 		}
 		out.Nodes = append(out.Nodes, tn)
 	}
-	return out, nil
+	return out
 }
 
 // Status returns what every VM of fn last reported.
@@ -761,7 +992,7 @@ func (m *Manager) Status(fn string) (api.Status, error) {
 		return api.Status{}, notFound("function %q is not defined", fn)
 	}
 	out := api.Status{Function: fn, Image: f.rec.Image, VMs: []api.VMStatus{}}
-	for _, n := range f.tree.Nodes() {
+	for _, n := range f.tree.Nodes(0) {
 		s := api.VMStatus{VM: n.VM, Depth: n.Depth}
 		if n.Parent != "" {
 			p := n.Parent
@@ -863,7 +1094,7 @@ func (m *Manager) Functions() []api.Function {
 	defer m.mu.Unlock()
 	out := make([]api.Function, 0, len(m.fns))
 	for _, f := range m.fns {
-		out = append(out, api.Function{Function: f.rec.Name, Image: f.rec.Image, Digest: f.rec.Digest, Spec: redactEnv(f.rec.Spec), VMs: f.tree.Len()})
+		out = append(out, m.function(f))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Function < out[j].Function })
 	return out

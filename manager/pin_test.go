@@ -16,6 +16,7 @@ import (
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/digest"
 	"github.com/faasnet/faasnet/manager/store"
+	"github.com/faasnet/faasnet/stripe"
 	"github.com/faasnet/faasnet/upstream"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -290,4 +291,42 @@ func FuzzPin(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRegistryPinnerSizesTheImage checks that pinning through the registry
+// reports what the manifest says: config plus layer bytes and the number
+// of layers, from which the manager picks the block.
+func TestRegistryPinnerSizesTheImage(t *testing.T) {
+	reg := pinRegistry(t)
+	img, err := random.Image(3000, 3, random.WithSource(rand.NewSource(5)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := name.ParseReference(reg+"/app:v1", name.Insecure)
+	if err := remote.Write(r, img); err != nil {
+		t.Fatal(err)
+	}
+	mf, _ := img.Manifest()
+	want := Pinned{Layers: len(mf.Layers), Size: mf.Config.Size}
+	for _, l := range mf.Layers {
+		want.Size += l.Size
+	}
+	d, _ := img.Digest()
+	want.Digest = d.String()
+	p := RegistryPinner{upstream.New(upstream.WithKeychain(authn.NewMultiKeychain()))}
+	got, err := p.PinSize(t.Context(), reg+"/app:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Errorf("PinSize = %+v, want %+v", got, want)
+	}
+	m := registryManager(t, store.NewMemory())
+	f, err := m.PutFunction(t.Context(), "f", api.FunctionRequest{Image: reg + "/app:v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := stripe.BlockFor(want.Size, want.Layers, 2, 1); f.BlockSize != b {
+		t.Errorf("block %d, want %d", f.BlockSize, b)
+	}
 }

@@ -1,30 +1,9 @@
 package sim
 
-import "github.com/faasnet/faasnet/ftree"
+import "github.com/faasnet/faasnet/stripe"
 
-// Bounds of BlockFor: below 64 KiB the per-block costs of a real data plane
-// (a request, a cache entry) dominate; above 1 MiB the first block waits
-// too long at every level.
-const (
-	MinAutoBlock = 64 << 10
-	MaxAutoBlock = 1 << 20
-)
-
-// BlockFor picks the block size for an image of size bytes in layers
-// layers, streamed down stripes stripe trees of vms VMs with links of
-// bandwidth bytes/s. Each level of a tree delays the data by about one
-// block at the rate one flow gets, which starts at
-// bandwidth/(fan-out × layers) (a VM forwards every layer to each child):
-// height × block × fan-out × layers / bandwidth in all. BlockFor keeps that
-// within 1% of the transfer time S/bandwidth, rounded down to a power of
-// two within [MinAutoBlock, MaxAutoBlock].
+// BlockFor is [stripe.BlockFor]: the simulator picks blocks by the rule the
+// manager assigns them by.
 func BlockFor(size int64, layers, vms, stripes int) int64 {
-	fanout := max(stripes, 2)
-	h := max(ftree.OptimalHeight(max(vms, 1), fanout), 1)
-	limit := float64(size) / 100 / float64(h*fanout*max(layers, 1))
-	b := int64(MaxAutoBlock)
-	for b > MinAutoBlock && float64(b) > limit {
-		b /= 2
-	}
-	return b
+	return stripe.BlockFor(size, layers, vms, stripes)
 }

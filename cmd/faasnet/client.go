@@ -12,6 +12,7 @@ import (
 	"github.com/faasnet/faasnet/pki"
 	"github.com/faasnet/faasnet/token"
 	"github.com/faasnet/faasnet/treeview"
+	"github.com/faasnet/faasnet/units"
 	"github.com/spf13/cobra"
 )
 
@@ -87,6 +88,7 @@ func clientCmds() []*cobra.Command {
 func fnCmd() *cobra.Command {
 	fn := &cobra.Command{Use: "fn", Short: "Define functions"}
 	var image, spec string
+	var stripes int
 	create := &cobra.Command{
 		Use:   "create NAME --image REF",
 		Short: "Define a function or change its image",
@@ -95,9 +97,10 @@ func fnCmd() *cobra.Command {
 	client := managerFlag(create)
 	create.Flags().StringVar(&image, "image", "", "image reference, e.g. registry:5000/repo:tag")
 	create.Flags().StringVar(&spec, "spec", "", "function spec as JSON (command, env, readiness)")
+	create.Flags().IntVar(&stripes, "stripes", 0, fmt.Sprintf("stripe trees, 1 to %d (0: the manager's --stripes for a new function, unchanged for a defined one; another number rebuilds its trees)", api.MaxStripes))
 	create.MarkFlagRequired("image")
 	create.RunE = func(cmd *cobra.Command, args []string) error {
-		req := api.FunctionRequest{Image: image}
+		req := api.FunctionRequest{Image: image, Stripes: stripes}
 		if spec != "" {
 			req.Spec = json.RawMessage(spec)
 		}
@@ -109,7 +112,7 @@ func fnCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("function %s: image %s pinned to %s, %d VMs\n", out.Function, out.Image, out.Digest, out.VMs)
+		fmt.Printf("function %s: image %s pinned to %s, %d VMs, %d stripes, %s blocks\n", out.Function, out.Image, out.Digest, out.VMs, out.Stripes, units.Size(out.BlockSize))
 		return nil
 	}
 	fn.AddCommand(create)
@@ -175,7 +178,7 @@ func treeCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "tree FUNCTION",
-		Short: "Draw a function's tree with each VM's depth and fan-out",
+		Short: "Draw a function's trees, every stripe's, with each VM's depth and fan-out",
 		Args:  cobra.ExactArgs(1),
 	}
 	client := managerFlag(cmd)
@@ -192,7 +195,7 @@ func treeCmd() *cobra.Command {
 		if asJSON {
 			return printJSON(t)
 		}
-		return treeview.Draw(os.Stdout, t, nil)
+		return treeview.DrawStripes(os.Stdout, t, nil)
 	}
 	return cmd
 }

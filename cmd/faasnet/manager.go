@@ -13,9 +13,11 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/internal/httpserver"
 	"github.com/faasnet/faasnet/manager"
 	"github.com/faasnet/faasnet/manager/store"
+	"github.com/faasnet/faasnet/units"
 	"github.com/faasnet/faasnet/upstream"
 	"github.com/spf13/cobra"
 )
@@ -30,13 +32,21 @@ func newManagerCmd() *cobra.Command {
 		advertise []string
 		limits    httpserver.Options
 		state     stateFlags
+		stripes   int
+		blockSize units.Size
 	)
 	cmd := &cobra.Command{
 		Use:   "manager",
 		Short: "Run the control plane: VM pool, function trees, failure detection, HTTP API",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			opts := manager.Options{VMTimeout: timeout, Push: !noPush,
+			if stripes < 1 || stripes > api.MaxStripes {
+				return fmt.Errorf("--stripes %d: want 1 to %d", stripes, api.MaxStripes)
+			}
+			if blockSize < 0 {
+				return fmt.Errorf("--block-size %d: negative", blockSize)
+			}
+			opts := manager.Options{VMTimeout: timeout, Push: !noPush, Stripes: stripes, BlockSize: int64(blockSize),
 				// Registry access as the workers have it: the docker
 				// credentials, plain HTTP to loopback registries only.
 				Registry: []upstream.Option{upstream.WithUserAgent("faasnet-manager")}}
@@ -59,6 +69,8 @@ func newManagerCmd() *cobra.Command {
 	f.StringVar(&state.prefix, "etcd-prefix", store.DefaultEtcdPrefix, "prefix of the manager's keys in etcd")
 	f.DurationVar(&state.ttl, "etcd-session-ttl", store.DefaultSessionTTL, "lease of the manager's lock on its etcd prefix: how long a manager that died keeps the next one waiting, and how long one cut off from etcd writes nothing before it exits")
 	f.DurationVar(&timeout, "vm-timeout", 10*time.Second, "remove a VM that sends no heartbeat for this long")
+	f.IntVar(&stripes, "stripes", api.DefaultStripes, fmt.Sprintf("stripe trees of a function whose definition names none (1 to %d; 1: the paper's single tree)", api.MaxStripes))
+	f.Var(&blockSize, "block-size", "block every function's VMs are assigned (0: picked per function from its image's size and layers, or 512KiB when the registry is not asked)")
 	f.BoolVar(&noPush, "no-push", false, "do not push assignment changes to workers; they learn at their next heartbeat")
 	f.StringSliceVar(&advertise, "advertise", nil, "further DNS names or IP addresses clients reach the manager by, for its certificate (comma-separated, repeatable); the --listen host is always in it")
 	f.StringSliceVar(&allow, "allow-vm-cidr", nil, "let VMs register addresses in these link-local or metadata ranges (CIDR, repeatable), refused by default")

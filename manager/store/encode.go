@@ -176,6 +176,12 @@ func encodeFunction(fn *Function) (entry, error) {
 	if err := checkText(what, fn.Name, "digest", fn.Digest); err != nil {
 		return entry{}, err
 	}
+	if fn.Stripes < 0 || fn.Stripes > MaxStripes {
+		return entry{}, fmt.Errorf("store: %s %q: %d stripes, want 0 to %d: %w", what, fn.Name, fn.Stripes, MaxStripes, ErrInvalid)
+	}
+	if fn.BlockSize < 0 {
+		return entry{}, fmt.Errorf("store: %s %q: negative block size %d: %w", what, fn.Name, fn.BlockSize, ErrInvalid)
+	}
 	// Checked here rather than left to the encoder so that the error says
 	// which field is wrong.
 	if len(fn.Spec) > 0 && !json.Valid(fn.Spec) {
@@ -196,11 +202,32 @@ func encodeNode(n *Node) (nodeEntry, error) {
 	if err := checkText(what, n.Function+"/"+n.VM, "parent", n.Parent); err != nil {
 		return nodeEntry{}, err
 	}
+	if err := checkPositions(n); err != nil {
+		return nodeEntry{}, fmt.Errorf("store: %s %q/%q: %w: %w", what, n.Function, n.VM, err, ErrInvalid)
+	}
 	val, err := encode(n)
 	if err != nil {
 		return nodeEntry{}, fmt.Errorf("store: %s %q/%q: %w: %w", what, n.Function, n.VM, ErrInvalid, err)
 	}
 	return nodeEntry{fn: n.Function, vm: n.VM, val: val}, nil
+}
+
+// checkPositions checks a node's stripe fields one by one; whether the
+// nodes of a function make a layout is for the manager's load to tell
+// (ftree.RestoreStriped), since a batch changes only some of them.
+func checkPositions(n *Node) error {
+	if len(n.Positions) > MaxStripes {
+		return fmt.Errorf("%d positions, at most %d stripes", len(n.Positions), MaxStripes)
+	}
+	for s, p := range n.Positions {
+		if p < 0 {
+			return fmt.Errorf("negative position %d in stripe %d", p, s)
+		}
+	}
+	if n.Home < 0 || n.Home > 0 && n.Home >= len(n.Positions) {
+		return fmt.Errorf("home stripe %d of %d", n.Home, len(n.Positions))
+	}
+	return nil
 }
 
 // encode is json.Marshal without HTML escaping, so that Spec keeps its bytes

@@ -34,7 +34,17 @@ type Function struct {
 	Digest     string          `json:"digest,omitempty"` // the manifest digest Image was pinned to
 	Generation uint64          `json:"generation"`       // last generation handed out for this function's nodes
 	Spec       json.RawMessage `json:"spec,omitempty"`   // rest of the definition, opaque here
+	// Stripes is the number of stripe trees; 0 (stores written before
+	// stripes) and 1 mean one tree, described by its nodes' Parent and
+	// Slot. With 2 or more the nodes' Positions and Home describe the
+	// trees (ftree.Layout).
+	Stripes int `json:"stripes,omitempty"`
+	// BlockSize is the block the function's VMs were assigned; 0: none.
+	BlockSize int64 `json:"block_size,omitempty"`
 }
+
+// MaxStripes bounds Function.Stripes and the length of Node.Positions.
+const MaxStripes = 64
 
 // Node is one VM's place in one function's tree.
 type Node struct {
@@ -43,6 +53,14 @@ type Node struct {
 	Parent     string `json:"parent"` // "" at the root
 	Slot       int    `json:"slot"`   // 0 left, 1 right (ignored at the root)
 	Generation uint64 `json:"generation"`
+	// Positions is the VM's position in each stripe of a function of
+	// several stripes (ftree.Layout's Order[s] lists the VMs by it), nil
+	// in a one-tree function; Parent and Slot then name stripe 0's, for
+	// people reading the store, and a load ignores them.
+	Positions []int `json:"positions,omitempty"`
+	// Home is the stripe in which the VM is a home member (one of the
+	// first Layout.Members[Home] positions); 0 without Positions.
+	Home int `json:"home,omitempty"`
 }
 
 // Cert is a VM certificate the manager issued. It is kept until it expires,

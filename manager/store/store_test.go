@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -87,6 +88,7 @@ func testStore(t *testing.T, open opener) {
 	t.Run("Canceled", func(t *testing.T) { testCanceled(t, open) })
 	t.Run("Closed", func(t *testing.T) { testClosed(t, open) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, open) })
+	t.Run("Stripes", func(t *testing.T) { testStripes(t, open) })
 }
 
 func vm(name string, images ...string) VM {
@@ -317,6 +319,45 @@ func testApply(t *testing.T, open opener) {
 		}},
 		{name: "parent not UTF-8", setup: []Batch{base}, wantErr: ErrInvalid, apply: Batch{
 			DeleteVMs: []string{"vm-a"}, PutNodes: []Node{node("f1", "vm-b", "\xfe", 0, 1)},
+		}},
+		{
+			name:  "striped function and nodes",
+			setup: []Batch{base},
+			apply: Batch{
+				PutFunctions: []Function{{Name: "f3", Image: "i", Stripes: 2, BlockSize: 64 << 10}},
+				PutNodes: []Node{
+					{Function: "f3", VM: "vm-a", Positions: []int{0, 1}, Generation: 1},
+					{Function: "f3", VM: "vm-b", Parent: "vm-a", Positions: []int{1, 0}, Home: 1, Generation: 2},
+				},
+			},
+			want: State{
+				VMs:       baseState.VMs,
+				Functions: []Function{fn("f1", 2), fn("f2", 1), {Name: "f3", Image: "i", Stripes: 2, BlockSize: 64 << 10}},
+				Nodes: append(slices.Clone(baseState.Nodes),
+					Node{Function: "f3", VM: "vm-a", Positions: []int{0, 1}, Generation: 1},
+					Node{Function: "f3", VM: "vm-b", Parent: "vm-a", Positions: []int{1, 0}, Home: 1, Generation: 2}),
+			},
+		},
+		{name: "negative position", setup: []Batch{base}, wantErr: ErrInvalid, apply: Batch{
+			DeleteVMs: []string{"vm-a"}, PutNodes: []Node{{Function: "f1", VM: "vm-b", Positions: []int{0, -1}}},
+		}},
+		{name: "home beyond the stripes", setup: []Batch{base}, wantErr: ErrInvalid, apply: Batch{
+			DeleteVMs: []string{"vm-a"}, PutNodes: []Node{{Function: "f1", VM: "vm-b", Positions: []int{0, 1}, Home: 2}},
+		}},
+		{name: "home without positions", setup: []Batch{base}, wantErr: ErrInvalid, apply: Batch{
+			DeleteVMs: []string{"vm-a"}, PutNodes: []Node{{Function: "f1", VM: "vm-b", Home: 1}},
+		}},
+		{name: "too many positions", setup: []Batch{base}, wantErr: ErrInvalid, apply: Batch{
+			DeleteVMs: []string{"vm-a"}, PutNodes: []Node{{Function: "f1", VM: "vm-b", Positions: make([]int, MaxStripes+1)}},
+		}},
+		{name: "too many stripes", setup: []Batch{base}, wantErr: ErrInvalid, apply: Batch{
+			DeleteVMs: []string{"vm-a"}, PutFunctions: []Function{{Name: "f3", Stripes: MaxStripes + 1}},
+		}},
+		{name: "negative stripes", setup: []Batch{base}, wantErr: ErrInvalid, apply: Batch{
+			DeleteVMs: []string{"vm-a"}, PutFunctions: []Function{{Name: "f3", Stripes: -1}},
+		}},
+		{name: "negative block size", setup: []Batch{base}, wantErr: ErrInvalid, apply: Batch{
+			DeleteVMs: []string{"vm-a"}, PutFunctions: []Function{{Name: "f3", BlockSize: -1}},
 		}},
 		{name: "spec not JSON", setup: []Batch{base}, wantErr: ErrInvalid, apply: Batch{
 			DeleteVMs: []string{"vm-a"}, PutFunctions: []Function{{Name: "f3", Spec: json.RawMessage("{")}},
