@@ -32,7 +32,7 @@ func TestFunctionStrategies(t *testing.T) {
 	fn := serverFunction(t)
 	var progress strings.Builder
 	fn.Progress = &progress
-	runDir := t.TempDir()
+	runDir := testenv.RunDir(t)
 	// Links unlimited: this checks what each strategy does, not how fast.
 	h := newHarness(t, Scenario{BlockSize: 64 << 10, Seed: 1}, Options{Function: fn, RunDir: runDir})
 	t.Logf("preparing the function:\n%s", progress.String())

@@ -37,7 +37,7 @@ func TestLazyDemo(t *testing.T) {
 	var out bytes.Buffer
 	cfg := Defaults
 	cfg.VMs, cfg.Lazy = 3, true
-	cfg.JSON, cfg.Out, cfg.Dir, cfg.RunDir = jsonPath, &out, t.TempDir(), t.TempDir()
+	cfg.JSON, cfg.Out, cfg.Dir, cfg.RunDir = jsonPath, &out, t.TempDir(), testenv.RunDir(t)
 	cfg.Timeout = 3 * time.Minute
 	if _, err := Run(context.Background(), cfg); err != nil {
 		t.Fatalf("demo --lazy: %v\n%s", err, out.String())
