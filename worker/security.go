@@ -249,13 +249,15 @@ func (w *Worker) renew(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.Keeper.Set(c)
-	w.log.Info("renewed the VM certificate", "expires", c.Leaf.NotAfter)
+	// Saved before it is put in use: whoever sees the new certificate in
+	// use (a restart, a test) finds it on disk too.
 	if s.CertDir != "" {
 		if err := enroll.Save(s.CertDir, w.cfg.ID, c); err != nil {
-			// In use already; only a restart would miss it.
+			// Put in use all the same; only a restart would miss it.
 			w.log.Error("saving the renewed certificate failed", "dir", s.CertDir, "err", err)
 		}
 	}
+	s.Keeper.Set(c)
+	w.log.Info("renewed the VM certificate", "expires", c.Leaf.NotAfter)
 	return nil
 }
