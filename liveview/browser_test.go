@@ -146,6 +146,35 @@ func checkTree(ctx context.Context, browser context.Context, cp cluster.ControlP
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "live view screenshot: %s\n", path)
+	return checkFolding(wctx, cp, nodes, vms-1)
+}
+
+// checkFolding opens the page drawing one level (?levels=1): the root
+// alone, with the other VMs folded below it and counted; "show all" draws
+// them all, and zooming in draws the tree larger, to scroll.
+func checkFolding(ctx context.Context, cp cluster.ControlPlane, nodes string, vms int) error {
+	folded := `document.querySelector('section[data-function="fn-0"] g.folded')`
+	one := fmt.Sprintf(`%s.length === 1 && %s !== null && %s.dataset.count === "%d"`, nodes, folded, folded, vms-1)
+	if err := chromedp.Do(ctx, chromedp.Navigate(cp.URL+"/ui/?levels=1")); err != nil {
+		return err
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](one)); err != nil {
+		return fmt.Errorf("with ?levels=1 the page did not show the root alone with %d VMs folded below: %w", vms-1, err)
+	}
+	all := fmt.Sprintf(`%s.length === %d && document.querySelector('g.folded') === null`, nodes, vms)
+	zoomed := `(() => { const s = document.querySelector('section[data-function="fn-0"] svg'); return s.classList.contains("zoomed") && s.getBoundingClientRect().width > 0 })()`
+	if err := chromedp.Do(ctx, chromedp.Click(`section[data-function="fn-0"] button.expand`)); err != nil {
+		return err
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](all)); err != nil {
+		return fmt.Errorf("show all did not draw the %d VMs: %w", vms, err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(`#zoom-in`)); err != nil {
+		return err
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](zoomed)); err != nil {
+		return fmt.Errorf("zooming in did not redraw the tree: %w", err)
+	}
 	return nil
 }
 
