@@ -27,7 +27,7 @@ type function struct {
 	a             api.Assignment
 	cancel        context.CancelFunc
 	done          chan struct{}
-	parentChanged chan struct{} // closed and replaced when a.Parent changes
+	parentChanged chan struct{} // closed and replaced when a parent in any stripe changes
 
 	state      string
 	err        string
@@ -190,9 +190,9 @@ func (w *Worker) reconcile(doc api.Assignments) {
 			w.stopFunction(f)
 			w.startFunction(a)
 		default:
-			if !samePeer(a.Parent, f.a.Parent) {
+			if !sameParents(a.StripeParents(), f.a.StripeParents()) {
 				w.metrics.parentSwitches.Inc()
-				w.log.Info("new parent", "function", a.Function, "parent", peerName(a.Parent), "generation", a.Generation)
+				w.log.Info("new parent", "function", a.Function, "parent", peerName(a.Parent), "stripes", len(a.StripeParents()), "generation", a.Generation)
 				close(f.parentChanged)
 				f.parentChanged = make(chan struct{})
 			}
@@ -211,6 +211,19 @@ func samePeer(a, b *api.Peer) bool {
 		return a == b
 	}
 	return *a == *b
+}
+
+// sameParents reports whether a and b name the same parent in each stripe.
+func sameParents(a, b []*api.Peer) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !samePeer(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 func peerName(p *api.Peer) string {

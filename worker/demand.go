@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/faasnet/faasnet/blobcache"
 	"github.com/faasnet/faasnet/peer"
+	"github.com/faasnet/faasnet/stripe"
 )
 
 // On-demand fetching: a container blocked on a read (through the lazy
@@ -76,11 +78,35 @@ func (w *Worker) demandFrom(ctx context.Context, digest string, off, n int64, fr
 	}
 }
 
-// demandRun fetches blocks [from, to) now: from the parent, or at once from
-// the registry if the parent fails or fromRegistry.
+// demandRun fetches blocks [from, to) now, each from the parent in its
+// stripe (all from the one parent without stripes), or at once from the
+// registry if that parent fails or fromRegistry.
 func (w *Worker) demandRun(ctx context.Context, j *job, b *blobcache.Blob, from, to int, fromRegistry bool) error {
 	ctx = peer.WithDemand(ctx)
-	src := w.pickSource(j)
+	k := w.stripes(j, b)
+	if k == 1 {
+		return w.demandStripe(ctx, j, b, from, to, 0, fromRegistry)
+	}
+	// The stripes side by side, each block from its stripe's parent.
+	errs := make([]error, k)
+	var wg sync.WaitGroup
+	for s := range k {
+		wg.Go(func() {
+			for i := from; i < to && errs[s] == nil; i++ {
+				if stripe.Of(int64(i), k) == s && !b.Has(i) {
+					errs[s] = w.demandStripe(ctx, j, b, i, i+1, s, fromRegistry)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// demandStripe fetches blocks [from, to), all of stripe s, from the parent
+// in that stripe, or the registry.
+func (w *Worker) demandStripe(ctx context.Context, j *job, b *blobcache.Blob, from, to, s int, fromRegistry bool) error {
+	src := w.pickSource(j, s)
 	if src.parent != nil && !fromRegistry {
 		err := w.fill(ctx, j, b, w.parentSource(j, src), from, to)
 		if err == nil || ctx.Err() != nil {

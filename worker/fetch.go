@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -64,7 +65,9 @@ type job struct {
 	digest string
 	info   *blobInfo
 	cancel context.CancelFunc
-	fo     failover.State // the fetch's record of its parent, for w.policy
+	// fo is the fetch's record of its parent in each stripe, for w.policy;
+	// only runJob's goroutines use it, stripe s its fo[s].
+	fo []failover.State
 }
 
 // ensureJob starts fetching digest unless a fetch is running, the blob is
@@ -113,18 +116,13 @@ type parentChoice struct {
 	changed chan struct{} // closed when the function's parent changes
 }
 
-// pickSource chooses the parent of a function that needs the blob; nil if
-// no function has one (this VM is a root).
-func (w *Worker) pickSource(j *job) parentChoice {
+// pickSource chooses the parent in stripe s of a function that needs the
+// blob; nil if no function has one (this VM is the stripe's root).
+func (w *Worker) pickSource(j *job, s int) parentChoice {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	names := make([]string, 0, len(j.info.fns))
-	for fn := range j.info.fns {
-		names = append(names, fn)
-	}
-	sort.Strings(names)
 	var src parentChoice
-	for _, fn := range names {
+	for _, fn := range j.info.names() {
 		f := w.fns[fn]
 		if f == nil {
 			continue
@@ -132,19 +130,50 @@ func (w *Worker) pickSource(j *job) parentChoice {
 		if src.changed == nil {
 			src.changed = f.parentChanged
 		}
-		if f.a.Parent != nil {
-			p := *f.a.Parent
+		if ps := f.a.StripeParents(); s < len(ps) && ps[s] != nil {
+			p := *ps[s]
 			return parentChoice{parent: &p, grant: f.a.Grant, changed: f.parentChanged}
 		}
 	}
 	return src
 }
 
+// stripes is how many stripe trees the blob comes down: those of the first
+// function (by name) that needs it; 1 for a manifest, which the registry
+// sends whole, and for a blob of one block.
+func (w *Worker) stripes(j *job, b *blobcache.Blob) int {
+	if j.info.manifest || b.Blocks() < 2 {
+		return 1
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, fn := range j.info.names() {
+		if f := w.fns[fn]; f != nil {
+			return len(f.a.StripeParents())
+		}
+	}
+	return 1
+}
+
+// names are the functions that need the blob, in order. Called with w.mu
+// held.
+func (info *blobInfo) names() []string {
+	names := make([]string, 0, len(info.fns))
+	for fn := range info.fns {
+		names = append(names, fn)
+	}
+	sort.Strings(names)
+	return names
+}
+
 var errStalled = errors.New("no data within the stall timeout")
 
-// runJob fetches until the blob is complete: each attempt asks the failover
-// policy for the source, fills every missing block from it, and lets the
-// policy decide what comes next.
+// runJob fetches until the blob is complete. With k stripes, block i comes
+// down stripe i mod k (package stripe): k fetches run side by side, each
+// from the VM's parent in its stripe (or the registry where the VM is that
+// stripe's root), so that each parent sends 1/k of the blob and every VM
+// uploads about what it downloads. A change of k (a function redefined)
+// restarts them.
 func (w *Worker) runJob(ctx context.Context, j *job) {
 	b, err := w.cache.Acquire(j.digest, j.info.size)
 	if err != nil {
@@ -153,19 +182,44 @@ func (w *Worker) runJob(ctx context.Context, j *job) {
 	}
 	defer b.Release()
 	for !b.Complete() && ctx.Err() == nil {
-		choice := w.pickSource(j)
-		src := w.chooseSource(j, choice)
-		before := j.info.fromParent.Load() + j.info.fromReg.Load()
-		err := w.fill(ctx, j, b, src, 0, b.Blocks())
+		k := w.stripes(j, b)
+		if len(j.fo) < k {
+			j.fo = append(j.fo, make([]failover.State, k-len(j.fo))...)
+		}
+		if k == 1 {
+			w.runStripe(ctx, j, b, 0, 1)
+			continue
+		}
+		var wg sync.WaitGroup
+		for s := range k {
+			wg.Go(func() { w.runStripe(ctx, j, b, s, k) })
+		}
+		wg.Wait()
+	}
+}
+
+// runStripe fetches stripe s of k until it is complete, or k changes: each
+// attempt asks the failover policy for the source, fills every missing
+// block of the stripe from it, and lets the policy decide what comes next.
+func (w *Worker) runStripe(ctx context.Context, j *job, b *blobcache.Blob, s, k int) {
+	fo := &j.fo[s]
+	for ctx.Err() == nil {
+		before := stripeMissing(b, s, k)
+		if before == 0 || w.stripes(j, b) != k {
+			return
+		}
+		choice := w.pickSource(j, s)
+		src := w.chooseSource(j, fo, choice)
+		err := w.fillStripe(ctx, j, b, src, s, k)
 		if ctx.Err() != nil {
 			return
 		}
 		parent := addrOf(src.Parent())
 		outcome, retryAfter := w.outcome(ctx, src.Parent(), err)
-		d := w.policy.Next(&j.fo, failover.Attempt{
+		d := w.policy.Next(fo, failover.Attempt{
 			Parent:     parent,
 			Outcome:    outcome,
-			Progress:   j.info.fromParent.Load()+j.info.fromReg.Load() != before,
+			Progress:   stripeMissing(b, s, k) != before,
 			RetryAfter: retryAfter,
 			At:         time.Now(),
 		})
@@ -176,10 +230,46 @@ func (w *Worker) runJob(ctx context.Context, j *job) {
 	}
 }
 
+// fillStripe fetches the missing blocks of stripe s of k from src: the
+// whole blob at once with one stripe, else block by block.
+func (w *Worker) fillStripe(ctx context.Context, j *job, b *blobcache.Blob, src source, s, k int) error {
+	if k == 1 {
+		return w.fill(ctx, j, b, src, 0, b.Blocks())
+	}
+	for i := nextInStripe(b, s, k, 0); i >= 0; i = nextInStripe(b, s, k, i+k) {
+		if err := w.fill(ctx, j, b, src, i, i+1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// nextInStripe is the first block at or after from that b lacks and that
+// comes down stripe s of k (i mod k = s: stripe.Of); -1 if none. from is
+// 0 or a block of the stripe.
+func nextInStripe(b *blobcache.Blob, s, k, from int) int {
+	from = max(from, s)
+	for i := from; i < b.Blocks(); i += k {
+		if !b.Has(i) {
+			return i
+		}
+	}
+	return -1
+}
+
+// stripeMissing counts the blocks of stripe s of k that b lacks.
+func stripeMissing(b *blobcache.Blob, s, k int) int {
+	n := 0
+	for i := nextInStripe(b, s, k, 0); i >= 0; i = nextInStripe(b, s, k, i+k) {
+		n++
+	}
+	return n
+}
+
 // chooseSource is the source of j's next attempt: the parent, unless the
 // policy gave up on it (or there is none).
-func (w *Worker) chooseSource(j *job, choice parentChoice) source {
-	if w.policy.UseRegistry(&j.fo, addrOf(choice.parent)) {
+func (w *Worker) chooseSource(j *job, fo *failover.State, choice parentChoice) source {
+	if w.policy.UseRegistry(fo, addrOf(choice.parent)) {
 		return w.registrySource(j)
 	}
 	return w.parentSource(j, choice)
