@@ -18,12 +18,9 @@ const Prefix = "/api/v1"
 const WorkerAssignmentsPath = "/worker/v1/assignments"
 
 // DefaultStripes is the number of stripe trees a function gets from a
-// manager started without --stripes, when its definition gives none. It is
-// 1, the paper's single tree, until the workers fetch each block down its
-// own stripe: today they follow stripe 0's parent only, so more stripes
-// would only move more VMs on every change. 2 is the target, the least that
-// lets every VM upload about what it downloads (issue 12).
-const DefaultStripes = 1
+// manager started without --stripes, when its definition gives none: the
+// least that lets every VM upload about what it downloads (issue 12).
+const DefaultStripes = 2
 
 // MaxStripes bounds a function's stripes (ftree.MaxStripes): each stripe
 // tree has fan-out k, and every level delays a block by k block times.
