@@ -317,7 +317,17 @@ func (c *cluster) waitProgress(id, fn string, n int64) {
 	}
 }
 
+// TestInteriorWorkerDiesMidTransfer stops an interior VM while its
+// subtree fetches through it: the manager repairs the tree and every other
+// VM ends with the whole image. With two stripes the victim is interior in
+// one stripe and a leaf of the other: only that stripe's fetches fail over.
 func TestInteriorWorkerDiesMidTransfer(t *testing.T) {
+	for _, k := range []int{1, 2} {
+		t.Run(fmt.Sprintf("stripes=%d", k), func(t *testing.T) { interiorDies(t, k) })
+	}
+}
+
+func interiorDies(t *testing.T, k int) {
 	c := newCluster(t, time.Second)
 	ref, _ := c.push(imagegen.Spec{TotalSize: 12 << 20, Layers: 3, Seed: 2})
 	names := ids(7)
@@ -325,17 +335,20 @@ func TestInteriorWorkerDiesMidTransfer(t *testing.T) {
 		c.start(id, func(cfg *Config) { cfg.BlockSize = 128 << 10; cfg.DownloadLimit = 4 << 20; cfg.UploadLimit = 8 << 20 })
 	}
 	c.waitRegistered(7)
-	c.mgr.PutFunction(c.ctx, "f", api.FunctionRequest{Image: ref})
+	c.mgr.PutFunction(c.ctx, "f", api.FunctionRequest{Image: ref, Stripes: k})
 	if _, err := c.mgr.Scale(c.ctx, "f", api.ScaleRequest{VMs: names}); err != nil {
 		t.Fatal(err)
 	}
 	tree, _ := c.mgr.Tree(c.ctx, "f")
 	var victim string
-	for _, n := range tree.Nodes {
-		if n.Depth == 1 {
+	for _, n := range tree.StripeTrees()[k-1].Nodes {
+		if n.Depth == 1 && len(n.Children) > 0 {
 			victim = n.VM
 			break
 		}
+	}
+	if victim == "" {
+		t.Fatalf("no interior VM at depth 1 in %+v", tree)
 	}
 	c.waitProgress(victim, "f", 3<<20)
 	c.stops[victim]()
