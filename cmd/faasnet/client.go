@@ -223,14 +223,17 @@ func statusCmd() *cobra.Command {
 		}
 		fmt.Printf("function %s, image %s, %d VMs\n", s.Function, s.Image, len(s.VMs))
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "VM\tSTATE\tDEPTH\tPARENT\tFETCHED\tFROM PARENT\tFROM REGISTRY\tERROR")
+		fmt.Fprintln(tw, "VM\tSTATE\tDEPTH\tPARENT\tFETCHED\tFROM PARENT\tFROM REGISTRY\tADDRESS\tERROR")
 		for _, v := range s.VMs {
-			parent := "-"
+			parent, addr := "-", "-"
 			if v.Parent != nil {
 				parent = *v.Parent
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%d\t%s\n", v.VM, v.State, v.Depth, parent,
-				v.BytesFetched, v.BytesFromParent, v.BytesFromRegistry, strings.ReplaceAll(v.Error, "\n", " "))
+			if v.Address != "" {
+				addr = v.Address
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%d\t%s\t%s\n", v.VM, v.State, v.Depth, parent,
+				v.BytesFetched, v.BytesFromParent, v.BytesFromRegistry, addr, strings.ReplaceAll(v.Error, "\n", " "))
 		}
 		return tw.Flush()
 	}
