@@ -44,6 +44,9 @@ func newContainerdConfigCmd() *cobra.Command {
                                 and declares the faasnet snapshotter as a
                                 proxy plugin on --snapshotter-socket
 
+containerd goes to HOST itself when the worker does not answer (as it
+does for any mirror), so a node pulls even while its worker restarts.
+
 Import the fragment from containerd's config.toml (imports =
 ["DIR/conf.d/faasnet.toml"]) and restart containerd. containerd 1.6 replaces
 the whole CRI section from an import, so the fragment also carries the CNI
