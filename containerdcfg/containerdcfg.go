@@ -142,6 +142,9 @@ type Node struct {
 	// RestrictOOMScoreAdj makes CRI cap a container's oom_score_adj at its
 	// own, for hosts where containerd may not lower it.
 	RestrictOOMScoreAdj bool
+	// SystemdCgroup has runc place containers through systemd, as a kubelet
+	// with the systemd cgroup driver (kubeadm's default) expects.
+	SystemdCgroup bool
 	// CNIBinDir and CNIConfDir are CRI's CNI directories; the fragment
 	// replaces the packaged CRI section, so they are set again here.
 	CNIBinDir, CNIConfDir string
@@ -218,6 +221,12 @@ func (n Node) Fragment() []byte {
 	// learns which layers it could mount remotely: the pull silently
 	// becomes a whole one.
 	b.WriteString("  disable_snapshot_annotations = false\n")
+	// Set again since the import replaces the packaged runtime too; a
+	// runtime without its type does not start.
+	b.WriteString("\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n")
+	b.WriteString("  runtime_type = \"io.containerd.runc.v2\"\n")
+	b.WriteString("\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n")
+	fmt.Fprintf(&b, "  SystemdCgroup = %t\n", n.SystemdCgroup)
 	if n.CNIBinDir != "" || n.CNIConfDir != "" {
 		b.WriteString("\n[plugins.\"io.containerd.grpc.v1.cri\".cni]\n")
 		if n.CNIBinDir != "" {

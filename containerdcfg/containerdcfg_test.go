@@ -113,6 +113,12 @@ type criConfig struct {
 	Containerd          struct {
 		Snapshotter                string `toml:"snapshotter"`
 		DisableSnapshotAnnotations *bool  `toml:"disable_snapshot_annotations"`
+		Runtimes                   map[string]struct {
+			RuntimeType string `toml:"runtime_type"`
+			Options     struct {
+				SystemdCgroup bool `toml:"SystemdCgroup"`
+			} `toml:"options"`
+		} `toml:"runtimes"`
 	} `toml:"containerd"`
 	CNI struct {
 		BinDir  string `toml:"bin_dir"`
@@ -149,7 +155,7 @@ func testNode(t *testing.T) Node {
 		// A quote in the directory checks that paths are escaped.
 		Dir: filepath.Join(t.TempDir(), `etc "containerd"`), Worker: "127.0.0.1:5051", Registries: regs,
 		Snapshotter: SnapshotterName, SnapshotterSocket: DefaultSnapshotterSocket,
-		SandboxImage: "127.0.0.1:5000/pause:3.9", RestrictOOMScoreAdj: true,
+		SandboxImage: "127.0.0.1:5000/pause:3.9", RestrictOOMScoreAdj: true, SystemdCgroup: true,
 		CNIBinDir: "/usr/lib/cni", CNIConfDir: "/etc/cni/net.d",
 	}
 }
@@ -203,6 +209,9 @@ func checkCRI(t *testing.T, c criConfig, n Node) {
 		t.Error("disable_snapshot_annotations unset (containerd 1.6 defaults to true), want false")
 	} else if *d {
 		t.Error("disable_snapshot_annotations = true, want false")
+	}
+	if r := c.Containerd.Runtimes["runc"]; r.RuntimeType != "io.containerd.runc.v2" || r.Options.SystemdCgroup != n.SystemdCgroup {
+		t.Errorf("runc runtime %+v, want io.containerd.runc.v2 with SystemdCgroup %t", r, n.SystemdCgroup)
 	}
 	if c.Registry.ConfigPath != n.HostsDir() {
 		t.Errorf("registry config_path %q, want %q", c.Registry.ConfigPath, n.HostsDir())

@@ -50,7 +50,8 @@ does for any mirror), so a node pulls even while its worker restarts.
 Import the fragment from containerd's config.toml (imports =
 ["DIR/conf.d/faasnet.toml"]) and restart containerd. containerd 1.6 replaces
 the whole CRI section from an import, so the fragment also carries the CNI
-directories, --sandbox-image and --restrict-oom-score-adj.
+directories, runc's cgroup driver (--systemd-cgroup), --sandbox-image and
+--restrict-oom-score-adj.
 
 The faasnet snapshotter (faasnet snapshotter) is not part of this release
 yet: the fragment names the socket it will serve, ` + containerdcfg.DefaultSnapshotterSocket + `.
@@ -83,6 +84,7 @@ worker's mirror, still down the function tree.`,
 	f.StringVar(&n.SnapshotterSocket, "snapshotter-socket", n.SnapshotterSocket, "socket of the faasnet snapshotter")
 	f.StringVar(&n.SandboxImage, "sandbox-image", "", "CRI's sandbox (pause) image (default: containerd's)")
 	f.BoolVar(&n.RestrictOOMScoreAdj, "restrict-oom-score-adj", false, "cap containers' oom_score_adj at containerd's own, for hosts where root cannot lower it")
+	f.BoolVar(&n.SystemdCgroup, "systemd-cgroup", false, "have runc use systemd's cgroups, for a kubelet with the systemd cgroup driver")
 	f.StringVar(&n.CNIBinDir, "cni-bin-dir", n.CNIBinDir, "CRI's CNI plugin directory (Debian's containernetworking-plugins install to /usr/lib/cni)")
 	f.StringVar(&n.CNIConfDir, "cni-conf-dir", n.CNIConfDir, "CRI's CNI configuration directory")
 	return cmd
