@@ -712,3 +712,182 @@ func etcdFlags(t *testing.T) map[string]bool {
 	}
 	return etcdKnown
 }
+
+// unit is a systemd unit file: section -> key -> values, in order.
+type unit map[string]map[string][]string
+
+var (
+	iniSection = regexp.MustCompile(`^\[([A-Za-z]+)\]$`)
+	iniKey     = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9]*)=(.*)$`)
+)
+
+// parseUnit reads the subset of systemd's unit syntax the shipped units
+// use: sections, Key=value lines, comments; no line continuations.
+func parseUnit(data []byte) (unit, error) {
+	u := unit{}
+	section := ""
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "" || line[0] == '#' || line[0] == ';':
+		case iniSection.MatchString(line):
+			section = iniSection.FindStringSubmatch(line)[1]
+			if u[section] != nil {
+				return nil, fmt.Errorf("line %d: section [%s] again", i+1, section)
+			}
+			u[section] = map[string][]string{}
+		case iniKey.MatchString(line):
+			if section == "" {
+				return nil, fmt.Errorf("line %d: a key before any section", i+1)
+			}
+			if strings.HasSuffix(line, `\`) {
+				return nil, fmt.Errorf("line %d: continued lines are not used here", i+1)
+			}
+			kv := iniKey.FindStringSubmatch(line)
+			u[section][kv[1]] = append(u[section][kv[1]], kv[2])
+		default:
+			return nil, fmt.Errorf("line %d: %q is no section, key or comment", i+1, line)
+		}
+	}
+	return u, nil
+}
+
+// one returns the single value of section.key, or fails t.
+func (u unit) one(t *testing.T, name, section, key string) string {
+	t.Helper()
+	vs := u[section][key]
+	if len(vs) != 1 {
+		t.Fatalf("%s: [%s] %s set %d times, want once", name, section, key, len(vs))
+	}
+	return vs[0]
+}
+
+// notYet are units for commands faasnet does not have yet: their command
+// line is checked once the command exists.
+var notYet = map[string]bool{"faasnet-snapshotter.service": true}
+
+const faasnetPath = "/usr/local/bin/faasnet"
+
+// unitFlag returns the value of "--name value" in a command line.
+func unitFlag(t *testing.T, what string, args []string, name string) string {
+	t.Helper()
+	i := slices.Index(args, "--"+name)
+	if i < 0 || i+1 == len(args) {
+		t.Fatalf("%s: no --%s VALUE", what, name)
+	}
+	return args[i+1]
+}
+
+func TestSystemdUnits(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("systemd", "*.service"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no units in systemd/ (%v)", err)
+	}
+	units := map[string]unit{}
+	cmds := map[string][]string{}
+	for _, f := range files {
+		name := filepath.Base(f)
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, err := parseUnit(data)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		units[name] = u
+		u.one(t, name, "Unit", "Description")
+		u.one(t, name, "Install", "WantedBy")
+		cmd := strings.Fields(u.one(t, name, "Service", "ExecStart"))
+		cmds[name] = cmd
+		switch cmd[0] {
+		case faasnetPath:
+			sub := cmd[1:2]
+			if _, err := faasnetFlags(t, sub); err != nil && notYet[name] {
+				t.Logf("%s: %v; its command line is checked once it exists", name, err)
+				continue
+			}
+			checkFaasnetArgs(t, name, cmd[1:], false)
+		case "/usr/bin/etcd":
+			known := etcdFlags(t)
+			for _, a := range cmd[1:] {
+				if flag, ok := strings.CutPrefix(a, "--"); ok && !known[flag] {
+					t.Errorf("%s: etcd does not take %s", name, a)
+				}
+			}
+		default:
+			t.Errorf("%s: runs %s, neither %s nor Debian's etcd", name, cmd[0], faasnetPath)
+		}
+	}
+	for _, want := range []string{"faasnet-manager.service", "faasnet-worker.service", "faasnet-snapshotter.service", "faasnet-etcd.service"} {
+		if units[want] == nil {
+			t.Fatalf("no unit %s", want)
+		}
+	}
+
+	// The directories the flags name are the ones systemd makes.
+	stateDir := func(name string) string {
+		return "/var/lib/" + units[name].one(t, name, "Service", "StateDirectory")
+	}
+	mgr, etcd, worker := cmds["faasnet-manager.service"], cmds["faasnet-etcd.service"], cmds["faasnet-worker.service"]
+	if got, want := unitFlag(t, "manager", mgr, "data"), stateDir("faasnet-manager.service"); got != want {
+		t.Errorf("manager: --data %s, its StateDirectory is %s", got, want)
+	}
+	if got, want := unitFlag(t, "etcd", etcd, "data-dir"), stateDir("faasnet-etcd.service"); got != want {
+		t.Errorf("etcd: --data-dir %s, its StateDirectory is %s", got, want)
+	}
+	clientURL := unitFlag(t, "etcd", etcd, "listen-client-urls")
+	if u, err := url.Parse(clientURL); err != nil || u.Hostname() != "127.0.0.1" {
+		t.Errorf("etcd: --listen-client-urls %s, want loopback only: etcd holds the CA key", clientURL)
+	}
+	if got := unitFlag(t, "manager", mgr, "etcd"); got != clientURL {
+		t.Errorf("manager: --etcd %s, etcd serves %s", got, clientURL)
+	}
+	for _, flag := range []string{"cache", "cert-dir", "run-dir"} {
+		if got, dir := unitFlag(t, "worker", worker, flag), stateDir("faasnet-worker.service"); !strings.HasPrefix(got, dir+"/") {
+			t.Errorf("worker: --%s %s is not under its StateDirectory %s", flag, got, dir)
+		}
+	}
+	run := "/run/" + units["faasnet-snapshotter.service"].one(t, "snapshotter", "Service", "RuntimeDirectory")
+	if sock := containerdcfg.DefaultSnapshotterSocket; filepath.Dir(sock) != run {
+		t.Errorf("snapshotter: RuntimeDirectory %s, but containerd is configured for %s", run, sock)
+	}
+	checkSystemdVerify(t, files)
+}
+
+// checkSystemdVerify has systemd itself check the units: `systemd-analyze
+// verify` reports unknown keys, bad values and missing programs, as
+// warnings, so any output fails.
+func checkSystemdVerify(t *testing.T, files []string) {
+	t.Helper()
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		// testenv.NeedTool would name a package systemd-analyze.
+		if testenv.InCI() {
+			t.Fatal("systemd-analyze not installed (apt-get install systemd); CI=true provides every tool, so this fails instead of skipping")
+		}
+		t.Skip("systemd-analyze not installed (apt-get install systemd); skipping systemd's own check of the units")
+	}
+	testenv.NeedTool(t, "etcd") // the etcd unit's program must exist
+	bin := testenv.Faasnet(t)
+	dir := t.TempDir()
+	var paths []string
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// systemd checks that the program exists: point it at the built one.
+		data = bytes.ReplaceAll(data, []byte(faasnetPath), []byte(bin))
+		p := filepath.Join(dir, filepath.Base(f))
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+	}
+	out, err := exec.Command(analyze, append([]string{"verify", "--man=no"}, paths...)...).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
