@@ -131,6 +131,12 @@ type Node struct {
 	Worker string
 	// Registries are mirrored through the worker.
 	Registries []Registry
+	// NoFallback sends the registries' pulls to the worker only: with the
+	// worker down a pull fails, where by default containerd goes to the
+	// registry itself. The worker then gets requests without "?ns=", and
+	// the node can pull from those registries only the images of the
+	// functions its worker runs.
+	NoFallback bool
 	// Snapshotter is CRI's snapshotter: SnapshotterName for lazy starts
 	// through `faasnet snapshotter`, or a built-in one (overlayfs, native)
 	// for whole pulls through the hosts.toml mirror alone.
@@ -187,12 +193,24 @@ func (n Node) check() error {
 }
 
 // HostsTOML is the hosts.toml of r: the worker first, for pull and resolve
-// (the worker serves manifests by tag too), then r's own server.
+// (the worker serves manifests by tag too), then r's own server; or, with
+// NoFallback, the worker alone.
 func (n Node) HostsTOML(r Registry) []byte {
 	var b strings.Builder
-	b.WriteString("# Written by `faasnet containerd config`: pulls from this registry go to\n")
-	b.WriteString("# the node's faasnet worker first, which streams them down the function tree.\n")
-	fmt.Fprintf(&b, "server = %s\n\n", quote(r.Server))
+	server := r.Server
+	if n.NoFallback {
+		// containerd 1.6 tries the server line last whatever capabilities
+		// it is given, so the worker is the server too.
+		server = "http://" + n.Worker
+		b.WriteString("# Written by `faasnet containerd config --no-fallback`: pulls from this\n")
+		fmt.Fprintf(&b, "# registry (%s) go to the node's faasnet worker only, never to\n", r.Server)
+		b.WriteString("# the registry itself: with the worker down they fail.\n")
+	} else {
+		b.WriteString("# Written by `faasnet containerd config`: pulls from this registry go to\n")
+		b.WriteString("# the node's faasnet worker first, which streams them down the function tree.\n")
+	}
+	fmt.Fprintf(&b, "server = %s\n\n", quote(server))
+	// containerd 1.6 ignores a hosts.toml without a host table, silently.
 	fmt.Fprintf(&b, "[host.%s]\n", quote("http://"+n.Worker))
 	b.WriteString("  capabilities = [\"pull\", \"resolve\"]\n")
 	return []byte(b.String())

@@ -176,18 +176,7 @@ func TestWriteParses(t *testing.T) {
 		t.Fatalf("Write wrote %q, want %q", paths, want)
 	}
 	for i, r := range n.Registries {
-		var h hostsFile
-		decodeStrict(t, paths[i], &h)
-		if h.Server != r.Server {
-			t.Errorf("%s: server %q, want %q", paths[i], h.Server, r.Server)
-		}
-		mirror, ok := h.Host["http://127.0.0.1:5051"]
-		if len(h.Host) != 1 || !ok {
-			t.Errorf("%s: hosts %v, want only the worker http://127.0.0.1:5051", paths[i], h.Host)
-		}
-		if !slices.Equal(mirror.Capabilities, []string{"pull", "resolve"}) {
-			t.Errorf("%s: worker capabilities %q, want pull and resolve", paths[i], mirror.Capabilities)
-		}
+		checkHosts(t, paths[i], r.Server)
 	}
 	var f fragment
 	decodeStrict(t, paths[3], &f)
@@ -198,6 +187,38 @@ func TestWriteParses(t *testing.T) {
 		t.Errorf("proxy plugins %+v, want one snapshot plugin %q on %s", f.ProxyPlugins, SnapshotterName, DefaultSnapshotterSocket)
 	}
 	checkCRI(t, f.Plugins.CRI, n)
+}
+
+// checkHosts checks a hosts.toml: the worker as the one mirror, for pull
+// and resolve, then server.
+func checkHosts(t *testing.T, path, server string) {
+	t.Helper()
+	var h hostsFile
+	decodeStrict(t, path, &h)
+	if h.Server != server {
+		t.Errorf("%s: server %q, want %q", path, h.Server, server)
+	}
+	// Without a host table containerd 1.6 drops the file, server and all.
+	mirror, ok := h.Host["http://127.0.0.1:5051"]
+	if len(h.Host) != 1 || !ok {
+		t.Errorf("%s: hosts %v, want only the worker http://127.0.0.1:5051", path, h.Host)
+	}
+	if !slices.Equal(mirror.Capabilities, []string{"pull", "resolve"}) {
+		t.Errorf("%s: worker capabilities %q, want pull and resolve", path, mirror.Capabilities)
+	}
+}
+
+// TestNoFallback: the worker is every server containerd may try.
+func TestNoFallback(t *testing.T) {
+	n := testNode(t)
+	n.NoFallback = true
+	paths, err := n.Write()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n.Registries {
+		checkHosts(t, paths[i], "http://127.0.0.1:5051")
+	}
 }
 
 func checkCRI(t *testing.T, c criConfig, n Node) {

@@ -46,6 +46,9 @@ func newContainerdConfigCmd() *cobra.Command {
 
 containerd goes to HOST itself when the worker does not answer (as it
 does for any mirror), so a node pulls even while its worker restarts.
+--no-fallback makes the worker HOST's only server: with the worker down,
+pulls fail instead, and the node never contacts HOST; it can then pull from
+HOST only the images of the functions its worker runs.
 
 Import the fragment from containerd's config.toml (imports =
 ["DIR/conf.d/faasnet.toml"]) and restart containerd. containerd 1.6 replaces
@@ -80,6 +83,7 @@ worker's mirror, still down the function tree.`,
 	f.StringVar(&n.Dir, "dir", n.Dir, "containerd's configuration directory (absolute): writes DIR/certs.d and DIR/conf.d/faasnet.toml")
 	f.StringVar(&n.Worker, "worker", n.Worker, "the worker's local runtime endpoint, its --oci-listen host:port (plain HTTP; not a unix socket)")
 	f.StringArrayVar(&registries, "registry", nil, "registry whose pulls go through the worker: HOST[:PORT], or http://HOST[:PORT] for a registry without TLS (repeatable)")
+	f.BoolVar(&n.NoFallback, "no-fallback", false, "pull from the registries through the worker only, never from the registries themselves")
 	f.StringVar(&n.Snapshotter, "snapshotter", n.Snapshotter, `CRI's snapshotter: "faasnet" for lazy starts (faasnet snapshotter, declared as a proxy plugin), or a built-in one such as overlayfs for whole pulls`)
 	f.StringVar(&n.SnapshotterSocket, "snapshotter-socket", n.SnapshotterSocket, "socket of the faasnet snapshotter")
 	f.StringVar(&n.SandboxImage, "sandbox-image", "", "CRI's sandbox (pause) image (default: containerd's)")

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -37,28 +38,47 @@ func containerdConfig(t *testing.T, args ...string) ([]string, error) {
 // in for by a counting proxy in front of a registry: it answers the same
 // read-only distribution API (e2e's TestTree pulls with containerd through
 // a real worker); what is under test here is that containerd reads the
-// files as the verb means them, the worker first.
+// files as the verb means them: the worker first, and with --no-fallback
+// the worker only. The registry is reached through a counting proxy of
+// its own, so that every request that went around the worker is seen.
 func TestContainerdConfigPull(t *testing.T) {
 	ctrd := testenv.StartContainerd(t)
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
 	origin := strings.TrimPrefix(srv.URL, "http://")
-	worker, counter := testenv.CountingProxy(t, origin)
+	worker, atWorker := testenv.CountingProxy(t, origin)
+	reg, atRegistry := testenv.CountingProxy(t, origin)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := ln.Addr().String() // a worker that is not running
+	ln.Close()
 
 	for i, tc := range []struct {
-		name, registry, host string
+		name     string
+		registry string // --registry
+		host     string // the registry name images carry
+		worker   string
+		args     []string
+		// Where the blobs come from; "" for a pull that must fail.
+		want string
 	}{
 		// Only the worker can serve it: the registry's name does not resolve.
-		{"unresolvable registry", "http://registry.faasnet.invalid", "registry.faasnet.invalid"},
-		// The registry answers too; the worker must still be asked first.
-		{"reachable registry", "http://" + origin, origin},
+		{"unresolvable registry", "http://registry.faasnet.invalid", "registry.faasnet.invalid", worker, nil, "worker"},
+		{"reachable registry", "http://" + reg, reg, worker, nil, "worker"},
+		{"no fallback", "http://" + reg, reg, worker, []string{"--no-fallback"}, "worker"},
+		// containerd's own fallback, which the help describes.
+		{"worker down", "http://" + reg, reg, down, nil, "registry"},
+		{"worker down, no fallback", "http://" + reg, reg, down, []string{"--no-fallback"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			img, err := imagegen.Image(imagegen.Spec{TotalSize: 1 << 20, Layers: 2, Seed: int64(40 + i)})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := imagegen.Push(t.Context(), img, origin+"/fn/app:v1"); err != nil {
+			repo := "fn/app" + strconv.Itoa(i) + ":v1"
+			if err := imagegen.Push(t.Context(), img, origin+"/"+repo); err != nil {
 				t.Fatal(err)
 			}
 			m, err := img.Manifest()
@@ -66,7 +86,8 @@ func TestContainerdConfigPull(t *testing.T) {
 				t.Fatal(err)
 			}
 			dir := t.TempDir()
-			paths, err := containerdConfig(t, "--dir", dir, "--worker", worker, "--registry", tc.registry, "--snapshotter", "native")
+			args := append([]string{"--dir", dir, "--worker", tc.worker, "--registry", tc.registry, "--snapshotter", "native"}, tc.args...)
+			paths, err := containerdConfig(t, args...)
 			if err != nil {
 				t.Fatalf("faasnet containerd config: %v: %s", err, err.(*exec.ExitError).Stderr)
 			}
@@ -74,36 +95,37 @@ func TestContainerdConfigPull(t *testing.T) {
 			if !slices.Equal(paths, want) {
 				t.Fatalf("wrote %q, want %q", paths, want)
 			}
-			counter.Reset()
-			if _, err := ctrd.Ctr("images", "pull", "--hosts-dir", filepath.Join(dir, "certs.d"),
-				"--snapshotter", testenv.Snapshotter, tc.host+"/fn/app:v1"); err != nil {
+			atWorker.Reset()
+			atRegistry.Reset()
+			out, err := ctrd.Ctr("images", "pull", "--hosts-dir", filepath.Join(dir, "certs.d"),
+				"--snapshotter", testenv.Snapshotter, tc.host+"/"+repo)
+			if tc.want == "" {
+				if err == nil {
+					t.Errorf("pulled with the worker down and --no-fallback:\n%s", out)
+				}
+				if n := atRegistry.Requests(); n != 0 {
+					t.Errorf("with --no-fallback the registry got %d requests, want none", n)
+				}
+				return
+			}
+			if err != nil {
 				t.Fatal(err)
 			}
-			got := counter.Blobs()
+			from, other := atWorker, atRegistry
+			if tc.want == "registry" {
+				from, other = atRegistry, atWorker
+			}
+			got := from.Blobs()
 			for _, l := range append(m.Layers, m.Config) {
 				if bc := got[l.Digest.String()]; bc.Gets != 1 || bc.Bytes != l.Size {
-					t.Errorf("worker served blob %s: %+v, want one GET of %d bytes", l.Digest, bc, l.Size)
+					t.Errorf("the %s served blob %s: %+v, want one GET of %d bytes", tc.want, l.Digest, bc, l.Size)
 				}
+			}
+			if tc.want == "worker" && other.Requests() != 0 {
+				t.Errorf("the registry got %d requests, the worker served the pull", other.Requests())
 			}
 		})
 	}
-
-	t.Run("worker down", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		down := ln.Addr().String()
-		ln.Close()
-		dir := t.TempDir()
-		if _, err := containerdConfig(t, "--dir", dir, "--worker", down, "--registry", "http://registry.faasnet.invalid", "--snapshotter", "native"); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := ctrd.Ctr("images", "pull", "--hosts-dir", filepath.Join(dir, "certs.d"),
-			"--snapshotter", testenv.Snapshotter, "registry.faasnet.invalid/fn/other:v1"); err == nil {
-			t.Errorf("pulled with the worker down and the registry unresolvable:\n%s", out)
-		}
-	})
 }
 
 func TestContainerdConfigRefuses(t *testing.T) {
