@@ -28,6 +28,8 @@ import (
 
 	"github.com/faasnet/faasnet/containerdcfg"
 	"github.com/faasnet/faasnet/internal/testenv"
+	"github.com/faasnet/faasnet/pki"
+	"github.com/faasnet/faasnet/token"
 )
 
 // manifests are the decoded objects of every file under kubernetes/.
@@ -564,15 +566,17 @@ func checkWorkerWiring(t *testing.T, m *manifests) {
 		}
 		return corev1.Volume{}, "", false
 	}
-	for _, flag := range []string{"ca", "join-token"} {
+	// The Secret's keys are the names of the files in the manager's data
+	// directory, as `kubectl create secret --from-file` names them.
+	for flag, key := range map[string]string{"ca": pki.CertFile, "join-token": token.JoinFile} {
 		path := mustFlag(t, "worker", w.Args, flag)
 		v, rel, ok := file(w, path)
 		if !ok || v.Secret == nil {
 			t.Errorf("worker: --%s %s is in no secret volume", flag, path)
 			continue
 		}
-		if !slices.ContainsFunc(v.Secret.Items, func(k corev1.KeyToPath) bool { return k.Path == rel }) {
-			t.Errorf("worker: --%s %s: the secret volume has no item %s", flag, path, rel)
+		if !slices.Contains(v.Secret.Items, corev1.KeyToPath{Key: key, Path: rel}) {
+			t.Errorf("worker: --%s %s: the secret volume has no item %s from key %s (the manager's DATA/%s)", flag, path, rel, key, key)
 		}
 		if flag == "join-token" && (v.Secret.DefaultMode == nil || *v.Secret.DefaultMode&0o077 != 0) {
 			mode := "unset (0644)"
@@ -843,6 +847,9 @@ func TestSystemdUnits(t *testing.T) {
 	}
 	if got := unitFlag(t, "manager", mgr, "etcd"); got != clientURL {
 		t.Errorf("manager: --etcd %s, etcd serves %s", got, clientURL)
+	}
+	if got := unitFlag(t, "worker", worker, "oci-listen"); got != containerdcfg.DefaultWorker {
+		t.Errorf("worker: --oci-listen %s, but faasnet containerd config points containerd at %s by default", got, containerdcfg.DefaultWorker)
 	}
 	for _, flag := range []string{"cache", "cert-dir", "run-dir"} {
 		if got, dir := unitFlag(t, "worker", worker, flag), stateDir("faasnet-worker.service"); !strings.HasPrefix(got, dir+"/") {
