@@ -553,7 +553,9 @@ func checkWorkerWiring(t *testing.T, m *manifests) {
 	if sc := w.SecurityContext; sc == nil || sc.Privileged == nil || !*sc.Privileged {
 		t.Error("worker: not privileged; runc, FUSE and nftables need it")
 	}
-	if level := m.namespaces[ds.Namespace].Labels["pod-security.kubernetes.io/enforce"]; level != "privileged" {
+	if ns := m.namespaces[ds.Namespace]; ns == nil {
+		t.Errorf("worker: namespace %q is not declared", ds.Namespace)
+	} else if level := ns.Labels["pod-security.kubernetes.io/enforce"]; level != "privileged" {
 		t.Errorf("namespace %s: Pod Security level %q would refuse the privileged worker pods", ds.Namespace, level)
 	}
 	volumes := map[string]corev1.Volume{}
