@@ -18,6 +18,7 @@ declare -A pkg=(
 	[debootstrap]=debootstrap
 	[chromium]=chromium
 	[etcd]=etcd-server
+	[systemd-analyze]=systemd
 )
 
 missing=()
