@@ -50,9 +50,10 @@ type Config struct {
 	// RunDir holds the containers' bundles and mounts with Lazy (in a
 	// fresh directory, removed after); default os.TempDir().
 	RunDir string
-	// CompareSandbox, with Lazy, first runs the scale-out with the
-	// containers' sandbox off (host network, host root), then as always,
-	// and prints what the sandbox added to each phase.
+	// CompareSandbox, with Lazy, runs the scale-out four times, the
+	// containers' sandbox off (host network, host root) and on in turn
+	// (off, on, off, on: neither side gets all the warm caches), and prints
+	// what the sandbox added to each step of a container's start.
 	CompareSandbox bool
 	// UI prints the manager's live view address before the scale-out and
 	// keeps the cluster up after the summary until ctx ends (Ctrl-C).
@@ -116,9 +117,11 @@ type Summary struct {
 	Phases map[string]cluster.PhaseStats `json:"phases"`
 	// VMPhases are the same per VM.
 	VMPhases []VMPhases `json:"vm_phases"`
-	// WithoutSandbox is the same scale-out with the containers' sandbox
-	// off, run first (Config.CompareSandbox).
-	WithoutSandbox *Summary `json:"without_sandbox,omitempty"`
+	// WithoutSandbox are the same scale-out's runs with the containers'
+	// sandbox off, and EarlierSandboxed its other runs with it on
+	// (Config.CompareSandbox).
+	WithoutSandbox   []Summary `json:"without_sandbox,omitempty"`
+	EarlierSandboxed []Summary `json:"earlier_sandboxed,omitempty"`
 }
 
 // VMPhases is one VM's line of Summary.VMPhases.
@@ -175,17 +178,27 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 			<-ctx.Done()
 		}
 	}
-	var off *Summary
+	var offs, ons []Summary
 	if cfg.CompareSandbox && cfg.Lazy {
-		fmt.Fprintln(out, "first with the sandbox off: containers on the host's network, as the host's root")
-		resOff, err := h.Run(ctx, cluster.Faasnet{}, cfg.VMs, cluster.RunOptions{Timeout: cfg.Timeout, NoSandbox: true})
-		if err != nil {
-			return Summary{}, fmt.Errorf("demo without the sandbox: %w", err)
+		for i, off := range []bool{true, false, true} {
+			what := "with the sandbox: a network and a user namespace per container"
+			if off {
+				what = "with the sandbox off: containers on the host's network, as the host's root"
+			}
+			fmt.Fprintf(out, "run %d of 4, %s\n", i+1, what)
+			r, err := h.Run(ctx, cluster.Faasnet{}, cfg.VMs, cluster.RunOptions{Timeout: cfg.Timeout, NoSandbox: off})
+			if err != nil {
+				return Summary{}, fmt.Errorf("demo, run %d of 4: %w", i+1, err)
+			}
+			s := summarize(r, cfg, imageBytes(h))
+			writePhases(out, s.Phases)
+			if off {
+				offs = append(offs, s)
+			} else {
+				ons = append(ons, s)
+			}
 		}
-		s := summarize(resOff, cfg, imageBytes(h))
-		off = &s
-		writePhases(out, s.Phases)
-		fmt.Fprintln(out, "\nthen sandboxed, as always: a network and a user namespace per container")
+		fmt.Fprintln(out, "\nrun 4 of 4, with the sandbox, as always")
 	}
 	res, err := h.Run(ctx, cluster.Faasnet{}, cfg.VMs, opts)
 	if err != nil && !(cfg.UI && written) {
@@ -194,9 +207,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if !written {
 		finish(res)
 	}
-	if off != nil {
-		sum.WithoutSandbox = off
-		writeSandboxCost(out, *off, sum)
+	if len(offs) > 0 {
+		sum.WithoutSandbox, sum.EarlierSandboxed = offs, ons
+		writeSandboxCost(out, offs, append(ons, sum))
 	}
 	if cfg.JSON != "" {
 		if err := report.WriteJSON(cfg.JSON, sum); err != nil {
@@ -368,41 +381,43 @@ func writePhases(w io.Writer, stats map[string]cluster.PhaseStats) {
 	}
 }
 
-// writeSandboxCost compares the phases of the run without the sandbox and
-// with it: what the namespaces' setup adds to a container's start.
-func writeSandboxCost(w io.Writer, off, on Summary) {
-	fmt.Fprintf(w, "\nwhat the sandbox adds (the same scale-out without it, run first on the same machine):\n")
-	fmt.Fprintf(w, "  %-9s %14s %14s %8s\n", "phase", "median off", "median on", "on/off")
-	for _, k := range cluster.PhaseNames(on.Phases) {
-		a, ok := off.Phases[k]
-		b := on.Phases[k]
-		if !ok || a.MedianS <= 0 {
-			continue
-		}
-		fmt.Fprintf(w, "  %-9s %13.2fs %13.2fs %7.2fx\n", k, a.MedianS, b.MedianS, b.MedianS/a.MedianS)
-	}
-	if off.LastReadyS > 0 {
-		fmt.Fprintf(w, "  last VM ready: %.2fs off, %.2fs on (%.2fx)\n", off.LastReadyS, on.LastReadyS, on.LastReadyS/off.LastReadyS)
-	}
-	// The steps the sandbox is part of, per VM: from the mounted root
-	// filesystem to a running process (runc, and with the sandbox the
-	// network and user namespaces), and from there to the first answer.
-	for _, step := range [][2]string{{"mount", "started"}, {"started", "ready"}} {
-		a, b := medianStep(off, step[0], step[1]), medianStep(on, step[0], step[1])
+// writeSandboxCost compares the runs without the sandbox and with it: what
+// the namespaces' setup adds to a container's start. The steps are per VM,
+// pooled over the runs of each side: from the mounted root filesystem to a
+// running process (runc, and with the sandbox the user and network
+// namespaces, the veth and the rules), and from there to the first answer.
+func writeSandboxCost(w io.Writer, offs, ons []Summary) {
+	fmt.Fprintf(w, "\nwhat the sandbox adds (runs alternating off, on, off, on on the same machine):\n")
+	fmt.Fprintf(w, "  %-22s %12s %12s %10s %7s\n", "step, median over VMs", "off", "on", "on - off", "on/off")
+	for _, step := range [][2]string{{"mount", "started"}, {"started", "ready"}, {"assigned", "ready"}} {
+		a, b := medianStep(offs, step[0], step[1]), medianStep(ons, step[0], step[1])
 		if a > 0 && b > 0 {
-			fmt.Fprintf(w, "  %s to %s, median over the VMs: %.3fs off, %.3fs on (+%.3fs, %.2fx)\n", step[0], step[1], a, b, b-a, b/a)
+			fmt.Fprintf(w, "  %-22s %11.3fs %11.3fs %+9.3fs %6.2fx\n", step[0]+" to "+step[1], a, b, b-a, b/a)
 		}
 	}
+	var line []string
+	for i := range max(len(offs), len(ons)) {
+		if i < len(offs) {
+			line = append(line, fmt.Sprintf("off %.2fs", offs[i].LastReadyS))
+		}
+		if i < len(ons) {
+			line = append(line, fmt.Sprintf("on %.2fs", ons[i].LastReadyS))
+		}
+	}
+	fmt.Fprintf(w, "  last VM ready, run by run: %s\n", strings.Join(line, ", "))
 }
 
-// medianStep is the median over s's VMs of the time from phase a to b.
-func medianStep(s Summary, a, b string) float64 {
+// medianStep is the median over the runs' VMs of the time from phase a to
+// phase b.
+func medianStep(runs []Summary, a, b string) float64 {
 	var d []float64
-	for _, v := range s.VMPhases {
-		ta, oka := v.PhasesS[a]
-		tb, okb := v.PhasesS[b]
-		if oka && okb {
-			d = append(d, tb-ta)
+	for _, s := range runs {
+		for _, v := range s.VMPhases {
+			ta, oka := v.PhasesS[a]
+			tb, okb := v.PhasesS[b]
+			if oka && okb {
+				d = append(d, tb-ta)
+			}
 		}
 	}
 	if len(d) == 0 {

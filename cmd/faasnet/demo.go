@@ -66,6 +66,6 @@ the limit).`,
 	f.StringVar(&cfg.JSON, "json", "", "write the summary to this file as JSON")
 	f.BoolVar(&cfg.UI, "ui", false, "print the manager's live view address (/ui/) and keep the cluster up after the scale-out until Ctrl-C")
 	f.BoolVar(&cfg.Lazy, "lazy", false, "run the Python function's containers over lazy eStargz mounts (needs root, runc, /dev/fuse)")
-	f.BoolVar(&cfg.CompareSandbox, "compare-sandbox", false, "with --lazy: run the scale-out first with the containers' sandbox off, then on, and print what the sandbox adds")
+	f.BoolVar(&cfg.CompareSandbox, "compare-sandbox", false, "with --lazy: run the scale-out four times, the containers' sandbox off and on in turn, and print what the sandbox adds to a start")
 	return cmd
 }
