@@ -1,0 +1,158 @@
+package lazy
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand"
+	"testing"
+)
+
+// verifierOf indexes an eStargz blob and returns its verifier.
+func verifierOf(t *testing.T, blob []byte, tocDigest string) *RangeVerifier {
+	t.Helper()
+	ix, err := TOC(context.Background(), BytesReader(blob), int64(len(blob)), tocDigest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := NewRangeVerifier(ix, Limits{})
+	if v.err != nil {
+		t.Fatalf("no range of the layer can be verified: %v", v.err)
+	}
+	return v
+}
+
+func readRange(v *RangeVerifier, blob BlobReader, off, n int64) ([]byte, error) {
+	r, err := v.NewReader(context.Background(), blob, off, n)
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(r)
+}
+
+// Every byte of a genuine eStargz blob verifies, in the whole and in any
+// range: chunk spans, the tar headers between them, the TOC and footer.
+func TestRangeVerifierServesGenuineBlobs(t *testing.T) {
+	blobs, digests := testBlobs(t)
+	rng := rand.New(rand.NewSource(1))
+	for i, b := range blobs {
+		v := verifierOf(t, b, digests[i])
+		size := int64(len(b))
+		ranges := [][2]int64{{0, size}, {0, 2}, {size - 1, 1}, {size - 51, 51}, {v.ix.tocOffset, size - v.ix.tocOffset}}
+		for range 50 {
+			off := rng.Int63n(size)
+			ranges = append(ranges, [2]int64{off, 1 + rng.Int63n(size-off)})
+		}
+		for _, r := range ranges {
+			got, err := readRange(v, BytesReader(b), r[0], r[1])
+			if err != nil || !bytes.Equal(got, b[r[0]:r[0]+r[1]]) {
+				t.Fatalf("layer %d, range %d+%d: %d bytes, %v; want the blob's bytes", i, r[0], r[1], len(got), err)
+			}
+		}
+	}
+}
+
+// A byte changed anywhere in the blob (in a chunk, a tar header or padding,
+// the TOC, the footer) fails the span holding it: the reader returns only
+// bytes of the spans before it, all right, and an error wrapping ErrVerify.
+// The exception is a change that leaves what the blob decompresses to as it
+// was (a bit deflate ignores, a gzip header's mtime): the verifier checks
+// content, not its encoding.
+func TestRangeVerifierRefusesChangedBytes(t *testing.T) {
+	blobs, digests := testBlobs(t)
+	b := blobs[0]
+	v := verifierOf(t, b, digests[0])
+	size := int64(len(b))
+	// One offset in every span, and a few more at random.
+	var offsets []int64
+	for _, s := range v.spans {
+		offsets = append(offsets, s.off+(s.end-s.off)/2, s.end-1)
+	}
+	rng := rand.New(rand.NewSource(2))
+	for range 100 {
+		offsets = append(offsets, rng.Int63n(size))
+	}
+	for _, bad := range offsets {
+		changed := bytes.Clone(b)
+		changed[bad] ^= 0x01
+		got, err := readRange(v, BytesReader(changed), 0, size)
+		if err == nil && bytes.Equal(gunzip(t, changed), gunzip(t, b)) {
+			continue
+		}
+		if !errors.Is(err, ErrVerify) {
+			t.Errorf("byte %d changed: read %d bytes, err %v; want a verification error", bad, len(got), err)
+			continue
+		}
+		if int64(len(got)) > bad || !bytes.Equal(got, b[:len(got)]) {
+			t.Errorf("byte %d changed: %d bytes returned before the error, not all the genuine bytes before the bad one", bad, len(got))
+		}
+		// A range that does not touch the bad span is served.
+		s := v.spans[v.spanAt(bad)]
+		if s.off > 0 {
+			if got, err := readRange(v, BytesReader(changed), 0, s.off); err != nil || !bytes.Equal(got, b[:s.off]) {
+				t.Errorf("byte %d changed: range before its span: %v", bad, err)
+			}
+		}
+	}
+}
+
+// A span that fails through a Refetcher is fetched again, from the relay and
+// then from the origin, as chunks of files are.
+func TestRangeVerifierRefetches(t *testing.T) {
+	blobs, digests := testBlobs(t)
+	b := blobs[1]
+	v := verifierOf(t, b, digests[1])
+	tests := []struct {
+		relayCorrupt  int64
+		originCorrupt bool
+		wantErr       bool
+		wantRefetches []bool
+	}{
+		{-1, false, false, []bool{false, true}},
+		{1, false, false, []bool{false}},
+		{-1, true, true, []bool{false, true}},
+		{0, false, false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.relayCorrupt, tt.originCorrupt), func(t *testing.T) {
+			relay := &faultyBlob{b: b, tocOffset: v.ix.tocOffset}
+			relay.corrupt.Store(tt.relayCorrupt)
+			var origin BlobReader = BytesReader(b)
+			if tt.originCorrupt {
+				bad := &faultyBlob{b: b, tocOffset: v.ix.tocOffset}
+				bad.corrupt.Store(-1)
+				origin = bad
+			}
+			kb := &keepingBlob{relay: relay, origin: origin, kept: map[int64][]byte{}}
+			// A chunk span: faultyBlob corrupts reads before the TOC.
+			s := v.spans[len(v.spans)/2]
+			got, err := readRange(v, kb, s.off, s.end-s.off)
+			if tt.wantErr {
+				if !errors.Is(err, ErrVerify) || len(got) != 0 {
+					t.Fatalf("read %d bytes, %v; want a verification error", len(got), err)
+				}
+			} else if err != nil || !bytes.Equal(got, b[s.off:s.end]) {
+				t.Fatalf("read %d bytes, %v; want the span", len(got), err)
+			}
+			if fmt.Sprint(kb.refetches) != fmt.Sprint(tt.wantRefetches) {
+				t.Errorf("Refetch calls (fromOrigin) %v, want %v", kb.refetches, tt.wantRefetches)
+			}
+		})
+	}
+}
+
+// gunzip decompresses every gzip member of b; nil if b does not decompress.
+func gunzip(t *testing.T, b []byte) []byte {
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil
+	}
+	out, err := io.ReadAll(zr)
+	if err != nil {
+		return nil
+	}
+	return out
+}
