@@ -1,0 +1,178 @@
+package worker
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/faasnet/faasnet/lazy"
+	"github.com/faasnet/faasnet/ociserve"
+)
+
+// Parts of blobs for the local runtime: a lazy snapshotter (stargz) asks a
+// layer's size with HEAD, then ranges as its files are read, and must not
+// wait for the whole layer. A range of an eStargz layer is a demand, fetched
+// through the tree ahead of background streaming as the lazy filesystem's
+// reads are, and each span of it is checked against the layer's TOC before
+// it goes out (lazy.RangeVerifier says what that proves). A range of
+// another blob, or one the TOC cannot vouch for, waits for the whole blob,
+// verified by its digest.
+
+// maxVerifiers bounds the layers whose TOC the endpoint keeps parsed.
+const maxVerifiers = 64
+
+// errNotLazy marks a blob that is not an eStargz layer of the image.
+var errNotLazy = errors.New("not an eStargz layer")
+
+// rangeContent is the local runtime endpoint's content: content, plus
+// parts of blobs before they are complete (ociserve.RangeContent).
+type rangeContent struct {
+	content
+	mu        sync.Mutex
+	verifiers map[string]*lazy.RangeVerifier // by layer digest
+}
+
+func newRangeContent(w *Worker) *rangeContent {
+	return &rangeContent{content: content{w}, verifiers: map[string]*lazy.RangeVerifier{}}
+}
+
+// BlobSize is the blob's size as the manifest gives it: known before any
+// of its bytes.
+func (c *rangeContent) BlobSize(ctx context.Context, ns, repo, digest string) (int64, error) {
+	if _, ok := c.match(ns, repo, digest); !ok {
+		return 0, ociserve.ErrNotFound
+	}
+	c.w.mu.Lock()
+	info := c.w.known[digest]
+	c.w.mu.Unlock()
+	if info == nil {
+		return 0, ociserve.ErrNotFound
+	}
+	return info.size, nil
+}
+
+// BlobRange serves [off, off+n) of the blob: from the cache if the blob is
+// complete, verified span by span if it is an eStargz layer, and otherwise
+// once the whole blob is complete.
+func (c *rangeContent) BlobRange(ctx context.Context, ns, repo, digest string, off, n int64) (io.ReadCloser, error) {
+	image, ok := c.match(ns, repo, digest)
+	if !ok {
+		return nil, ociserve.ErrNotFound
+	}
+	if b, ok := c.w.cache.Lookup(digest); ok {
+		if b.Complete() {
+			return &blobFile{io.NewSectionReader(b, off, n), b.Release}, nil
+		}
+		b.Release()
+	}
+	r, err := c.verifiedRange(ctx, image, digest, off, n)
+	if err == nil || ctx.Err() != nil || errors.Is(err, lazy.ErrVerify) {
+		return r, err
+	}
+	if !errors.Is(err, errNotLazy) && !errors.Is(err, lazy.ErrUnverifiable) {
+		c.w.log.Warn("local runtime: a range of a lazy layer cannot be verified yet; it waits for the whole layer",
+			"digest", digest, "offset", off, "length", n, "err", err)
+	}
+	c.w.mu.Lock()
+	c.w.ensureJob(digest) // a lazy layer may be held back for reads
+	c.w.mu.Unlock()
+	blob, err := c.Blob(ctx, ns, repo, digest)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := blob.Seek(off, io.SeekStart); err != nil {
+		blob.Close()
+		return nil, fmt.Errorf("blob %s: seeking to %d: %w", digest, off, err)
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(blob, n), blob}, nil
+}
+
+// verifiedRange reads [off, off+n) of an eStargz layer through the tree on
+// demand. The first span is verified before it returns, so that a range
+// that cannot be served fails before any answer is sent.
+func (c *rangeContent) verifiedRange(ctx context.Context, image, digest string, off, n int64) (io.ReadCloser, error) {
+	v, err := c.verifier(ctx, image, digest)
+	if err != nil {
+		return nil, err
+	}
+	r, err := v.NewReader(ctx, lazyBlob{c.w, digest}, off, n)
+	if err != nil {
+		return nil, err
+	}
+	br := bufio.NewReaderSize(r, 64<<10)
+	if _, err := br.Peek(1); err != nil {
+		return nil, fmt.Errorf("blob %s, range %d+%d: %w", digest, off, n, err)
+	}
+	return io.NopCloser(br), nil
+}
+
+// verifier returns the range verifier of a layer of image, reading and
+// checking its TOC through the tree the first time.
+func (c *rangeContent) verifier(ctx context.Context, image, digest string) (*lazy.RangeVerifier, error) {
+	c.mu.Lock()
+	v := c.verifiers[digest]
+	c.mu.Unlock()
+	if v != nil {
+		return v, nil
+	}
+	d, err := c.layer(ctx, image, digest)
+	if err != nil {
+		return nil, err
+	}
+	if !lazy.IsLazyLayer(d) {
+		return nil, errNotLazy
+	}
+	lim := c.w.cfg.Limits.container().Lazy
+	ix, err := lazy.ReadTOC(ctx, lazyBlob{c.w, digest}, d.Size, d.Annotations[lazy.TOCDigestAnnotation], lim)
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: %w", digest, err)
+	}
+	v = lazy.NewRangeVerifier(ix, lim)
+	c.mu.Lock()
+	if len(c.verifiers) >= maxVerifiers {
+		for k := range c.verifiers { // any one: they are rebuilt on demand
+			delete(c.verifiers, k)
+			break
+		}
+	}
+	c.verifiers[digest] = v
+	c.mu.Unlock()
+	return v, nil
+}
+
+// layer returns the descriptor of the blob digest in image's manifest;
+// errNotLazy if it is not one of its layers (the config).
+func (c *rangeContent) layer(ctx context.Context, image, digest string) (v1.Descriptor, error) {
+	c.w.mu.Lock()
+	d, ok := c.w.images[image]
+	c.w.mu.Unlock()
+	if !ok {
+		return v1.Descriptor{}, ociserve.ErrNotFound
+	}
+	b, ok := c.w.cache.Lookup(d.Digest)
+	if !ok {
+		return v1.Descriptor{}, ociserve.ErrNotFound
+	}
+	defer b.Release()
+	if err := b.Wait(ctx); err != nil {
+		return v1.Descriptor{}, err
+	}
+	m, err := readManifest(b, d.MediaType)
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("manifest of %s: %w", image, err)
+	}
+	for _, l := range m.layers {
+		if l.Digest.String() == digest {
+			return l, nil
+		}
+	}
+	return v1.Descriptor{}, errNotLazy
+}
