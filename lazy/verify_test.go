@@ -1,6 +1,7 @@
 package lazy
 
 import (
+	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -9,6 +10,9 @@ import (
 	"io"
 	"math/rand"
 	"testing"
+	"time"
+
+	"github.com/containerd/stargz-snapshotter/estargz"
 )
 
 // verifierOf indexes an eStargz blob and returns its verifier.
@@ -155,4 +159,75 @@ func gunzip(t *testing.T, b []byte) []byte {
 		return nil
 	}
 	return out
+}
+
+// A tar header that differs from its TOC entry in any field the TOC records,
+// or carries one it does not record, fails; the genuine one passes. (Changes
+// to the compressed bytes never get this far: gzip's checksum fails them.
+// These are what a relay could send by compressing other headers.)
+func TestHeaderMatchesTOC(t *testing.T) {
+	e := &entry{TOCEntry: &estargz.TOCEntry{Name: "bin/app", Type: "reg", Size: 10, Mode: 0o755, UID: 1, GID: 2,
+		Uname: "u", Gname: "g", ModTime3339: testMtime.Format(time.RFC3339), Xattrs: map[string][]byte{"user.a": []byte("b")}}}
+	want := header{e: e, uname: "u", gname: "g"}
+	genuine := func() *tar.Header {
+		return &tar.Header{Name: "./bin/app", Typeflag: tar.TypeReg, Size: 10, Mode: 0o755, Uid: 1, Gid: 2,
+			Uname: "u", Gname: "g", ModTime: testMtime, PAXRecords: map[string]string{"SCHILY.xattr.user.a": "b"}}
+	}
+	if err := want.match(genuine()); err != nil {
+		t.Fatalf("the genuine header: %v", err)
+	}
+	changes := map[string]func(h *tar.Header){
+		"name":        func(h *tar.Header) { h.Name = "bin/other" },
+		"type":        func(h *tar.Header) { h.Typeflag = tar.TypeSymlink },
+		"size":        func(h *tar.Header) { h.Size = 11 },
+		"link":        func(h *tar.Header) { h.Linkname = "x" },
+		"mode":        func(h *tar.Header) { h.Mode = 0o4755 },
+		"uid":         func(h *tar.Header) { h.Uid = 0 },
+		"gid":         func(h *tar.Header) { h.Gid = 0 },
+		"uname":       func(h *tar.Header) { h.Uname = "root" },
+		"gname":       func(h *tar.Header) { h.Gname = "root" },
+		"device":      func(h *tar.Header) { h.Devmajor = 1 },
+		"mtime":       func(h *tar.Header) { h.ModTime = testMtime.Add(time.Second) },
+		"mtime frac":  func(h *tar.Header) { h.ModTime = testMtime.Add(time.Millisecond) },
+		"atime":       func(h *tar.Header) { h.AccessTime = testMtime },
+		"ctime":       func(h *tar.Header) { h.ChangeTime = testMtime },
+		"xattr value": func(h *tar.Header) { h.PAXRecords["SCHILY.xattr.user.a"] = "c" },
+		"xattr added": func(h *tar.Header) { h.PAXRecords["SCHILY.xattr.security.capability"] = "c" },
+		"xattr gone":  func(h *tar.Header) { delete(h.PAXRecords, "SCHILY.xattr.user.a") },
+		"pax record":  func(h *tar.Header) { h.PAXRecords["GNU.sparse.map"] = "0,1" },
+	}
+	for name, change := range changes {
+		h := genuine()
+		change(h)
+		if err := want.match(h); err == nil {
+			t.Errorf("a header with another %s matches the TOC", name)
+		}
+	}
+}
+
+// FuzzRangeVerifier overwrites part of a genuine blob with fuzzed bytes: the
+// verifier must not panic, and whatever it serves without an error
+// decompresses to what the genuine blob does.
+func FuzzRangeVerifier(f *testing.F) {
+	f.Add(uint32(0), []byte{0})
+	f.Add(uint32(100), []byte("\x1f\x8b\x08\x00"))
+	f.Add(uint32(600), bytes.Repeat([]byte{0}, 512))
+	f.Fuzz(func(t *testing.T, at uint32, patch []byte) {
+		blobs, digests := testBlobs(t)
+		b := blobs[2]
+		v := verifierOf(t, b, digests[2])
+		off := int64(at) % int64(len(b))
+		changed := bytes.Clone(b)
+		copy(changed[off:], patch)
+		got, err := readRange(v, BytesReader(changed), 0, int64(len(b)))
+		if err != nil {
+			if !errors.Is(err, ErrVerify) {
+				t.Fatalf("error %v does not wrap ErrVerify", err)
+			}
+			return
+		}
+		if !bytes.Equal(got, changed) || !bytes.Equal(gunzip(t, changed), gunzip(t, b)) {
+			t.Fatalf("patch of %d bytes at %d: served bytes that do not mean what the blob does", len(patch), off)
+		}
+	})
 }
