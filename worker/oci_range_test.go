@@ -247,7 +247,7 @@ type corruptingProxy struct {
 func (p *corruptingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rp := &httputil.ReverseProxy{
 		ErrorLog: nopLog(), // the child cancels its reads as it likes
-		Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(p.target.Load()) },
+		Rewrite:  func(pr *httputil.ProxyRequest) { pr.SetURL(p.target.Load()) },
 		ModifyResponse: func(resp *http.Response) error {
 			if !strings.Contains(resp.Request.URL.Path, p.digest) || resp.Request.Method != http.MethodGet {
 				return nil
