@@ -197,6 +197,9 @@ func TestOCIRangesOfAnArrivingLayer(t *testing.T) {
 	if complete(w, digest) {
 		t.Error("the layer completed during the test: the ranges may have waited for it")
 	}
+	c.counter.mu.Lock()
+	t.Logf("the registry sent %d bytes of the %d-byte layer in %d GETs by the end", c.counter.bytes[digest], size, c.counter.gets[digest])
+	c.counter.mu.Unlock()
 }
 
 // TestOCIRangeOfAPlainLayerWaitsForIt asks for a range of a layer that is
