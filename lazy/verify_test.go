@@ -231,3 +231,33 @@ func FuzzRangeVerifier(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkRangeVerifier reads 50,000-byte ranges, as stargz-snapshotter
+// asks, of the largest test layer: each verifies the spans it touches.
+func BenchmarkRangeVerifier(b *testing.B) {
+	blobs, digests := testBlobs(b)
+	i := 0
+	for j := range blobs {
+		if len(blobs[j]) > len(blobs[i]) {
+			i = j
+		}
+	}
+	blob := blobs[i]
+	ix, err := TOC(context.Background(), BytesReader(blob), int64(len(blob)), digests[i])
+	if err != nil {
+		b.Fatal(err)
+	}
+	v := NewRangeVerifier(ix, Limits{})
+	const n = 50_000
+	b.SetBytes(n)
+	for k := 0; b.Loop(); k++ {
+		off := int64(k*n) % (int64(len(blob)) - n)
+		r, err := v.NewReader(context.Background(), BytesReader(blob), off, n)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
