@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/faasnet/faasnet/lazy"
@@ -35,17 +37,87 @@ type rangeContent struct {
 	content
 	mu        sync.Mutex
 	verifiers map[string]*lazy.RangeVerifier // by layer digest
+
+	waiting chan<- struct{} // tests: told when a blob request waits in matchBlob
 }
 
 func newRangeContent(w *Worker) *rangeContent {
 	return &rangeContent{content: content{w}, verifiers: map[string]*lazy.RangeVerifier{}}
 }
 
+// learnWait bounds how long a blob request waits for a function whose
+// manifest is served to learn the blobs the manifest lists.
+const learnWait = 5 * time.Second
+
+// matchBlob is match for a blob. The manifest is served as soon as it is
+// verified, a moment before the function records the blobs it lists, and a
+// runtime asks for them at once: while a function of repo has not recorded
+// its blobs, it waits for it (up to learnWait), polling, since recording
+// blobs already known for another function signals nothing.
+func (c *rangeContent) matchBlob(ctx context.Context, ns, repo, digest string) (string, error) {
+	var deadline <-chan time.Time
+	for {
+		if image, ok := c.match(ns, repo, digest); ok {
+			return image, nil
+		}
+		if !c.learning(ns, repo) {
+			return "", ociserve.ErrNotFound
+		}
+		if deadline == nil {
+			t := time.NewTimer(learnWait)
+			defer t.Stop()
+			deadline = t.C
+		}
+		if c.waiting != nil {
+			select {
+			case c.waiting <- struct{}{}:
+			default:
+			}
+		}
+		poll := time.NewTimer(10 * time.Millisecond)
+		select {
+		case <-poll.C:
+		case <-deadline:
+			poll.Stop()
+			return "", ociserve.ErrNotFound
+		case <-ctx.Done():
+			poll.Stop()
+			return "", ctx.Err()
+		}
+	}
+}
+
+// learning reports whether a function of repo (from registry ns, if set)
+// has its image's manifest but has not recorded its blobs yet.
+func (c *rangeContent) learning(ns, repo string) bool {
+	w := c.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, f := range w.fns {
+		ref, err := name.ParseReference(f.a.Image, name.WeakValidation)
+		if err != nil || ref.Context().RepositoryStr() != repo || (ns != "" && ns != ref.Context().RegistryStr()) {
+			continue
+		}
+		if _, ok := w.images[imageRef(f.a)]; ok && len(f.blobs) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// Blob is content.Blob, once the function knows its blobs.
+func (c *rangeContent) Blob(ctx context.Context, ns, repo, digest string) (io.ReadSeekCloser, error) {
+	if _, err := c.matchBlob(ctx, ns, repo, digest); err != nil {
+		return nil, err
+	}
+	return c.content.Blob(ctx, ns, repo, digest)
+}
+
 // BlobSize is the blob's size as the manifest gives it: known before any
 // of its bytes.
 func (c *rangeContent) BlobSize(ctx context.Context, ns, repo, digest string) (int64, error) {
-	if _, ok := c.match(ns, repo, digest); !ok {
-		return 0, ociserve.ErrNotFound
+	if _, err := c.matchBlob(ctx, ns, repo, digest); err != nil {
+		return 0, err
 	}
 	c.w.mu.Lock()
 	info := c.w.known[digest]
@@ -60,9 +132,9 @@ func (c *rangeContent) BlobSize(ctx context.Context, ns, repo, digest string) (i
 // complete, verified span by span if it is an eStargz layer, and otherwise
 // once the whole blob is complete.
 func (c *rangeContent) BlobRange(ctx context.Context, ns, repo, digest string, off, n int64) (io.ReadCloser, error) {
-	image, ok := c.match(ns, repo, digest)
-	if !ok {
-		return nil, ociserve.ErrNotFound
+	image, err := c.matchBlob(ctx, ns, repo, digest)
+	if err != nil {
+		return nil, err
 	}
 	if b, ok := c.w.cache.Lookup(digest); ok {
 		if b.Complete() {

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/faasnet/faasnet/api"
@@ -20,6 +22,8 @@ import (
 	"github.com/faasnet/faasnet/httprange"
 	"github.com/faasnet/faasnet/imagegen"
 	"github.com/faasnet/faasnet/lazy"
+	"github.com/faasnet/faasnet/ociserve"
+	"github.com/faasnet/faasnet/peer"
 	"github.com/faasnet/faasnet/upstream"
 )
 
@@ -235,7 +239,13 @@ func TestOCIRangeOfAPlainLayerWaitsForIt(t *testing.T) {
 	if !complete(w, d.String()) {
 		t.Error("a range of a plain layer was served before the layer was complete and verified")
 	}
-	// HEAD does not wait.
+	// Complete now: ranges come from the cache.
+	for rng, want := range map[string][]byte{"bytes=0-1": blob[:2], "bytes=-7": blob[len(blob)-7:], "bytes=5-": blob[5:]} {
+		resp, body := ociDo(t, client, http.MethodGet, base+"/v2/test/app/blobs/"+d.String(), map[string]string{"Range": rng})
+		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, want) {
+			t.Errorf("%s of the complete layer: status %d, %d bytes; want 206 and %d bytes", rng, resp.StatusCode, len(body), len(want))
+		}
+	}
 }
 
 // corruptingProxy forwards a worker's peer API and flips one byte of a blob
@@ -352,4 +362,47 @@ func TestOCIRangeNeverServesACorruptChunk(t *testing.T) {
 		t.Error("the layer was complete when the range was served: it did not come as a demand")
 	}
 	t.Logf("the parent corrupted the byte %d times", proxy.flipped.Load())
+}
+
+// TestOCIBlobRightAfterItsManifest asks for a blob of a function whose
+// manifest is served but whose blobs are not recorded yet, as a runtime
+// does at once after the manifest: the answer waits for them instead of a
+// 404 (which would send containerd to the registry).
+func TestOCIBlobRightAfterItsManifest(t *testing.T) {
+	w := newWorker(t, Config{})
+	rc := newRangeContent(w)
+	waiting := make(chan struct{}, 1)
+	rc.waiting = waiting
+	const image, digest = "registry.example.com/test/app:v1", "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+	f := &function{name: "f", a: api.Assignment{Image: image}}
+	w.mu.Lock()
+	w.fns["f"] = f
+	w.images[image] = peer.Descriptor{Digest: "sha256:2222222222222222222222222222222222222222222222222222222222222222"}
+	w.mu.Unlock()
+
+	type answer struct {
+		size int64
+		err  error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		size, err := rc.BlobSize(t.Context(), "", "test/app", digest)
+		got <- answer{size, err}
+	}()
+	select {
+	case <-waiting:
+	case a := <-got:
+		t.Fatalf("BlobSize answered %d, %v before the function recorded its blobs", a.size, a.err)
+	}
+	w.mu.Lock()
+	f.blobs = []string{digest}
+	w.learn(f, digest, 1234, "application/octet-stream", false, name.MustParseReference(image).Context())
+	w.mu.Unlock()
+	if a := <-got; a.err != nil || a.size != 1234 {
+		t.Fatalf("BlobSize = %d, %v; want 1234", a.size, a.err)
+	}
+	// A blob no function has, once they all know theirs: not found at once.
+	if _, err := rc.BlobSize(t.Context(), "", "test/app", "sha256:"+strings.Repeat("3", 64)); !errors.Is(err, ociserve.ErrNotFound) {
+		t.Errorf("BlobSize of an unknown blob: %v, want ErrNotFound", err)
+	}
 }
