@@ -281,13 +281,15 @@ func (v *RangeVerifier) verify(s *span, data []byte) error {
 			return fmt.Errorf("tar header of %q: its chunks are not in the next span", want.e.Name)
 		}
 	}
-	// The rest: nothing, or the zero blocks that end a tar archive. Reading
-	// to the end checks the last gzip member's checksum.
+	// The rest: nothing, or, before the TOC only, the zero blocks that end
+	// a tar archive (elsewhere zeros would be more file data to a client
+	// reading the tar). Reading to the end checks the last member's
+	// checksum.
 	rest, err := io.ReadAll(io.LimitReader(zr, maxTrailer+1))
 	if err != nil {
 		return fmt.Errorf("decompressing: %w", err)
 	}
-	if len(rest) > maxTrailer || !allZero(rest) {
+	if len(rest) > 0 && (s.end != v.ix.tocOffset || len(rest) > maxTrailer || !allZero(rest)) {
 		return fmt.Errorf("%d bytes the TOC does not describe", len(rest))
 	}
 	return nil

@@ -261,3 +261,44 @@ func BenchmarkRangeVerifier(b *testing.B) {
 		}
 	}
 }
+
+// A relay that compresses a chunk anew is served (the content is the
+// TOC's), but not with anything after it, not even zeros: to a client
+// reading the tar they would be more of the file.
+func TestRangeVerifierRecompressedSpan(t *testing.T) {
+	blobs, digests := testBlobs(t)
+	b := blobs[0]
+	v := verifierOf(t, b, digests[0])
+	var s *span
+	for i := range v.spans {
+		if c := v.spans[i].chunk; c != nil && len(v.spans[i].headers) == 0 && v.spans[i].pad == 0 && v.spans[i].end != v.ix.tocOffset {
+			s = &v.spans[i]
+			break
+		}
+	}
+	if s == nil {
+		t.Fatal("no span holding a chunk alone in the test layer")
+	}
+	content := gunzip(t, b[s.off:s.end])
+	if int64(len(content)) != s.chunk.size {
+		t.Fatalf("the span decompresses to %d bytes, the chunk has %d", len(content), s.chunk.size)
+	}
+	for _, tt := range []struct {
+		name  string
+		extra []byte
+		ok    bool
+	}{
+		{"recompressed", nil, true},
+		{"zeros after", make([]byte, 1024), false},
+		{"bytes after", []byte("x"), false},
+	} {
+		var buf bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+		zw.Write(content)
+		zw.Write(tt.extra)
+		zw.Close()
+		if err := v.verify(s, buf.Bytes()); (err == nil) != tt.ok {
+			t.Errorf("%s: verify = %v, want ok %v", tt.name, err, tt.ok)
+		}
+	}
+}
