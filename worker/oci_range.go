@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -37,12 +38,13 @@ type rangeContent struct {
 	content
 	mu        sync.Mutex
 	verifiers map[string]*lazy.RangeVerifier // by layer digest
+	tocFailed map[string]bool                // layers whose TOC was fetched again
 
 	waiting chan<- struct{} // tests: told when a blob request waits in matchBlob
 }
 
 func newRangeContent(w *Worker) *rangeContent {
-	return &rangeContent{content: content{w}, verifiers: map[string]*lazy.RangeVerifier{}}
+	return &rangeContent{content: content{w}, verifiers: map[string]*lazy.RangeVerifier{}, tocFailed: map[string]bool{}}
 }
 
 // learnWait bounds how long a blob request waits for a function whose
@@ -203,7 +205,19 @@ func (c *rangeContent) verifier(ctx context.Context, image, digest string) (*laz
 		return nil, errNotLazy
 	}
 	lim := c.w.cfg.Limits.container().Lazy
-	ix, err := lazy.ReadTOC(ctx, lazyBlob{c.w, digest}, d.Size, d.Annotations[lazy.TOCDigestAnnotation], lim)
+	lb := lazyBlob{c.w, digest}
+	ix, err := lazy.ReadTOC(ctx, lb, d.Size, d.Annotations[lazy.TOCDigestAnnotation], lim)
+	if err != nil && ctx.Err() == nil && !errors.Is(err, lazy.ErrLimit) && c.firstTOCFailure(digest) {
+		// The footer and TOC came through a parent that may have damaged
+		// them, and are kept: fetch them again from the registry, once a
+		// layer, so that a broken layer does not cost the registry a
+		// fetch per range.
+		c.w.log.Warn("local runtime: the TOC of a lazy layer failed; fetching it again from the registry", "digest", digest, "err", err)
+		if rerr := refetchTOC(ctx, lb, d.Size, lim); rerr != nil {
+			return nil, fmt.Errorf("layer %s: %w; fetching the TOC again: %w", digest, err, rerr)
+		}
+		ix, err = lazy.ReadTOC(ctx, lb, d.Size, d.Annotations[lazy.TOCDigestAnnotation], lim)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", digest, err)
 	}
@@ -218,6 +232,47 @@ func (c *rangeContent) verifier(ctx context.Context, image, digest string) (*laz
 	c.verifiers[digest] = v
 	c.mu.Unlock()
 	return v, nil
+}
+
+// firstTOCFailure reports whether the TOC of digest failed for the first
+// time.
+func (c *rangeContent) firstTOCFailure(digest string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tocFailed[digest] {
+		return false
+	}
+	if len(c.tocFailed) >= maxVerifiers {
+		clear(c.tocFailed)
+	}
+	c.tocFailed[digest] = true
+	return true
+}
+
+// refetchTOC drops the footer and TOC of an eStargz blob of size bytes
+// and fetches them again from the registry: the footer first, which says
+// where the TOC starts.
+func refetchTOC(ctx context.Context, lb lazyBlob, size int64, lim lazy.Limits) error {
+	n := min(size, int64(estargz.FooterSize))
+	if err := lb.Refetch(ctx, size-n, n, true); err != nil {
+		return err
+	}
+	footer := make([]byte, n)
+	if _, err := lb.ReadAt(ctx, footer, size-n); err != nil {
+		return fmt.Errorf("reading the footer: %w", err)
+	}
+	_, tocOff, _, err := new(estargz.GzipDecompressor).ParseFooter(footer)
+	if err != nil {
+		return fmt.Errorf("footer: %w", err)
+	}
+	maxTOC := lim.MaxTOCSize
+	if maxTOC <= 0 {
+		maxTOC = lazy.DefaultMaxTOCSize
+	}
+	if tocOff < 0 || tocOff >= size-n || size-n-tocOff > maxTOC {
+		return fmt.Errorf("footer puts the TOC at %d of %d bytes", tocOff, size)
+	}
+	return lb.Refetch(ctx, tocOff, size-n-tocOff, true)
 }
 
 // layer returns the descriptor of the blob digest in image's manifest;

@@ -298,22 +298,39 @@ func (f *flipper) Read(b []byte) (int, error) {
 
 func (f *flipper) Close() error { return f.rc.Close() }
 
-// TestOCIRangeNeverServesACorruptChunk puts a parent that corrupts one byte
-// of an eStargz layer above the VM whose endpoint is asked for a range
-// holding it, while the layer is still arriving. The chunk fails
-// verification, is fetched again (from the parent, then the registry), and
-// the range comes out right.
-func TestOCIRangeNeverServesACorruptChunk(t *testing.T) {
+// TestOCIRangeNeverServesCorruptBytes puts a parent that corrupts one byte
+// of an eStargz layer (in a chunk, or in the TOC) above the VM whose
+// endpoint is asked for a range, while the layer is still arriving. What
+// fails verification is fetched again (from the parent, then the
+// registry), and the range comes out right, before the layer is complete.
+func TestOCIRangeNeverServesCorruptBytes(t *testing.T) {
+	tests := []struct {
+		name string
+		bad  func(img lazyImage) int64 // the offset the parent corrupts
+		rng  func(img lazyImage, bad int64) (off, n int64)
+	}{
+		{"chunk", func(img lazyImage) int64 {
+			// The middle of the largest file: inside a chunk.
+			name, _ := largestFile(t, img.blob)
+			rs, err := img.ix.Ranges(name)
+			if err != nil || len(rs) == 0 {
+				t.Fatalf("ranges of %s: %v, %v", name, rs, err)
+			}
+			return rs[0].Offset + rs[0].Length/2
+		}, func(_ lazyImage, bad int64) (int64, int64) { return bad - 1000, 2000 }},
+		{"TOC", func(img lazyImage) int64 { return img.ix.TOCOffset() + 100 },
+			func(lazyImage, int64) (int64, int64) { return 0, 2 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { testCorruptParent(t, tt.bad, tt.rng) })
+	}
+}
+
+func testCorruptParent(t *testing.T, badAt func(lazyImage) int64, rangeOf func(lazyImage, int64) (int64, int64)) {
 	c := newCluster(t, time.Hour)
 	img := pushLazyImage(t, c, 4<<20, 95)
 	digest := img.layer.Digest.String()
-	// A byte in the middle of the largest file: inside a chunk.
-	name, _ := largestFile(t, img.blob)
-	rs, err := img.ix.Ranges(name)
-	if err != nil || len(rs) == 0 {
-		t.Fatalf("ranges of %s: %v, %v", name, rs, err)
-	}
-	proxy := &corruptingProxy{digest: digest, bad: rs[0].Offset + rs[0].Length/2}
+	proxy := &corruptingProxy{digest: digest, bad: badAt(img)}
 	front := httptest.NewServer(proxy)
 	defer front.Close()
 
@@ -348,12 +365,12 @@ func TestOCIRangeNeverServesACorruptChunk(t *testing.T) {
 		resp, _ := ociDo(t, client, http.MethodHead, base+"/v2/test/app/manifests/lazy", nil)
 		return resp.StatusCode == http.StatusOK
 	})
-	off, n := proxy.bad-1000, int64(2000)
+	off, n := rangeOf(img, proxy.bad)
 	resp, body := ociDo(t, client, http.MethodGet, base+"/v2/test/app/blobs/"+digest,
 		map[string]string{"Range": "bytes=" + strconv.FormatInt(off, 10) + "-" + strconv.FormatInt(off+n-1, 10)})
 	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, img.blob[off:off+n]) {
-		t.Fatalf("range around the corrupted byte: status %d, %d bytes, equal %v; want 206 and the layer's bytes",
-			resp.StatusCode, len(body), bytes.Equal(body, img.blob[off:off+n]))
+		t.Fatalf("range [%d, %d): status %d, %d bytes, equal %v; want 206 and the layer's bytes",
+			off, off+n, resp.StatusCode, len(body), bytes.Equal(body, img.blob[off:off+n]))
 	}
 	if proxy.flipped.Load() == 0 {
 		t.Error("the parent never sent the corrupted byte: the test proves nothing")
