@@ -140,6 +140,7 @@ func TestOCIRangesOfAnArrivingLayer(t *testing.T) {
 	size := img.layer.Size
 	path := base + "/v2/test/app/blobs/" + digest
 	mid := img.ix.TOCOffset() / 2
+	aligned := img.ix.TOCOffset() / 50_000 * 50_000
 	full := "bytes */" + strconv.FormatInt(size, 10)
 	cr := func(first, last int64) string {
 		return httprange.ContentRange{First: first, Last: last, Size: size}.String()
@@ -160,6 +161,9 @@ func TestOCIRangesOfAnArrivingLayer(t *testing.T) {
 		{"footer and TOC, open-ended", http.MethodGet, "?ns=" + c.reg, "bytes=" + strconv.FormatInt(size-100, 10) + "-", 206, size - 100, size - 1, cr(size-100, size-1)},
 		{"middle", http.MethodGet, "", "bytes=" + strconv.FormatInt(mid, 10) + "-" + strconv.FormatInt(mid+99_999, 10), 206, mid, mid + 99_999, cr(mid, mid+99_999)},
 		{"middle with ns", http.MethodGet, "?ns=" + c.reg, "bytes=" + strconv.FormatInt(mid/2, 10) + "-" + strconv.FormatInt(mid/2+49_999, 10), 206, mid / 2, mid/2 + 49_999, cr(mid/2, mid/2+49_999)},
+		// As stargz-snapshotter asks for the TOC: from a multiple of
+		// 50,000 bytes, so with the end of the last chunks.
+		{"TOC aligned to 50,000", http.MethodGet, "", "bytes=" + strconv.FormatInt(aligned, 10) + "-" + strconv.FormatInt(size-1, 10), 206, aligned, size - 1, cr(aligned, size-1)},
 		{"several ranges", http.MethodGet, "", "bytes=0-1,100-200", 400, 0, 0, ""},
 		{"unsatisfiable", http.MethodGet, "", "bytes=" + strconv.FormatInt(size, 10) + "-", 416, 0, 0, full},
 		{"other registry", http.MethodGet, "?ns=other.example.com", "bytes=0-1", 404, 0, 0, ""},
