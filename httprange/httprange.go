@@ -105,6 +105,12 @@ func ParseContentRange(h string) (ContentRange, error) {
 // ErrUnsatisfiable is a Range a server will not serve: answered 416.
 var ErrUnsatisfiable = errors.New("unsatisfiable range")
 
+// ErrMultipleRanges is the error of a Range asking for several ranges. It
+// wraps ErrUnsatisfiable; a server that would rather answer 400, as a
+// registry mirror must not answer such a request with the whole content,
+// tells it apart with errors.Is.
+var ErrMultipleRanges = fmt.Errorf("%w: several ranges", ErrUnsatisfiable)
+
 // ParseRange interprets a Range request header for content of size bytes
 // and returns the part to send, [off, off+n) with n > 0. The forms are RFC
 // 9110's single byte ranges: "bytes=a-b" (b beyond the end is clamped),
@@ -121,7 +127,7 @@ func ParseRange(h string, size int64) (off, n int64, err error) {
 		return 0, 0, fmt.Errorf("%w: %.80q is not a byte range", ErrUnsatisfiable, h)
 	}
 	if strings.Contains(spec, ",") {
-		return 0, 0, fmt.Errorf("%w: %.80q: only one range is served", ErrUnsatisfiable, h)
+		return 0, 0, fmt.Errorf("%w: %.80q: only one range is served", ErrMultipleRanges, h)
 	}
 	first, last, ok := strings.Cut(strings.TrimSpace(spec), "-")
 	if !ok {

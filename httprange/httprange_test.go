@@ -106,6 +106,9 @@ func TestParseRange(t *testing.T) {
 		{"bytes=0-", 0, 0, 0, true},
 		{"bytes=2-1", 10, 0, 0, true},
 		{"bytes=0-1,3-4", 10, 0, 0, true},
+		{"bytes=0-1, 5-", 10, 0, 0, true},
+		{"bytes=-1,-2", 10, 0, 0, true},
+		{"bytes=20-30,0-1", 10, 0, 0, true},
 		{"bytes=", 10, 0, 0, true},
 		{"bytes=-", 10, 0, 0, true},
 		{"bytes=1", 10, 0, 0, true},
@@ -126,6 +129,11 @@ func TestParseRange(t *testing.T) {
 		if tt.wantErr {
 			if !errors.Is(err, ErrUnsatisfiable) {
 				t.Errorf("ParseRange(%q, %d) = %d, %d, %v; want unsatisfiable", tt.h, tt.size, off, n, err)
+			}
+			// A server answers several ranges 400, not 416: it must
+			// tell them apart.
+			if multi := strings.Contains(tt.h, ","); errors.Is(err, ErrMultipleRanges) != multi {
+				t.Errorf("ParseRange(%q, %d): error %v; several ranges: %v", tt.h, tt.size, err, multi)
 			}
 			continue
 		}
@@ -206,6 +214,10 @@ func FuzzParseRange(f *testing.F) {
 		if err != nil {
 			if !errors.Is(err, ErrUnsatisfiable) {
 				t.Fatalf("ParseRange(%q, %d): error %v is not ErrUnsatisfiable", h, size, err)
+			}
+			multi := strings.HasPrefix(h, "bytes=") && strings.Contains(h, ",")
+			if errors.Is(err, ErrMultipleRanges) != multi {
+				t.Fatalf("ParseRange(%q, %d): error %v; several ranges: %v", h, size, err, multi)
 			}
 			return
 		}

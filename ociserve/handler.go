@@ -5,6 +5,8 @@
 //
 // It answers GET and HEAD of "/v2/", manifests by tag or digest and blobs by
 // digest (with single Range requests), from a Content the worker provides.
+// A RangeContent answers HEAD and Range requests of a blob before the blob
+// is complete, as a lazy snapshotter asks.
 // Everything else is refused the way the spec says: writes with 405, unknown
 // content with 404, both with the spec's JSON error body.
 package ociserve
@@ -21,10 +23,12 @@ import (
 	"net/http"
 	"net/netip"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/faasnet/faasnet/digest"
+	"github.com/faasnet/faasnet/httprange"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
@@ -51,6 +55,20 @@ type Content interface {
 	Blob(ctx context.Context, ns, repo, digest string) (io.ReadSeekCloser, error)
 }
 
+// RangeContent is a Content that can serve a blob in part before it is
+// complete: a lazy pull (stargz-snapshotter) asks the size with HEAD, then
+// single ranges as files are read, and must not wait for the whole layer.
+type RangeContent interface {
+	Content
+	// BlobSize returns the size of a blob of repo, at once: from the
+	// manifest's descriptor, not from the bytes.
+	BlobSize(ctx context.Context, ns, repo, digest string) (int64, error)
+	// BlobRange opens the n bytes of the blob from off (within its size),
+	// verified before they are returned. The reader fails, rather than
+	// return a byte it could not verify.
+	BlobRange(ctx context.Context, ns, repo, digest string, off, n int64) (io.ReadCloser, error)
+}
+
 var (
 	// ErrNotFound is returned by Content for unknown content: the handler
 	// answers 404 MANIFEST_UNKNOWN or BLOB_UNKNOWN.
@@ -69,6 +87,9 @@ const (
 	codeDigestInvalid   = "DIGEST_INVALID"
 	codeUnsupported     = "UNSUPPORTED"
 	codeUnknown         = "UNKNOWN"
+	// codeRangeInvalid is the distribution spec's code for a bad range
+	// of a blob upload; the closest there is for a bad read range.
+	codeRangeInvalid = "RANGE_INVALID"
 )
 
 // nsRE is the form of containerd's ns parameter: a host with optional port.
@@ -197,6 +218,10 @@ func checkManifest(m Manifest, req Request) (string, error) {
 }
 
 func (h *handler) serveBlob(w http.ResponseWriter, r *http.Request, ns string, req Request) {
+	if rc, ok := h.content.(RangeContent); ok && (r.Method == http.MethodHead || wantsRange(r, req.Reference)) {
+		h.servePart(w, r, rc, ns, req)
+		return
+	}
 	blob, err := h.content.Blob(r.Context(), ns, req.Name, req.Reference)
 	if err != nil {
 		h.contentError(w, r, ns, req, err, codeBlobUnknown)
@@ -213,14 +238,96 @@ func (h *handler) serveBlob(w http.ResponseWriter, r *http.Request, ns string, r
 // serveContent serves content named by digest with http.ServeContent, which
 // answers HEAD, a single Range (206, or 416 outside the content) and
 // conditional requests on the ETag (content by digest never changes). A
-// multi-range request is answered 200 with everything, as RFC 9110 allows:
-// registry clients never send one and would not parse multipart/byteranges.
+// multi-range request is answered 400: RFC 9110 would allow 200 with
+// everything, but a lazy client takes a 200 for the range it asked
+// (dfdaemon's 200 made stargz-snapshotter read a footer at offset 0).
 func serveContent(w http.ResponseWriter, r *http.Request, digest string, content io.ReadSeeker) {
-	if strings.Contains(r.Header.Get("Range"), ",") {
-		r.Header.Del("Range")
+	if strings.Contains(r.Header.Get("Range"), ",") && wantsRange(r, digest) {
+		if r.Method == http.MethodHead {
+			// http.ServeContent would copy the ranges to a pipe no one
+			// reads: a HEAD gets the size instead.
+			r.Header.Del("Range")
+		} else {
+			writeError(w, http.StatusBadRequest, codeRangeInvalid, "only a single range is served")
+			return
+		}
 	}
 	w.Header().Set("ETag", `"`+digest+`"`)
 	http.ServeContent(w, r, "", time.Time{}, content)
+}
+
+// wantsRange reports whether r asks for part of the content named digest:
+// it has a Range header, and no If-Range, or one naming this content (only
+// a strong ETag can; a date never matches content served without one).
+func wantsRange(r *http.Request, digest string) bool {
+	if r.Header.Get("Range") == "" {
+		return false
+	}
+	ir := r.Header.Get("If-Range")
+	return ir == "" || ir == `"`+digest+`"`
+}
+
+// servePart answers HEAD and Range requests of a blob from a RangeContent,
+// without waiting for the whole blob.
+func (h *handler) servePart(w http.ResponseWriter, r *http.Request, rc RangeContent, ns string, req Request) {
+	size, err := rc.BlobSize(r.Context(), ns, req.Name, req.Reference)
+	if err != nil {
+		h.contentError(w, r, ns, req, err, codeBlobUnknown)
+		return
+	}
+	w.Header().Set("Docker-Content-Digest", req.Reference)
+	if r.Method == http.MethodHead {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		serveContent(w, r, req.Reference, sizeOnly(size))
+		return
+	}
+	w.Header().Set("ETag", `"`+req.Reference+`"`)
+	w.Header().Set("Accept-Ranges", "bytes")
+	rng := r.Header.Get("Range")
+	off, n, err := httprange.ParseRange(rng, size)
+	switch {
+	case errors.Is(err, httprange.ErrMultipleRanges):
+		writeError(w, http.StatusBadRequest, codeRangeInvalid, "only a single range is served")
+		return
+	case err != nil:
+		w.Header().Set("Content-Range", httprange.ContentRange{First: -1, Last: -1, Size: size}.String())
+		writeError(w, http.StatusRequestedRangeNotSatisfiable, codeRangeInvalid, err.Error())
+		return
+	}
+	body, err := rc.BlobRange(r.Context(), ns, req.Name, req.Reference, off, n)
+	if err != nil {
+		h.contentError(w, r, ns, req, err, codeBlobUnknown)
+		return
+	}
+	defer body.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Range", httprange.ContentRange{First: off, Last: off + n - 1, Size: size}.String())
+	w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+	w.WriteHeader(http.StatusPartialContent)
+	if sent, err := io.CopyN(w, body, n); err != nil {
+		// The status is out: cut the connection, so that the client sees
+		// a short body and never takes it for the range.
+		h.log.WarnContext(r.Context(), "serving a blob range failed", "ns", ns, "repo", req.Name, "digest", req.Reference,
+			"range", rng, "sent", sent, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	h.log.DebugContext(r.Context(), "served blob range", "ns", ns, "repo", req.Name, "digest", req.Reference, "range", rng)
+}
+
+// sizeOnly is content of a known size that is never read: what
+// http.ServeContent needs to answer HEAD.
+type sizeOnly int64
+
+func (s sizeOnly) Read([]byte) (int, error) { return 0, errors.New("sizeOnly content is not read") }
+
+func (s sizeOnly) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+		return offset, nil
+	case io.SeekEnd:
+		return int64(s) + offset, nil
+	}
+	return 0, errors.New("sizeOnly: unsupported seek")
 }
 
 // contentError answers a failure of Content (or of what it returned): 404

@@ -12,7 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/iotest"
 
 	"github.com/google/go-containerregistry/pkg/crane"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -287,8 +289,46 @@ func (f *fixture) do(t *testing.T, method, path string, hdr map[string]string) (
 	return resp, body
 }
 
+// rangeContent is a memContent that is also a RangeContent, and counts the
+// calls of Blob: a range or HEAD must not need the whole blob.
+type rangeContent struct {
+	*memContent
+	wholeOpens atomic.Int64
+}
+
+func (c *rangeContent) Blob(ctx context.Context, ns, repo, digest string) (io.ReadSeekCloser, error) {
+	c.wholeOpens.Add(1)
+	return c.memContent.Blob(ctx, ns, repo, digest)
+}
+
+func (c *rangeContent) BlobSize(ctx context.Context, ns, repo, digest string) (int64, error) {
+	b, err := c.memContent.Blob(ctx, ns, repo, digest)
+	if err != nil {
+		return 0, err
+	}
+	return b.Seek(0, io.SeekEnd)
+}
+
+func (c *rangeContent) BlobRange(ctx context.Context, ns, repo, digest string, off, n int64) (io.ReadCloser, error) {
+	b, err := c.memContent.Blob(ctx, ns, repo, digest)
+	if err != nil {
+		return nil, err
+	}
+	return io.NopCloser(io.NewSectionReader(b.(nopCloser).ReadSeeker.(io.ReaderAt), off, n)), nil
+}
+
+// TestBlobRanges asks for parts of a blob, from a plain Content and from a
+// RangeContent: the answers are the same, except that a RangeContent
+// answers HEAD and ranges without opening the whole blob.
 func TestBlobRanges(t *testing.T) {
 	f := newFixture(t)
+	rc := &rangeContent{memContent: f.content}
+	mux := http.NewServeMux()
+	mux.Handle("/v2/", NewHandler(rc, nil))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	ranged := &fixture{host: strings.TrimPrefix(srv.URL, "http://")}
+
 	layers, err := f.img.Layers()
 	must(t, err)
 	blob := compressed(t, layers[1])
@@ -296,53 +336,67 @@ func TestBlobRanges(t *testing.T) {
 	must(t, err)
 	path := "/v2/library/app/blobs/" + d.String()
 	size := len(blob)
+	etag := `"` + d.String() + `"`
 	tests := []struct {
 		name         string
 		method       string
-		rng          string
+		hdr          map[string]string
 		status       int
 		body         []byte
 		contentRange string
+		whole        bool // a RangeContent opens the whole blob
 	}{
-		{"whole", "GET", "", 200, blob, ""},
-		{"range", "GET", "bytes=10-19", 206, blob[10:20], "bytes 10-19/" + itoa(size)},
-		{"open-ended", "GET", "bytes=100-", 206, blob[100:], "bytes 100-" + itoa(size-1) + "/" + itoa(size)},
-		{"suffix", "GET", "bytes=-5", 206, blob[size-5:], "bytes " + itoa(size-5) + "-" + itoa(size-1) + "/" + itoa(size)},
-		{"clamped end", "GET", "bytes=0-99999999", 206, blob, "bytes 0-" + itoa(size-1) + "/" + itoa(size)},
-		{"not satisfiable", "GET", "bytes=" + itoa(size) + "-", 416, nil, "bytes */" + itoa(size)},
-		{"multi-range gets everything", "GET", "bytes=0-1,5-6", 200, blob, ""},
-		{"head", "HEAD", "", 200, nil, ""},
-		{"head range", "HEAD", "bytes=0-9", 206, nil, "bytes 0-9/" + itoa(size)},
+		{"whole", "GET", nil, 200, blob, "", true},
+		{"probe", "GET", map[string]string{"Range": "bytes=0-1"}, 206, blob[:2], "bytes 0-1/" + itoa(size), false},
+		{"range", "GET", map[string]string{"Range": "bytes=10-19"}, 206, blob[10:20], "bytes 10-19/" + itoa(size), false},
+		{"open-ended", "GET", map[string]string{"Range": "bytes=100-"}, 206, blob[100:], "bytes 100-" + itoa(size-1) + "/" + itoa(size), false},
+		{"suffix", "GET", map[string]string{"Range": "bytes=-5"}, 206, blob[size-5:], "bytes " + itoa(size-5) + "-" + itoa(size-1) + "/" + itoa(size), false},
+		{"clamped end", "GET", map[string]string{"Range": "bytes=0-99999999"}, 206, blob, "bytes 0-" + itoa(size-1) + "/" + itoa(size), false},
+		{"not satisfiable", "GET", map[string]string{"Range": "bytes=" + itoa(size) + "-"}, 416, nil, "bytes */" + itoa(size), false},
+		{"multi-range refused", "GET", map[string]string{"Range": "bytes=0-1,5-6"}, 400, nil, "", false},
+		{"if-range matches", "GET", map[string]string{"Range": "bytes=0-1", "If-Range": etag}, 206, blob[:2], "bytes 0-1/" + itoa(size), false},
+		{"if-range differs", "GET", map[string]string{"Range": "bytes=0-1", "If-Range": `"other"`}, 200, blob, "", true},
+		{"head", "HEAD", nil, 200, nil, "", false},
+		{"head range", "HEAD", map[string]string{"Range": "bytes=0-9"}, 206, nil, "bytes 0-9/" + itoa(size), false},
+		{"head multi-range", "HEAD", map[string]string{"Range": "bytes=0-1,5-6"}, 200, nil, "", false},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			hdr := map[string]string{}
-			if tt.rng != "" {
-				hdr["Range"] = tt.rng
-			}
-			resp, body := f.do(t, tt.method, path, hdr)
-			if resp.StatusCode != tt.status {
-				t.Fatalf("status %d, want %d (%s)", resp.StatusCode, tt.status, body)
-			}
-			if tt.status != 416 && !bytes.Equal(body, tt.body) {
-				t.Errorf("body of %d bytes, want %d", len(body), len(tt.body))
-			}
-			if got := resp.Header.Get("Content-Range"); got != tt.contentRange {
-				t.Errorf("Content-Range %q, want %q", got, tt.contentRange)
-			}
-			if tt.status == 416 {
-				return
-			}
-			if got := resp.Header.Get("Docker-Content-Digest"); got != d.String() {
-				t.Errorf("Docker-Content-Digest %q", got)
-			}
-			if tt.method == "HEAD" && resp.ContentLength <= 0 {
-				t.Errorf("HEAD Content-Length %d", resp.ContentLength)
-			}
-			if resp.Header.Get("Content-Type") != "application/octet-stream" {
-				t.Errorf("Content-Type %q", resp.Header.Get("Content-Type"))
-			}
-		})
+	for _, content := range []struct {
+		name string
+		f    *fixture
+	}{{"Content", f}, {"RangeContent", ranged}} {
+		for _, tt := range tests {
+			t.Run(content.name+"/"+tt.name, func(t *testing.T) {
+				opens := rc.wholeOpens.Load()
+				resp, body := content.f.do(t, tt.method, path, tt.hdr)
+				if resp.StatusCode != tt.status {
+					t.Fatalf("status %d, want %d (%s)", resp.StatusCode, tt.status, body)
+				}
+				if content.f == ranged && (rc.wholeOpens.Load() > opens) != tt.whole {
+					t.Errorf("opened the whole blob: %v, want %v", rc.wholeOpens.Load() > opens, tt.whole)
+				}
+				if got := resp.Header.Get("Content-Range"); got != tt.contentRange {
+					t.Errorf("Content-Range %q, want %q", got, tt.contentRange)
+				}
+				if tt.status >= 400 {
+					return
+				}
+				if !bytes.Equal(body, tt.body) {
+					t.Errorf("body of %d bytes, want %d", len(body), len(tt.body))
+				}
+				if got := resp.Header.Get("Docker-Content-Digest"); got != d.String() {
+					t.Errorf("Docker-Content-Digest %q", got)
+				}
+				if tt.method == "HEAD" && resp.ContentLength <= 0 {
+					t.Errorf("HEAD Content-Length %d", resp.ContentLength)
+				}
+				if tt.method == "HEAD" && tt.contentRange == "" && resp.ContentLength != int64(size) {
+					t.Errorf("HEAD Content-Length %d, want the size %d", resp.ContentLength, size)
+				}
+				if resp.Header.Get("Content-Type") != "application/octet-stream" {
+					t.Errorf("Content-Type %q", resp.Header.Get("Content-Type"))
+				}
+			})
+		}
 	}
 }
 
@@ -494,5 +548,40 @@ func BenchmarkServeBlobRange(b *testing.B) {
 		if rec.Code != http.StatusPartialContent {
 			b.Fatal(rec.Code)
 		}
+	}
+}
+
+// failingRanges serves ranges whose reader fails halfway, as a span that
+// fails verification after the first ones were sent.
+type failingRanges struct{ *memContent }
+
+func (c failingRanges) BlobSize(context.Context, string, string, string) (int64, error) {
+	return 100, nil
+}
+
+func (c failingRanges) BlobRange(_ context.Context, _, _, _ string, off, n int64) (io.ReadCloser, error) {
+	return io.NopCloser(io.MultiReader(bytes.NewReader(make([]byte, n/2)), iotest.ErrReader(errors.New("span failed verification")))), nil
+}
+
+// A range whose bytes fail after the answer started is cut short: the
+// client sees a broken answer (no headers, or a short body), never a
+// complete one. (net/http alone would cut a body shorter than its
+// Content-Length too; the handler's abort does not rest on it.)
+func TestBlobRangeFailingMidway(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.Handle("/v2/", NewHandler(failingRanges{newMemContent()}, nil))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	req, err := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/v2/library/app/blobs/sha256:"+strings.Repeat("a", 64), nil)
+	must(t, err)
+	req.Header.Set("Range", "bytes=0-49")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return // cut before the headers went out (they were still buffered)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil || len(body) >= 50 {
+		t.Errorf("status %d, %d bytes, read error %v; want the body cut short", resp.StatusCode, len(body), err)
 	}
 }

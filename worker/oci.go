@@ -128,7 +128,7 @@ func (w *Worker) OCIAddr() string {
 
 func newOCIHandler(w *Worker) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/v2/", ociserve.NewHandler(content{w}, w.log))
+	mux.Handle("/v2/", ociserve.NewHandler(newRangeContent(w), w.log))
 	return mux
 }
 
