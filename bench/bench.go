@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/blobcache"
 	"github.com/faasnet/faasnet/cluster"
 	"github.com/faasnet/faasnet/progress"
 	"github.com/faasnet/faasnet/report"
@@ -20,7 +22,11 @@ type Config struct {
 	// VMs are the VM counts; every strategy runs at each.
 	VMs        []int
 	Strategies []string
-	Scenario   cluster.Scenario
+	// Stripes, if set, runs the faasnet strategies once with each number
+	// of stripe trees, side by side ("faasnet-k1", "faasnet-k2"); empty is
+	// the manager's default, api.DefaultStripes.
+	Stripes  []int
+	Scenario cluster.Scenario
 	// Timeout bounds each run's provisioning; 0 means none.
 	Timeout time.Duration
 	// JSON and Plot, if set, are files for the results and the SVG plot.
@@ -60,6 +66,31 @@ func benchHarness(ctx context.Context, cfg Config, out io.Writer) (*cluster.Harn
 	return cluster.New(ctx, cfg.Scenario, opts)
 }
 
+// strategiesOf are the named strategies, a faasnet one once per number of
+// stripes when stripes are given.
+func strategiesOf(names []string, stripes []int) ([]cluster.Strategy, error) {
+	var out []cluster.Strategy
+	for _, name := range names {
+		s, err := cluster.StrategyByName(name)
+		if err != nil {
+			return nil, err
+		}
+		f, ok := s.(cluster.Faasnet)
+		if !ok || len(stripes) == 0 {
+			out = append(out, s)
+			continue
+		}
+		for _, k := range stripes {
+			if k < 1 || k > api.MaxStripes {
+				return nil, fmt.Errorf("bench: %d stripes: want 1 to %d", k, api.MaxStripes)
+			}
+			f.Stripes = k
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
 // Run runs every strategy on the same images and limits at each VM count,
 // one run after another, fresh VMs for each, and reports them. It returns
 // the rows, and an error if a run failed to start or a VM failed.
@@ -71,13 +102,9 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	if len(cfg.VMs) == 0 || len(cfg.Strategies) == 0 {
 		return nil, errors.New("bench: no VM counts or no strategies")
 	}
-	var strats []cluster.Strategy
-	for _, name := range cfg.Strategies {
-		s, err := cluster.StrategyByName(name)
-		if err != nil {
-			return nil, err
-		}
-		strats = append(strats, s)
+	strats, err := strategiesOf(cfg.Strategies, cfg.Stripes)
+	if err != nil {
+		return nil, err
 	}
 	h, err := benchHarness(ctx, cfg, out)
 	if err != nil {
@@ -109,6 +136,13 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 				return rows, fmt.Errorf("bench: %s at %d VMs: %w", s.Name(), n, err)
 			}
 			row := RowOf(res)
+			if f, ok := s.(cluster.Faasnet); ok {
+				row.Stripes = f.StripeCount()
+			}
+			row.BlockSize = sc.BlockSize
+			if row.BlockSize == 0 {
+				row.BlockSize = blobcache.DefaultBlockSize
+			}
 			rows = append(rows, row)
 			if row.FailedVMs > 0 {
 				failed++

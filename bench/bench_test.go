@@ -123,3 +123,25 @@ func TestTableAndSpeedups(t *testing.T) {
 		t.Errorf("warnings %q, want one for the failed run, one for the CPU-bound run and a note on the two busy ones", w)
 	}
 }
+
+func TestStrategiesWithStripes(t *testing.T) {
+	got, err := strategiesOf([]string{"faasnet", "registry"}, []int{1, 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range got {
+		names = append(names, s.Name())
+	}
+	if want := "faasnet-k1 faasnet-k2 registry"; strings.Join(names, " ") != want {
+		t.Errorf("strategies %v, want %s", names, want)
+	}
+	if got, _ := strategiesOf([]string{"faasnet"}, nil); len(got) != 1 || got[0].Name() != "faasnet" {
+		t.Errorf("without stripes: %v, want faasnet alone", got)
+	}
+	for _, k := range []int{0, 17} {
+		if _, err := strategiesOf([]string{"faasnet"}, []int{k}); err == nil {
+			t.Errorf("%d stripes accepted", k)
+		}
+	}
+}

@@ -26,8 +26,13 @@ type Row struct {
 	P99S                float64 `json:"p99_s"`
 	RegistryEgressBytes int64   `json:"registry_egress_bytes"`
 	MaxVMUploadBytes    int64   `json:"max_vm_upload_bytes"`
-	LowerBoundS         float64 `json:"lower_bound_s"`
-	Efficiency          float64 `json:"efficiency"`
+	// Stripes is the faasnet strategies' number of stripe trees per
+	// function (0 for the others); BlockSize the block faasnet's VMs cut
+	// blobs into.
+	Stripes     int     `json:"stripes,omitempty"`
+	BlockSize   int64   `json:"block_size"`
+	LowerBoundS float64 `json:"lower_bound_s"`
+	Efficiency  float64 `json:"efficiency"`
 
 	FirstReadyS     float64 `json:"first_ready_s"`
 	ImageBytes      int64   `json:"image_bytes"`

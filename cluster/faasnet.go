@@ -33,20 +33,40 @@ import (
 // throwaway one in the deployment's directory), every worker enrolls, and
 // peers speak mutual TLS with grants. Plaintext turns all of that off; it
 // exists only so that a bench can measure what TLS costs, side by side.
-type Faasnet struct{ Plaintext bool }
+//
+// Stripes is the number of stripe trees per function (package stripe);
+// 0 is the manager's default, api.DefaultStripes, and 1 the paper's single
+// tree. A strategy with Stripes set names it ("faasnet-k1"), so that
+// several can run side by side.
+type Faasnet struct {
+	Plaintext bool
+	Stripes   int
+}
 
 // Name implements Strategy.
 func (f Faasnet) Name() string {
+	name := "faasnet"
 	if f.Plaintext {
-		return "faasnet-plaintext"
+		name += "-plaintext"
 	}
-	return "faasnet"
+	if f.Stripes > 0 {
+		name += fmt.Sprintf("-k%d", f.Stripes)
+	}
+	return name
+}
+
+// StripeCount is the number of stripe trees the strategy's functions get.
+func (f Faasnet) StripeCount() int {
+	if f.Stripes > 0 {
+		return f.Stripes
+	}
+	return api.DefaultStripes
 }
 
 // Deploy implements Strategy: it starts the manager, defines one function
 // per image, starts the workers and waits until all have registered.
 func (f Faasnet) Deploy(ctx context.Context, env *Env) (Deployment, error) {
-	return deployWorkers(ctx, env, f.Name(), env.Images, false, f.Plaintext)
+	return deployWorkers(ctx, env, f.Name(), env.Images, false, f.Plaintext, f.StripeCount())
 }
 
 // OnDemand is the paper's "optimized baseline": every VM mounts the
@@ -66,7 +86,7 @@ func (OnDemand) Deploy(ctx context.Context, env *Env) (Deployment, error) {
 	if env.Spec == nil {
 		return nil, errors.New("ondemand: fetches a function's eStargz image lazily, so it needs a function to run (a lazy bench: Options.Function)")
 	}
-	return deployWorkers(ctx, env, "ondemand", env.Images, true, false)
+	return deployWorkers(ctx, env, "ondemand", env.Images, true, false, 1)
 }
 
 // Timeouts of the emulated control plane, looser than production's
@@ -90,6 +110,7 @@ type workerDeployment struct {
 	// plaintext runs without the CA, TLS and grants: only for measuring
 	// what they cost.
 	plaintext bool
+	stripes   int // stripe trees per function
 	cancel    context.CancelFunc
 	mgr       *manager.Manager
 	mgrSrv    *http.Server
@@ -108,9 +129,9 @@ type workerDeployment struct {
 
 // deployWorkers starts the manager, defines the functions, starts the
 // workers and waits until all have registered.
-func deployWorkers(ctx context.Context, env *Env, name string, images []Image, solo, plaintext bool) (Deployment, error) {
+func deployWorkers(ctx context.Context, env *Env, name string, images []Image, solo, plaintext bool, stripes int) (Deployment, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	d := &workerDeployment{env: env, name: name, images: images, solo: solo, plaintext: plaintext, cancel: cancel,
+	d := &workerDeployment{env: env, name: name, images: images, solo: solo, plaintext: plaintext, stripes: stripes, cancel: cancel,
 		ready: map[string]time.Time{}, errs: map[string]string{}}
 	if err := d.start(ctx); err != nil {
 		d.Close()
@@ -124,7 +145,7 @@ func (d *workerDeployment) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("manager listener: %w", err)
 	}
-	opts := manager.Options{VMTimeout: vmTimeout, Push: true, Logger: d.env.Logger}
+	opts := manager.Options{VMTimeout: vmTimeout, Push: true, Stripes: d.stripes, Logger: d.env.Logger}
 	if !d.plaintext {
 		opts.Security = &manager.Security{Dir: filepath.Join(d.env.Dir, "manager"), Addr: ln.Addr().String()}
 	}

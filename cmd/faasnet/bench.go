@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/bench"
 	"github.com/faasnet/faasnet/cluster"
 	"github.com/faasnet/faasnet/units"
@@ -71,6 +72,7 @@ defaults differ: ` + lazyDefaults + `.`,
 	f.TextVar(&level, "log-level", level, "log level of the components (debug, info, warn, error)")
 	f.IntSliceVar(&cfg.VMs, "vms", []int{16}, "VM counts, one or a list for a sweep (16,32,64,128)")
 	f.StringSliceVar(&cfg.Strategies, "strategies", []string{"faasnet", "registry", "swarm"}, "strategies to compare, in order")
+	f.IntSliceVar(&cfg.Stripes, "stripes", nil, fmt.Sprintf("stripe trees per function for the faasnet strategies (default %d; 1: the paper's single tree); a list (1,2) runs them with each, side by side", api.DefaultStripes))
 	f.Var(&size, "image-size", "approximate size of each generated image")
 	f.IntVar(&layers, "layers", layers, "layers of each image")
 	f.IntVar(&functions, "functions", functions, "functions per VM, overlapping, each with its own image")
