@@ -159,6 +159,12 @@ func (d *workerDeployment) start(ctx context.Context) error {
 		}
 		if d.env.Spec != nil {
 			cfg.Containers, cfg.RunDir = true, filepath.Join(d.env.RunDir, vm.Name)
+			switch {
+			case d.env.Replay != nil:
+				cfg.Containers, cfg.RunContainer = false, replayRunner(d.env.Replay)
+			case d.env.record != nil:
+				cfg.Containers, cfg.RunContainer = false, d.env.record.runner(cfg.RunDir, vm.Name, d.env.Logger)
+			}
 		}
 		w, err := worker.New(cfg)
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/lazy"
 )
 
 // A Strategy is a way of bringing images to VMs: faasnet's function trees,
@@ -57,6 +58,10 @@ type Env struct {
 	// RunDir is fresh, on disk, for the VMs' containers (bundles, mounts,
 	// unpacked root file systems); removed after Close. Set with Spec.
 	RunDir string
+	// Replay, with Spec, makes worker VMs replay these reads instead of
+	// starting the container (see Recording); record records them.
+	Replay []lazy.BlobRead
+	record *recorder
 	Logger *slog.Logger
 }
 
