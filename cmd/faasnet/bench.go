@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -49,11 +50,25 @@ faasnet's worker and no tree. swarm cannot start containers. The table
 adds the bytes fetched before each container answered and the median
 time of each phase; the lower bound is then for the least any VM
 fetched before it was ready. --lazy needs root, runc and /dev/fuse; its
-defaults differ: ` + lazyDefaults + `.`,
+defaults differ: ` + lazyDefaults + `.
+
+With --lazy --replay-reads, the container runs once, on one VM fetching
+from the registry, and its lazy mount records the byte ranges of the
+layer blobs it reads until the container answers; then every VM of every
+run replays exactly those reads, as concurrent as recorded, through its
+worker's lazy path (the tree, or the registry), with no container and no
+mount, and is ready when they completed. This takes the 2-core machine's
+CPU out of lazy starts at 128 VMs and beyond; registry VMs are ready once
+the whole image is fetched (no unpacking). --compare-containers runs each
+strategy with real containers too, so that the two modes are side by
+side.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.Lazy {
 				lazyBenchDefaults(cmd.Flags().Changed, &cfg, &bw, &regBW)
+			}
+			if (cfg.ReplayReads && !cfg.Lazy) || (cfg.CompareContainers && !cfg.ReplayReads) {
+				return errors.New("--replay-reads needs --lazy, and --compare-containers needs --replay-reads")
 			}
 			cfg.Scenario = cluster.Scenario{
 				ImageSize: int64(size), Layers: layers, Functions: functions,
@@ -83,6 +98,8 @@ defaults differ: ` + lazyDefaults + `.`,
 	f.StringVar(&cfg.JSON, "json", "", "write the results to this file as JSON")
 	f.StringVar(&cfg.Plot, "plot", "", "draw the results to this SVG file")
 	f.BoolVar(&cfg.Lazy, "lazy", false, "start the Python function's container on every VM (needs root, runc, /dev/fuse); see above")
+	f.BoolVar(&cfg.ReplayReads, "replay-reads", false, "with --lazy: record once, on one VM, what the container reads before it answers, then have every VM replay those reads through its lazy path instead of starting a container (the network without this machine's CPU)")
+	f.BoolVar(&cfg.CompareContainers, "compare-containers", false, "with --replay-reads: also run every strategy with real containers, side by side with its replay")
 	return cmd
 }
 
