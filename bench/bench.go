@@ -110,8 +110,8 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		if rec, err = h.RecordReads(ctx, cfg.Timeout); err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
 		}
-		fmt.Fprintf(out, "recorded on one VM: the container read %d ranges, %s (%.1f%% of the eStargz image), and answered %.2fs after the scale request; every VM now replays those reads, no container (registry: ready once the image is fetched, not unpacked)\n",
-			len(rec.Reads), units.FormatBytes(rec.Bytes), 100*float64(rec.Bytes)/float64(h.ImageBytes()), rec.Took.Seconds())
+		fmt.Fprintf(out, "recorded on one VM: the container read %d ranges (the longest chain of reads waiting one for another: %d), %s (%.1f%% of the eStargz image), and answered %.2fs after the scale request; every VM now replays those reads, no container (registry: ready once the image is fetched, not unpacked)\n",
+			len(rec.Reads), rec.Chain, units.FormatBytes(rec.Bytes), 100*float64(rec.Bytes)/float64(h.ImageBytes()), rec.Took.Seconds())
 		modes = []string{ModeReplay}
 		if cfg.CompareContainers {
 			modes = []string{ModeContainer, ModeReplay}

@@ -36,19 +36,25 @@ type Window struct {
 }
 
 // Bursty returns the most bursty window of minutes minutes of tr for
-// functions functions. For every start, it takes the functions whose
-// instances (sim.TraceFunction.Instances at scale 1) rise most in total
-// from minute to minute within the window, and scores the window by the
-// largest one-minute rise of those functions' summed instances, divided by
-// their mean instances over the window (windows with a mean under one
-// instance are skipped: a rise from nothing to one is not a burst). The
-// highest score wins; ties go to the earlier window.
-func Bursty(tr *sim.Trace, minutes, functions int) (Window, error) {
+// functions functions. For every start, it takes the functions that scale
+// out most within the window: whose instances (sim.TraceFunction.Instances
+// at scale 1) rise most in total above the most they needed in the
+// previous minutes of the window that an idle instance stays warm (idle;
+// 0 compares with the minute before), which is what makes cold starts.
+// It scores the window by the largest one-minute rise of those functions'
+// summed instances, divided by their mean instances over the window
+// (windows with a mean under one instance are skipped: a rise from nothing
+// to one is not a burst). The highest score wins; ties go to the earlier
+// window.
+func Bursty(tr *sim.Trace, minutes, functions int, idle time.Duration) (Window, error) {
 	if minutes < 2 || minutes > tr.Minutes {
 		return Window{}, fmt.Errorf("burst: a window of %d minutes in a trace of %d: want at least 2 and at most the trace", minutes, tr.Minutes)
 	}
 	if functions < 1 || functions > len(tr.Functions) {
 		return Window{}, fmt.Errorf("burst: %d functions of the trace's %d", functions, len(tr.Functions))
+	}
+	if idle < 0 {
+		return Window{}, fmt.Errorf("burst: idle timeout %v", idle)
 	}
 	inst := make([][]int, len(tr.Functions))
 	for f, fn := range tr.Functions {
@@ -57,9 +63,12 @@ func Bursty(tr *sim.Trace, minutes, functions int) (Window, error) {
 			inst[f][m] = fn.Instances(m, 1)
 		}
 	}
+	// An instance idle for less than idle is still there: a need is new
+	// only above the most of the last warm minutes.
+	warm := 1 + int(idle/time.Minute)
 	best := Window{Score: -1}
 	for s := 0; s+minutes <= tr.Minutes; s++ {
-		w := score(inst, s, minutes, functions)
+		w := score(inst, s, minutes, functions, warm)
 		if w.Mean >= 1 && w.Score > best.Score {
 			best = w
 		}
@@ -71,14 +80,20 @@ func Bursty(tr *sim.Trace, minutes, functions int) (Window, error) {
 	return best, nil
 }
 
-// score picks the functions of the window [s, s+minutes) and scores it.
-func score(inst [][]int, s, minutes, functions int) Window {
+// score picks the functions of the window [s, s+minutes) and scores it;
+// a function's rise in minute m is above the most of the warm minutes
+// before it in the window.
+func score(inst [][]int, s, minutes, functions, warm int) Window {
 	type cand struct{ f, rise int }
 	cands := make([]cand, len(inst))
 	for f, in := range inst {
 		rise := 0
 		for m := s + 1; m < s+minutes; m++ {
-			rise += max(0, in[m]-in[m-1])
+			recent := 0
+			for k := max(s, m-warm); k < m; k++ {
+				recent = max(recent, in[k])
+			}
+			rise += max(0, in[m]-recent)
 		}
 		cands[f] = cand{f, rise}
 	}

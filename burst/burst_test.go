@@ -29,7 +29,7 @@ func synthetic(t *testing.T) *sim.Trace {
 // 1.75.
 func TestBurstySynthetic(t *testing.T) {
 	tr := synthetic(t)
-	w, err := Bursty(tr, 4, 2)
+	w, err := Bursty(tr, 4, 2, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,10 +41,25 @@ func TestBurstySynthetic(t *testing.T) {
 	}
 }
 
+// TestBurstyIdle: with instances kept warm two minutes, d's alternation
+// makes no cold starts, so the function chosen beside b is a (the first
+// of the ones that do not rise); the window is the same, [103, 107), whose
+// b and a go 1, 1, 1, 6: a rise of 5 over a mean of 2.25.
+func TestBurstyIdle(t *testing.T) {
+	tr := synthetic(t)
+	w, err := Bursty(tr, 4, 2, 2*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Start != 3 || !slices.Equal(w.Functions, []int{1, 0}) || w.PeakIncrease != 5 || w.Score != 5/2.25 {
+		t.Errorf("window at %d with functions %v, rise %d, score %v; want 3 with [1 0], 5, %v", w.Start, w.Functions, w.PeakIncrease, w.Score, 5/2.25)
+	}
+}
+
 func TestBurstyRefuses(t *testing.T) {
 	tr := synthetic(t)
 	for _, tt := range []struct{ minutes, functions int }{{1, 1}, {13, 1}, {4, 0}, {4, 5}} {
-		if _, err := Bursty(tr, tt.minutes, tt.functions); err == nil {
+		if _, err := Bursty(tr, tt.minutes, tt.functions, 0); err == nil {
 			t.Errorf("Bursty(%d minutes, %d functions) did not fail", tt.minutes, tt.functions)
 		}
 	}
@@ -182,7 +197,7 @@ func TestBurstyRealTrace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := Bursty(tr, 30, 8)
+	w, err := Bursty(tr, 30, 8, 15*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +210,7 @@ func TestBurstyRealTrace(t *testing.T) {
 		}
 	}
 	for s := 0; s+30 <= tr.Minutes; s++ {
-		if o := score(inst, s, 30, 8); o.Mean >= 1 && o.Score > w.Score {
+		if o := score(inst, s, 30, 8, 16); o.Mean >= 1 && o.Score > w.Score {
 			t.Errorf("window at %d scores %.3f, more than the chosen %.3f", s, o.Score, w.Score)
 		}
 	}

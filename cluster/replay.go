@@ -30,10 +30,15 @@ import (
 // A Recording is what a function's container read before it answered.
 type Recording struct {
 	Reads []lazy.BlobRead
-	// Bytes is what the reads read; Took is the recording VM's time from
-	// the scale request to its container answering.
-	Bytes int64
-	Took  time.Duration
+	// Bytes is what the reads read; Fetched what the recording VM fetched
+	// until its container answered (whole blocks, the manifest and the
+	// config too); Took is its time from the scale request to its
+	// container answering.
+	Bytes, Fetched int64
+	Took           time.Duration
+	// Chain is the longest chain of reads that waited one for another
+	// (lazy.Chain): fetches that no bandwidth overlaps.
+	Chain int
 }
 
 // RecordReads runs the function's container on one VM that fetches from
@@ -55,7 +60,7 @@ func (h *Harness) RecordReads(ctx context.Context, timeout time.Duration) (*Reco
 	if len(reads) == 0 {
 		return nil, errors.New("recording the function's reads: the container read nothing of its image")
 	}
-	return &Recording{Reads: reads, Bytes: lazy.ReadBytes(reads), Took: res.Makespan}, nil
+	return &Recording{Reads: reads, Bytes: lazy.ReadBytes(reads), Fetched: res.Reports[0].BytesBeforeReady, Took: res.Makespan, Chain: lazy.Chain(reads)}, nil
 }
 
 // recorder runs a real container (runc over a lazy mount) and keeps the

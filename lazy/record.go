@@ -81,6 +81,28 @@ func ReadBytes(reads []BlobRead) int64 {
 	return n
 }
 
+// Chain returns the length of the longest chain of reads each of which
+// waited for the one before (BlobRead.After): how many round trips a
+// replay makes one after another at the least, whatever the bandwidth.
+func Chain(reads []BlobRead) int {
+	byDone := make([]int, len(reads))
+	for i, r := range reads {
+		if r.Done >= 0 && r.Done < len(reads) {
+			byDone[r.Done] = i
+		}
+	}
+	depth := make([]int, len(reads))
+	longest, deepest, counted := 0, 0, 0
+	for i, r := range reads {
+		for ; counted < min(r.After, len(reads)); counted++ {
+			deepest = max(deepest, depth[byDone[counted]])
+		}
+		depth[i] = deepest + 1
+		longest = max(longest, depth[i])
+	}
+	return longest
+}
+
 func (l *ReadLog) begin(layer int, off, n int64) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -126,6 +126,9 @@ func TestReplayKeepsOrder(t *testing.T) {
 		{Off: 20, Len: 10, After: 1, Done: 2}, // waited for read 1 only
 		{Off: 30, Len: 10, After: 2, Done: 3}, // waited for reads 1 and 0
 	}
+	if n := Chain(reads); n != 2 {
+		t.Errorf("chain of %d reads, want 2 (read 1, then 2 or 3)", n)
+	}
 	errc := make(chan error, 1)
 	go func() {
 		_, err := Replay(context.Background(), layers, reads)
