@@ -59,6 +59,8 @@ type TraceConfig struct {
 	RunDir    string
 	RecordFor time.Duration // bounds the recording run
 	Logger    *slog.Logger
+	// Function is the function to run; nil is cluster.PythonFunction.
+	Function *cluster.Function
 }
 
 // TraceRow is one strategy's replay of the window, with the simulator's
@@ -160,9 +162,11 @@ func RunTrace(ctx context.Context, cfg TraceConfig) (*TraceDoc, error) {
 		return nil, errors.New("bench --trace: the window has no cold start")
 	}
 
-	fn, err := cluster.PythonFunction(ctx, out)
-	if err != nil {
-		return nil, fmt.Errorf("bench --trace: %w", err)
+	fn := cfg.Function
+	if fn == nil {
+		if fn, err = cluster.PythonFunction(ctx, out); err != nil {
+			return nil, fmt.Errorf("bench --trace: %w", err)
+		}
 	}
 	h, err := cluster.New(ctx, cfg.Scenario, cluster.Options{Function: fn, Dir: cfg.CacheDir, RunDir: cfg.RunDir, Logger: cfg.Logger})
 	if err != nil {

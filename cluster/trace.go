@@ -42,6 +42,8 @@ type TraceStart struct {
 	// asked for the instance) until it was ready, in seconds; -1 if it
 	// never was.
 	LatencyS float64 `json:"latency_s"`
+	// Fetched is what the VM fetched until it was ready.
+	Fetched int64 `json:"fetched_bytes"`
 	// Reclaimed says the schedule reclaimed the instance before it was
 	// ready.
 	Reclaimed bool   `json:"reclaimed,omitempty"`
@@ -407,10 +409,11 @@ func (t *traceRun) wait(ctx context.Context, w interface {
 }, in *traceInstance, asked time.Time) {
 	err := w.WaitState(ctx, in.fn, api.StateReady)
 	var ready time.Time
+	var fetched int64
 	if err == nil {
 		for _, r := range w.Functions() {
 			if r.Function == in.fn {
-				ready = r.Phases["ready"]
+				ready, fetched = r.Phases["ready"], r.BytesBeforeReady
 			}
 		}
 	}
@@ -422,7 +425,7 @@ func (t *traceRun) wait(ctx context.Context, w interface {
 	s := &t.res.Starts[in.start]
 	switch {
 	case err == nil && !ready.IsZero():
-		s.LatencyS = ready.Sub(asked).Seconds()
+		s.LatencyS, s.Fetched = ready.Sub(asked).Seconds(), fetched
 	case err != nil && !s.Reclaimed:
 		s.Err = err.Error()
 	}
