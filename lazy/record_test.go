@@ -186,3 +186,25 @@ func TestReplayRefusesBadLogs(t *testing.T) {
 		})
 	}
 }
+
+// FuzzReplay feeds Replay logs that no recording made: it refuses them or
+// reads exactly their bytes, and never reads outside the blob or panics.
+func FuzzReplay(f *testing.F) {
+	f.Add([]byte{0, 10, 0, 0, 10, 10, 0, 1})
+	f.Add([]byte{0, 200, 0, 0})
+	f.Add([]byte{1, 1, 1, 1, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var reads []BlobRead
+		for i := 0; i+4 <= len(b) && len(reads) < 32; i += 4 {
+			reads = append(reads, BlobRead{Off: int64(int8(b[i])), Len: int64(b[i+1]), After: int(b[i+2] % 8), Done: int(b[i+3] % 8)})
+		}
+		layers := []Layer{{Size: 100, Blob: make(BytesReader, 100)}}
+		n, err := Replay(context.Background(), layers, reads)
+		if err == nil && n != ReadBytes(reads) {
+			t.Errorf("replay read %d bytes of a %d-byte log", n, ReadBytes(reads))
+		}
+		if err == nil {
+			Chain(reads) // and so can Chain
+		}
+	})
+}
