@@ -343,8 +343,8 @@ func TraceComparisons(rows []TraceRow) []string {
 		if f == nil || r.Strategy == "faasnet" || f.MeanS <= 0 || r.MeanS <= 0 {
 			continue
 		}
-		out = append(out, fmt.Sprintf("faasnet vs %s: mean latency %.1f%% lower (%.2fs vs %.2fs), p50 %.1fx, p99 %.1fx shorter; simulated: mean %.1f%% lower",
-			r.Strategy, 100*(1-f.MeanS/r.MeanS), f.MeanS, r.MeanS, ratio(r.P50S, f.P50S), ratio(r.P99S, f.P99S), simReduction(f, &r)))
+		out = append(out, fmt.Sprintf("faasnet vs %s: mean latency %s (%.2fs vs %.2fs), p50 %.2fx, p99 %.2fx shorter; simulated: mean %s",
+			r.Strategy, lower(1-f.MeanS/r.MeanS), f.MeanS, r.MeanS, ratio(r.P50S, f.P50S), ratio(r.P99S, f.P99S), lower(simReduction(f, &r)/100)))
 	}
 	for _, r := range rows {
 		if r.Sim == nil {
@@ -379,6 +379,14 @@ func simReduction(f, r *TraceRow) float64 {
 		return math.NaN()
 	}
 	return 100 * (1 - f.Sim.Latency.Mean/r.Sim.Latency.Mean)
+}
+
+// lower words a relative reduction: "75.2% lower", or "12.0% higher".
+func lower(r float64) string {
+	if r < 0 {
+		return fmt.Sprintf("%.1f%% higher", -100*r)
+	}
+	return fmt.Sprintf("%.1f%% lower", 100*r)
 }
 
 // relDiff is (emu - sim) / sim.
