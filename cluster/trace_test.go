@@ -17,6 +17,8 @@ import (
 // in minute 3 (idle a whole minute) and f1 starts again in minute 4, on a
 // VM that was recycled. Every cold start becomes ready and fetched bytes of
 // its own (a recycled VM keeps nothing); with trees, f0's holds two VMs.
+// faasnet runs once more with real containers (runc over lazy mounts)
+// instead of replayed reads.
 func TestRunTrace(t *testing.T) {
 	testenv.NeedContainers(t)
 	ctx := context.Background()
@@ -37,20 +39,30 @@ func TestRunTrace(t *testing.T) {
 		t.Fatalf("schedule: %d cold starts, %d warm, %d rejected; want 3, 1, 0: %v", sched.ColdStarts, sched.Warm, sched.Rejected, sched.Events)
 	}
 	tests := []struct {
-		strategy string
-		tree     int
+		strategy   string
+		tree       int
+		containers bool // start the containers instead of replaying reads
 	}{
-		{"faasnet", 2},
-		{"ondemand", 1},
-		{"registry", 1},
+		{"faasnet", 2, false},
+		{"ondemand", 1, false},
+		{"registry", 1, false},
+		{"faasnet", 2, true},
 	}
 	for _, tt := range tests {
-		t.Run(tt.strategy, func(t *testing.T) {
+		name := tt.strategy
+		if tt.containers {
+			name += "/containers"
+		}
+		t.Run(name, func(t *testing.T) {
 			s, err := StrategyByName(tt.strategy)
 			if err != nil {
 				t.Fatal(err)
 			}
-			res, err := h.RunTrace(ctx, s, 3, sched, TraceOptions{Minute: 2 * time.Second, Drain: 30 * time.Second, Replay: rec.Reads})
+			opts := TraceOptions{Minute: 2 * time.Second, Drain: 30 * time.Second, Replay: rec.Reads}
+			if tt.containers {
+				opts.Minute, opts.Replay = 5*time.Second, nil
+			}
+			res, err := h.RunTrace(ctx, s, 3, sched, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -67,7 +79,7 @@ func TestRunTrace(t *testing.T) {
 			if res.PeakTree != tt.tree {
 				t.Errorf("peak tree %d, want %d", res.PeakTree, tt.tree)
 			}
-			if res.RegistryEgress <= 0 || !res.Replayed {
+			if res.RegistryEgress <= 0 || res.Replayed == tt.containers {
 				t.Errorf("registry egress %d, replayed %v", res.RegistryEgress, res.Replayed)
 			}
 			t.Logf("%s: latencies %v, egress %d, lag %.3fs", tt.strategy, res.Latencies(), res.RegistryEgress, res.LagS)
