@@ -18,7 +18,7 @@ func init() { subcommands = append(subcommands, newBenchCmd) }
 
 func newBenchCmd() *cobra.Command {
 	cfg := bench.Config{Timeout: 10 * time.Minute}
-	tcfg := bench.TraceConfig{Window: 30 * time.Minute, Speedup: 60, Pool: 64, IdleTimeout: 15 * time.Minute, Drain: 10 * time.Minute}
+	tcfg := bench.TraceConfig{Window: 30 * time.Minute, Speedup: 20, Pool: 64, IdleTimeout: 15 * time.Minute, Drain: 10 * time.Minute}
 	var (
 		size            = units.Size(16 << 20)
 		block           = units.Size(512 << 10)
@@ -118,7 +118,7 @@ the largest tree, and plots latency over trace time.`,
 	f.BoolVar(&cfg.ReplayReads, "replay-reads", false, "with --lazy: record once, on one VM, what the container reads before it answers, then have every VM replay those reads through its lazy path instead of starting a container (the network without this machine's CPU)")
 	f.StringVar(&tcfg.Dir, "trace", "", "replay the most bursty window of the Azure Functions trace in this directory (invocations.csv, durations.csv); see above")
 	f.DurationVar(&tcfg.Window, "window", tcfg.Window, "--trace: length of the window, in trace time")
-	f.Float64Var(&tcfg.Speedup, "speedup", tcfg.Speedup, "--trace: play the trace this many times faster (the links keep their speed)")
+	f.Float64Var(&tcfg.Speedup, "speedup", tcfg.Speedup, "--trace: play the trace this many times faster (the links keep their speed; at 60 a trace minute is shorter than a burst's cold starts through the registry, which are then reclaimed before they are ready)")
 	f.IntVar(&tcfg.Pool, "pool", tcfg.Pool, "--trace: VMs in the pool, each hosting one instance at a time")
 	f.DurationVar(&tcfg.IdleTimeout, "idle-timeout", tcfg.IdleTimeout, "--trace: reclaim an instance idle this long, in trace time")
 	f.Float64Var(&tcfg.Scale, "scale-factor", 0, "--trace: multiply every invocation count (0: the most at which the pool holds every instance)")
