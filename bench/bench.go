@@ -49,7 +49,14 @@ type Config struct {
 	// RunDir holds the containers' bundles, mounts and unpacked root file
 	// systems with Lazy; default os.TempDir().
 	RunDir string
-	Logger *slog.Logger
+	// ReplayReads, with Lazy, records once, on one VM, what the function's
+	// container reads before it answers, and then has every VM replay
+	// those reads through its lazy path instead of starting the container
+	// (cluster.Recording): the network without this machine's CPU.
+	// CompareContainers runs every strategy with containers too, just
+	// before its replay, so that the two modes are side by side.
+	ReplayReads, CompareContainers bool
+	Logger                         *slog.Logger
 }
 
 // benchHarness starts the registry with the bench's images: generated, or
@@ -121,6 +128,23 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 			units.FormatRate(sc.RegistryBandwidth), runtime.NumCPU())
 	}
 
+	modes := []string{ModeContainer}
+	var rec *cluster.Recording
+	if cfg.ReplayReads {
+		if !cfg.Lazy {
+			return nil, errors.New("bench: replaying reads needs --lazy: they are a container's reads of its lazy image")
+		}
+		if rec, err = h.RecordReads(ctx, cfg.Timeout); err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+		fmt.Fprintf(out, "recorded on one VM: the container read %d ranges (the longest chain of reads waiting one for another: %d), %s (%.1f%% of the eStargz image), and answered %.2fs after the scale request; every VM now replays those reads, no container (registry: ready once the image is fetched, not unpacked)\n",
+			len(rec.Reads), rec.Chain, units.FormatBytes(rec.Bytes), 100*float64(rec.Bytes)/float64(h.ImageBytes()), rec.Took.Seconds())
+		modes = []string{ModeReplay}
+		if cfg.CompareContainers {
+			modes = []string{ModeContainer, ModeReplay}
+		}
+	}
+
 	var rows []Row
 	failed := 0
 	every := cfg.Every
@@ -129,29 +153,15 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	}
 	for _, n := range cfg.VMs {
 		for _, s := range strats {
-			prefix := fmt.Sprintf("  %-8s %4d VMs ", s.Name(), n)
-			p := &progress.Progress{W: out, Prefix: prefix, Every: every}
-			res, err := h.Run(ctx, s, n, cluster.RunOptions{Progress: p.Update, Interval: time.Second, Timeout: cfg.Timeout})
-			if err != nil {
-				return rows, fmt.Errorf("bench: %s at %d VMs: %w", s.Name(), n, err)
-			}
-			row := RowOf(res)
-			if f, ok := s.(cluster.Faasnet); ok {
-				row.Stripes = f.StripeCount()
-			}
-			row.BlockSize = sc.BlockSize
-			if row.BlockSize == 0 {
-				row.BlockSize = blobcache.DefaultBlockSize
-			}
-			rows = append(rows, row)
-			if row.FailedVMs > 0 {
-				failed++
-			}
-			fmt.Fprintf(out, "%sdone: makespan %.2fs, lower bound %.2fs, efficiency %.2f, registry egress %s, CPU %.0f%% (machine %.0f%%)\n",
-				prefix, row.MakespanS, row.LowerBoundS, row.Efficiency, units.FormatBytes(row.RegistryEgressBytes), 100*row.CPUUtilization, 100*row.MachineCPU)
-			if row.Containers {
-				fmt.Fprintf(out, "%s      fetched at most %s before the container answered (%.1f%% of the image)\n",
-					prefix, units.FormatBytes(row.BytesBeforeReadyMax), 100*row.FractionBeforeReady)
+			for _, mode := range modes {
+				row, err := runOne(ctx, h, s, n, mode, rec, cfg, out, every)
+				if err != nil {
+					return rows, err
+				}
+				rows = append(rows, row)
+				if row.FailedVMs > 0 {
+					failed++
+				}
 			}
 		}
 	}
@@ -172,6 +182,9 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		if cfg.Lazy {
 			doc.Scenario.PlainImageBytes = h.PlainImages()[0].Bytes()
 		}
+		if rec != nil {
+			doc.Scenario.ReplayedReads, doc.Scenario.ReplayedBytes = len(rec.Reads), rec.Bytes
+		}
 		if err := report.WriteJSON(cfg.JSON, doc); err != nil {
 			return rows, err
 		}
@@ -185,4 +198,42 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		return rows, fmt.Errorf("bench: %d run(s) had VMs that failed", failed)
 	}
 	return rows, nil
+}
+
+// The modes of a run with a function (Row.Mode).
+const (
+	ModeContainer = ""       // every VM starts the container
+	ModeReplay    = "replay" // every VM replays the recorded reads
+)
+
+// runOne runs strategy s on n VMs in mode and prints how it went.
+func runOne(ctx context.Context, h *cluster.Harness, s cluster.Strategy, n int, mode string, rec *cluster.Recording, cfg Config, out io.Writer, every time.Duration) (Row, error) {
+	name := s.Name()
+	opts := cluster.RunOptions{Interval: time.Second, Timeout: cfg.Timeout}
+	if mode == ModeReplay {
+		name += "/" + mode
+		opts.Replay = rec.Reads
+	}
+	prefix := fmt.Sprintf("  %-16s %4d VMs ", name, n)
+	p := &progress.Progress{W: out, Prefix: prefix, Every: every}
+	opts.Progress = p.Update
+	res, err := h.Run(ctx, s, n, opts)
+	if err != nil {
+		return Row{}, fmt.Errorf("bench: %s at %d VMs: %w", name, n, err)
+	}
+	row := RowOf(res)
+	if f, ok := s.(cluster.Faasnet); ok {
+		row.Stripes = f.StripeCount()
+	}
+	row.BlockSize = cfg.Scenario.BlockSize
+	if row.BlockSize == 0 {
+		row.BlockSize = blobcache.DefaultBlockSize
+	}
+	fmt.Fprintf(out, "%sdone: makespan %.2fs, lower bound %.2fs, efficiency %.2f, registry egress %s, CPU %.0f%% (machine %.0f%%)\n",
+		prefix, row.MakespanS, row.LowerBoundS, row.Efficiency, units.FormatBytes(row.RegistryEgressBytes), 100*row.CPUUtilization, 100*row.MachineCPU)
+	if row.Containers {
+		fmt.Fprintf(out, "%s      fetched at most %s before ready (%.1f%% of the image)\n",
+			prefix, units.FormatBytes(row.BytesBeforeReadyMax), 100*row.FractionBeforeReady)
+	}
+	return row, nil
 }

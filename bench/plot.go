@@ -54,8 +54,8 @@ func vmCounts(rows []Row) []int {
 func strategies(rows []Row) []string {
 	var names []string
 	for _, r := range rows {
-		if !slices.Contains(names, r.Strategy) {
-			names = append(names, r.Strategy)
+		if !slices.Contains(names, r.label()) {
+			names = append(names, r.label())
 		}
 	}
 	return names
@@ -77,7 +77,7 @@ func makespanPlot(rows []Row, counts []int) (*plot.Plot, error) {
 	for _, s := range strategies(rows) {
 		var xys plotter.XYs
 		for _, r := range rows {
-			if r.Strategy == s && r.FailedVMs == 0 && r.MakespanS > 0 {
+			if r.label() == s && r.FailedVMs == 0 && r.MakespanS > 0 {
 				xys = append(xys, plotter.XY{X: float64(r.VMs), Y: r.MakespanS})
 			}
 		}
@@ -136,7 +136,7 @@ func cdfPlot(rows []Row, vms int) (*plot.Plot, error) {
 		if r.VMs != vms {
 			continue
 		}
-		s := report.Series{Name: r.Strategy, Total: len(r.ReadyS)}
+		s := report.Series{Name: r.label(), Total: len(r.ReadyS)}
 		for _, t := range r.ReadyS {
 			if t >= 0 {
 				s.Values = append(s.Values, t)

@@ -59,6 +59,17 @@ type Row struct {
 	// Phases is the distribution over the VMs of the time, from the scale
 	// request, each phase was reached; for strategies with workers.
 	Phases map[string]cluster.PhaseStats `json:"phases,omitempty"`
+	// Mode is "replay" when the VMs replayed the container's recorded
+	// reads instead of starting it (bench --replay-reads), else empty.
+	Mode string `json:"mode,omitempty"`
+}
+
+// label names the row's strategy and mode in tables.
+func (r Row) label() string {
+	if r.Mode == "" {
+		return r.Strategy
+	}
+	return r.Strategy + "/" + r.Mode
 }
 
 // maxVMErrors is how many failed VMs' errors a row keeps.
@@ -74,6 +85,9 @@ func RowOf(r *cluster.Result) Row {
 		FirstReadyS: r.FirstReady.Seconds(), ImageBytes: r.ImageBytes, VMReceivedBytes: r.Received,
 		FailedVMs: r.Failed, CPUUtilization: r.CPU, MachineCPU: r.MachineCPU, Error: r.Err,
 		Containers: r.Containers, Phases: r.PhaseStats(),
+	}
+	if r.Replayed {
+		row.Mode = ModeReplay
 	}
 	row.BytesBeforeReadyMax, row.BytesBeforeReadyMin = r.BeforeReady()
 	row.FractionBeforeReady = r.FractionBeforeReady()
@@ -111,6 +125,10 @@ type Scenario struct {
 	// the image as built, which registry pulls.
 	Lazy            bool  `json:"lazy,omitempty"`
 	PlainImageBytes int64 `json:"plain_image_bytes,omitempty"`
+	// ReplayedReads and ReplayedBytes are the recorded reads that replay
+	// rows replayed (bench --replay-reads).
+	ReplayedReads int   `json:"replayed_reads,omitempty"`
+	ReplayedBytes int64 `json:"replayed_bytes,omitempty"`
 }
 
 // Doc is the JSON document of a benchmark run.
@@ -129,7 +147,7 @@ func WriteTable(w io.Writer, rows []Row) error {
 		if r.FailedVMs > 0 {
 			makespan = fmt.Sprintf("FAILED %d", r.FailedVMs)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.0f%%/%.0f%%\t\n", r.Strategy, r.VMs, makespan,
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.0f%%/%.0f%%\t\n", r.label(), r.VMs, makespan,
 			secs(r.P50S), secs(r.P90S), secs(r.P99S), units.FormatBytes(r.RegistryEgressBytes),
 			units.FormatBytes(r.MaxVMUploadBytes), secs(r.LowerBoundS), r.Efficiency, 100*r.CPUUtilization, 100*r.MachineCPU)
 	}
@@ -142,7 +160,38 @@ func WriteTable(w io.Writer, rows []Row) error {
 	for _, s := range Speedups(rows) {
 		fmt.Fprintln(w, s)
 	}
+	for _, s := range Agreement(rows) {
+		fmt.Fprintln(w, s)
+	}
 	return nil
+}
+
+// Agreement compares, for each strategy and VM count measured in both
+// modes, the replay of the recorded reads with the real containers: the
+// replay leaves out the containers' CPU, so it is expected to be as fast
+// or faster, by about the time one container needs once its data is there.
+func Agreement(rows []Row) []string {
+	var out []string
+	for _, c := range rows {
+		if !c.Containers || c.Mode != ModeContainer || c.FailedVMs > 0 || c.MakespanS <= 0 {
+			continue
+		}
+		for _, r := range rows {
+			if r.Mode != ModeReplay || r.Strategy != c.Strategy || r.VMs != c.VMs || r.FailedVMs > 0 || r.MakespanS <= 0 {
+				continue
+			}
+			out = append(out, fmt.Sprintf("%s at %d VMs: replay/containers makespan %.2f (%.2fs / %.2fs), p50 %.2f (%.2fs / %.2fs)",
+				c.Strategy, c.VMs, r.MakespanS/c.MakespanS, r.MakespanS, c.MakespanS, ratio(r.P50S, c.P50S), r.P50S, c.P50S))
+		}
+	}
+	return out
+}
+
+func ratio(a, b float64) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return a / b
 }
 
 // writeContainerTable writes, for the rows whose VMs ran containers, what
@@ -170,7 +219,7 @@ func writeContainerTable(w io.Writer, rows []Row) error {
 		if !r.Containers {
 			continue
 		}
-		cells := []string{r.Strategy, fmt.Sprint(r.VMs), units.FormatBytes(r.BytesBeforeReadyMax), fmt.Sprintf("%.1f%%", 100*r.FractionBeforeReady)}
+		cells := []string{r.label(), fmt.Sprint(r.VMs), units.FormatBytes(r.BytesBeforeReadyMax), fmt.Sprintf("%.1f%%", 100*r.FractionBeforeReady)}
 		for _, p := range phases {
 			cell := "-"
 			if st, ok := r.Phases[p]; ok {
@@ -195,7 +244,7 @@ func Speedups(rows []Row) []string {
 		}
 		var parts []string
 		for _, o := range rows {
-			if o.VMs != f.VMs || o.Strategy == "faasnet" || o.FailedVMs > 0 || o.MakespanS <= 0 {
+			if o.VMs != f.VMs || o.Mode != f.Mode || o.Strategy == "faasnet" || o.FailedVMs > 0 || o.MakespanS <= 0 {
 				continue
 			}
 			if o.Strategy == "faasnet-plaintext" {
@@ -206,7 +255,7 @@ func Speedups(rows []Row) []string {
 			parts = append(parts, fmt.Sprintf("%.1fx vs %s", o.MakespanS/f.MakespanS, o.Strategy))
 		}
 		if len(parts) > 0 {
-			out = append(out, fmt.Sprintf("faasnet at %d VMs: %s (makespan ratio)", f.VMs, strings.Join(parts, ", ")))
+			out = append(out, fmt.Sprintf("%s at %d VMs: %s (makespan ratio)", f.label(), f.VMs, strings.Join(parts, ", ")))
 		}
 	}
 	return out
@@ -222,7 +271,7 @@ func Warnings(rows []Row) []string {
 	busy, worst, ours := 0, 0.0, 0.0
 	for _, r := range rows {
 		if r.CPUUtilization >= cluster.CPUBusy {
-			out = append(out, fmt.Sprintf("warning: %s at %d VMs: %s", r.Strategy, r.VMs, cluster.CPUWarning(r.CPUUtilization, r.MachineCPU)))
+			out = append(out, fmt.Sprintf("warning: %s at %d VMs: %s", r.label(), r.VMs, cluster.CPUWarning(r.CPUUtilization, r.MachineCPU)))
 		} else if r.MachineCPU >= cluster.CPUBusy {
 			busy++
 			worst, ours = max(worst, r.MachineCPU), max(ours, r.CPUUtilization)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -119,7 +120,15 @@ type workerDeployment struct {
 	workers   []*worker.Worker
 	stops     []context.CancelFunc // stops[i] ends workers[i]
 	wwg       sync.WaitGroup       // the workers' Serve
-	mwg       sync.WaitGroup       // the manager's Run and server
+	// For recycle: the deployment's context, each worker's config, where
+	// it listens, how many times it was recycled, and a channel closed
+	// when its Serve returned.
+	ctx    context.Context
+	cfgs   []worker.Config
+	addrs  []string
+	gens   []int
+	served []chan struct{}
+	mwg    sync.WaitGroup // the manager's Run and server
 
 	mu    sync.Mutex
 	trees []api.Tree
@@ -181,6 +190,12 @@ func (d *workerDeployment) start(ctx context.Context) error {
 		if d.env.Spec != nil {
 			cfg.Containers, cfg.RunDir = true, filepath.Join(d.env.RunDir, vm.Name)
 			cfg.Sandbox.Off = d.env.NoSandbox
+			switch {
+			case d.env.Replay != nil:
+				cfg.Containers, cfg.RunContainer = false, replayRunner(d.env.Replay)
+			case d.env.record != nil:
+				cfg.Containers, cfg.RunContainer = false, d.env.record.runner(cfg.RunDir, vm.Name, d.env.Logger)
+			}
 		}
 		w, err := worker.New(cfg)
 		if err != nil {
@@ -191,11 +206,66 @@ func (d *workerDeployment) start(ctx context.Context) error {
 			return err
 		}
 		wctx, stop := context.WithCancel(ctx)
+		served := make(chan struct{})
 		d.workers = append(d.workers, w)
 		d.stops = append(d.stops, stop)
-		d.wwg.Go(func() { w.Serve(wctx, ln) })
+		d.cfgs = append(d.cfgs, cfg)
+		d.addrs = append(d.addrs, ln.Addr().String())
+		d.gens = append(d.gens, 0)
+		d.served = append(d.served, served)
+		d.wwg.Go(func() {
+			defer close(served)
+			w.Serve(wctx, ln)
+		})
 	}
+	d.ctx = ctx
 	return d.waitRegistered(ctx)
+}
+
+// recycle stops VM i's worker, removes its cache and run directory and
+// starts a fresh worker for the VM on the same address: a VM back in the
+// pool as new, holding nothing of the functions it hosted. Call it only
+// for a VM that hosts no function, and not while Progress or Report run.
+func (d *workerDeployment) recycle(i int) error {
+	d.stops[i]()
+	<-d.served[i]
+	cfg := d.cfgs[i]
+	if err := os.RemoveAll(cfg.CacheDir); err != nil {
+		return fmt.Errorf("recycling %s: %w", cfg.ID, err)
+	}
+	os.RemoveAll(cfg.RunDir)
+	d.gens[i]++
+	base := filepath.Join(d.env.Dir, cfg.ID)
+	cfg.CacheDir = fmt.Sprintf("%s.%d", base, d.gens[i])
+	if cfg.RunDir != "" {
+		cfg.RunDir = filepath.Join(d.env.RunDir, fmt.Sprintf("%s.%d", cfg.ID, d.gens[i]))
+	}
+	w, err := worker.New(cfg)
+	if err != nil {
+		return fmt.Errorf("recycling %s: %w", cfg.ID, err)
+	}
+	// The same address: the manager and the trees know the VM by it.
+	ln, err := net.Listen("tcp", d.addrs[i])
+	if err != nil {
+		return fmt.Errorf("recycling %s: listening on %s again: %w", cfg.ID, d.addrs[i], err)
+	}
+	wctx, stop := context.WithCancel(d.ctx)
+	served := make(chan struct{})
+	d.mu.Lock()
+	d.workers[i], d.stops[i], d.cfgs[i], d.served[i] = w, stop, cfg, served
+	d.mu.Unlock()
+	d.wwg.Go(func() {
+		defer close(served)
+		w.Serve(wctx, ln)
+	})
+	return nil
+}
+
+// worker returns VM i's current worker.
+func (d *workerDeployment) worker(i int) *worker.Worker {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.workers[i]
 }
 
 // controlPlane is where the manager answers, when it runs secure.

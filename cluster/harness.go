@@ -16,6 +16,7 @@ import (
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/bound"
 	"github.com/faasnet/faasnet/imagegen"
+	"github.com/faasnet/faasnet/lazy"
 )
 
 // Options configures a Harness.
@@ -148,6 +149,11 @@ type RunOptions struct {
 	// NoSandbox runs the containers on the host's network and as the
 	// host's root, to measure what the sandbox costs.
 	NoSandbox bool
+	// Replay, with a Function, makes the VMs replay these reads (from
+	// RecordReads) instead of starting its container: see Recording.
+	Replay []lazy.BlobRead
+	// record, with a Function, records what the containers read.
+	record *recorder
 }
 
 // ControlPlane is where a deployment's manager answers and the files an
@@ -192,6 +198,9 @@ type Result struct {
 	// Containers says the VMs ran the Function's container: ready means
 	// it answered.
 	Containers bool
+	// Replayed says the VMs replayed the container's recorded reads
+	// instead (RunOptions.Replay): ready means the reads completed.
+	Replayed bool
 	// Phases are each VM's phases (VMReport.Phases) as times from the
 	// start of provisioning, in the order of Reports.
 	Phases []map[string]time.Duration
@@ -217,7 +226,8 @@ func (h *Harness) Run(ctx context.Context, s Strategy, vms int, opts RunOptions)
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	env := &Env{Registry: h.reg, Images: h.images, Plain: h.plain, VMs: makeVMs(vms), Scenario: h.sc, Dir: dir, Spec: h.spec, NoSandbox: opts.NoSandbox, Logger: h.log}
+	env := &Env{Registry: h.reg, Images: h.images, Plain: h.plain, VMs: makeVMs(vms), Scenario: h.sc, Dir: dir, Spec: h.spec, Logger: h.log,
+		NoSandbox: opts.NoSandbox, Replay: opts.Replay, record: opts.record}
 	if h.spec != nil {
 		runParent := h.runDir
 		if runParent == "" {
@@ -274,7 +284,7 @@ func (h *Harness) Run(ctx context.Context, s Strategy, vms int, opts RunOptions)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	res := &Result{Strategy: s.Name(), VMs: vms, ImageBytes: env.ImageBytes(), Wall: wall, RegistryEgress: egress, Containers: h.spec != nil}
+	res := &Result{Strategy: s.Name(), VMs: vms, ImageBytes: env.ImageBytes(), Wall: wall, RegistryEgress: egress, Containers: h.spec != nil, Replayed: h.spec != nil && opts.Replay != nil}
 	if o, ok := dep.(interface{ imageBytes() int64 }); ok {
 		res.ImageBytes = o.imageBytes()
 	}

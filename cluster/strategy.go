@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/api"
+	"github.com/faasnet/faasnet/lazy"
 )
 
 // A Strategy is a way of bringing images to VMs: faasnet's function trees,
@@ -60,7 +61,11 @@ type Env struct {
 	// NoSandbox runs the containers without their network and user
 	// namespaces (RunOptions.NoSandbox).
 	NoSandbox bool
-	Logger    *slog.Logger
+	// Replay, with Spec, makes worker VMs replay these reads instead of
+	// starting the container (see Recording); record records them.
+	Replay []lazy.BlobRead
+	record *recorder
+	Logger *slog.Logger
 }
 
 // ImageBytes is what each VM must receive: all images.

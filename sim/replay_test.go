@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"math"
 	"reflect"
 	"testing"
 	"time"
@@ -119,4 +120,53 @@ func TestReplayRealTrace(t *testing.T) {
 		t.Errorf("%d cold starts, %d unfinished, %d rejected", r.ColdStarts, r.Unfinished, r.Rejected)
 	}
 	t.Logf("%d minutes: %d cold starts, latency p50 %.2fs p99 %.2fs, wall %.1fs", r.Minutes, r.ColdStarts, r.Latency.P50, r.Latency.P99, r.Wall)
+}
+
+// TestReplaySpedUp: a trace minute of two seconds changes nothing here,
+// where every start takes under a second and starts come minutes apart:
+// the same starts with the same latencies, counted from the sped-up
+// minute. A negative minute is refused.
+func TestReplaySpedUp(t *testing.T) {
+	tr, rc := syntheticReplay(t)
+	for _, s := range []Strategy{FaaSNet, Registry, OnDemand} {
+		real, err := Replay(tr, rc, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fast := rc
+		fast.Minute = 2 * time.Second
+		sped, err := Replay(tr, fast, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sped.ColdStarts != real.ColdStarts || sped.RegistryEgress != real.RegistryEgress || len(sped.Latencies) != len(real.Latencies) {
+			t.Fatalf("%s: sped up %d starts, %d bytes; real time %d, %d", s, sped.ColdStarts, sped.RegistryEgress, real.ColdStarts, real.RegistryEgress)
+		}
+		for i, l := range real.Latencies {
+			if l >= 2 || math.Abs(sped.Latencies[i]-l) > 0.01*l {
+				t.Errorf("%s: start %d took %v s sped up, %v s in real time (want equal, under the 2 s minute)", s, i, sped.Latencies[i], l)
+			}
+		}
+	}
+	// A minute of a millisecond puts fA's two bursts, fC's two starts and
+	// all the rest within 20 ms: they share the registry and take longer.
+	crowded := rc
+	crowded.Minute = time.Millisecond
+	real, err := Replay(tr, rc, Registry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sped, err := Replay(tr, crowded, Registry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("registry: slowest %v s crowded, %v s real time", sped.Latency.Max, real.Latency.Max)
+	if sped.Latency.Max < 1.5*real.Latency.Max {
+		t.Errorf("registry: slowest start %v s with the trace in 20 ms, %v s in real time; want much slower", sped.Latency.Max, real.Latency.Max)
+	}
+	bad := rc
+	bad.Minute = -time.Second
+	if _, err := Replay(tr, bad, FaaSNet); err == nil {
+		t.Error("a negative minute was accepted")
+	}
 }

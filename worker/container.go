@@ -47,7 +47,7 @@ func (w *Worker) cleanupRuns(ctx context.Context) {
 // whole fetch. It returns when the container answers its readiness check,
 // and leaves a stop function that ends the container and unmounts.
 func (w *Worker) runContainer(ctx context.Context, f *function, spec api.FunctionSpec, m manifestInfo, held *[]*blobcache.Blob) (stop func(), err error) {
-	if w.containers == nil {
+	if w.containers == nil && w.cfg.RunContainer == nil {
 		return nil, fmt.Errorf("function %s wants a container, but this worker does not run containers (start it with --containers, as root with runc)", f.name)
 	}
 	cfgBlob, err := w.waitComplete(ctx, f, m.config.Digest.String())
@@ -83,13 +83,13 @@ func (w *Worker) runContainer(ctx context.Context, f *function, spec api.Functio
 		}
 		cf.Image = w.localImage(m, cfgBlob)
 	}
-	run, err := w.containers.Run(ctx, cf)
+	stopRun, addr, err := w.startContainer(ctx, cf)
 	if err != nil {
 		return nil, err
 	}
 	w.noteBytesBeforeReady(f)
 	w.mu.Lock()
-	f.address = netip.AddrPortFrom(run.Addr(), uint16(run.Port())).String()
+	f.address = addr
 	w.mu.Unlock()
 	if lazyImage && !spec.NoStream {
 		// Once the function answers, the rest of the image streams in
@@ -105,10 +105,25 @@ func (w *Worker) runContainer(ctx context.Context, f *function, spec api.Functio
 	return func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := run.Stop(sctx); err != nil {
+		if err := stopRun(sctx); err != nil {
 			w.log.Warn("stopping the container", "function", f.name, "err", err)
 		}
 	}, nil
+}
+
+// startContainer starts cf with runc, or with Config.RunContainer where
+// set, and returns how to stop it and where it answers (none for a
+// stand-in).
+func (w *Worker) startContainer(ctx context.Context, cf container.Function) (stop func(context.Context) error, addr string, err error) {
+	if w.cfg.RunContainer != nil {
+		stop, err := w.cfg.RunContainer(ctx, cf)
+		return stop, "", err
+	}
+	run, err := w.containers.Run(ctx, cf)
+	if err != nil {
+		return nil, "", err
+	}
+	return run.Stop, netip.AddrPortFrom(run.Addr(), uint16(run.Port())).String(), nil
 }
 
 // lazyLayers are the eStargz layers of descs, read through the tree on

@@ -72,6 +72,13 @@ type Config struct {
 	Runc       string // the runc binary; "" finds it
 	// Sandbox fences the containers in; its zero value is the full sandbox.
 	Sandbox Sandbox
+	// RunContainer, when set, stands in for runc: it is given each
+	// function's container to start (its lazy layers read through the
+	// tree, or its image once fetched) and returns once the function is
+	// ready, with how to stop it. Containers is then implied and RunDir
+	// unused. For benches that replay what a container reads instead of
+	// running one (cluster's replay mode), not for production.
+	RunContainer func(ctx context.Context, f container.Function) (stop func(context.Context) error, err error)
 
 	// Limits bound what one image may cost this worker.
 	Limits Limits

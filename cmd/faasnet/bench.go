@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -18,6 +19,7 @@ func init() { subcommands = append(subcommands, newBenchCmd) }
 
 func newBenchCmd() *cobra.Command {
 	cfg := bench.Config{Timeout: 10 * time.Minute}
+	tcfg := bench.TraceConfig{Window: 30 * time.Minute, Speedup: 20, Pool: 64, IdleTimeout: 15 * time.Minute, Drain: 10 * time.Minute}
 	var (
 		size            = units.Size(16 << 20)
 		block           = units.Size(512 << 10)
@@ -50,11 +52,41 @@ faasnet's worker and no tree. swarm cannot start containers. The table
 adds the bytes fetched before each container answered and the median
 time of each phase; the lower bound is then for the least any VM
 fetched before it was ready. --lazy needs root, runc and /dev/fuse; its
-defaults differ: ` + lazyDefaults + `.`,
+defaults differ: ` + lazyDefaults + `.
+
+With --lazy --replay-reads, the container runs once, on one VM fetching
+from the registry, and its lazy mount records the byte ranges of the
+layer blobs it reads until the container answers; then every VM of every
+run replays exactly those reads, as concurrent as recorded, through its
+worker's lazy path (the tree, or the registry), with no container and no
+mount, and is ready when they completed. This takes the 2-core machine's
+CPU out of lazy starts at 128 VMs and beyond; registry VMs are ready once
+the whole image is fetched (no unpacking). --compare-containers runs each
+strategy with real containers too, so that the two modes are side by
+side.
+
+With --trace DIR, bench replays a window of an Azure Functions trace
+(2019 format) instead: the most bursty --window of it for --functions
+functions, by the criterion it prints, with the invocations scaled so that
+a pool of --pool VMs (one instance each) holds every instance, played
+--speedup times faster. The real manager scales each function's tree out
+at every minute's cold starts and in at its reclaims (idle for
+--idle-timeout); a reclaimed VM starts again with an empty cache. Each
+strategy (default faasnet, ondemand, registry) replays the same schedule,
+with --replay-reads unless --replay-reads=false, and the simulator replays
+the same window at the same scale beside it. It reports per strategy the
+cold starts, the percentiles of their latency, the registry's egress and
+the largest tree, and plots latency over trace time.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if tcfg.Dir != "" {
+				return runTraceBench(cmd, &tcfg, &cfg, functions, bw, regBW, block, level)
+			}
 			if cfg.Lazy {
 				lazyBenchDefaults(cmd.Flags().Changed, &cfg, &bw, &regBW)
+			}
+			if (cfg.ReplayReads && !cfg.Lazy) || (cfg.CompareContainers && !cfg.ReplayReads) {
+				return errors.New("--replay-reads needs --lazy, and --compare-containers needs --replay-reads")
 			}
 			cfg.Scenario = cluster.Scenario{
 				ImageSize: int64(size), Layers: layers, Functions: functions,
@@ -85,6 +117,15 @@ defaults differ: ` + lazyDefaults + `.`,
 	f.StringVar(&cfg.JSON, "json", "", "write the results to this file as JSON")
 	f.StringVar(&cfg.Plot, "plot", "", "draw the results to this SVG file")
 	f.BoolVar(&cfg.Lazy, "lazy", false, "start the Python function's container on every VM (needs root, runc, /dev/fuse); see above")
+	f.BoolVar(&cfg.ReplayReads, "replay-reads", false, "with --lazy: record once, on one VM, what the container reads before it answers, then have every VM replay those reads through its lazy path instead of starting a container (the network without this machine's CPU)")
+	f.StringVar(&tcfg.Dir, "trace", "", "replay the most bursty window of the Azure Functions trace in this directory (invocations.csv, durations.csv); see above")
+	f.DurationVar(&tcfg.Window, "window", tcfg.Window, "--trace: length of the window, in trace time")
+	f.Float64Var(&tcfg.Speedup, "speedup", tcfg.Speedup, "--trace: play the trace this many times faster (the links keep their speed; at 60 a trace minute is shorter than a burst's cold starts through the registry, which are then reclaimed before they are ready)")
+	f.IntVar(&tcfg.Pool, "pool", tcfg.Pool, "--trace: VMs in the pool, each hosting one instance at a time")
+	f.DurationVar(&tcfg.IdleTimeout, "idle-timeout", tcfg.IdleTimeout, "--trace: reclaim an instance idle this long, in trace time")
+	f.Float64Var(&tcfg.Scale, "scale-factor", 0, "--trace: multiply every invocation count (0: the most at which the pool holds every instance)")
+	f.DurationVar(&tcfg.Drain, "drain", tcfg.Drain, "--trace: after the window, wait at most this long for starts under way")
+	f.BoolVar(&cfg.CompareContainers, "compare-containers", false, "with --replay-reads: also run every strategy with real containers, side by side with its replay")
 	return cmd
 }
 
@@ -119,4 +160,23 @@ func lazyBenchDefaults(changed func(flag string) bool, cfg *bench.Config, bw, re
 	if !changed("timeout") {
 		cfg.Timeout = lazyTimeout
 	}
+}
+
+// runTraceBench runs bench --trace with the lazy bench's links.
+func runTraceBench(cmd *cobra.Command, tcfg *bench.TraceConfig, cfg *bench.Config, functions int, bw, regBW units.Rate, block units.Size, level slog.Level) error {
+	changed := cmd.Flags().Changed
+	lazyBenchDefaults(changed, cfg, &bw, &regBW)
+	tcfg.Functions = 8
+	if changed("functions") {
+		tcfg.Functions = functions
+	}
+	tcfg.Strategies = cfg.Strategies
+	tcfg.Replay = cfg.ReplayReads || !changed("replay-reads")
+	tcfg.Scenario = cluster.Scenario{Bandwidth: int64(bw), RegistryBandwidth: int64(regBW), BlockSize: int64(block)}
+	tcfg.JSON, tcfg.Plot, tcfg.Out = cfg.JSON, cfg.Plot, cmd.OutOrStdout()
+	tcfg.Command = "faasnet " + strings.Join(os.Args[1:], " ")
+	tcfg.RecordFor = cfg.Timeout
+	tcfg.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+	_, err := bench.RunTrace(cmd.Context(), *tcfg)
+	return err
 }
