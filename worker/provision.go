@@ -162,6 +162,16 @@ func (w *Worker) resolve(ctx context.Context, f *function) (peer.Descriptor, err
 		d, ok := w.images[ref]
 		w.mu.Unlock()
 		if ok {
+			// Remembered from another function of the image: claim the
+			// manifest as f's too, or that function's release would stop
+			// the fetch f waits for.
+			repo, err := w.repository(ref)
+			if err != nil {
+				return d, err
+			}
+			w.mu.Lock()
+			w.learn(f, d.Digest, d.Size, d.MediaType, true, repo)
+			w.mu.Unlock()
 			return d, nil
 		}
 		parent, from := addrOf(a.Parent), a.Parent
