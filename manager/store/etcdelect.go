@@ -183,3 +183,12 @@ func (s *Etcd) waitChange(ctx context.Context, pfx string, rev int64) error {
 	}
 	return errors.New("store: watch of the election ended")
 }
+
+// Value returns what the elector campaigns with: this process's advertised
+// URL.
+func (e *Elector) Value() string { return e.value }
+
+// ObserveLeader is the store's ObserveLeader.
+func (e *Elector) ObserveLeader(ctx context.Context, f func(leader string)) {
+	e.s.ObserveLeader(ctx, f)
+}
