@@ -57,7 +57,10 @@ type Options struct {
 	// Security makes the manager the cluster's CA and has it authorize
 	// every call, push over mutual TLS and sign grants. nil: plain HTTP
 	// and no authorization, for plaintext benchmarks and old tests only.
-	Security *Security
+	Security *Security	// Election makes the manager one of several on an etcd prefix: it
+	// leads only while it holds the election (see Run), and follows
+	// otherwise (see ha.go). nil: always the leader.
+	Election *store.Elector
 }
 
 // Manager holds the control-plane state.
@@ -84,6 +87,7 @@ type Manager struct {
 	// assigned holds, by VM, every image the manager assigned it in this
 	// manager's life: the only images placement believes a VM caches.
 	assigned map[string]map[string]bool
+	ha haState // the manager's place in the election (ha.go)
 }
 
 type vmState struct {
@@ -141,6 +145,7 @@ func New(ctx context.Context, st store.Store, opts Options) (*Manager, error) {
 		}
 	}
 	m.metrics.collectFrom(m)
+	m.initHA()
 	return m, nil
 }
 
@@ -201,9 +206,9 @@ func (m *Manager) Close() { m.pusher.stop() }
 // and forgets expired VM certificates and grants.
 const maintainEvery = time.Minute
 
-// Run detects failed VMs, pushes assignments and keeps the security state
-// until ctx is done.
-func (m *Manager) Run(ctx context.Context) {
+// runLoops detects failed VMs, pushes assignments and keeps the security
+// state until ctx is done.
+func (m *Manager) runLoops(ctx context.Context) {
 	go m.pusher.run(ctx)
 	period := m.opts.VMTimeout / 4
 	if period > time.Second {
