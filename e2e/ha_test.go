@@ -81,7 +81,7 @@ func startHA(t *testing.T, nMgr, nWorkers int, fns ...string) *haCluster {
 		c.workers[id] = certs
 		start(t, id, "worker", "--id", id, "--listen", "127.0.0.1:0", "--manager", c.urls,
 			"--ca", c.mgrs[0].caFile, "--join-token", c.mgrs[0].joinFile(), "--cache", t.TempDir(), "--cert-dir", certs,
-			"--heartbeat", "200ms", "--parent-timeout", "3s", "--stall-timeout", "3s")
+			"--oci-listen", "127.0.0.1:0", "--heartbeat", "200ms", "--parent-timeout", "3s", "--stall-timeout", "3s")
 	}
 	waitVMs(t, c.admin, nWorkers)
 	for _, fn := range fns {

@@ -110,9 +110,9 @@ func runManager(ctx context.Context, listen, dataDir string, state stateFlags, o
 	}
 	defer ln.Close()
 	e, _ := st.(*store.Etcd)
-	leads := true
+	leads, url := true, ""
 	if e != nil {
-		url := advertisedURL(state.url, ln.Addr().String(), opts.Security.Names)
+		url = advertisedURL(state.url, ln.Addr().String(), opts.Security.Names)
 		if opts.Election, err = e.Elector(url, state.ttl); err != nil {
 			return err
 		}
@@ -150,7 +150,7 @@ func runManager(ctx context.Context, listen, dataDir string, state stateFlags, o
 		srv.Shutdown(shutdown)
 	}()
 	caFile, adminFile, joinFile := m.SecurityFiles()
-	slog.Info("manager serving over TLS", "addr", ln.Addr().String(), "data", dataDir, "etcd", state.etcd, "url", m.Leader(), "vm_timeout", opts.VMTimeout,
+	slog.Info("manager serving over TLS", "addr", ln.Addr().String(), "data", dataDir, "etcd", state.etcd, "url", url, "vm_timeout", opts.VMTimeout,
 		"ca", caFile, "admin_token", adminFile, "join_token", joinFile)
 	if err := srv.Serve(tlsLn); !errors.Is(err, http.ErrServerClosed) {
 		stop()

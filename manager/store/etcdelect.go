@@ -12,8 +12,9 @@ import (
 )
 
 // etcdElection is where, under the store's prefix, the managers campaign:
-// one key per candidate, holding its advertised URL; the oldest leads.
-const etcdElection = "election/"
+// one key per candidate under it and "/", holding its advertised URL; the
+// oldest leads. (concurrency.Election adds the "/".)
+const etcdElection = "election"
 
 // Elector campaigns for the leadership of an elected store's prefix
 // (EtcdOptions.Elect) with concurrency.Election. While a Term lasts, the
@@ -120,7 +121,7 @@ func (t *Term) End(ctx context.Context) {
 // ObserveLeader calls f with the current leader's value ("" when none) at
 // the start and after every change, until ctx ends.
 func (s *Etcd) ObserveLeader(ctx context.Context, f func(leader string)) {
-	pfx := s.prefix + etcdElection
+	pfx := s.prefix + etcdElection + "/"
 	last := "\x00" // no value: f is called at the start
 	for ctx.Err() == nil {
 		rev, err := s.readLeader(ctx, pfx, func(v string) {
