@@ -57,7 +57,8 @@ type Options struct {
 	// Security makes the manager the cluster's CA and has it authorize
 	// every call, push over mutual TLS and sign grants. nil: plain HTTP
 	// and no authorization, for plaintext benchmarks and old tests only.
-	Security *Security // Election makes the manager one of several on an etcd prefix: it
+	Security *Security
+	// Election makes the manager one of several on an etcd prefix: it
 	// leads only while it holds the election (see Run), and follows
 	// otherwise (see ha.go). nil: always the leader.
 	Election *store.Elector
@@ -87,7 +88,8 @@ type Manager struct {
 	// assigned holds, by VM, every image the manager assigned it in this
 	// manager's life: the only images placement believes a VM caches.
 	assigned map[string]map[string]bool
-	ha       haState // the manager's place in the election (ha.go)
+
+	ha haState // the manager's place in the election (ha.go)
 }
 
 type vmState struct {
