@@ -112,6 +112,11 @@ func (c *haCluster) startManager(i int, addr, dir string) *manager {
 	return m
 }
 
+// client returns an operator client of manager i alone.
+func (c *haCluster) client(i int) *api.Client {
+	return api.NewTLSClient(c.mgrs[i].url, pki.NewVerifier(c.mgrs[0].ca, nil).ManagerClient(nil), c.admin.Token)
+}
+
 // health asks manager i for /healthz.
 func (c *haCluster) health(i int) api.Health {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -209,8 +214,14 @@ func (c *haCluster) toggle(ctx context.Context, mod model, fn, vm string) (int, 
 func (c *haCluster) check(mod model, limit time.Duration) {
 	c.t.Helper()
 	ctx := context.Background()
+	// The leader's trees: a follower's copy may lag a change behind.
+	lead := c.leader(-1)
+	if lead < 0 {
+		c.t.Fatal("no manager leads")
+	}
+	lc := c.client(lead)
 	for _, fn := range c.fns {
-		tr, err := c.admin.Tree(ctx, fn)
+		tr, err := lc.Tree(ctx, fn)
 		if err != nil {
 			c.t.Fatal(err)
 		}
@@ -415,18 +426,34 @@ func TestHAPausedLeader(t *testing.T) {
 	if l := c.leader(next); l >= 0 {
 		t.Fatalf("manager %d leads too", l)
 	}
-	// Calls sent to it now reach the leader.
+	// It answers reads from its copy, which has every VM, and sends
+	// writes to the leader.
 	resumed := api.NewTLSClient(c.mgrs[lead].url, pki.NewVerifier(c.mgrs[0].ca, nil).ManagerClient(nil), c.admin.Token)
 	vmsNow, err := resumed.VMs(ctx)
 	if err != nil || len(vmsNow) != len(c.workers) {
 		t.Fatalf("VMs through the resumed manager: %d, %v; want all %d", len(vmsNow), err, len(c.workers))
 	}
-	if _, err := c.toggle(ctx, mod, "f0", "vm-3"); err != nil {
+	if _, err := resumed.Scale(ctx, "f0", api.ScaleRequest{VMs: []string{"vm-3"}}); err != nil {
 		t.Fatal(err)
 	}
-	c.check(mod, 30*time.Second)
+	mod["f0"]["vm-3"] = true
 	if n := netAddrOf(resumed.Base); n != c.mgrs[next].proc.addr {
 		t.Errorf("the client through the resumed manager now calls %s, want the leader %s", n, c.mgrs[next].proc.addr)
+	}
+	c.check(mod, 30*time.Second)
+	// Its copy follows the leader's writes.
+	deadline := time.Now().Add(5 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		tr, err := c.client(lead).Tree(ctx, "f0")
+		if err == nil && len(tr.Nodes) == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the follower's tree of f0 after 5 s: %+v, %v; want 4 VMs", tr, err)
+		}
+		<-tick.C
 	}
 	// Whether its failure detector ran before it noticed depends on
 	// scheduling; if it did, etcd refused the removals.
@@ -526,4 +553,67 @@ func netAddrOf(url string) string {
 		return net.JoinHostPort(h, p)
 	}
 	return host
+}
+
+// TestHANoQuorum kills two of the three etcd members. A write must fail
+// with 503 and an error that names etcd; reads must still answer from the
+// managers whose copy is known, with the state as it was. Once the members
+// are back a manager leads again, writes work, and the trees hold every
+// acknowledged operation (the one that failed may or may not have been
+// applied: its outcome was unknown, and the client settles it by trying
+// again).
+func TestHANoQuorum(t *testing.T) {
+	c := startHA(t, 3, 2, "f0")
+	ctx := context.Background()
+	mod := model{"f0": {}}
+	for _, vm := range []string{"vm-0", "vm-1"} {
+		if _, err := c.toggle(ctx, mod, "f0", vm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.check(mod, 30*time.Second)
+	c.etcd.Kill(1)
+	c.etcd.Kill(2)
+	lost := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err := c.admin.Release(wctx, "f0", "vm-0")
+	cancel()
+	var se *api.StatusError
+	if !errors.As(err, &se) || se.Code != http.StatusServiceUnavailable || !strings.Contains(se.Message, "etcd") {
+		t.Fatalf("a write without quorum = %v, want 503 naming etcd", err)
+	}
+	t.Logf("a write without quorum, %v after the kills: %v", time.Since(lost).Round(time.Millisecond), err)
+	answered := 0
+	for i := range c.mgrs {
+		tr, err := c.client(i).Tree(ctx, "f0")
+		switch {
+		case err == nil && len(tr.Nodes) == 2:
+			answered++
+		case errors.As(err, &se) && se.Code == http.StatusServiceUnavailable:
+			t.Logf("manager %d without quorum: %v", i, err)
+		default:
+			t.Errorf("manager %d without quorum: tree %+v, %v; want the 2 VMs, or 503", i, tr, err)
+		}
+	}
+	if answered < 2 {
+		t.Errorf("%d managers answered reads without quorum, want at least the 2 that wrote nothing", answered)
+	}
+	if err := c.etcd.Restart(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.etcd.Restart(2); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	lead, took := c.waitLeader(-1, back, 20*time.Second)
+	t.Logf("manager %d leads %v after quorum came back", lead, took.Round(time.Millisecond))
+	wctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := c.toggle(wctx, mod, "f0", "vm-0"); err != nil { // the release of unknown outcome
+		t.Fatal(err)
+	}
+	if _, err := c.toggle(wctx, mod, "f0", "vm-0"); err != nil {
+		t.Fatal(err)
+	}
+	c.check(mod, 30*time.Second)
 }

@@ -28,14 +28,22 @@ import (
 // call never depends on two managers at once. api.Client follows the
 // redirect (keeping the token, which Go's redirects would drop between
 // hosts), and moves on to another manager when one cannot be reached.
-// Reads are redirected too: a follower's state would lag the leader's, and
-// the trust state (tokens, certificates) it would need to authorize them
-// is the leader's.
+// A follower answers the reads of the stored state itself (the VMs, the
+// functions, the trees) from a copy it loads again whenever etcd's watch
+// says the state changed: they stay answered while no manager leads (etcd
+// without quorum). What only the leader knows (status reports, the live
+// feed) is redirected. A follower's copy lags the leader's by a watch
+// event and a load.
 
 // haState is the manager's place in the election.
 type haState struct {
 	leading atomic.Bool
 	leader  atomic.Pointer[string] // the leader's URL as last observed
+	// unknown is set when a write failed and the reload after it did too
+	// (etcd unreachable): the state in memory may hold a change the store
+	// does not, or the store one memory lacks. Cleared by the next load.
+	unknown atomic.Bool
+	resign  chan struct{} // stateUnknown asks the leader to step down
 
 	role     prometheus.Gauge
 	changes  prometheus.Counter
@@ -46,6 +54,7 @@ type haState struct {
 func (m *Manager) initHA() {
 	h := &m.ha
 	h.leading.Store(m.opts.Election == nil)
+	h.resign = make(chan struct{}, 1)
 	h.role = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "faasnet_manager_leader",
 		Help: "1 while this manager leads (always, with a local store), 0 while it follows.",
@@ -121,6 +130,16 @@ func (m *Manager) Run(ctx context.Context) {
 	wg.Go(func() {
 		m.opts.Election.ObserveLeader(ctx, func(l string) { m.ha.leader.Store(&l) })
 	})
+	changed := make(chan struct{}, 1)
+	wg.Go(func() {
+		m.opts.Election.WatchState(ctx, func() {
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		})
+	})
+	wg.Go(func() { m.followState(ctx, changed) })
 	for ctx.Err() == nil {
 		term, err := m.opts.Election.Campaign(ctx)
 		if err != nil {
@@ -172,6 +191,8 @@ func (m *Manager) lead(ctx context.Context, term *store.Term) {
 	select {
 	case <-term.Done():
 		m.log.Warn("lost the leadership (cut off from etcd, or paused, for longer than the session TTL): following")
+	case <-m.ha.resign:
+		m.log.Warn("the state in memory may differ from the stored one (a write and the reload after it failed): giving the leadership up, to load it anew")
 	case <-ctx.Done():
 	}
 	m.setLeading(false)
@@ -191,6 +212,21 @@ func (m *Manager) setLeading(on bool) {
 	}
 }
 
+// stateUnknown marks the state in memory as unknown after a failed write
+// whose reload failed too. With an election the leader steps down, so that
+// the next term starts from the store, and no copy is answered from until
+// a load succeeds. m.mu is held.
+func (m *Manager) stateUnknown() {
+	if m.opts.Election == nil {
+		return
+	}
+	m.ha.unknown.Store(true)
+	select {
+	case m.ha.resign <- struct{}{}:
+	default:
+	}
+}
+
 // takeOver replaces the in-memory state with the store's: the trees, the
 // pool (every VM's clock starting now) and the tokens and certificates the
 // last leader added.
@@ -202,6 +238,12 @@ func (m *Manager) takeOver(ctx context.Context) error {
 		return err
 	}
 	m.mergeTrust(s)
+	m.ha.unknown.Store(false)
+	// A resignation asked for in an earlier term is done.
+	select {
+	case <-m.ha.resign:
+	default:
+	}
 	return nil
 }
 
@@ -227,20 +269,89 @@ func (m *Manager) mergeTrust(s store.State) {
 	t.refreshRevoked()
 }
 
+// refreshEvery bounds how often a follower loads the state again: changes
+// that come faster are taken together.
+const refreshEvery = 200 * time.Millisecond
+
+// refreshTimeout bounds one load of a follower's copy.
+const refreshTimeout = 5 * time.Second
+
+// followState loads the state again after each change while this manager
+// follows, until ctx ends.
+func (m *Manager) followState(ctx context.Context, changed <-chan struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+		if !m.Leading() {
+			m.refresh(ctx)
+		}
+		wait(ctx, refreshEvery)
+	}
+}
+
+// refresh replaces a follower's copy of the state with the store's.
+func (m *Manager) refresh(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, refreshTimeout)
+	defer cancel()
+	// A load that cannot succeed (etcd without quorum) must not hold the
+	// lock the reads wait for: try without it first.
+	if _, err := m.store.Load(ctx); err != nil {
+		m.log.Debug("follower: loading the state", "err", err)
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.Leading() {
+		return // the leader's state is its own
+	}
+	s, err := m.load(ctx)
+	if err != nil {
+		m.log.Warn("follower: loading the state", "err", err)
+		return
+	}
+	m.mergeTrust(s)
+	m.ha.unknown.Store(false)
+}
+
 // followerAnswers reports whether a follower answers r itself.
 func followerAnswers(r *http.Request) bool {
-	return r.URL.Path == api.HealthPath || r.URL.Path == "/metrics" ||
-		r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/ui/")
+	p := r.URL.Path
+	if p == api.HealthPath || p == "/metrics" {
+		return true
+	}
+	if r.Method != http.MethodGet {
+		return false
+	}
+	if strings.HasPrefix(p, "/ui/") || p == api.Prefix+"/vms" || p == api.Prefix+"/functions" {
+		return true
+	}
+	fn, ok := strings.CutPrefix(p, api.Prefix+"/functions/")
+	return ok && strings.HasSuffix(fn, "/tree") && strings.Count(fn, "/") == 1
 }
 
 // errNoLeader is a follower's answer while no leader is known.
 var errNoLeader = errors.New("no manager leads the cluster right now (an election is under way, or etcd has no quorum); try again shortly")
 
+// errStateUnknown is a follower's answer to reads while its copy is unknown.
+var errStateUnknown = errors.New("this manager's copy of the state is unknown since a write and the reload after it failed (etcd unreachable, or without quorum); ask another manager, or try again shortly")
+
 // followers wraps the API: a follower sends every call it does not answer
 // itself to the leader.
 func (m *Manager) followers(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if m.Leading() || followerAnswers(r) {
+		if m.Leading() || r.URL.Path == api.HealthPath || r.URL.Path == "/metrics" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if followerAnswers(r) {
+			if m.ha.unknown.Load() && !strings.HasPrefix(r.URL.Path, "/ui/") {
+				w.Header().Set("Retry-After", "1")
+				writeError(w, http.StatusServiceUnavailable, errStateUnknown.Error())
+				return
+			}
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -272,6 +272,7 @@ func (m *Manager) commit(ctx context.Context, op string, fn func(tx *txn) error)
 				err = &Error{503, fmt.Sprintf("storing the change (%s): %v", op, serr)}
 				if _, lerr := m.load(context.WithoutCancel(ctx)); lerr != nil {
 					m.log.Error("reloading state after a failed write", "err", lerr)
+					m.stateUnknown()
 				}
 			}
 		}

@@ -222,7 +222,7 @@ func (s *Etcd) Load(ctx context.Context) (State, error) {
 		return State{}, fmt.Errorf("store: load: %w", err)
 	}
 	resp, err := timed(s, "get", func() (*clientv3.GetResponse, error) {
-		return s.cli.Get(ctx, s.prefix+etcdState, clientv3.WithPrefix())
+		return s.cli.Get(s.fast(ctx), s.prefix+etcdState, clientv3.WithPrefix())
 	})
 	if err != nil {
 		return State{}, s.wrap(fmt.Errorf("store: load etcd prefix %q: %w", s.prefix, err))

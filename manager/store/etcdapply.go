@@ -116,7 +116,7 @@ func (s *Etcd) try(ctx context.Context, p *plan) (done bool, err error) {
 		orElse = append(orElse, clientv3.OpGet(fence.key))
 	}
 	resp, err := timed(s, "txn", func() (*clientv3.TxnResponse, error) {
-		return s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(orElse...).Commit()
+		return s.cli.Txn(s.fast(ctx)).If(cmps...).Then(ops...).Else(orElse...).Commit()
 	})
 	if err != nil {
 		s.cache = nil
@@ -160,7 +160,7 @@ func (s *Etcd) settle(ctx context.Context, fence *writeFence, id string, sendErr
 		// apply any more anyway.
 		moveOn = clientv3.OpTxn([]clientv3.Cmp{fence.cmp}, []clientv3.Op{moveOn}, nil)
 	}
-	resp, err := s.cli.Txn(ctx).
+	resp, err := s.cli.Txn(s.fast(ctx)).
 		If(clientv3.Compare(clientv3.Value(key), "=", id)).
 		Else(moveOn).
 		Commit()
@@ -265,7 +265,7 @@ func (s *Etcd) read(ctx context.Context, keys []string) error {
 	for _, k := range keys {
 		ops = append(ops, clientv3.OpGet(k))
 	}
-	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	resp, err := s.cli.Txn(s.fast(ctx)).Then(ops...).Commit()
 	if err != nil {
 		return err
 	}

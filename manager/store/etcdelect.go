@@ -154,7 +154,7 @@ func (s *Etcd) ObserveLeader(ctx context.Context, f func(leader string)) {
 // revision it read at.
 func (s *Etcd) readLeader(ctx context.Context, pfx string, f func(string)) (int64, error) {
 	resp, err := timed(s, "get", func() (*clientv3.GetResponse, error) {
-		return s.cli.Get(ctx, pfx, clientv3.WithFirstCreate()...)
+		return s.cli.Get(s.fast(ctx), pfx, clientv3.WithFirstCreate()...)
 	})
 	if err != nil {
 		return 0, err
@@ -192,4 +192,39 @@ func (e *Elector) Value() string { return e.value }
 // ObserveLeader is the store's ObserveLeader.
 func (e *Elector) ObserveLeader(ctx context.Context, f func(leader string)) {
 	e.s.ObserveLeader(ctx, f)
+}
+
+// WatchState calls f after the state under the prefix changed, until ctx
+// ends; also whenever the watch had to start again (etcd unreachable, or
+// without quorum, meanwhile), since changes may have been missed. Calls
+// do not overlap.
+func (e *Elector) WatchState(ctx context.Context, f func()) {
+	s := e.s
+	for ctx.Err() == nil {
+		err := s.watchState(ctx, f)
+		if ctx.Err() == nil {
+			_ = err // the watch ends on errors etcd gives; start again
+			t := time.NewTimer(500 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+			f()
+		}
+	}
+}
+
+func (s *Etcd) watchState(ctx context.Context, f func()) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	for wr := range s.cli.Watch(wctx, s.prefix+etcdState, clientv3.WithPrefix()) {
+		if err := wr.Err(); err != nil {
+			return err
+		}
+		if len(wr.Events) > 0 {
+			f()
+		}
+	}
+	return errors.New("store: watch of the state ended")
 }

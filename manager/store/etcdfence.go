@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -91,4 +92,15 @@ func timed[R any](s *Etcd, op string, req func() (R, error)) (R, error) {
 		(*o).Request(op, time.Since(start), err)
 	}
 	return r, err
+}
+
+// fast makes the requests of an elected store fail at once, with a gRPC
+// Unavailable ("no leader"), when the etcd member has no leader (the
+// cluster lost quorum), instead of waiting for one: a manager's writes and
+// reloads hold its lock, which its reads wait for.
+func (s *Etcd) fast(ctx context.Context) context.Context {
+	if !s.elect {
+		return ctx
+	}
+	return clientv3.WithRequireLeader(ctx)
 }

@@ -22,7 +22,7 @@ func (s *Etcd) Files(ctx context.Context) (map[string][]byte, error) {
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
-	resp, err := s.cli.Get(ctx, s.prefix+etcdFiles, clientv3.WithPrefix())
+	resp, err := s.cli.Get(s.fast(ctx), s.prefix+etcdFiles, clientv3.WithPrefix())
 	if err != nil {
 		return nil, s.wrap(fmt.Errorf("store: read files under etcd prefix %q: %w", s.prefix, err))
 	}
@@ -58,7 +58,7 @@ func (s *Etcd) PutFiles(ctx context.Context, files map[string][]byte) error {
 		cmps = append(cmps, fence.cmp)
 	}
 	resp, err := timed(s, "txn", func() (*clientv3.TxnResponse, error) {
-		return s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		return s.cli.Txn(s.fast(ctx)).If(cmps...).Then(ops...).Commit()
 	})
 	if err != nil {
 		return s.wrap(fmt.Errorf("store: put files under etcd prefix %q: %w", s.prefix, err))
