@@ -62,6 +62,10 @@ type Options struct {
 	// leads only while it holds the election (see Run), and follows
 	// otherwise (see ha.go). nil: always the leader.
 	Election *store.Elector
+	// SaveClusterFiles, if set, is called after the manager replaced a
+	// cluster file in Security.Dir (a rotated join token), to copy it
+	// where the other managers get it (etcd).
+	SaveClusterFiles func(ctx context.Context) error
 }
 
 // Manager holds the control-plane state.

@@ -119,6 +119,7 @@ func runManager(ctx context.Context, listen, dataDir string, state stateFlags, o
 		if leads, err = joinCluster(ctx, e, opts.Election, dataDir); err != nil {
 			return err
 		}
+		opts.SaveClusterFiles = func(ctx context.Context) error { return saveFiles(ctx, e, dataDir) }
 	}
 	m, err := manager.New(ctx, st, opts)
 	if err != nil {

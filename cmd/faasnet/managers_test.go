@@ -59,3 +59,28 @@ func TestManagersCommand(t *testing.T) {
 		t.Errorf("faasnet managers with no leader listed: %v\n%s", err, out)
 	}
 }
+
+// TestJoinTokenRotationReachesManagers rotates the join token through a
+// follower (which sends it to the leader) and starts another manager with
+// an empty --data: it must start, with the rotated token. (Before the
+// leader stored the rotated file in etcd, the new manager got the revoked
+// one, had to replace it, and as a follower could not store that.)
+func TestJoinTokenRotationReachesManagers(t *testing.T) {
+	cluster := testenv.StartEtcd(t, 1)
+	etcdFlags := []string{"--etcd", strings.Join(cluster.Endpoints(), ","), "--etcd-session-ttl", "2s"}
+	data1, data2, data3 := t.TempDir(), t.TempDir(), t.TempDir()
+	startFaasnet(t, append([]string{"manager", "--listen", "127.0.0.1:0", "--data", data1}, etcdFlags...)...)
+	_, addr2 := startFaasnet(t, append([]string{"manager", "--listen", "127.0.0.1:0", "--data", data2}, etcdFlags...)...)
+	url2 := "https://" + addr2
+	c := newManagerAccess(t, data2).operator(url2)
+	waitRole(t, c, url2, api.RoleFollower, 10*time.Second)
+	rotated, err := c.RotateJoinToken(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	startFaasnet(t, append([]string{"manager", "--listen", "127.0.0.1:0", "--data", data3}, etcdFlags...)...)
+	got, err := token.ReadFile(filepath.Join(data3, token.JoinFile))
+	if err != nil || got != rotated.Token {
+		t.Errorf("the new manager's join token = %q, %v; want the rotated one", got, err)
+	}
+}
