@@ -13,6 +13,7 @@ import (
 
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/manager/store"
+	"github.com/faasnet/faasnet/pki"
 )
 
 // Several managers on one etcd prefix elect a leader (Options.Election).
@@ -140,6 +141,7 @@ func (m *Manager) Run(ctx context.Context) {
 		})
 	})
 	wg.Go(func() { m.followState(ctx, changed) })
+	wg.Go(func() { m.renewWhileFollowing(ctx) })
 	for ctx.Err() == nil {
 		term, err := m.opts.Election.Campaign(ctx)
 		if err != nil {
@@ -267,6 +269,33 @@ func (m *Manager) mergeTrust(s store.State) {
 		}
 	}
 	t.refreshRevoked()
+}
+
+// renewWhileFollowing renews the manager's own certificate when due while
+// it follows (the leader's loops do while it leads), until ctx ends: a
+// follower serves TLS too.
+func (m *Manager) renewWhileFollowing(ctx context.Context) {
+	t := time.NewTicker(maintainEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if tr := m.trust; tr != nil && !m.Leading() {
+			now := m.opts.Now()
+			if leaf := tr.keeper.Get().Leaf; pki.NeedsRenewal(leaf, now) {
+				cert, err := tr.ca.IssueServer(tr.sec.Addr, tr.sec.Names, now, tr.sec.ServerCertTTL)
+				if err != nil {
+					m.log.Error("renewing the manager certificate", "err", err)
+					continue
+				}
+				tr.keeper.Set(cert)
+				m.log.Info("renewed the manager certificate", "expires", cert.Leaf.NotAfter)
+			}
+		}
+	}
 }
 
 // refreshEvery bounds how often a follower loads the state again: changes
