@@ -28,6 +28,13 @@ type haNode struct {
 // and runs it.
 func startHANode(t *testing.T, endpoints []string, lead bool) *haNode {
 	t.Helper()
+	return startHANodeOpts(t, endpoints, lead, Options{VMTimeout: time.Hour})
+}
+
+// startHANodeOpts is startHANode with opts (the election, pinner and
+// logger are set here).
+func startHANodeOpts(t *testing.T, endpoints []string, lead bool, opts Options) *haNode {
+	t.Helper()
 	st, err := store.OpenEtcd(t.Context(), store.EtcdOptions{Endpoints: endpoints, Prefix: "/ha/", Elect: true})
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +51,8 @@ func startHANode(t *testing.T, endpoints []string, lead bool) *haNode {
 			t.Fatal(err)
 		}
 	}
-	n.m, err = New(t.Context(), st, Options{VMTimeout: time.Hour, Pinner: fakePins, Election: el, Logger: slog.New(slog.DiscardHandler)})
+	opts.Pinner, opts.Election, opts.Logger = fakePins, el, slog.New(slog.DiscardHandler)
+	n.m, err = New(t.Context(), st, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,5 +177,50 @@ func TestFollower(t *testing.T) {
 	fenced(a.m, "the old leader")
 	if vms := b.m.VMs(); len(vms) != 3 {
 		t.Errorf("VMs after the fenced writes: %+v", vms)
+	}
+}
+
+// TestTakeOverRestartsClocks checks that a new leader gives every VM a full
+// VM timeout from when it took over, as a restart does, rather than
+// carrying over when its copy of the state was loaded: the VMs were silent
+// only because nobody led.
+func TestTakeOverRestartsClocks(t *testing.T) {
+	ep := testenv.StartEtcd(t, 1).Endpoints()
+	clk := &clock{now: time.Unix(1_000_000_000, 0)}
+	opts := Options{VMTimeout: 10 * time.Second, Now: clk.Now}
+	a := startHANodeOpts(t, ep, true, opts)
+	b := startHANodeOpts(t, ep, false, opts)
+	ctx := t.Context()
+	for _, vm := range []string{"vm-0", "vm-1"} {
+		if _, err := a.m.RegisterVM(ctx, vm, api.RegisterRequest{Addr: "10.0.0.1:7071"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for len(b.m.VMs()) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the follower's copy has %d VMs, want 2", len(b.m.VMs()))
+		}
+		<-tick.C
+	}
+	clk.Add(8 * time.Second)
+	a.stop()
+	<-a.done
+	waitHealth(t, b, api.RoleLeader, b.srv.URL)
+	clk.Add(8 * time.Second) // 16 s since the VMs were heard, 8 s since b leads
+	if err := b.m.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(b.m.VMs()); n != 2 {
+		t.Fatalf("%d VMs left 8 s into the new leader's term, want 2: their clocks did not restart", n)
+	}
+	clk.Add(3 * time.Second)
+	if err := b.m.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(b.m.VMs()); n != 0 {
+		t.Fatalf("%d VMs left 11 s into the new leader's term with a 10 s timeout, want 0", n)
 	}
 }
