@@ -327,10 +327,11 @@ func validTree(tr api.Tree) error {
 // of scale-out and scale-in operations, five times at different points: a
 // follower must lead within 5 s, every acknowledged operation must be in
 // the trees, the trees valid, and every worker on its latest assignment
-// and ready. The killed manager comes back on its address as a follower.
+// and ready. 8 workers, 2 functions; the killed manager comes back on its
+// address as a follower.
 func TestHAKillLeader(t *testing.T) {
 	const rounds, opsPerRound = 5, 12
-	c := startHA(t, 3, 4, "f0", "f1")
+	c := startHA(t, 3, 8, "f0", "f1")
 	mod := model{}
 	for _, fn := range c.fns {
 		mod[fn] = map[string]bool{}
