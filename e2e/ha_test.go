@@ -36,6 +36,7 @@ type haCluster struct {
 	urls    string // every manager, comma-separated
 	admin   *api.Client
 	workers map[string]string // id -> its certificate directory
+	procs   map[string]*proc  // id -> the worker process
 	fns     []string
 }
 
@@ -57,7 +58,7 @@ func startHA(t *testing.T, nMgr, nWorkers int, fns ...string) *haCluster {
 	if err := imagegen.Push(context.Background(), img, ref); err != nil {
 		t.Fatal(err)
 	}
-	c := &haCluster{t: t, etcd: testenv.StartEtcd(t, 3), workers: map[string]string{}, fns: fns}
+	c := &haCluster{t: t, etcd: testenv.StartEtcd(t, 3), workers: map[string]string{}, procs: map[string]*proc{}, fns: fns}
 	c.flags = []string{"--etcd", strings.Join(c.etcd.Endpoints(), ","), "--etcd-prefix", haPrefix,
 		"--etcd-session-ttl", haTTL.String(), "--vm-timeout", "5s"}
 	var urls []string
@@ -82,7 +83,7 @@ func startHA(t *testing.T, nMgr, nWorkers int, fns ...string) *haCluster {
 		id := fmt.Sprintf("vm-%d", i)
 		certs := t.TempDir()
 		c.workers[id] = certs
-		start(t, id, "worker", "--id", id, "--listen", "127.0.0.1:0", "--manager", c.urls,
+		c.procs[id] = start(t, id, "worker", "--id", id, "--listen", "127.0.0.1:0", "--manager", c.urls,
 			"--ca", c.mgrs[0].caFile, "--join-token", c.mgrs[0].joinFile(), "--cache", t.TempDir(), "--cert-dir", certs,
 			"--oci-listen", "127.0.0.1:0", "--heartbeat", "200ms", "--parent-timeout", "3s", "--stall-timeout", "3s")
 	}
@@ -247,31 +248,46 @@ func (c *haCluster) check(mod model, limit time.Duration) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		behind := c.behind(ctx)
+		behind, vm := c.behind(ctx)
 		if behind == "" {
 			return
 		}
 		if time.Now().After(deadline) {
+			c.dump(vm)
 			c.t.Fatalf("workers not on their latest assignment, ready, after %v: %s", limit, behind)
 		}
 		<-tick.C
 	}
 }
 
-// behind names a worker that has not yet reported its latest assignment
-// ready; "" if none.
-func (c *haCluster) behind(ctx context.Context) string {
+// dump logs the goroutines of worker vm (SIGQUIT), to see where a worker
+// that stopped reporting is stuck.
+func (c *haCluster) dump(vm string) {
+	p := c.procs[vm]
+	if p == nil || p.cmd.Process.Signal(syscall.SIGQUIT) != nil {
+		return
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(5 * time.Second):
+	}
+	c.t.Logf("--- %s, ended with SIGQUIT ---\n%s", vm, p.tail(400))
+}
+
+// behind says which worker has not yet reported its latest assignment
+// ready, and names it; "" if none.
+func (c *haCluster) behind(ctx context.Context) (string, string) {
 	gens := map[string]map[string]uint64{} // vm -> fn -> generation the manager assigns
 	for vm, dir := range c.workers {
 		key, crt := pki.VMFiles(dir, vm)
 		cert, err := pki.LoadKeyPair(crt, key)
 		if err != nil {
-			return fmt.Sprintf("%s: certificate: %v", vm, err)
+			return fmt.Sprintf("%s: certificate: %v", vm, err), vm
 		}
 		vc := api.NewTLSClient(c.urls, pki.NewVerifier(c.mgrs[0].ca, nil).ManagerClient(pki.NewKeeper(cert)), "")
 		doc, err := vc.Heartbeat(ctx, vm)
 		if err != nil {
-			return fmt.Sprintf("%s: assignments: %v", vm, err)
+			return fmt.Sprintf("%s: assignments: %v", vm, err), vm
 		}
 		gens[vm] = map[string]uint64{}
 		for _, a := range doc.Assignments {
@@ -281,15 +297,15 @@ func (c *haCluster) behind(ctx context.Context) string {
 	for _, fn := range c.fns {
 		st, err := c.admin.Status(ctx, fn)
 		if err != nil {
-			return fmt.Sprintf("status of %s: %v", fn, err)
+			return fmt.Sprintf("status of %s: %v", fn, err), ""
 		}
 		for _, v := range st.VMs {
 			if v.State != api.StateReady || v.Generation != gens[v.VM][fn] {
-				return fmt.Sprintf("%s in %s: %s at generation %d, assigned %d", v.VM, fn, v.State, v.Generation, gens[v.VM][fn])
+				return fmt.Sprintf("%s in %s: %s at generation %d, assigned %d", v.VM, fn, v.State, v.Generation, gens[v.VM][fn]), v.VM
 			}
 		}
 	}
-	return ""
+	return "", ""
 }
 
 // validTree checks the shape of a function tree: one root, every other
