@@ -271,7 +271,7 @@ func (c *haCluster) dump(vm string) {
 	case <-p.exited:
 	case <-time.After(5 * time.Second):
 	}
-	c.t.Logf("--- %s, ended with SIGQUIT ---\n%s", vm, p.tail(400))
+	c.t.Logf("--- %s, ended with SIGQUIT ---\n%s", vm, p.tail(5000))
 }
 
 // behind says which worker has not yet reported its latest assignment
