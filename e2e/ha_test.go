@@ -49,14 +49,22 @@ const (
 // nWorkers workers, and defines fns with a small image.
 func startHA(t *testing.T, nMgr, nWorkers int, fns ...string) *haCluster {
 	t.Helper()
+	// An image of its own for each function: a worker releasing one
+	// function while another with the same blobs is still fetching them
+	// can leave that one stuck (a worker bug, not this test's subject;
+	// provision waits in blobcache.Blob.Wait for a fetch the release
+	// stopped).
 	reg := testenv.StartRegistry(t)
-	img, err := imagegen.Image(imagegen.Spec{TotalSize: 1 << 20, Layers: 2, Seed: 13})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := reg + "/ha/app:v1"
-	if err := imagegen.Push(context.Background(), img, ref); err != nil {
-		t.Fatal(err)
+	refs := map[string]string{}
+	for i, fn := range fns {
+		img, err := imagegen.Image(imagegen.Spec{TotalSize: 1 << 20, Layers: 2, Seed: int64(13 + i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs[fn] = reg + "/ha/" + fn + ":v1"
+		if err := imagegen.Push(context.Background(), img, refs[fn]); err != nil {
+			t.Fatal(err)
+		}
 	}
 	c := &haCluster{t: t, etcd: testenv.StartEtcd(t, 3), workers: map[string]string{}, procs: map[string]*proc{}, fns: fns}
 	c.flags = []string{"--etcd", strings.Join(c.etcd.Endpoints(), ","), "--etcd-prefix", haPrefix,
@@ -89,7 +97,7 @@ func startHA(t *testing.T, nMgr, nWorkers int, fns ...string) *haCluster {
 	}
 	waitVMs(t, c.admin, nWorkers)
 	for _, fn := range fns {
-		if _, err := c.admin.PutFunction(context.Background(), fn, api.FunctionRequest{Image: ref}); err != nil {
+		if _, err := c.admin.PutFunction(context.Background(), fn, api.FunctionRequest{Image: refs[fn]}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -379,12 +387,10 @@ func TestHAKillLeader(t *testing.T) {
 		acked := make(chan int, opsPerRound)
 		var streamErr error
 		var wg sync.WaitGroup
-		// Each (function, VM) at most once a round: a VM released while
-		// still fetching and assigned the same function again can stay
-		// stuck fetching (a worker bug, seen without any manager killed:
-		// provision waits in blobcache.Blob.Wait for a fetch the release
-		// stopped), which this test is not about. Between rounds check
-		// waits until every VM is ready.
+		// Each (function, VM) at most once a round, so that no VM is
+		// released while still fetching and assigned the same image
+		// again (see startHA: a worker bug this test is not about).
+		// Between rounds check waits until every VM is ready.
 		perm := rng.Perm(len(c.fns) * len(vms))
 		wg.Go(func() {
 			defer close(acked)
