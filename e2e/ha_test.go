@@ -610,6 +610,23 @@ func TestHANoQuorum(t *testing.T) {
 		}
 	}
 	c.check(mod, 30*time.Second)
+	// The followers' copies have caught up (they lag the leader by a
+	// watch event and a load).
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for i := range c.mgrs {
+		for {
+			tr, err := c.client(i).Tree(ctx, "f0")
+			if err == nil && len(tr.Nodes) == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("manager %d's tree of f0: %+v, %v; want the 2 VMs", i, tr, err)
+			}
+			<-tick.C
+		}
+	}
 	c.etcd.Kill(1)
 	c.etcd.Kill(2)
 	lost := time.Now()
