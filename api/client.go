@@ -145,9 +145,10 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	var resp *http.Response
 	var err error
 	for _, base := range c.bases() {
-		resp, err = c.send(ctx, base, method, path, payload, in != nil)
+		var at string
+		resp, at, err = c.follow(ctx, base, method, path, payload, in != nil)
 		if err == nil {
-			c.use(base)
+			c.use(at)
 			break
 		}
 		if !notConnected(err) || ctx.Err() != nil {
@@ -177,6 +178,52 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	return nil
 }
 
+// maxRedirects bounds the redirects one call follows: followers send
+// callers to their leader, and one hop is enough unless the leadership
+// moves meanwhile.
+const maxRedirects = 4
+
+// follow sends the request to base and, while the answer is a redirect to
+// another manager (a follower naming its leader), to that one; it returns
+// the answer and the manager that gave it. A redirect means the request
+// took no effect where it was refused, so sending it again is safe; the
+// token goes with it, which Go's own redirects drop between hosts.
+func (c *Client) follow(ctx context.Context, base, method, path string, payload []byte, hasBody bool) (*http.Response, string, error) {
+	for hop := 0; ; hop++ {
+		resp, err := c.send(ctx, base, method, path, payload, hasBody)
+		if err != nil || hop == maxRedirects {
+			return resp, base, err
+		}
+		next, ok := redirectBase(resp)
+		if !ok {
+			return resp, base, nil
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		base = next
+	}
+}
+
+// redirectBase returns the manager a 307 or 308 answer sends the caller to:
+// the scheme and host of its Location.
+func redirectBase(resp *http.Response) (string, bool) {
+	if resp.StatusCode != http.StatusTemporaryRedirect && resp.StatusCode != http.StatusPermanentRedirect {
+		return "", false
+	}
+	u, err := resp.Location()
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return "", false
+	}
+	return u.Scheme + "://" + u.Host, true
+}
+
+// noRedirect returns the HTTP client with redirects left to the caller.
+func (c *Client) noRedirect() *http.Client {
+	hc := *c.http()
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &hc
+}
+
 // send makes one request to the manager at base.
 func (c *Client) send(ctx context.Context, base, method, path string, payload []byte, hasBody bool) (*http.Response, error) {
 	var body io.Reader
@@ -193,7 +240,7 @@ func (c *Client) send(ctx context.Context, base, method, path string, payload []
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
-	return c.http().Do(req)
+	return c.noRedirect().Do(req)
 }
 
 func esc(s string) string { return url.PathEscape(s) }

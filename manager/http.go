@@ -27,7 +27,7 @@ func (m *Manager) Handler() http.Handler {
 	}
 	// The mux answers unknown paths and wrong methods in plain text; the
 	// contract says errors are JSON.
-	return jsonErrors(mux)
+	return m.followers(jsonErrors(mux))
 }
 
 type route struct {
@@ -40,9 +40,7 @@ type route struct {
 func (m *Manager) routes() []route {
 	p := api.Prefix
 	return []route{
-		{"GET /healthz", open, func(w http.ResponseWriter, r *http.Request) {
-			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-		}},
+		{"GET /healthz", open, m.handleHealth},
 		{"POST " + p + api.EnrollPath, open, m.handleEnroll},
 
 		{"PUT " + p + "/vms/{vm}", vmSelf, m.handleRegister},

@@ -78,6 +78,14 @@ type Options struct {
 	// every call, push over mutual TLS and sign grants. nil: plain HTTP
 	// and no authorization, for plaintext benchmarks and old tests only.
 	Security *Security
+	// Election makes the manager one of several on an etcd prefix: it
+	// leads only while it holds the election (see Run), and follows
+	// otherwise (see ha.go). nil: always the leader.
+	Election *store.Elector
+	// SaveClusterFiles, if set, is called after the manager replaced a
+	// cluster file in Security.Dir (a rotated join token), to copy it
+	// where the other managers get it (etcd).
+	SaveClusterFiles func(ctx context.Context) error
 }
 
 // Manager holds the control-plane state.
@@ -104,6 +112,8 @@ type Manager struct {
 	// assigned holds, by VM, every image the manager assigned it in this
 	// manager's life: the only images placement believes a VM caches.
 	assigned map[string]map[string]bool
+
+	ha haState // the manager's place in the election (ha.go)
 }
 
 type vmState struct {
@@ -172,6 +182,7 @@ func New(ctx context.Context, st store.Store, opts Options) (*Manager, error) {
 		}
 	}
 	m.metrics.collectFrom(m)
+	m.initHA()
 	return m, nil
 }
 
@@ -265,9 +276,9 @@ func (m *Manager) Close() { m.pusher.stop() }
 // and forgets expired VM certificates and grants.
 const maintainEvery = time.Minute
 
-// Run detects failed VMs, pushes assignments and keeps the security state
-// until ctx is done.
-func (m *Manager) Run(ctx context.Context) {
+// runLoops detects failed VMs, pushes assignments and keeps the security
+// state until ctx is done.
+func (m *Manager) runLoops(ctx context.Context) {
 	go m.pusher.run(ctx)
 	period := m.opts.VMTimeout / 4
 	if period > time.Second {
@@ -333,6 +344,7 @@ func (m *Manager) commit(ctx context.Context, op string, fn func(tx *txn) error)
 				err = &Error{503, fmt.Sprintf("storing the change (%s): %v", op, serr)}
 				if _, lerr := m.load(context.WithoutCancel(ctx)); lerr != nil {
 					m.log.Error("reloading state after a failed write", "err", lerr)
+					m.stateUnknown()
 				}
 			}
 		}

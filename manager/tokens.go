@@ -194,6 +194,11 @@ func (m *Manager) RotateJoinToken(ctx context.Context) (api.NewToken, error) {
 	if err := token.WriteFile(path, secret); err != nil {
 		return api.NewToken{}, &Error{500, fmt.Sprintf("the join token was rotated, but writing it to %s failed (rotate again): %v", path, err)}
 	}
+	if save := m.opts.SaveClusterFiles; save != nil {
+		if err := save(ctx); err != nil {
+			return api.NewToken{}, &Error{503, fmt.Sprintf("the join token was rotated and written to %s, but storing it for the other managers failed (rotate again): %v", path, err)}
+		}
+	}
 	m.log.Warn("rotated the join token", "id", rec.ID, "file", path)
 	return api.NewToken{TokenInfo: tokenInfo(rec), Token: secret}, nil
 }

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/faasnet/faasnet/api"
@@ -67,7 +68,8 @@ func newManagerCmd() *cobra.Command {
 	f.StringVar(&dataDir, "data", "faasnet-manager", "directory for the state file (manager.db, unless --etcd), the cluster CA (ca.crt, ca.key) and the bootstrap tokens (admin.token, join.token)")
 	f.StringSliceVar(&state.etcd, "etcd", nil, "keep the state in etcd at these client URLs (comma-separated, repeatable) instead of DATA/manager.db")
 	f.StringVar(&state.prefix, "etcd-prefix", store.DefaultEtcdPrefix, "prefix of the manager's keys in etcd")
-	f.DurationVar(&state.ttl, "etcd-session-ttl", store.DefaultSessionTTL, "lease of the manager's lock on its etcd prefix: how long a manager that died keeps the next one waiting, and how long one cut off from etcd writes nothing before it exits")
+	f.DurationVar(&state.ttl, "etcd-session-ttl", store.DefaultSessionTTL, "lease of the manager's campaign for the leadership of its etcd prefix: how long a leader that died keeps the others waiting, and how long one cut off from etcd (or paused) leads before it steps down")
+	f.StringVar(&state.url, "advertise-url", "", "with --etcd: the URL other managers send clients to while this one leads (default https:// and the first --advertise name or the --listen host, with the port listened on)")
 	f.DurationVar(&timeout, "vm-timeout", 10*time.Second, "remove a VM that sends no heartbeat for this long")
 	f.IntVar(&stripes, "stripes", api.DefaultStripes, fmt.Sprintf("stripe trees of a function whose definition names none (1 to %d; 1: the paper's single tree)", api.MaxStripes))
 	f.Var(&blockSize, "block-size", "block every function's VMs are assigned (0: picked per function from its image's size and layers, or 512KiB when the registry is not asked)")
@@ -83,14 +85,10 @@ type stateFlags struct {
 	etcd   []string // etcd client URLs; none: bbolt in the data directory
 	prefix string
 	ttl    time.Duration
+	url    string // --advertise-url
 }
 
-// errLostLock ends a manager whose etcd store lost its lock: its writes are
-// fenced off, and its state may be stale; a restart loads it anew.
-var errLostLock = errors.New("the manager lost its lock on the etcd prefix (cut off from etcd, or paused, for longer than --etcd-session-ttl); exiting so that a restart loads the state anew")
-
-// etcdOpenTimeout bounds connecting to etcd, waiting for the prefix's lock
-// (up to a session TTL after a manager died) and reading the schema.
+// etcdOpenTimeout bounds connecting to etcd and reading the schema.
 const etcdOpenTimeout = 15 * time.Second
 
 // openStore opens the state store the flags name.
@@ -98,9 +96,9 @@ func openStore(ctx context.Context, dataDir string, f stateFlags) (store.Store, 
 	if len(f.etcd) == 0 {
 		return store.OpenBolt(filepath.Join(dataDir, "manager.db"))
 	}
-	ctx, cancel := context.WithTimeout(ctx, etcdOpenTimeout+f.ttl)
+	ctx, cancel := context.WithTimeout(ctx, etcdOpenTimeout)
 	defer cancel()
-	st, err := store.OpenEtcd(ctx, store.EtcdOptions{Endpoints: f.etcd, Prefix: f.prefix, Exclusive: true, SessionTTL: f.ttl})
+	st, err := store.OpenEtcd(ctx, store.EtcdOptions{Endpoints: f.etcd, Prefix: f.prefix, Elect: true})
 	if err != nil {
 		return nil, fmt.Errorf("opening the state in etcd %v: %w", f.etcd, err)
 	}
@@ -117,20 +115,23 @@ func runManager(ctx context.Context, listen, dataDir string, state stateFlags, o
 		return err
 	}
 	defer st.Close()
-	ctx, stop := context.WithCancelCause(ctx)
-	defer stop(nil)
+	// Listening first: with port 0 the advertised URL needs the port.
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", listen, err)
+	}
+	defer ln.Close()
 	e, _ := st.(*store.Etcd)
+	leads, url := true, ""
 	if e != nil {
-		go func() { // ends with runManager, which stops ctx
-			select {
-			case <-e.Lost():
-				stop(errLostLock)
-			case <-ctx.Done():
-			}
-		}()
-		if err := restoreFiles(ctx, e, dataDir); err != nil {
+		url = advertisedURL(state.url, ln.Addr().String(), opts.Security.Names)
+		if opts.Election, err = e.Elector(url, state.ttl); err != nil {
 			return err
 		}
+		if leads, err = joinCluster(ctx, e, opts.Election, dataDir); err != nil {
+			return err
+		}
+		opts.SaveClusterFiles = func(ctx context.Context) error { return saveFiles(ctx, e, dataDir) }
 	}
 	m, err := manager.New(ctx, st, opts)
 	if err != nil {
@@ -138,17 +139,23 @@ func runManager(ctx context.Context, listen, dataDir string, state stateFlags, o
 	}
 	defer m.Close()
 	if e != nil {
-		if err := saveFiles(ctx, e, dataDir); err != nil {
-			return err
+		e.SetObserver(m.StoreObserver())
+		if leads {
+			if err := saveFiles(ctx, e, dataDir); err != nil {
+				return err
+			}
 		}
-	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w", listen, err)
 	}
 	srv := httpserver.New(m.Handler(), limits)
 	tlsLn := tls.NewListener(httpserver.Listener(ln, limits), m.TLSConfig())
-	go m.Run(ctx)
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	runDone := make(chan struct{})
+	go func() {
+		defer close(runDone)
+		m.Run(ctx)
+	}()
+	defer func() { <-runDone }() // the last term ends, and hands over, before the store closes
 	go func() {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -156,13 +163,63 @@ func runManager(ctx context.Context, listen, dataDir string, state stateFlags, o
 		srv.Shutdown(shutdown)
 	}()
 	caFile, adminFile, joinFile := m.SecurityFiles()
-	slog.Info("manager serving over TLS", "addr", ln.Addr().String(), "data", dataDir, "etcd", state.etcd, "vm_timeout", opts.VMTimeout,
+	slog.Info("manager serving over TLS", "addr", ln.Addr().String(), "data", dataDir, "etcd", state.etcd, "url", url, "vm_timeout", opts.VMTimeout,
 		"ca", caFile, "admin_token", adminFile, "join_token", joinFile)
 	if err := srv.Serve(tlsLn); !errors.Is(err, http.ErrServerClosed) {
+		stop()
 		return err
 	}
-	if cause := context.Cause(ctx); errors.Is(cause, errLostLock) {
-		return cause
-	}
 	return nil
+}
+
+// advertisedURL is where other managers send clients while this one leads:
+// flag if set, else https:// and the first advertised name, or the
+// listener's host, with the listener's port.
+func advertisedURL(flag, addr string, names []string) string {
+	if flag != "" {
+		return strings.TrimRight(flag, "/")
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "https://" + addr
+	}
+	if len(names) > 0 {
+		host = names[0]
+	}
+	return "https://" + net.JoinHostPort(host, port)
+}
+
+// joinInterval is how long a manager that finds the cluster's files not yet
+// in etcd campaigns before it looks again.
+const joinInterval = time.Second
+
+// joinCluster gets the cluster's files (CA, tokens) from etcd into dataDir.
+// If they are not there yet, the cluster is new: only a leader may create
+// them (manager.New writes the first state), so the manager campaigns until
+// it leads or another manager has stored them. leads reports that it won.
+func joinCluster(ctx context.Context, e *store.Etcd, el *store.Elector, dataDir string) (leads bool, err error) {
+	for {
+		files, err := e.Files(ctx)
+		if err != nil {
+			return false, err
+		}
+		complete := true
+		for name := range clusterFiles {
+			if _, ok := files[name]; !ok {
+				complete = false
+			}
+		}
+		if complete {
+			return false, restoreFiles(ctx, e, dataDir)
+		}
+		cctx, cancel := context.WithTimeout(ctx, joinInterval)
+		_, err = el.Campaign(cctx)
+		cancel()
+		if err == nil {
+			return true, restoreFiles(ctx, e, dataDir)
+		}
+		if ctx.Err() != nil {
+			return false, fmt.Errorf("joining the managers on etcd: %w", ctx.Err())
+		}
+	}
 }

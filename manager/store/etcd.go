@@ -101,6 +101,10 @@ type Etcd struct {
 	batchRev int64
 
 	lock *etcdLock // nil unless EtcdOptions.Exclusive
+
+	elect bool                       // EtcdOptions.Elect
+	term  atomic.Pointer[writeFence] // the current term's fence; nil: not leading
+	obs   atomic.Pointer[EtcdObserver]
 }
 
 var _ Store = (*Etcd)(nil)
@@ -120,6 +124,12 @@ type EtcdOptions struct {
 	// with ErrFenced and Lost is closed.
 	Exclusive  bool
 	SessionTTL time.Duration // DefaultSessionTTL if 0
+
+	// Elect makes writes depend on leadership instead: the store
+	// writes only while this process leads the prefix (see Elector),
+	// and every write is fenced by the leader key. Several processes
+	// may open the prefix with Elect; at most one writes at a time.
+	Elect bool
 }
 
 // OpenEtcd connects to etcd and opens the store under opts.Prefix, laying it
@@ -161,7 +171,10 @@ func NewEtcd(ctx context.Context, cli *clientv3.Client, opts EtcdOptions) (*Etcd
 	if maxOps <= 0 {
 		maxOps = DefaultMaxTxnOps
 	}
-	s := &Etcd{cli: cli, prefix: prefix, maxOps: maxOps}
+	if opts.Exclusive && opts.Elect {
+		return nil, fmt.Errorf("store: open etcd prefix %q: Exclusive and Elect exclude each other", prefix)
+	}
+	s := &Etcd{cli: cli, prefix: prefix, maxOps: maxOps, elect: opts.Elect}
 	if opts.Exclusive {
 		l, err := acquire(ctx, cli, prefix+etcdLockPrefix, opts.SessionTTL)
 		if err != nil {
@@ -208,7 +221,9 @@ func (s *Etcd) Load(ctx context.Context) (State, error) {
 	if err := ctx.Err(); err != nil {
 		return State{}, fmt.Errorf("store: load: %w", err)
 	}
-	resp, err := s.cli.Get(ctx, s.prefix+etcdState, clientv3.WithPrefix())
+	resp, err := timed(s, "get", func() (*clientv3.GetResponse, error) {
+		return s.cli.Get(s.fast(ctx), s.prefix+etcdState, clientv3.WithPrefix())
+	})
 	if err != nil {
 		return State{}, s.wrap(fmt.Errorf("store: load etcd prefix %q: %w", s.prefix, err))
 	}

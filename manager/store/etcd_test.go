@@ -305,13 +305,13 @@ func TestEtcdSettle(t *testing.T) {
 	mustApply(t, s, base)
 	id, rev := batchKey(s)
 
-	if applied, err := s.settle(t.Context(), id, lost); !applied || err != nil {
+	if applied, err := s.settle(t.Context(), nil, id, lost); !applied || err != nil {
 		t.Errorf("settle with the stored id = %v, %v; want applied", applied, err)
 	}
 	if _, now := batchKey(s); now != rev {
 		t.Errorf("settle of an applied batch wrote the batch key")
 	}
-	if applied, err := s.settle(t.Context(), "other", lost); applied || !errors.Is(err, lost) {
+	if applied, err := s.settle(t.Context(), nil, "other", lost); applied || !errors.Is(err, lost) {
 		t.Errorf("settle with another id = %v, %v; want not applied, the send error", applied, err)
 	}
 	if _, now := batchKey(s); now == rev {
@@ -328,7 +328,7 @@ func TestEtcdSettle(t *testing.T) {
 	if _, err := raw.Revoke(t.Context(), x.lock.session.Lease()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := x.settle(t.Context(), "other", lost); !errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, ErrFenced) {
+	if _, err := x.settle(t.Context(), x.lock.fence, "other", lost); !errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, ErrFenced) {
 		t.Errorf("settle of a fenced store = %v, want ErrOutcomeUnknown and ErrFenced", err)
 	}
 	if _, now := batchKey(x); now != rev {

@@ -105,21 +105,27 @@ func (s *Etcd) try(ctx context.Context, p *plan) (done bool, err error) {
 			ops = append(ops, clientv3.OpPut(k, string(final[k])))
 		}
 	}
+	fence, err := s.fence()
+	if err != nil {
+		return false, err
+	}
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.prefix+etcdBatch), "=", s.batchRev)}
 	var orElse []clientv3.Op
-	if s.lock != nil {
-		cmps = append(cmps, s.lock.mutex.IsOwner())
-		orElse = append(orElse, clientv3.OpGet(s.lock.mutex.Key()))
+	if fence != nil {
+		cmps = append(cmps, fence.cmp)
+		orElse = append(orElse, clientv3.OpGet(fence.key))
 	}
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(orElse...).Commit()
+	resp, err := timed(s, "txn", func() (*clientv3.TxnResponse, error) {
+		return s.cli.Txn(s.fast(ctx)).If(cmps...).Then(ops...).Else(orElse...).Commit()
+	})
 	if err != nil {
 		s.cache = nil
-		return s.settle(ctx, id, err)
+		return s.settle(ctx, fence, id, err)
 	}
 	if !resp.Succeeded {
 		s.cache = nil
-		if s.lock != nil && len(resp.Responses[0].GetResponseRange().Kvs) == 0 {
-			return false, s.lock.fenced(s.prefix)
+		if fence != nil && !fence.holds(resp.Responses[0].GetResponseRange().Kvs) {
+			return false, s.refused(fence)
 		}
 		return false, nil
 	}
@@ -134,7 +140,7 @@ func (s *Etcd) try(ctx context.Context, p *plan) (done bool, err error) {
 
 // settle learns whether the transaction that wrote batch id and failed
 // with sendErr was applied, and makes sure it never will be if it was not.
-func (s *Etcd) settle(ctx context.Context, id string, sendErr error) (bool, error) {
+func (s *Etcd) settle(ctx context.Context, fence *writeFence, id string, sendErr error) (bool, error) {
 	sendErr = s.wrap(fmt.Errorf("store: apply to etcd prefix %q: %w", s.prefix, sendErr))
 	if errors.Is(sendErr, ErrClosed) {
 		return false, sendErr
@@ -148,13 +154,13 @@ func (s *Etcd) settle(ctx context.Context, id string, sendErr error) (bool, erro
 		return false, err
 	}
 	moveOn := clientv3.OpPut(key, other)
-	if s.lock != nil {
+	if fence != nil {
 		// A store fenced off must not touch the batch key of the
 		// process that holds the lock now; its lost transaction cannot
 		// apply any more anyway.
-		moveOn = clientv3.OpTxn([]clientv3.Cmp{s.lock.mutex.IsOwner()}, []clientv3.Op{moveOn}, nil)
+		moveOn = clientv3.OpTxn([]clientv3.Cmp{fence.cmp}, []clientv3.Op{moveOn}, nil)
 	}
-	resp, err := s.cli.Txn(ctx).
+	resp, err := s.cli.Txn(s.fast(ctx)).
 		If(clientv3.Compare(clientv3.Value(key), "=", id)).
 		Else(moveOn).
 		Commit()
@@ -163,10 +169,10 @@ func (s *Etcd) settle(ctx context.Context, id string, sendErr error) (bool, erro
 		return false, fmt.Errorf("%w (%w: %w)", sendErr, ErrOutcomeUnknown, err)
 	case resp.Succeeded:
 		return true, nil // applied after all: only the answer was lost
-	case s.lock != nil && !resp.Responses[0].GetResponseTxn().Succeeded:
+	case fence != nil && !resp.Responses[0].GetResponseTxn().Succeeded:
 		// It may have been applied before the lock was lost, and the
 		// batch key written since by the new holder.
-		return false, fmt.Errorf("%w (%w, %w)", sendErr, ErrOutcomeUnknown, s.lock.fenced(s.prefix))
+		return false, fmt.Errorf("%w (%w, %w)", sendErr, ErrOutcomeUnknown, s.refused(fence))
 	case unavailable(sendErr) && caller.Err() == nil:
 		// The member that had the transaction went away (or lost its
 		// leader); it can no longer apply, and another member answers:
@@ -259,7 +265,7 @@ func (s *Etcd) read(ctx context.Context, keys []string) error {
 	for _, k := range keys {
 		ops = append(ops, clientv3.OpGet(k))
 	}
-	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	resp, err := s.cli.Txn(s.fast(ctx)).Then(ops...).Commit()
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ func (s *Etcd) Files(ctx context.Context) (map[string][]byte, error) {
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
-	resp, err := s.cli.Get(ctx, s.prefix+etcdFiles, clientv3.WithPrefix())
+	resp, err := s.cli.Get(s.fast(ctx), s.prefix+etcdFiles, clientv3.WithPrefix())
 	if err != nil {
 		return nil, s.wrap(fmt.Errorf("store: read files under etcd prefix %q: %w", s.prefix, err))
 	}
@@ -49,16 +49,22 @@ func (s *Etcd) PutFiles(ctx context.Context, files map[string][]byte) error {
 		}
 		ops = append(ops, clientv3.OpPut(s.key(etcdFiles, name), string(files[name])))
 	}
-	var cmps []clientv3.Cmp
-	if s.lock != nil {
-		cmps = append(cmps, s.lock.mutex.IsOwner())
+	fence, err := s.fence()
+	if err != nil {
+		return err
 	}
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	var cmps []clientv3.Cmp
+	if fence != nil {
+		cmps = append(cmps, fence.cmp)
+	}
+	resp, err := timed(s, "txn", func() (*clientv3.TxnResponse, error) {
+		return s.cli.Txn(s.fast(ctx)).If(cmps...).Then(ops...).Commit()
+	})
 	if err != nil {
 		return s.wrap(fmt.Errorf("store: put files under etcd prefix %q: %w", s.prefix, err))
 	}
 	if !resp.Succeeded {
-		return s.lock.fenced(s.prefix)
+		return s.refused(fence)
 	}
 	return nil
 }

@@ -19,15 +19,17 @@ const etcdLockPrefix = "lock/"
 // paused one has before its writes are fenced off.
 const DefaultSessionTTL = 5 * time.Second
 
-// ErrFenced marks an Apply refused because the store no longer holds its
-// prefix's lock: its lease expired, and another process may hold it now.
-// Nothing of the batch was applied; the store stays fenced off.
-var ErrFenced = errors.New("store: no longer holds the lock of its etcd prefix")
+// ErrFenced marks a write refused because the store does not hold its
+// prefix: an Exclusive store's lease expired, and another process may hold
+// the lock now; or an elected store (EtcdOptions.Elect) does not lead, or
+// its term ended. Nothing of the write was applied.
+var ErrFenced = errors.New("store: does not hold the lock or the leadership of its etcd prefix")
 
 // etcdLock is an Exclusive store's hold on its prefix.
 type etcdLock struct {
 	session *concurrency.Session
 	mutex   *concurrency.Mutex
+	fence   *writeFence
 }
 
 // acquire waits until this process holds the lock under key, or ctx ends.
@@ -50,12 +52,9 @@ func acquire(ctx context.Context, cli *clientv3.Client, key string, ttl time.Dur
 		}
 		return nil, fmt.Errorf("lock %q: %w", key, err)
 	}
-	return &etcdLock{session: session, mutex: mutex}, nil
-}
-
-// fenced returns ErrFenced for a store whose lock key is gone.
-func (l *etcdLock) fenced(prefix string) error {
-	return fmt.Errorf("%w: lock %q of prefix %q lost (lease %x expired)", ErrFenced, l.mutex.Key(), prefix, int64(l.session.Lease()))
+	f := &writeFence{what: "lock", cmp: mutex.IsOwner(), key: mutex.Key(),
+		lease: session.Lease(), done: session.Done()}
+	return &etcdLock{session: session, mutex: mutex, fence: f}, nil
 }
 
 // release gives up the lock at once (revoking the lease), so that the next
