@@ -223,6 +223,47 @@ func (c *Client) Open(ctx context.Context, addr, digest string, off, n int64) (i
 	return body, nil
 }
 
+// OpenStripe asks the peer at addr for stripe st of a blob of size bytes
+// (see StripeHeader) and returns the stripe's blocks back to back as the
+// peer streams them. The answer must repeat the stripe and promise its
+// exact length; reading is limited by c.Download and held to that length.
+func (c *Client) OpenStripe(ctx context.Context, addr, digest string, st Stripe, size int64) (io.ReadCloser, error) {
+	object := "blob " + digest + " stripe " + st.String()
+	h, err := parseDigest(digest)
+	if err != nil {
+		return nil, fmt.Errorf("peer %s: %w", addr, err)
+	}
+	req, err := c.newRequest(ctx, http.MethodGet, blobURL(addr, h))
+	if err != nil {
+		return nil, fmt.Errorf("peer %s: %s: %w", addr, object, err)
+	}
+	if IsDemand(ctx) {
+		req.Header.Set(DemandHeader, "1")
+	}
+	req.Header.Set(StripeHeader, st.String())
+	resp, err := c.do(req, addr, object)
+	if err != nil {
+		return nil, err
+	}
+	want := st.Len(size)
+	switch {
+	case resp.StatusCode != http.StatusOK:
+		err = fmt.Errorf("answered %d to a stripe request", resp.StatusCode)
+	case resp.Header.Get(StripeHeader) != st.String():
+		err = fmt.Errorf("answered stripe %.40q, asked %s", resp.Header.Get(StripeHeader), st)
+	case resp.ContentLength != want:
+		err = fmt.Errorf("promised %d bytes of a %d-byte stripe", resp.ContentLength, want)
+	default:
+		err = checkDigestHeader(resp, digest)
+	}
+	if err != nil {
+		resp.Body.Close()
+		return nil, fmt.Errorf("peer %s: %s: %w", addr, object, err)
+	}
+	body := httprange.NewReader(bwlimit.NewReader(ctx, resp.Body, c.Download), want)
+	return limitedBody{body, resp.Body}, nil
+}
+
 // checkBlobAnswer checks a 2xx answer to a request for [off, off+n) and
 // returns its body, download-limited and held to the promised length.
 // Unlike a registry, a peer must honour a range: a whole blob sent in

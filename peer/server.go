@@ -80,6 +80,7 @@ type Stats struct {
 	BytesSent int64 // blob body bytes written
 	Blobs     int64 // 200 answers to GET: whole blobs
 	Ranges    int64 // 206 answers to GET: byte ranges
+	Stripes   int64 // 200 answers to StripeHeader GETs: a stripe's blocks
 	Blocks    int64 // body pieces flushed, at most one block each
 	Errors    int64 // 4xx and 5xx answers except 503, and bodies cut short
 	Rejected  int64 // 503 answers: no upload slot within QueueTimeout
@@ -112,9 +113,9 @@ type Server struct {
 	stallTimeout time.Duration
 	bufs         sync.Pool
 
-	requests, bytesSent, blobs, ranges, blocks atomic.Int64
-	failures, rejected, uploads, queued        atomic.Int64
-	forbidden                                  atomic.Int64
+	requests, bytesSent, blobs, ranges, stripes, blocks atomic.Int64
+	failures, rejected, uploads, queued                 atomic.Int64
+	forbidden                                           atomic.Int64
 
 	// onQueue, if set, is called when a GET starts waiting for a slot; a
 	// test hook.
@@ -156,6 +157,7 @@ func (s *Server) Stats() Stats {
 		BytesSent: s.bytesSent.Load(),
 		Blobs:     s.blobs.Load(),
 		Ranges:    s.ranges.Load(),
+		Stripes:   s.stripes.Load(),
 		Blocks:    s.blocks.Load(),
 		Errors:    s.failures.Load(),
 		Rejected:  s.rejected.Load(),
@@ -293,6 +295,10 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, name string) 
 		s.fail(w, http.StatusBadGateway, "blob "+name+": size unknown")
 		return
 	}
+	if h := r.Header.Get(StripeHeader); h != "" {
+		s.serveStripe(ctx, w, r, b, name, h)
+		return
+	}
 	off, n, status := int64(0), size, http.StatusOK
 	if h := r.Header.Get("Range"); h != "" {
 		if off, n, err = httprange.ParseRange(h, size); err != nil {
@@ -343,6 +349,62 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, name string) 
 		return
 	}
 	s.log.Debug("peer: served blob", "digest", name, "offset", off, "length", n, "duration", time.Since(start))
+}
+
+// serveStripe answers a StripeHeader request: the stripe's blocks back to
+// back, each streamed as it arrives (cut-through), within one upload slot.
+func (s *Server) serveStripe(ctx context.Context, w http.ResponseWriter, r *http.Request, b Blob, name, h string) {
+	size := b.Size()
+	st, err := ParseStripe(h, size)
+	if err != nil {
+		s.fail(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if r.Method == http.MethodHead {
+		s.fail(w, http.StatusBadRequest, StripeHeader+" with HEAD")
+		return
+	}
+	if err := s.acquire(ctx); err != nil {
+		if ctx.Err() == nil {
+			w.Header().Set("Retry-After", "1")
+			s.fail(w, http.StatusServiceUnavailable, "too many uploads; retry")
+		}
+		return
+	}
+	defer s.releaseSlot()
+	s.stripes.Add(1)
+	hd := w.Header()
+	hd.Set("Content-Type", "application/octet-stream")
+	hd.Set("Content-Length", strconv.FormatInt(st.Len(size), 10))
+	hd.Set("Docker-Content-Digest", name)
+	hd.Set(StripeHeader, st.String())
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	rc.Flush()
+	for i := int64(st.From); i*st.Block < size; i += int64(st.K) {
+		off := i * st.Block
+		n := min(st.Block, size-off)
+		sourceFailed, err := s.streamBlock(ctx, w, rc, b, off, n)
+		if err != nil {
+			s.failures.Add(1)
+			lvl := slog.LevelDebug
+			if sourceFailed || errors.Is(err, os.ErrDeadlineExceeded) {
+				lvl = slog.LevelWarn
+			}
+			s.log.Log(ctx, lvl, "peer: stripe cut short", "digest", name, "stripe", st.String(), "block", i, "err", err)
+			return
+		}
+	}
+}
+
+// streamBlock streams [off, off+n) of b to the child as it arrives.
+func (s *Server) streamBlock(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, b Blob, off, n int64) (sourceFailed bool, err error) {
+	rd, err := b.Reader(ctx, off, n)
+	if err != nil {
+		return true, err
+	}
+	defer rd.Close()
+	return s.stream(ctx, w, rc, rd, off, n)
 }
 
 // writeHeader writes the headers of a successful blob answer.

@@ -231,15 +231,61 @@ func (w *Worker) runStripe(ctx context.Context, j *job, b *blobcache.Blob, s, k 
 }
 
 // fillStripe fetches the missing blocks of stripe s of k from src: the
-// whole blob at once with one stripe, else block by block.
+// whole blob at once with one stripe; from a parent, the stripe in one
+// stream (peer.StripeHeader); from the registry, block by block.
 func (w *Worker) fillStripe(ctx context.Context, j *job, b *blobcache.Blob, src source, s, k int) error {
 	if k == 1 {
 		return w.fill(ctx, j, b, src, 0, b.Blocks())
 	}
-	for i := nextInStripe(b, s, k, 0); i >= 0; i = nextInStripe(b, s, k, i+k) {
+	first := nextInStripe(b, s, k, 0)
+	if first < 0 {
+		return nil
+	}
+	if p, ok := src.(parentSource); ok {
+		return w.streamStripe(ctx, j, b, p, s, k, first)
+	}
+	for i := first; i >= 0; i = nextInStripe(b, s, k, i+k) {
 		if err := w.fill(ctx, j, b, src, i, i+1); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// streamStripe streams blocks first, first+k, ... of stripe s from the
+// parent in one answer and writes those still missing, cut-through like
+// fillRun. A stream that delivers nothing for StallTimeout is cut and
+// reported as errStalled.
+func (w *Worker) streamStripe(ctx context.Context, j *job, b *blobcache.Blob, p parentSource, s, k, first int) error {
+	_, block := b.BlockRange(0)
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	watchdog := time.AfterFunc(w.cfg.StallTimeout, func() { cancel(errStalled) })
+	defer watchdog.Stop()
+	st := peer.Stripe{S: s, K: k, Block: block, From: first}
+	body, err := p.peers.OpenStripe(toParent(sctx, p.parent, p.grant), p.parent.Addr, j.digest, st, b.Size())
+	if err != nil {
+		return stallOr(sctx, err)
+	}
+	defer body.Close()
+	r := &idleReader{r: body, watchdog: watchdog, timeout: w.cfg.StallTimeout}
+	for i := first; i < b.Blocks(); i += k {
+		if err := w.yieldToDemand(ctx); err != nil {
+			return err
+		}
+		_, bn := b.BlockRange(i)
+		if b.Has(i) {
+			if _, err := io.CopyN(io.Discard, r, bn); err != nil {
+				return stallOr(sctx, err)
+			}
+			continue
+		}
+		j.info.fromParent.Add(bn)
+		if err := b.WriteBlock(i, io.LimitReader(r, bn)); err != nil {
+			j.info.fromParent.Add(-bn)
+			return stallOr(sctx, err)
+		}
+		w.metrics.bytesIn(true, bn)
 	}
 	return nil
 }

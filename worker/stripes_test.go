@@ -53,8 +53,9 @@ func TestStripedTreesShareTheUploads(t *testing.T) {
 			for _, st := range tree.StripeTrees() {
 				roots[*st.Root] = true
 			}
-			var most int64
+			var most, streams int64
 			for _, id := range names {
+				streams += c.workers[id].peerSrv.Stats().Stripes
 				sent := c.workers[id].peerSrv.Stats().BytesSent
 				most = max(most, sent)
 				for _, r := range c.workers[id].Functions() {
@@ -63,7 +64,12 @@ func TestStripedTreesShareTheUploads(t *testing.T) {
 					}
 				}
 			}
-			t.Logf("%d stripes: the busiest VM sent %.2f images", k, float64(most)/float64(image))
+			t.Logf("%d stripes: the busiest VM sent %.2f images; %d stripe streams", k, float64(most)/float64(image), streams)
+			// A child streams its stripe of each blob in one answer, not a
+			// request per block: about a stream per child, blob and stripe.
+			if k == 2 && (streams == 0 || streams > int64(3*len(names)*(len(layers)+2))) {
+				t.Errorf("%d stripe streams served, want one per child, stripe and blob", streams)
+			}
 			switch {
 			case k == 1 && most < 3*image/2:
 				t.Errorf("one tree: the busiest VM sent %d bytes, want about twice the image's %d (an interior VM feeds two children)", most, image)
