@@ -71,15 +71,7 @@ func TestFunctionStrategies(t *testing.T) {
 			if got := len(res.Trees) > 0; got != tt.tree {
 				t.Errorf("%d trees; want a tree: %v", len(res.Trees), tt.tree)
 			}
-			// Each stripe's root fetches its stripe from the registry.
-			roots := map[string]bool{}
-			if len(res.Trees) > 0 {
-				for _, st := range res.Trees[0].StripeTrees() {
-					if st.Root != nil {
-						roots[*st.Root] = true
-					}
-				}
-			}
+			roots := stripeRoots(res)
 			for i, r := range res.Reports {
 				checkFunctionVM(t, r, res.Phases[i], tt.phase, tt.image)
 				alone := roots[r.VM] || !tt.tree
@@ -223,4 +215,18 @@ func mustGenerate(t *testing.T) v1.Image {
 		t.Fatal(err)
 	}
 	return img
+}
+
+// stripeRoots are the roots of the first function's stripe trees: each
+// fetches its stripe from the registry.
+func stripeRoots(res *Result) map[string]bool {
+	roots := map[string]bool{}
+	if len(res.Trees) > 0 {
+		for _, st := range res.Trees[0].StripeTrees() {
+			if st.Root != nil {
+				roots[*st.Root] = true
+			}
+		}
+	}
+	return roots
 }

@@ -18,7 +18,7 @@ import (
 func TestRecordAndReplayReads(t *testing.T) {
 	testenv.NeedContainers(t)
 	ctx := context.Background()
-	runDir := t.TempDir()
+	runDir := testenv.RunDir(t)
 	h := newHarness(t, Scenario{BlockSize: 64 << 10, Seed: 1}, Options{Function: serverFunction(t), RunDir: runDir})
 	lazyBytes, plainBytes := h.Images()[0].Bytes(), h.PlainImages()[0].Bytes()
 
@@ -55,10 +55,7 @@ func TestRecordAndReplayReads(t *testing.T) {
 			if res.Failed != 0 || !res.Replayed {
 				t.Fatalf("%d of %d VMs failed, replayed %v: %s %+v", res.Failed, tt.vms, res.Replayed, res.Err, res.Reports)
 			}
-			root := ""
-			if len(res.Trees) > 0 && res.Trees[0].Root != nil {
-				root = *res.Trees[0].Root
-			}
+			roots := stripeRoots(res)
 			for i, r := range res.Reports {
 				ph := res.Phases[i]
 				if _, ok := ph["replayed"]; !ok || ph["replayed"] > ph["ready"] {
@@ -75,8 +72,8 @@ func TestRecordAndReplayReads(t *testing.T) {
 				case tt.whole == 0 && (r.BytesBeforeReady < rec.Bytes || r.BytesBeforeReady > lazyBytes/2):
 					t.Errorf("%s: fetched %d bytes before ready; the reads are %d bytes of %d", r.VM, r.BytesBeforeReady, rec.Bytes, lazyBytes)
 				}
-				if alone := r.VM == root || !tt.tree; alone != (r.FromRegistry > 0) {
-					t.Errorf("%s: %d bytes from the registry; the root or alone: %v", r.VM, r.FromRegistry, alone)
+				if alone := roots[r.VM] || !tt.tree; alone != (r.FromRegistry > 0) {
+					t.Errorf("%s: %d bytes from the registry; a stripe's root or alone: %v", r.VM, r.FromRegistry, alone)
 				}
 			}
 			t.Logf("%s on %d VMs: makespan %v, bytes before ready %d", tt.strategy, tt.vms, res.Makespan, res.Reports[0].BytesBeforeReady)

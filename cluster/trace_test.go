@@ -22,7 +22,7 @@ import (
 func TestRunTrace(t *testing.T) {
 	testenv.NeedContainers(t)
 	ctx := context.Background()
-	h := newHarness(t, Scenario{BlockSize: 64 << 10, Seed: 1}, Options{Function: serverFunction(t), RunDir: t.TempDir()})
+	h := newHarness(t, Scenario{BlockSize: 64 << 10, Seed: 1}, Options{Function: serverFunction(t), RunDir: testenv.RunDir(t)})
 	rec, err := h.RecordReads(ctx, 2*time.Minute)
 	if err != nil {
 		t.Fatal(err)

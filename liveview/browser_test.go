@@ -55,7 +55,9 @@ func TestLiveViewInChromium(t *testing.T) {
 	var cp cluster.ControlPlane
 	var browserErr error
 	const vms = 7
-	nodes := `document.querySelectorAll('section[data-function="fn-0"] g.vm')`
+	// Stripe 0's drawing: with stripe trees every VM is drawn once per
+	// stripe.
+	nodes := `document.querySelectorAll('section[data-function="fn-0"] svg[data-stripe="0"] g.vm')`
 	opts := cluster.RunOptions{Timeout: 2 * time.Minute}
 	opts.OnDeploy = func(c cluster.ControlPlane) {
 		cp = c
@@ -153,7 +155,7 @@ func checkTree(ctx context.Context, browser context.Context, cp cluster.ControlP
 // alone, with the other VMs folded below it and counted; "show all" draws
 // them all, and zooming in draws the tree larger, to scroll.
 func checkFolding(ctx context.Context, cp cluster.ControlPlane, nodes string, vms int) error {
-	folded := `document.querySelector('section[data-function="fn-0"] g.folded')`
+	folded := `document.querySelector('section[data-function="fn-0"] svg[data-stripe="0"] g.folded')`
 	one := fmt.Sprintf(`%s.length === 1 && %s !== null && %s.dataset.count === "%d"`, nodes, folded, folded, vms-1)
 	if err := chromedp.Do(ctx, chromedp.Navigate(cp.URL+"/ui/?levels=1")); err != nil {
 		return err
