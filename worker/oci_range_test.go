@@ -119,7 +119,8 @@ func complete(w *Worker, digest string) bool {
 
 // TestOCIRangesOfAnArrivingLayer asks the local runtime endpoint for parts
 // of an eStargz layer that is still arriving (the download is throttled so
-// that the whole layer takes over a minute): HEAD, the bytes=0-1 probe, the
+// that the whole layer takes half a minute, several times what the test
+// needs): HEAD, the bytes=0-1 probe, the
 // footer and TOC, chunks in the middle, with and without ?ns=, several
 // ranges and an unsatisfiable one. Each answer is right and comes before
 // the layer is complete: ranges are demands, served as they are verified.
@@ -129,7 +130,7 @@ func TestOCIRangesOfAnArrivingLayer(t *testing.T) {
 	w := c.start("vm", func(cfg *Config) {
 		cfg.OCI = listenLoopback(t)
 		cfg.BlockSize = 64 << 10
-		cfg.DownloadLimit = 64 << 10
+		cfg.DownloadLimit = 192 << 10
 	})
 	c.waitRegistered(1)
 	client := &http.Client{Timeout: 30 * time.Second}
@@ -357,7 +358,7 @@ func testCorruptParent(t *testing.T, badAt func(lazyImage) int64, rangeOf func(l
 	child := c.start("vm-1", func(cfg *Config) {
 		cfg.OCI = listenLoopback(t)
 		cfg.BlockSize = 64 << 10
-		cfg.DownloadLimit = 64 << 10
+		cfg.DownloadLimit = 256 << 10 // the 4 MiB layer takes 16 s
 	})
 	c.waitRegistered(2)
 	client := &http.Client{Timeout: 60 * time.Second}
