@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -25,9 +23,6 @@ import (
 	"github.com/faasnet/faasnet/imagegen"
 	"github.com/faasnet/faasnet/internal/testenv"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"golang.org/x/sys/unix"
 )
 
@@ -240,42 +235,16 @@ func hostileGetErr(addr, path string, v any) error {
 	return nil
 }
 
-// hostileImage is internal/hostile at /app/hostile with the mount points
-// runc needs, plus links (name in the image to target), run as user.
+// hostileImage is internal/hostile at /app/hostile, with links (name in
+// the image to target), run as user.
 func hostileImage(t *testing.T, links map[string]string, user string) v1.Image {
 	t.Helper()
-	bin := testenv.HostileBinary(t)
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	for _, d := range []string{"proc", "sys", "dev", "tmp", "run", "etc", "app"} {
-		tw.WriteHeader(&tar.Header{Name: d + "/", Typeflag: tar.TypeDir, Mode: 0o755})
-	}
-	tw.WriteHeader(&tar.Header{Name: "app/hostile", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(bin))})
-	tw.Write(bin)
-	for name, target := range links {
-		tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeSymlink, Linkname: target, Mode: 0o777})
-	}
-	tw.Close()
-	layer, err := tarball.LayerFromReader(bytes.NewReader(b.Bytes()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg = cfg.DeepCopy()
-	cfg.Config.Entrypoint = []string{"/app/hostile"}
-	cfg.Config.User = user
-	cfg.OS, cfg.Architecture = "linux", runtime.GOARCH
-	if img, err = mutate.ConfigFile(img, cfg); err != nil {
-		t.Fatal(err)
-	}
-	return img
+	return testenv.FunctionImage(t, testenv.ImageSpec{
+		Files:      []testenv.File{{Name: "app/hostile", Data: testenv.HostileBinary(t), Mode: 0o755}},
+		Links:      links,
+		Entrypoint: []string{"/app/hostile"},
+		User:       user,
+	})
 }
 
 func push(t *testing.T, img v1.Image, ref string) {

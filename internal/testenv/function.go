@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	goruntime "runtime"
 	"sync"
@@ -35,20 +36,59 @@ func ServerImage(t testing.TB, filler int) v1.Image {
 	if serverErr != nil {
 		t.Fatal(serverErr)
 	}
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	for _, d := range []string{"proc", "sys", "dev", "tmp", "run", "etc", "app", "data"} {
-		tw.WriteHeader(&tar.Header{Name: d + "/", Typeflag: tar.TypeDir, Mode: 0o755})
-	}
-	add := func(name string, data []byte, mode int64) {
-		tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: mode, Size: int64(len(data))})
-		tw.Write(data)
-	}
-	add("app/server", serverBin, 0o755)
 	junk := make([]byte, filler)
 	rand.NewChaCha8([32]byte{5}).Read(junk)
-	add("data/unused.bin", junk, 0o644)
-	tw.Close()
+	return FunctionImage(t, ImageSpec{
+		Files:      []File{{"app/server", serverBin, 0o755}, {"data/unused.bin", junk, 0o644}},
+		Entrypoint: []string{"/app/server"},
+	})
+}
+
+// ImageSpec is a one-layer function image for container tests.
+type ImageSpec struct {
+	Files      []File            // regular files, their directories made
+	Links      map[string]string // symbolic links: name in the image to target
+	Entrypoint []string
+	User       string
+}
+
+// File is a regular file of an ImageSpec.
+type File struct {
+	Name string // relative, as in a tar
+	Data []byte
+	Mode int64
+}
+
+// FunctionImage builds spec's image: the mount points runc needs (the
+// root is read-only, so they cannot be made at start), /etc, the files
+// with their directories, and the links, for linux on this architecture.
+func FunctionImage(t testing.TB, spec ImageSpec) v1.Image {
+	t.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	dirs := map[string]bool{}
+	dir := func(d string) {
+		if !dirs[d] {
+			dirs[d] = true
+			tw.WriteHeader(&tar.Header{Name: d + "/", Typeflag: tar.TypeDir, Mode: 0o755})
+		}
+	}
+	for _, d := range []string{"proc", "sys", "dev", "tmp", "run", "etc"} {
+		dir(d)
+	}
+	for _, f := range spec.Files {
+		if d := path.Dir(f.Name); d != "." {
+			dir(d)
+		}
+		tw.WriteHeader(&tar.Header{Name: f.Name, Typeflag: tar.TypeReg, Mode: f.Mode, Size: int64(len(f.Data))})
+		tw.Write(f.Data)
+	}
+	for name, target := range spec.Links {
+		tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeSymlink, Linkname: target, Mode: 0o777})
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
 	layer, err := tarball.LayerFromReader(bytes.NewReader(b.Bytes()))
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +102,7 @@ func ServerImage(t testing.TB, filler int) v1.Image {
 		t.Fatal(err)
 	}
 	cfg = cfg.DeepCopy()
-	cfg.Config.Entrypoint = []string{"/app/server"}
+	cfg.Config.Entrypoint, cfg.Config.User = spec.Entrypoint, spec.User
 	cfg.OS, cfg.Architecture = "linux", goruntime.GOARCH
 	if img, err = mutate.ConfigFile(img, cfg); err != nil {
 		t.Fatal(err)

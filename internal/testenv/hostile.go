@@ -1,20 +1,14 @@
 package testenv
 
 import (
-	"archive/tar"
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
 	"sync"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
 // hostileBin is internal/hostile built statically, once per test binary.
@@ -53,32 +47,8 @@ func HostileBinary(t testing.TB) []byte {
 // entrypoint, with the mount points runc needs.
 func HostileImage(t testing.TB) v1.Image {
 	t.Helper()
-	bin := HostileBinary(t)
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	for _, d := range []string{"proc", "sys", "dev", "tmp", "run", "etc", "app"} {
-		tw.WriteHeader(&tar.Header{Name: d + "/", Typeflag: tar.TypeDir, Mode: 0o755})
-	}
-	tw.WriteHeader(&tar.Header{Name: "app/hostile", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(bin))})
-	tw.Write(bin)
-	tw.Close()
-	layer, err := tarball.LayerFromReader(bytes.NewReader(b.Bytes()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg = cfg.DeepCopy()
-	cfg.Config.Entrypoint = []string{"/app/hostile"}
-	cfg.OS, cfg.Architecture = "linux", goruntime.GOARCH
-	if img, err = mutate.ConfigFile(img, cfg); err != nil {
-		t.Fatal(err)
-	}
-	return img
+	return FunctionImage(t, ImageSpec{
+		Files:      []File{{"app/hostile", HostileBinary(t), 0o755}},
+		Entrypoint: []string{"/app/hostile"},
+	})
 }
