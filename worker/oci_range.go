@@ -278,20 +278,11 @@ func refetchTOC(ctx context.Context, lb lazyBlob, size int64, lim lazy.Limits) e
 // layer returns the descriptor of the blob digest in image's manifest;
 // errNotLazy if it is not one of its layers (the config).
 func (c *rangeContent) layer(ctx context.Context, image, digest string) (v1.Descriptor, error) {
-	c.w.mu.Lock()
-	d, ok := c.w.images[image]
-	c.w.mu.Unlock()
-	if !ok {
-		return v1.Descriptor{}, ociserve.ErrNotFound
-	}
-	b, ok := c.w.cache.Lookup(d.Digest)
-	if !ok {
-		return v1.Descriptor{}, ociserve.ErrNotFound
-	}
-	defer b.Release()
-	if err := b.Wait(ctx); err != nil {
+	d, b, err := c.w.verifiedManifest(ctx, image)
+	if err != nil {
 		return v1.Descriptor{}, err
 	}
+	defer b.Release()
 	m, err := readManifest(b, d.MediaType)
 	if err != nil {
 		return v1.Descriptor{}, fmt.Errorf("manifest of %s: %w", image, err)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/faasnet/faasnet/blobcache"
 	"github.com/faasnet/faasnet/digest"
 	"github.com/faasnet/faasnet/ociserve"
 	"github.com/faasnet/faasnet/peer"
@@ -154,20 +155,11 @@ func (c content) Manifest(ctx context.Context, ns, repo, reference string) (ocis
 	if !ok {
 		return ociserve.Manifest{}, ociserve.ErrNotFound
 	}
-	c.w.mu.Lock()
-	d, ok := c.w.images[image]
-	c.w.mu.Unlock()
-	if !ok {
-		return ociserve.Manifest{}, ociserve.ErrNotFound
-	}
-	b, ok := c.w.cache.Lookup(d.Digest)
-	if !ok {
-		return ociserve.Manifest{}, ociserve.ErrNotFound
-	}
-	defer b.Release()
-	if err := b.Wait(ctx); err != nil {
+	d, b, err := c.w.verifiedManifest(ctx, image)
+	if err != nil {
 		return ociserve.Manifest{}, err
 	}
+	defer b.Release()
 	if n, max := b.Size(), c.w.cfg.Limits.MaxManifestSize; n > max {
 		return ociserve.Manifest{}, fmt.Errorf("manifest %s of %d bytes is over the worker's limit of %d (--max-manifest-size)", d.Digest, n, max)
 	}
@@ -176,6 +168,27 @@ func (c content) Manifest(ctx context.Context, ns, repo, reference string) (ocis
 		return ociserve.Manifest{}, err
 	}
 	return ociserve.Manifest{MediaType: d.MediaType, Digest: d.Digest, Body: body}, nil
+}
+
+// verifiedManifest returns the descriptor of image's remembered manifest
+// and, once it is complete and verified, its blob (to Release);
+// ociserve.ErrNotFound if the worker holds no such image.
+func (w *Worker) verifiedManifest(ctx context.Context, image string) (peer.Descriptor, *blobcache.Blob, error) {
+	w.mu.Lock()
+	d, ok := w.images[image]
+	w.mu.Unlock()
+	if !ok {
+		return d, nil, ociserve.ErrNotFound
+	}
+	b, ok := w.cache.Lookup(d.Digest)
+	if !ok {
+		return d, nil, ociserve.ErrNotFound
+	}
+	if err := b.Wait(ctx); err != nil {
+		b.Release()
+		return d, nil, err
+	}
+	return d, b, nil
 }
 
 // Blob serves a blob of a hosted image once it is complete and verified.
