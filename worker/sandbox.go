@@ -159,7 +159,7 @@ func managerAddrs(ctx context.Context, managers string) []netip.Prefix {
 		}
 		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", u.Hostname())
 		if err != nil {
-			continue // an unresolvable manager is unreachable anyway
+			continue // left out: only the rules for the VM itself cover it then
 		}
 		for _, a := range addrs {
 			a = a.Unmap()
