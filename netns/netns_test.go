@@ -79,6 +79,15 @@ func sandbox(t *testing.T) int {
 	return cmd.Process.Pid
 }
 
+// inPid runs f in pid's network namespace; pid 0 is the host's, where f
+// runs on the calling thread.
+func inPid(pid int, f func() error) error {
+	if pid == 0 {
+		return f()
+	}
+	return inNetns(pid, f)
+}
+
 // ipIn runs ip with the batch script in pid's namespace (pid 0: the host's).
 func ipIn(t *testing.T, pid int, script string) {
 	t.Helper()
@@ -86,13 +95,7 @@ func ipIn(t *testing.T, pid int, script string) {
 		_, err := run(context.Background(), script, testenv.NeedTool(t, "ip"), "-batch", "-")
 		return err
 	}
-	var err error
-	if pid == 0 {
-		err = f()
-	} else {
-		err = inNetns(pid, f)
-	}
-	if err != nil {
+	if err := inPid(pid, f); err != nil {
 		t.Fatalf("ip in pid %d's namespace: %v", pid, err)
 	}
 }
@@ -107,13 +110,7 @@ func listen(t *testing.T, pid int, name string) int {
 		l, err = net.Listen("tcp", ":0")
 		return err
 	}
-	var err error
-	if pid == 0 {
-		err = f()
-	} else {
-		err = inNetns(pid, f)
-	}
-	if err != nil {
+	if err := inPid(pid, f); err != nil {
 		t.Fatalf("listening in pid %d's namespace: %v", pid, err)
 	}
 	var wg sync.WaitGroup
@@ -154,10 +151,8 @@ func dial(pid int, src, addr netip.Addr, port int, wait time.Duration) (string, 
 		line, err = bufio.NewReader(c).ReadString('\n')
 		return err
 	}
-	if pid == 0 {
-		return line, f()
-	}
-	return line, inNetns(pid, f)
+	err := inPid(pid, f)
+	return line, err
 }
 
 // mustReach checks that a connection from pid to addr:port succeeds and
@@ -257,13 +252,7 @@ func readSysctl(t *testing.T, pid int, path string) string {
 		b, err = os.ReadFile("/proc/sys/" + path)
 		return err
 	}
-	var err error
-	if pid == 0 {
-		err = f()
-	} else {
-		err = inNetns(pid, f)
-	}
-	if err != nil {
+	if err := inPid(pid, f); err != nil {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(b))
@@ -408,11 +397,7 @@ func TestFence(t *testing.T) {
 			{0, "net/ipv6/conf/" + e.Veth() + "/disable_ipv6"},
 		} {
 			f := func() error { return writeSysctl(w.path, "0", false) }
-			if w.pid == 0 {
-				if err := f(); err != nil {
-					t.Fatal(err)
-				}
-			} else if err := inNetns(w.pid, f); err != nil {
+			if err := inPid(w.pid, f); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -442,13 +427,7 @@ func linkIn(t *testing.T, pid int, dev string) (mac string, index int) {
 		out, err = run(context.Background(), "", testenv.NeedTool(t, "ip"), "-j", "link", "show", "dev", dev)
 		return err
 	}
-	var err error
-	if pid == 0 {
-		err = f()
-	} else {
-		err = inNetns(pid, f)
-	}
-	if err != nil {
+	if err := inPid(pid, f); err != nil {
 		t.Fatal(err)
 	}
 	var links []struct {

@@ -106,21 +106,3 @@ func TestStripeFanoutMeasured(t *testing.T) {
 		})
 	}
 }
-
-func TestBlockFor(t *testing.T) {
-	for _, tt := range []struct {
-		size        int64
-		layers, vms int
-		stripes     int
-		want        int64
-	}{
-		{758_000_000, 1, 128, 2, 512 << 10}, // the paper: 758 MB / (100·7·2) = 541 kB
-		{16 << 20, 4, 128, 2, 64 << 10},     // the bench: far below 64 KiB
-		{16 << 30, 1, 2, 1, 1 << 20},        // huge image: capped
-		{1, 1, 1, 1, 64 << 10},              // tiny: floored
-	} {
-		if got := BlockFor(tt.size, tt.layers, tt.vms, tt.stripes); got != tt.want {
-			t.Errorf("BlockFor(%d, %d, %d, %d) = %d, want %d", tt.size, tt.layers, tt.vms, tt.stripes, got, tt.want)
-		}
-	}
-}
