@@ -81,8 +81,10 @@ func startHA(t *testing.T, nMgr, nWorkers int, fns ...string) *haCluster {
 		t.Fatal(err)
 	}
 	c.admin = api.NewTLSClient(c.urls, pki.NewVerifier(c.mgrs[0].ca, nil).ManagerClient(nil), tok)
-	if h := c.health(0); h.Role != api.RoleLeader {
-		t.Fatalf("the first manager does not lead: %+v", h)
+	// The first manager won the campaign that created the cluster; it
+	// may start leading a moment after it listens.
+	if l, _ := c.waitLeader(-1, time.Now(), 10*time.Second); l != 0 {
+		t.Fatalf("manager %d leads, want the first one", l)
 	}
 	for i := 1; i < nMgr; i++ {
 		c.waitFollower(i, 0, 5*time.Second)

@@ -196,6 +196,10 @@ func testManagerSurvivesKill9(t *testing.T, stateArgs []string, etcdRevision fun
 	p, addr := startFaasnet(t, args...)
 	access := newManagerAccess(t, data)
 	c := access.operator(addr)
+	if etcdRevision != nil {
+		// It listens before its campaign has won; until then it answers 503.
+		waitRole(t, c, "https://"+addr, api.RoleLeader, 30*time.Second)
+	}
 	for i := range 40 {
 		vm := fmt.Sprintf("vm-%02d", i)
 		if _, err := access.vm(addr, vm).RegisterVM(ctx, vm, fmt.Sprintf("127.0.0.1:%d", 30000+i), nil); err != nil {
