@@ -20,27 +20,58 @@ import (
 // that a registry stores and serves like any other.
 
 // GzipBomb returns a gzip layer of files bomb/0, bomb/1, ... of size bytes
-// of zeros each: about a thousandth of its unpacked size compressed.
+// of zeros each: about a thousandth of its unpacked size compressed. It is
+// a series of gzip members (readers join them into one stream, as RFC 1952
+// allows), one per tar header and per MiB of zeros; the MiB's member is
+// compressed once and repeated, so a bomb of any size is made in
+// milliseconds, even under the race detector.
 func GzipBomb(files int, size int64) (v1.Layer, error) {
 	var buf bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
-	tw := tar.NewWriter(zw)
-	for i := range files {
-		h := fileHeader(fmt.Sprintf("bomb/%d", i), 0o644, size)
-		if err := tw.WriteHeader(&h); err != nil {
-			return nil, fmt.Errorf("imagegen: gzip bomb: %w", err)
-		}
-		if _, err := io.CopyN(tw, zeroReader{}, size); err != nil {
-			return nil, fmt.Errorf("imagegen: gzip bomb: %w", err)
-		}
-	}
-	if err := tw.Close(); err != nil {
+	mib, err := gzipMember(make([]byte, 1<<20))
+	if err != nil {
 		return nil, fmt.Errorf("imagegen: gzip bomb: %w", err)
 	}
-	if err := zw.Close(); err != nil {
+	zeros := func(n int64) error {
+		for ; n >= 1<<20; n -= 1 << 20 {
+			buf.Write(mib)
+		}
+		if n == 0 {
+			return nil
+		}
+		m, err := gzipMember(make([]byte, n))
+		buf.Write(m)
+		return err
+	}
+	for i := range files {
+		var hdr bytes.Buffer
+		h := fileHeader(fmt.Sprintf("bomb/%d", i), 0o644, size)
+		if err := tar.NewWriter(&hdr).WriteHeader(&h); err != nil { // writes the header block at once
+			return nil, fmt.Errorf("imagegen: gzip bomb: %w", err)
+		}
+		m, err := gzipMember(hdr.Bytes())
+		if err != nil {
+			return nil, fmt.Errorf("imagegen: gzip bomb: %w", err)
+		}
+		buf.Write(m)
+		if err := zeros(size + (-size)&511); err != nil { // the file and its padding to a block
+			return nil, fmt.Errorf("imagegen: gzip bomb: %w", err)
+		}
+	}
+	if err := zeros(2 * 512); err != nil { // the end of the archive
 		return nil, fmt.Errorf("imagegen: gzip bomb: %w", err)
 	}
 	return bytesLayer(buf.Bytes())
+}
+
+// gzipMember is b compressed as one gzip member.
+func gzipMember(b []byte) ([]byte, error) {
+	var out bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&out, gzip.BestCompression)
+	if _, err := zw.Write(b); err != nil {
+		return nil, err
+	}
+	err := zw.Close()
+	return out.Bytes(), err
 }
 
 type zeroReader struct{}

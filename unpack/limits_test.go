@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/faasnet/faasnet/imagegen"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -57,30 +58,11 @@ func TestTarLimits(t *testing.T) {
 	}
 }
 
-// zeros is an endless stream of zero bytes.
-type zeros struct{}
-
-func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
-
-// bombLayer is a gzip layer of n files of size bytes of zeros each: about a
-// thousandth of that compressed.
+// bombLayer is a gzip layer of n files bomb/0, bomb/1, ... of size bytes
+// of zeros each: about a thousandth of its unpacked size compressed.
 func bombLayer(t *testing.T, n int, size int64) v1.Layer {
 	t.Helper()
-	var buf bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
-	tw := tar.NewWriter(zw)
-	for i := range n {
-		if err := tw.WriteHeader(&tar.Header{Name: "bomb/" + string(rune('a'+i)), Typeflag: tar.TypeReg, Mode: 0o644, Size: size}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.CopyN(tw, zeros{}, size); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tw.Close()
-	zw.Close()
-	compressed := buf.Bytes()
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(compressed)), nil })
+	l, err := imagegen.GzipBomb(n, size)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +84,7 @@ func TestImageGzipBomb(t *testing.T) {
 	}
 	dir := filepath.Join(t.TempDir(), "rootfs")
 	_, err = Image(img, dir, Options{Limits: Limits{MaxBytes: 20 << 20}})
-	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "bomb/c of 8388608 bytes after 16777216 bytes of files, at most 20971520 in all") {
+	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "bomb/2 of 8388608 bytes after 16777216 bytes of files, at most 20971520 in all") {
 		t.Fatalf("Image of a gzip bomb: %v; want ErrLimit", err)
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {

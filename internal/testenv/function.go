@@ -3,7 +3,9 @@ package testenv
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -23,6 +25,8 @@ var (
 	serverOnce sync.Once
 	serverBin  []byte
 	serverErr  error
+
+	serverImages sync.Map // filler size -> v1.Image
 )
 
 // ServerImage is a small function image for container tests: the runc
@@ -30,18 +34,25 @@ var (
 // /app/server, the mount points runc needs, and filler bytes of random data
 // at /data/unused.bin that the server never reads (so lazy starts show what
 // they did not fetch). Its entrypoint is /app/server.
+//
+// Images are immutable: one per filler size serves every test of a process.
 func ServerImage(t testing.TB, filler int) v1.Image {
 	t.Helper()
 	serverOnce.Do(buildServer)
 	if serverErr != nil {
 		t.Fatal(serverErr)
 	}
+	if img, ok := serverImages.Load(filler); ok {
+		return img.(v1.Image)
+	}
 	junk := make([]byte, filler)
 	rand.NewChaCha8([32]byte{5}).Read(junk)
-	return FunctionImage(t, ImageSpec{
+	img := FunctionImage(t, ImageSpec{
 		Files:      []File{{"app/server", serverBin, 0o755}, {"data/unused.bin", junk, 0o644}},
 		Entrypoint: []string{"/app/server"},
 	})
+	stored, _ := serverImages.LoadOrStore(filler, img)
+	return stored.(v1.Image)
 }
 
 // ImageSpec is a one-layer function image for container tests.
@@ -89,7 +100,15 @@ func FunctionImage(t testing.TB, spec ImageSpec) v1.Image {
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	layer, err := tarball.LayerFromReader(bytes.NewReader(b.Bytes()))
+	// Compressed once, here: a layer made from the tar would compress it
+	// again for its digest and for every push, slow under the race detector.
+	var z bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&z, gzip.BestSpeed)
+	zw.Write(b.Bytes())
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(z.Bytes())), nil })
 	if err != nil {
 		t.Fatal(err)
 	}
