@@ -80,18 +80,18 @@ func TestCRIPythonFunctionThreeVMs(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
 		snapshotter string
-		limit       string // each worker's download and upload limit
+		down, up    string // each worker's download and upload limits (uploads feed two children)
 		lazy        bool
 	}{
 		// The limit keeps the workers' background streaming (they fetch
 		// the whole image as soon as they are assigned it) from filling
 		// the 15% before containerd has even started the function.
-		{name: "faasnet-snapshotter", snapshotter: containerdcfg.SnapshotterName, limit: "4MiB/s", lazy: true},
-		{name: "hosts-mirror-overlayfs", snapshotter: "overlayfs", limit: "32MiB/s"},
+		{name: "faasnet-snapshotter", snapshotter: containerdcfg.SnapshotterName, down: "512KiB/s", up: "1MiB/s", lazy: true},
+		{name: "hosts-mirror-overlayfs", snapshotter: "overlayfs", down: "32MiB/s", up: "64MiB/s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			counter.Reset()
-			runCRIVMs(t, ref, pause, tc.snapshotter, tc.limit, tc.lazy, counter, sizes)
+			runCRIVMs(t, ref, pause, tc.snapshotter, tc.down, tc.up, tc.lazy, counter, sizes)
 		})
 	}
 }
@@ -105,6 +105,8 @@ type criVM struct {
 	rt     cri.RuntimeServiceClient
 	images cri.ImageServiceClient
 	port   int
+
+	removePod func() // stops and removes the function's pod, once
 }
 
 // criResult is what one VM's start measured.
@@ -115,19 +117,20 @@ type criResult struct {
 	depth       int
 	fromReg     int64
 	lazyMounts  int
+	nodeRead    int64 // what the snapshotter read from the worker
 	startFailed error
 }
 
-func runCRIVMs(t *testing.T, ref, pause, snapshotter, limit string, lazy bool, counter *testenv.Counter, sizes map[string]int64) {
+func runCRIVMs(t *testing.T, ref, pause, snapshotter, down, up string, lazy bool, counter *testenv.Counter, sizes map[string]int64) {
 	ctx := t.Context()
 	// One tree, as in the paper: its root alone reads the registry.
-	mgr := startManager(t, "--vm-timeout", "5s", "--stripes", "1", "--block-size", "64KiB")
+	mgr := startManager(t, "--vm-timeout", "5s", "--stripes", "1", "--block-size", "16KiB")
 	c := mgr.admin(t)
 	vms := make([]*criVM, 3)
 	for i := range vms {
 		id := fmt.Sprintf("vm-%d", i)
 		w := start(t, id, append(mgr.workerArgs(t, id), "--oci-listen", "127.0.0.1:0", "--heartbeat", "200ms",
-			"--download-limit", limit, "--upload-limit", limit)...)
+			"--download-limit", down, "--upload-limit", up)...)
 		if w.oci == "" {
 			t.Fatalf("%s logged no OCI endpoint", id)
 		}
@@ -180,8 +183,17 @@ func runCRIVMs(t *testing.T, ref, pause, snapshotter, limit string, lazy bool, c
 		v := byVM[vm.id]
 		r.depth, r.fromReg = v.Depth, v.BytesFromRegistry
 		frac := float64(r.bytesAtOK) / float64(r.imageBytes)
-		t.Logf("%s (depth %d): ready %v after PullImage, worker had fetched %d of %d bytes (%.1f%%); %d bytes from the registry so far",
-			vm.id, r.depth, r.ready.Round(time.Millisecond), r.bytesAtOK, r.imageBytes, 100*frac, r.fromReg)
+		if vm.snap != nil {
+			// The pod gone, nothing reads the layers any more: what the
+			// snapshotter says it read when it stops is what the function
+			// read before it answered, and a little after.
+			vm.removePod()
+			vm.snap.stop(t)
+			r.nodeRead = snapshotterRead(vm.snap.logText())
+		}
+		t.Logf("%s (depth %d): ready %v after PullImage; its worker had fetched %d of %d bytes (%.1f%%), the node read %d through the snapshotter (%.1f%%); %d bytes from the registry so far",
+			vm.id, r.depth, r.ready.Round(time.Millisecond), r.bytesAtOK, r.imageBytes, 100*frac,
+			r.nodeRead, 100*float64(r.nodeRead)/float64(r.imageBytes), r.fromReg)
 		if v.Parent != nil && v.BytesFromRegistry != 0 {
 			t.Errorf("%s is not the root but fetched %d bytes from the registry", vm.id, v.BytesFromRegistry)
 		}
@@ -244,7 +256,7 @@ func (vm *criVM) startFunction(t *testing.T, ctx context.Context, c *api.Client,
 	if err != nil {
 		return fail("RunPodSandbox: %w", err)
 	}
-	t.Cleanup(func() {
+	vm.removePod = sync.OnceFunc(func() {
 		sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		if _, err := vm.rt.StopPodSandbox(sctx, &cri.StopPodSandboxRequest{PodSandboxId: pod.PodSandboxId}); err != nil {
@@ -254,6 +266,7 @@ func (vm *criVM) startFunction(t *testing.T, ctx context.Context, c *api.Client,
 			t.Errorf("%s: RemovePodSandbox: %v", vm.id, err)
 		}
 	})
+	t.Cleanup(vm.removePod)
 	start := time.Now()
 	if _, err := vm.images.PullImage(ctx, &cri.PullImageRequest{Image: &cri.ImageSpec{Image: ref}, SandboxConfig: podCfg}); err != nil {
 		return fail("PullImage %s: %w", ref, err)
@@ -402,6 +415,24 @@ func blobSizes(t *testing.T, ref string) map[string]int64 {
 	return sizes
 }
 
+// snapshotterRead is the read_from_worker a stopped snapshotter logged.
+func snapshotterRead(log string) int64 {
+	const key = "read_from_worker="
+	i := strings.LastIndex(log, key)
+	if i < 0 {
+		return -1
+	}
+	f := strings.Fields(log[i+len(key):])
+	if len(f) == 0 {
+		return -1
+	}
+	n, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
 // proxy is the registry host of ref.
 func proxy(ref string) string { return ref[:strings.Index(ref, "/")] }
 
@@ -533,6 +564,8 @@ type daemon struct {
 	cmd  *exec.Cmd
 	log  string
 	done chan struct{}
+
+	stopOnce sync.Once
 }
 
 // startDaemon starts bin with args, its output to logPath, and stops it in
@@ -554,19 +587,26 @@ func startDaemon(t *testing.T, name, logPath, bin string, args ...string) *daemo
 	d := &daemon{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() { cmd.Wait(); f.Close(); close(d.done) }()
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-d.done:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-d.done
-			t.Errorf("%s did not stop within 20s of SIGTERM", name)
-		}
+		d.stop(t)
 		if t.Failed() {
 			t.Logf("--- log of %s (%s) ---\n%s", name, logPath, tailLines(d.logText(), 40))
 		}
 	})
 	return d
+}
+
+// stop ends d with SIGTERM, or SIGKILL 20 s later, and waits for it.
+func (d *daemon) stop(t *testing.T) {
+	d.stopOnce.Do(func() {
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.done:
+		case <-time.After(20 * time.Second):
+			d.cmd.Process.Kill()
+			<-d.done
+			t.Errorf("%s did not stop within 20s of SIGTERM", d.name)
+		}
+	})
 }
 
 func (d *daemon) exited() bool {

@@ -167,6 +167,7 @@ func (s *Snapshotter) Serve(ctx context.Context) error {
 }
 
 func (s *Snapshotter) close() error {
+	s.cfg.Logger.Info("faasnet snapshotter stopping", "read_from_worker", s.BytesRead())
 	return errors.Join(s.sn.Close(), s.fs.closeAll(), removeIfSocket(s.cfg.Socket))
 }
 
