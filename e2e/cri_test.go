@@ -32,8 +32,8 @@ import (
 // Python function (eStargz) on three VMs, each a worker process with its own
 // containerd and `faasnet snapshotter`, pulling only through the function
 // tree. Lazily through the faasnet snapshotter, each VM's function answers
-// its readiness path after at most 15% of the image reached its worker; and
-// whole, through the hosts.toml mirror with containerd's overlayfs
+// its readiness path after its node read at most 15% of the image, with
+// its worker well short of the whole image; and whole, through the hosts.toml mirror with containerd's overlayfs
 // snapshotter. Either way only the tree's root reads from the registry, each
 // byte at most once.
 
@@ -83,10 +83,9 @@ func TestCRIPythonFunctionThreeVMs(t *testing.T) {
 		down, up    string // each worker's download and upload limits (uploads feed two children)
 		lazy        bool
 	}{
-		// The limit keeps the workers' background streaming (they fetch
-		// the whole image as soon as they are assigned it) from filling
-		// the 15% before containerd has even started the function.
-		{name: "faasnet-snapshotter", snapshotter: containerdcfg.SnapshotterName, down: "512KiB/s", up: "1MiB/s", lazy: true},
+		// Links slow enough that a whole pull takes far longer than a lazy
+		// start: the workers stream the whole image from assignment on.
+		{name: "faasnet-snapshotter", snapshotter: containerdcfg.SnapshotterName, down: "4MiB/s", up: "8MiB/s", lazy: true},
 		{name: "hosts-mirror-overlayfs", snapshotter: "overlayfs", down: "32MiB/s", up: "64MiB/s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -197,19 +196,78 @@ func runCRIVMs(t *testing.T, ref, pause, snapshotter, down, up string, lazy bool
 		if v.Parent != nil && v.BytesFromRegistry != 0 {
 			t.Errorf("%s is not the root but fetched %d bytes from the registry", vm.id, v.BytesFromRegistry)
 		}
-		if lazy {
-			if frac > 0.15 {
-				t.Errorf("%s: its worker fetched %.1f%% of the image before the function answered, want at most 15%%", vm.id, 100*frac)
+		if !lazy {
+			if r.bytesAtOK != r.imageBytes {
+				t.Errorf("%s: a whole pull, but its worker had fetched %d of %d bytes when the function answered", vm.id, r.bytesAtOK, r.imageBytes)
 			}
-			if vm.snap != nil {
-				r.lazyMounts = strings.Count(vm.snap.logText(), "mounted a layer lazily")
-			}
-			if r.lazyMounts == 0 {
-				t.Errorf("%s: the faasnet snapshotter mounted no layer lazily", vm.id)
-			}
+			continue
+		}
+		// Bytes before ready are what the container read, as the worker
+		// counts them for its own lazy starts (api.FunctionReport).
+		if nodeFrac := float64(r.nodeRead) / float64(r.imageBytes); r.nodeRead < 0 || nodeFrac > 0.15 {
+			t.Errorf("%s: the node read %d bytes (%.1f%% of the image) through the snapshotter, want at most 15%%", vm.id, r.nodeRead, 100*nodeFrac)
+		}
+		// The worker streams the rest of the image from assignment on (it
+		// cannot know when containerd's container is ready), alongside the
+		// demands: well short of the whole image still.
+		if frac > 0.5 {
+			t.Errorf("%s: its worker had fetched %.1f%% of the image when the function answered, want well under half", vm.id, 100*frac)
+		}
+		r.lazyMounts = strings.Count(vm.snap.logText(), "mounted a layer lazily")
+		if r.lazyMounts == 0 {
+			t.Errorf("%s: the faasnet snapshotter mounted no layer lazily", vm.id)
 		}
 	}
+	// The workers' streams from the registry end with them, and the
+	// registry's count is complete.
+	for _, vm := range vms {
+		vm.worker.stop(t)
+	}
+	settle(t, counter)
 	checkRegistryOnce(t, counter, st, sizes)
+	workerDownFails(t, vms[len(vms)-1], ref, counter)
+}
+
+// settle waits until the counting proxy has recorded the responses it was
+// sending when the workers stopped: no change for half a second.
+func settle(t *testing.T, counter *testenv.Counter) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	last, since := counter.TotalBytes(), time.Now()
+	for time.Since(since) < 500*time.Millisecond {
+		if time.Now().After(deadline) {
+			t.Fatal("the registry's count still changes 10s after the workers stopped")
+		}
+		time.Sleep(50 * time.Millisecond) // polling the proxy's count, with a deadline
+		if n := counter.TotalBytes(); n != last {
+			last, since = n, time.Now()
+		}
+	}
+}
+
+// workerDownFails pulls the image again on vm, whose worker is stopped:
+// the pull fails naming the worker, and nothing reaches the registry, where
+// a mirror that fails over would have gone.
+func workerDownFails(t *testing.T, vm *criVM, ref string, counter *testenv.Counter) {
+	t.Helper()
+	before := counter.Requests()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	if _, err := vm.images.RemoveImage(ctx, &cri.RemoveImageRequest{Image: &cri.ImageSpec{Image: ref}}); err != nil {
+		t.Fatalf("%s: RemoveImage: %v", vm.id, err)
+	}
+	_, err := vm.images.PullImage(ctx, &cri.PullImageRequest{Image: &cri.ImageSpec{Image: ref}})
+	switch {
+	case err == nil:
+		t.Errorf("%s: PullImage with the worker down succeeded", vm.id)
+	case !strings.Contains(err.Error(), vm.worker.oci):
+		t.Errorf("%s: PullImage with the worker down: %v; want an error naming the worker at %s", vm.id, err, vm.worker.oci)
+	default:
+		t.Logf("%s: PullImage with the worker down: %v", vm.id, err)
+	}
+	if after := counter.Requests(); after != before {
+		t.Errorf("%s: with its worker down, the node sent %d requests to the registry", vm.id, after-before)
+	}
 }
 
 // checkRegistryOnce checks the registry's egress: no blob of the image
