@@ -219,24 +219,34 @@ func runCRIVMs(t *testing.T, ref, pause, snapshotter, down, up string, lazy bool
 		}
 	}
 	// The workers' streams from the registry end with them, and the
-	// registry's count is complete.
+	// registry's count is complete: at least what they reported last.
+	last, err := c.Status(ctx, "py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reported int64
+	for _, v := range last.VMs {
+		reported += v.BytesFromRegistry
+	}
 	for _, vm := range vms {
 		vm.worker.stop(t)
 	}
-	settle(t, counter)
+	settle(t, counter, reported)
 	checkRegistryOnce(t, counter, st, sizes)
 	workerDownFails(t, vms[len(vms)-1], ref, counter)
 }
 
 // settle waits until the counting proxy has recorded the responses it was
-// sending when the workers stopped: no change for half a second.
-func settle(t *testing.T, counter *testenv.Counter) {
+// sending when the workers stopped (it records a response when it ends):
+// at least the bytes the workers said they received from it, and no change
+// for half a second.
+func settle(t *testing.T, counter *testenv.Counter, atLeast int64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	last, since := counter.TotalBytes(), time.Now()
-	for time.Since(since) < 500*time.Millisecond {
+	for last < atLeast || time.Since(since) < 500*time.Millisecond {
 		if time.Now().After(deadline) {
-			t.Fatal("the registry's count still changes 10s after the workers stopped")
+			t.Fatalf("the registry's count is %d bytes 30s after the workers stopped, they reported %d from it", last, atLeast)
 		}
 		time.Sleep(50 * time.Millisecond) // polling the proxy's count, with a deadline
 		if n := counter.TotalBytes(); n != last {
