@@ -27,7 +27,7 @@
 //     digest label), and it reads only what the container reads. Measured
 //     (e2e/cri_test.go, the Python function, 279 MB as eStargz, three VMs
 //     on one 2-core machine): each node read 9.3 MB (3.3%) through the
-//     snapshotter until its function answered, 11 to 13 s after PullImage
+//     snapshotter until its function answered, 11 to 16 s after PullImage
 //     with 4 MiB/s links.
 //   - The library's filesystem also prefetches and background-fetches whole
 //     layers from every node by itself; through faasnet the worker already
