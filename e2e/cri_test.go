@@ -190,9 +190,12 @@ func runCRIVMs(t *testing.T, ref, pause, snapshotter, down, up string, lazy bool
 			vm.snap.stop(t)
 			r.nodeRead = snapshotterRead(vm.snap.logText())
 		}
-		t.Logf("%s (depth %d): ready %v after PullImage; its worker had fetched %d of %d bytes (%.1f%%), the node read %d through the snapshotter (%.1f%%); %d bytes from the registry so far",
-			vm.id, r.depth, r.ready.Round(time.Millisecond), r.bytesAtOK, r.imageBytes, 100*frac,
-			r.nodeRead, 100*float64(r.nodeRead)/float64(r.imageBytes), r.fromReg)
+		reads := "no snapshotter"
+		if vm.snap != nil {
+			reads = fmt.Sprintf("the node read %d through the snapshotter (%.1f%%)", r.nodeRead, 100*float64(r.nodeRead)/float64(r.imageBytes))
+		}
+		t.Logf("%s (depth %d): ready %v after PullImage; its worker had fetched %d of %d bytes (%.1f%%), %s; %d bytes from the registry so far",
+			vm.id, r.depth, r.ready.Round(time.Millisecond), r.bytesAtOK, r.imageBytes, 100*frac, reads, r.fromReg)
 		if v.Parent != nil && v.BytesFromRegistry != 0 {
 			t.Errorf("%s is not the root but fetched %d bytes from the registry", vm.id, v.BytesFromRegistry)
 		}
