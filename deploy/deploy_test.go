@@ -773,7 +773,7 @@ func (u unit) one(t *testing.T, name, section, key string) string {
 
 // notYet are units for commands faasnet does not have yet: their command
 // line is checked once the command exists.
-var notYet = map[string]bool{"faasnet-snapshotter.service": true}
+var notYet = map[string]bool{}
 
 const faasnetPath = "/usr/local/bin/faasnet"
 

@@ -25,6 +25,9 @@ missing=()
 for tool in "${!pkg[@]}"; do
 	command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg[$tool]}")
 done
+# Not a command: the CNI loopback plugin CRI's network readiness needs
+# (e2e/cri_test.go).
+[ -x /usr/lib/cni/loopback ] || missing+=(containernetworking-plugins)
 [ ${#missing[@]} -eq 0 ] && exit 0
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
 

@@ -430,6 +430,9 @@ func (w *Worker) writeAll(b *blobcache.Blob, raw []byte, j *job) error {
 // children reading the blob get every block as soon as it lands
 // (cut-through).
 func (w *Worker) fill(ctx context.Context, j *job, b *blobcache.Blob, src source, from, to int) error {
+	if !peer.IsDemand(ctx) && src.Parent() == nil {
+		return w.fillWindows(ctx, j, b, src, from, to)
+	}
 	for i := b.NextMissing(from); i >= 0 && i < to; i = b.NextMissing(i) {
 		end := i + 1
 		for end < to && !b.Has(end) {
@@ -444,6 +447,43 @@ func (w *Worker) fill(ctx context.Context, j *job, b *blobcache.Blob, src source
 		if i >= to {
 			break
 		}
+	}
+	return nil
+}
+
+// registryWindow bounds what a background stream from the registry asks
+// for at once.
+const registryWindow = 1 << 20
+
+// fillWindows is fill for background streaming from the registry, where
+// every byte fetched twice is egress paid twice. It asks for a window of
+// missing blocks at a time and claims them as a demand does, so that a
+// demand for one of them waits for the window (a moment) instead of
+// fetching it again, and the next window leaves out what demands fetched
+// meanwhile. It yields to demands between windows, never while holding a
+// claim a demand may be waiting on.
+func (w *Worker) fillWindows(ctx context.Context, j *job, b *blobcache.Blob, src source, from, to int) error {
+	_, block := b.BlockRange(0)
+	window := max(1, int(registryWindow/max(block, 1)))
+	for i := b.NextMissing(from); i >= 0 && i < to; i = b.NextMissing(i) {
+		if err := w.yieldToDemand(ctx); err != nil {
+			return err
+		}
+		end := min(i+window, to)
+		mine, _ := w.claim(j.digest, b, i, end)
+		for _, run := range runs(mine) {
+			off, _ := b.BlockRange(run[0])
+			lastOff, lastN := b.BlockRange(run[1] - 1)
+			if err := w.fillRun(peer.WithDemand(ctx), b, j, run[0], run[1], off, lastOff+lastN-off, src); err != nil {
+				w.unclaim(j.digest, mine)
+				return err
+			}
+		}
+		w.unclaim(j.digest, mine)
+		if end >= to {
+			break
+		}
+		i = end
 	}
 	return nil
 }

@@ -56,10 +56,10 @@ the whole CRI section from an import, so the fragment also carries the CNI
 directories, runc's cgroup driver (--systemd-cgroup), --sandbox-image and
 --restrict-oom-score-adj.
 
-The faasnet snapshotter (faasnet snapshotter) is not part of this release
-yet: the fragment names the socket it will serve, ` + containerdcfg.DefaultSnapshotterSocket + `.
-Until then use --snapshotter overlayfs: whole images pulled through the
-worker's mirror, still down the function tree.`,
+The faasnet snapshotter (faasnet snapshotter, on --snapshotter-socket)
+mounts eStargz layers lazily through the worker; --snapshotter overlayfs
+pulls whole images through the worker's mirror instead, still down the
+function tree.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, s := range registries {
