@@ -99,6 +99,9 @@ type Etcd struct {
 	// check drops the cache. Guarded by mu.
 	cache    map[string][]byte // nil: dropped
 	batchRev int64
+	// decoded holds node keys of cache decoded, so that a step does not
+	// decode a shard of a large tree again each time. Dropped with cache.
+	decoded map[string]map[string]json.RawMessage
 
 	lock *etcdLock // nil unless EtcdOptions.Exclusive
 
