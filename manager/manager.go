@@ -10,9 +10,10 @@
 // image once, down one tree.
 //
 // All state lives in memory behind one mutex and every change is written to a
-// store.Store as one atomic batch before it is acknowledged. If the store
-// refuses a batch, the in-memory state is rebuilt from the store, so memory
-// never runs ahead of what a restarted manager would load.
+// store.Store, in an atomic batch with the changes made meanwhile (see
+// groupcommit.go), before it is acknowledged. If the store refuses a batch,
+// the in-memory state is rebuilt from the store; no worker is told of a
+// change before it is stored.
 package manager
 
 import (
@@ -112,6 +113,8 @@ type Manager struct {
 	// assigned holds, by VM, every image the manager assigned it in this
 	// manager's life: the only images placement believes a VM caches.
 	assigned map[string]map[string]bool
+
+	writes writes // the changes being stored (groupcommit.go)
 
 	ha haState // the manager's place in the election (ha.go)
 }
@@ -323,12 +326,15 @@ type txn struct {
 // certificates) changes only then.
 func (tx *txn) onCommit(f func()) { tx.after = append(tx.after, f) }
 
-// commit runs op under the lock and stores what it changed. op must validate
-// everything before changing anything; if storing fails, the state is reloaded.
+// commit runs op under the lock and stores what it changed, with the
+// changes of other operations made meanwhile (see groupcommit.go); it
+// returns once the change is stored. op must validate everything before
+// changing anything; if storing fails, the state is reloaded.
 func (m *Manager) commit(ctx context.Context, op string, fn func(tx *txn) error) error {
 	m.mu.Lock()
 	tx := &txn{m: m, touched: map[string]bool{}, fnDirty: map[string]bool{}, relayout: map[string]map[string]bool{}}
 	err := fn(tx)
+	var g *group
 	if err == nil {
 		tx.flushStripes()
 		for name := range tx.fnDirty {
@@ -340,20 +346,20 @@ func (m *Manager) commit(ctx context.Context, op string, fn func(tx *txn) error)
 			m.revision++
 			tx.batch.Revision = m.revision
 		}
-		if !tx.batch.Empty() {
-			if serr := m.store.Apply(ctx, tx.batch); serr != nil {
-				err = &Error{503, fmt.Sprintf("storing the change (%s): %v", op, serr)}
-				if _, lerr := m.load(context.WithoutCancel(ctx)); lerr != nil {
-					m.log.Error("reloading state after a failed write", "err", lerr)
-					m.stateUnknown()
-				}
-			}
-		}
-		if err == nil {
-			tx.committed()
+		tx.recordAssigned()
+		if tx.batch.Empty() {
+			tx.runAfter()
+		} else {
+			g = m.join(tx.batch, tx.after)
 		}
 	}
 	m.mu.Unlock()
+	if g != nil {
+		<-g.done
+		if g.err != nil {
+			err = &Error{503, fmt.Sprintf("storing the change (%s): %v", op, g.err)}
+		}
+	}
 	m.metrics.op(op, err)
 	if err == nil && m.opts.Push {
 		for vm := range tx.touched {
@@ -363,12 +369,17 @@ func (m *Manager) commit(ctx context.Context, op string, fn func(tx *txn) error)
 	return err
 }
 
-// committed runs the onCommit functions and notes the images the touched
-// VMs are now assigned.
-func (tx *txn) committed() {
+// runAfter runs the onCommit functions.
+func (tx *txn) runAfter() {
 	for _, f := range tx.after {
 		f()
 	}
+}
+
+// recordAssigned notes the images the touched VMs are now assigned. (A
+// failed write reloads the state, but not this record: placement only
+// prefers the VMs it names.)
+func (tx *txn) recordAssigned() {
 	for vm := range tx.touched {
 		for _, fn := range tx.m.functionsOf(vm) {
 			tx.m.recordAssigned(vm, tx.m.fns[fn].rec.Image)
@@ -520,28 +531,41 @@ func (m *Manager) functionsOf(vm string) []string {
 	return v.Functions
 }
 
-// Heartbeat records that vm is alive and returns its desired state.
+// Heartbeat records that vm is alive and returns its desired state, once
+// the changes it reflects are stored. It writes nothing: liveness is kept
+// in memory only.
 func (m *Manager) Heartbeat(vm string) (api.Assignments, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.metrics.heartbeats.Inc()
+	m.mu.Lock()
 	v, ok := m.vms[vm]
 	if !ok {
+		m.mu.Unlock()
 		return api.Assignments{}, notFound("VM %q is not registered (register with PUT %s/vms/%s)", vm, api.Prefix, vm)
 	}
 	v.lastSeen = m.opts.Now()
-	return m.assignments(v), nil
+	out, g := m.assignments(v), m.writes.pending()
+	m.mu.Unlock()
+	if err := durable(g); err != nil {
+		return api.Assignments{}, err
+	}
+	return out, nil
 }
 
-// Assignments returns vm's desired state without touching its clock.
+// Assignments returns vm's desired state without touching its clock, once
+// the changes it reflects are stored.
 func (m *Manager) Assignments(vm string) (api.Assignments, string, error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	v, ok := m.vms[vm]
 	if !ok {
+		m.mu.Unlock()
 		return api.Assignments{}, "", notFound("VM %q is not registered", vm)
 	}
-	return m.assignments(v), v.rec.Addr, nil
+	out, addr, g := m.assignments(v), v.rec.Addr, m.writes.pending()
+	m.mu.Unlock()
+	if err := durable(g); err != nil {
+		return api.Assignments{}, "", err
+	}
+	return out, addr, nil
 }
 
 // assignments returns v's desired state: the only answer that carries
