@@ -115,6 +115,7 @@ type Manager struct {
 	assigned map[string]map[string]bool
 
 	writes writes // the changes being stored (groupcommit.go)
+	follow follow // a follower's record of the stored nodes (follow.go)
 
 	ha haState // the manager's place in the election (ha.go)
 }
@@ -197,6 +198,11 @@ func (m *Manager) load(ctx context.Context) (store.State, error) {
 	if err != nil {
 		return s, fmt.Errorf("loading manager state: %w", err)
 	}
+	return s, m.loadState(s)
+}
+
+// loadState replaces the in-memory state of the pool and the trees with s.
+func (m *Manager) loadState(s store.State) error {
 	now := m.opts.Now()
 	// After a failed write the counter may be ahead of the store; it
 	// never goes back.
@@ -217,11 +223,16 @@ func (m *Manager) load(ctx context.Context) (store.State, error) {
 		}
 		m.fns[f.Name] = &fnState{rec: f, gen: map[string]uint64{}, reports: map[string]api.FunctionReport{}}
 	}
+	m.follow.nodes = nil
+	if m.opts.Election != nil {
+		m.follow.nodes = map[string]map[string]store.Node{}
+	}
 	for _, n := range s.Nodes {
+		m.follow.node(n)
 		f, ok := m.fns[n.Function]
 		_, vok := m.vms[n.VM]
 		if !ok || !vok {
-			return s, fmt.Errorf("loading manager state: node %s/%s names an unknown function or VM", n.Function, n.VM)
+			return fmt.Errorf("loading manager state: node %s/%s names an unknown function or VM", n.Function, n.VM)
 		}
 		if f.rec.Stripes >= 2 {
 			striped[n.Function] = append(striped[n.Function], n)
@@ -233,11 +244,11 @@ func (m *Manager) load(ctx context.Context) (store.State, error) {
 	}
 	for name, f := range m.fns {
 		if err := m.restoreTrees(f, links[name], striped[name]); err != nil {
-			return s, err
+			return err
 		}
 		f.tree = m.forest.Striped(name)
 	}
-	return s, nil
+	return nil
 }
 
 // restoreTrees gives f's function its trees in the forest: from links for

@@ -217,7 +217,10 @@ func (s *Etcd) initialize(ctx context.Context) error {
 func (s *Etcd) Prefix() string { return s.prefix }
 
 // Load implements Store. It reads one consistent revision of the prefix.
-func (s *Etcd) Load(ctx context.Context) (State, error) {
+func (s *Etcd) Load(ctx context.Context) (State, error) { return s.loadAt(ctx, nil) }
+
+// loadAt is Load; it sets *rev, unless nil, to the etcd revision read.
+func (s *Etcd) loadAt(ctx context.Context, rev *int64) (State, error) {
 	if s.closed.Load() {
 		return State{}, ErrClosed
 	}
@@ -229,6 +232,9 @@ func (s *Etcd) Load(ctx context.Context) (State, error) {
 	})
 	if err != nil {
 		return State{}, s.wrap(fmt.Errorf("store: load etcd prefix %q: %w", s.prefix, err))
+	}
+	if rev != nil {
+		*rev = resp.Header.Revision
 	}
 	var st State
 	schema := false
