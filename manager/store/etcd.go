@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -119,6 +120,14 @@ type EtcdOptions struct {
 	DialTimeout time.Duration // first connection; 5s if 0
 	MaxTxnOps   int           // the cluster's --max-txn-ops; DefaultMaxTxnOps if 0
 
+	// TLS, if set, is the client side of TLS to etcd (https:// endpoints):
+	// the CA that signed the members' certificates, and the client
+	// certificate they may ask for (see EtcdClientTLS).
+	TLS *tls.Config
+	// Username and Password, if Username is set, authenticate to etcd
+	// with auth enabled (see ParseEtcdUser).
+	Username, Password string
+
 	// Exclusive makes the prefix this store's alone, as a bbolt file is
 	// its process's: opening waits (until ctx ends) for the prefix's lock,
 	// held through a lease of SessionTTL that the client keeps alive.
@@ -144,6 +153,9 @@ func OpenEtcd(ctx context.Context, opts EtcdOptions) (*Etcd, error) {
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   opts.Endpoints,
 		DialTimeout: opts.DialTimeout,
+		TLS:         opts.TLS,
+		Username:    opts.Username,
+		Password:    opts.Password,
 		Context:     context.WithoutCancel(ctx),
 		// The client's own logger would print every retry to stderr; the
 		// errors reach the caller.
