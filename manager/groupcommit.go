@@ -102,16 +102,18 @@ func (m *Manager) writeGroups() {
 			close(g.done)
 			continue
 		}
-		// Every queued change was made on top of this group.
+		// Every queued change was made on top of this group. The state is
+		// reloaded (or marked unknown) before any of them is answered, as
+		// a reader asking after the answer must not see them.
+		if _, lerr := m.load(context.Background()); lerr != nil {
+			m.log.Error("reloading state after a failed write", "err", lerr)
+			m.stateUnknown()
+		}
 		for _, q := range w.queue {
 			q.err = err
 			close(q.done)
 		}
 		w.queue = nil
-		if _, lerr := m.load(context.Background()); lerr != nil {
-			m.log.Error("reloading state after a failed write", "err", lerr)
-			m.stateUnknown()
-		}
 	}
 	w.writing = false
 }
