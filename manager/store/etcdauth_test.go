@@ -47,7 +47,7 @@ func TestEtcdTLSAndAuth(t *testing.T) {
 		{"no TLS", EtcdOptions{Username: user, Password: password}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.opts.Endpoints, tc.opts.DialTimeout = e.Endpoints(), 2*time.Second
+			tc.opts.Endpoints, tc.opts.DialTimeout = e.Endpoints(), time.Second
 			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 			defer cancel()
 			s, err := OpenEtcd(ctx, tc.opts)
