@@ -36,6 +36,11 @@ type StripedChange struct {
 	// Fanout lists every VM still in the tree whose number of children, in
 	// some stripe, may differ from before.
 	Fanout []string
+	// Placed lists, by name, every VM still in the tree whose positions or
+	// home stripe may differ from before (see [Striped.Placement]): with
+	// two or more stripes a VM can change places under the same parents,
+	// which Moved does not show. Empty with one stripe.
+	Placed []string
 }
 
 // A Striped is one function's k stripe trees over the same VMs
@@ -581,8 +586,13 @@ func (t *Striped) end(added *svm, removedParents []string) StripedChange {
 	}
 	// By name, so that a restored tree reports changes alike.
 	slices.SortFunc(moved, func(a, b *svm) int { return strings.Compare(a.vm, b.vm) })
+	for _, v := range moved {
+		ch.Placed = append(ch.Placed, v.vm)
+	}
 	if added != nil {
 		moved = append([]*svm{added}, moved...)
+		i, _ := slices.BinarySearch(ch.Placed, added.vm)
+		ch.Placed = slices.Insert(ch.Placed, i, added.vm)
 	}
 	for s := range t.k {
 		for _, v := range moved {

@@ -30,11 +30,11 @@ import (
 // redirect (keeping the token, which Go's redirects would drop between
 // hosts), and moves on to another manager when one cannot be reached.
 // A follower answers the reads of the stored state itself (the VMs, the
-// functions, the trees) from a copy it loads again whenever etcd's watch
-// says the state changed: they stay answered while no manager leads (etcd
+// functions, the trees) from a copy that etcd's watch keeps, change by
+// change (follow.go): they stay answered while no manager leads (etcd
 // without quorum). What only the leader knows (status reports, the live
-// feed) is redirected. A follower's copy lags the leader's by a watch
-// event and a load.
+// feed) is redirected. A follower's copy lags the stored state by a watch
+// event and the rebuild of the trees it touched.
 
 // haState is the manager's place in the election.
 type haState struct {
@@ -131,16 +131,7 @@ func (m *Manager) Run(ctx context.Context) {
 	wg.Go(func() {
 		m.opts.Election.ObserveLeader(ctx, func(l string) { m.ha.leader.Store(&l) })
 	})
-	changed := make(chan struct{}, 1)
-	wg.Go(func() {
-		m.opts.Election.WatchState(ctx, func() {
-			select {
-			case changed <- struct{}{}:
-			default:
-			}
-		})
-	})
-	wg.Go(func() { m.followState(ctx, changed) })
+	wg.Go(func() { m.opts.Election.WatchChanges(ctx, m.followChange) })
 	wg.Go(func() { m.renewWhileFollowing(ctx) })
 	for ctx.Err() == nil {
 		term, err := m.opts.Election.Campaign(ctx)
@@ -296,53 +287,6 @@ func (m *Manager) renewWhileFollowing(ctx context.Context) {
 			}
 		}
 	}
-}
-
-// refreshEvery bounds how often a follower loads the state again: changes
-// that come faster are taken together.
-const refreshEvery = 200 * time.Millisecond
-
-// refreshTimeout bounds one load of a follower's copy.
-const refreshTimeout = 5 * time.Second
-
-// followState loads the state again after each change while this manager
-// follows, until ctx ends.
-func (m *Manager) followState(ctx context.Context, changed <-chan struct{}) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-changed:
-		}
-		if !m.Leading() {
-			m.refresh(ctx)
-		}
-		wait(ctx, refreshEvery)
-	}
-}
-
-// refresh replaces a follower's copy of the state with the store's.
-func (m *Manager) refresh(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, refreshTimeout)
-	defer cancel()
-	// A load that cannot succeed (etcd without quorum) must not hold the
-	// lock the reads wait for: try without it first.
-	if _, err := m.store.Load(ctx); err != nil {
-		m.log.Debug("follower: loading the state", "err", err)
-		return
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.Leading() {
-		return // the leader's state is its own
-	}
-	s, err := m.load(ctx)
-	if err != nil {
-		m.log.Warn("follower: loading the state", "err", err)
-		return
-	}
-	m.mergeTrust(s)
-	m.ha.unknown.Store(false)
 }
 
 // followerAnswers reports whether a follower answers r itself.

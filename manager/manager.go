@@ -10,9 +10,10 @@
 // image once, down one tree.
 //
 // All state lives in memory behind one mutex and every change is written to a
-// store.Store as one atomic batch before it is acknowledged. If the store
-// refuses a batch, the in-memory state is rebuilt from the store, so memory
-// never runs ahead of what a restarted manager would load.
+// store.Store, in an atomic batch with the changes made meanwhile (see
+// groupcommit.go), before it is acknowledged. If the store refuses a batch,
+// the in-memory state is rebuilt from the store; no worker is told of a
+// change before it is stored.
 package manager
 
 import (
@@ -113,6 +114,9 @@ type Manager struct {
 	// manager's life: the only images placement believes a VM caches.
 	assigned map[string]map[string]bool
 
+	writes writes // the changes being stored (groupcommit.go)
+	follow follow // a follower's record of the stored nodes (follow.go)
+
 	ha haState // the manager's place in the election (ha.go)
 }
 
@@ -194,6 +198,11 @@ func (m *Manager) load(ctx context.Context) (store.State, error) {
 	if err != nil {
 		return s, fmt.Errorf("loading manager state: %w", err)
 	}
+	return s, m.loadState(s)
+}
+
+// loadState replaces the in-memory state of the pool and the trees with s.
+func (m *Manager) loadState(s store.State) error {
 	now := m.opts.Now()
 	// After a failed write the counter may be ahead of the store; it
 	// never goes back.
@@ -214,11 +223,16 @@ func (m *Manager) load(ctx context.Context) (store.State, error) {
 		}
 		m.fns[f.Name] = &fnState{rec: f, gen: map[string]uint64{}, reports: map[string]api.FunctionReport{}}
 	}
+	m.follow.nodes = nil
+	if m.opts.Election != nil {
+		m.follow.nodes = map[string]map[string]store.Node{}
+	}
 	for _, n := range s.Nodes {
+		m.follow.node(n)
 		f, ok := m.fns[n.Function]
 		_, vok := m.vms[n.VM]
 		if !ok || !vok {
-			return s, fmt.Errorf("loading manager state: node %s/%s names an unknown function or VM", n.Function, n.VM)
+			return fmt.Errorf("loading manager state: node %s/%s names an unknown function or VM", n.Function, n.VM)
 		}
 		if f.rec.Stripes >= 2 {
 			striped[n.Function] = append(striped[n.Function], n)
@@ -230,11 +244,11 @@ func (m *Manager) load(ctx context.Context) (store.State, error) {
 	}
 	for name, f := range m.fns {
 		if err := m.restoreTrees(f, links[name], striped[name]); err != nil {
-			return s, err
+			return err
 		}
 		f.tree = m.forest.Striped(name)
 	}
-	return s, nil
+	return nil
 }
 
 // restoreTrees gives f's function its trees in the forest: from links for
@@ -312,8 +326,9 @@ type txn struct {
 	touched map[string]bool
 	fnDirty map[string]bool
 	// relayout names the functions of several stripes whose layout the
-	// operation changed; their nodes are written at the end.
-	relayout map[string]bool
+	// operation changed, with the VMs whose nodes may differ (nil: any of
+	// them); their nodes are written at the end.
+	relayout map[string]map[string]bool
 	after    []func() // run under the lock once the batch is stored
 }
 
@@ -322,12 +337,15 @@ type txn struct {
 // certificates) changes only then.
 func (tx *txn) onCommit(f func()) { tx.after = append(tx.after, f) }
 
-// commit runs op under the lock and stores what it changed. op must validate
-// everything before changing anything; if storing fails, the state is reloaded.
+// commit runs op under the lock and stores what it changed, with the
+// changes of other operations made meanwhile (see groupcommit.go); it
+// returns once the change is stored. op must validate everything before
+// changing anything; if storing fails, the state is reloaded.
 func (m *Manager) commit(ctx context.Context, op string, fn func(tx *txn) error) error {
 	m.mu.Lock()
-	tx := &txn{m: m, touched: map[string]bool{}, fnDirty: map[string]bool{}, relayout: map[string]bool{}}
+	tx := &txn{m: m, touched: map[string]bool{}, fnDirty: map[string]bool{}, relayout: map[string]map[string]bool{}}
 	err := fn(tx)
+	var g *group
 	if err == nil {
 		tx.flushStripes()
 		for name := range tx.fnDirty {
@@ -339,20 +357,20 @@ func (m *Manager) commit(ctx context.Context, op string, fn func(tx *txn) error)
 			m.revision++
 			tx.batch.Revision = m.revision
 		}
-		if !tx.batch.Empty() {
-			if serr := m.store.Apply(ctx, tx.batch); serr != nil {
-				err = &Error{503, fmt.Sprintf("storing the change (%s): %v", op, serr)}
-				if _, lerr := m.load(context.WithoutCancel(ctx)); lerr != nil {
-					m.log.Error("reloading state after a failed write", "err", lerr)
-					m.stateUnknown()
-				}
-			}
-		}
-		if err == nil {
-			tx.committed()
+		tx.recordAssigned()
+		if tx.batch.Empty() {
+			tx.runAfter()
+		} else {
+			g = m.join(tx.batch, tx.after)
 		}
 	}
 	m.mu.Unlock()
+	if g != nil {
+		<-g.done
+		if g.err != nil {
+			err = &Error{503, fmt.Sprintf("storing the change (%s): %v", op, g.err)}
+		}
+	}
 	m.metrics.op(op, err)
 	if err == nil && m.opts.Push {
 		for vm := range tx.touched {
@@ -362,12 +380,17 @@ func (m *Manager) commit(ctx context.Context, op string, fn func(tx *txn) error)
 	return err
 }
 
-// committed runs the onCommit functions and notes the images the touched
-// VMs are now assigned.
-func (tx *txn) committed() {
+// runAfter runs the onCommit functions.
+func (tx *txn) runAfter() {
 	for _, f := range tx.after {
 		f()
 	}
+}
+
+// recordAssigned notes the images the touched VMs are now assigned. (A
+// failed write reloads the state, but not this record: placement only
+// prefers the VMs it names.)
+func (tx *txn) recordAssigned() {
 	for vm := range tx.touched {
 		for _, fn := range tx.m.functionsOf(vm) {
 			tx.m.recordAssigned(vm, tx.m.fns[fn].rec.Image)
@@ -383,7 +406,7 @@ func (tx *txn) bump(f *fnState, vm string) {
 	tx.fnDirty[f.rec.Name] = true
 	tx.touched[vm] = true
 	if f.tree.Stripes() > 1 {
-		tx.relayout[f.rec.Name] = true
+		tx.placed(f.rec.Name, vm)
 		return
 	}
 	n, _ := f.tree.Node(vm, 0)
@@ -404,9 +427,25 @@ func (tx *txn) apply(f *fnState, ch ftree.StripedChange) {
 		}
 	}
 	if f.tree.Stripes() > 1 {
-		tx.relayout[f.rec.Name] = true
+		tx.placed(f.rec.Name, ch.Placed...)
 	}
 	tx.m.metrics.parentChanges.Add(float64(len(ch.Moved)))
+}
+
+// placed notes that the nodes of vms in fn's trees of several stripes may
+// have changed, unless the whole function's are to be written anyway.
+func (tx *txn) placed(fn string, vms ...string) {
+	set, ok := tx.relayout[fn]
+	if ok && set == nil {
+		return
+	}
+	if set == nil {
+		set = map[string]bool{}
+		tx.relayout[fn] = set
+	}
+	for _, vm := range vms {
+		set[vm] = true
+	}
 }
 
 // insert adds vm to f's trees.
@@ -503,28 +542,41 @@ func (m *Manager) functionsOf(vm string) []string {
 	return v.Functions
 }
 
-// Heartbeat records that vm is alive and returns its desired state.
+// Heartbeat records that vm is alive and returns its desired state, once
+// the changes it reflects are stored. It writes nothing: liveness is kept
+// in memory only.
 func (m *Manager) Heartbeat(vm string) (api.Assignments, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.metrics.heartbeats.Inc()
+	m.mu.Lock()
 	v, ok := m.vms[vm]
 	if !ok {
+		m.mu.Unlock()
 		return api.Assignments{}, notFound("VM %q is not registered (register with PUT %s/vms/%s)", vm, api.Prefix, vm)
 	}
 	v.lastSeen = m.opts.Now()
-	return m.assignments(v), nil
+	out, g := m.assignments(v), m.writes.pending()
+	m.mu.Unlock()
+	if err := durable(g); err != nil {
+		return api.Assignments{}, err
+	}
+	return out, nil
 }
 
-// Assignments returns vm's desired state without touching its clock.
+// Assignments returns vm's desired state without touching its clock, once
+// the changes it reflects are stored.
 func (m *Manager) Assignments(vm string) (api.Assignments, string, error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	v, ok := m.vms[vm]
 	if !ok {
+		m.mu.Unlock()
 		return api.Assignments{}, "", notFound("VM %q is not registered", vm)
 	}
-	return m.assignments(v), v.rec.Addr, nil
+	out, addr, g := m.assignments(v), v.rec.Addr, m.writes.pending()
+	m.mu.Unlock()
+	if err := durable(g); err != nil {
+		return api.Assignments{}, "", err
+	}
+	return out, addr, nil
 }
 
 // assignments returns v's desired state: the only answer that carries
@@ -733,7 +785,7 @@ func (tx *txn) rebuild(ctx context.Context, f *fnState, k int) error {
 	f.stored = nil
 	if k > 1 {
 		f.stored = map[string]store.Node{}
-		tx.relayout[name] = true
+		tx.relayout[name] = nil // every node anew
 	}
 	for _, n := range old {
 		if _, err := m.forest.InsertStriped(name, n.VM); err != nil {
@@ -749,18 +801,30 @@ func (tx *txn) rebuild(ctx context.Context, f *fnState, k int) error {
 // flushStripes writes, for every function of several stripes that the
 // operation changed, the nodes that differ from what the store has: the
 // VMs that moved, and those whose positions changed under a parent that
-// did not.
+// did not (ftree.StripedChange.Placed). Only those are looked at, so that a
+// step costs the same in a tree of 10,000 VMs as in one of 10; a rebuilt
+// function has every node looked at.
 func (tx *txn) flushStripes() {
 	for _, name := range slices.Sorted(maps.Keys(tx.relayout)) {
 		f, ok := tx.m.fns[name]
 		if !ok || f.tree.Stripes() < 2 {
 			continue
 		}
-		pls := store.Placements(f.tree.Layout())
-		for _, vm := range slices.Sorted(maps.Keys(pls)) {
-			pl := pls[vm]
+		vms := slices.Sorted(maps.Keys(tx.relayout[name]))
+		if tx.relayout[name] == nil {
+			vms = vms[:0]
+			for _, n := range f.tree.Nodes(0) {
+				vms = append(vms, n.VM)
+			}
+			slices.Sort(vms)
+		}
+		for _, vm := range vms {
+			pos, home, ok := f.tree.Placement(vm)
+			if !ok {
+				continue // removed by the operation
+			}
 			n0, _ := f.tree.Node(vm, 0)
-			rec := store.Node{Function: name, VM: vm, Parent: n0.Parent, Slot: n0.Slot, Generation: f.gen[vm], Positions: pl.Positions, Home: pl.Home}
+			rec := store.Node{Function: name, VM: vm, Parent: n0.Parent, Slot: n0.Slot, Generation: f.gen[vm], Positions: pos, Home: home}
 			if old, ok := f.stored[vm]; ok && sameNode(old, rec) {
 				continue
 			}

@@ -68,6 +68,10 @@ func newManagerCmd() *cobra.Command {
 	f.StringVar(&dataDir, "data", "faasnet-manager", "directory for the state file (manager.db, unless --etcd), the cluster CA (ca.crt, ca.key) and the bootstrap tokens (admin.token, join.token)")
 	f.StringSliceVar(&state.etcd, "etcd", nil, "keep the state in etcd at these client URLs (comma-separated, repeatable) instead of DATA/manager.db")
 	f.StringVar(&state.prefix, "etcd-prefix", store.DefaultEtcdPrefix, "prefix of the manager's keys in etcd")
+	f.StringVar(&state.cacert, "etcd-cacert", "", "with --etcd: verify the etcd members' certificates with this CA bundle (PEM), as etcdctl --cacert; https:// endpoints without it use the system's CAs")
+	f.StringVar(&state.cert, "etcd-cert", "", "with --etcd: client certificate (PEM) for etcd members run with --client-cert-auth, as etcdctl --cert")
+	f.StringVar(&state.key, "etcd-key", "", "with --etcd: key (PEM) of --etcd-cert, as etcdctl --key")
+	f.StringVar(&state.userFile, "etcd-user-file", "", "with --etcd: file holding name:password of the etcd user, as etcdctl --user takes them (a password is never given on the command line); for etcd with auth enabled")
 	f.DurationVar(&state.ttl, "etcd-session-ttl", store.DefaultSessionTTL, "lease of the manager's campaign for the leadership of its etcd prefix: how long a leader that died keeps the others waiting, and how long one cut off from etcd (or paused) leads before it steps down")
 	f.StringVar(&state.url, "advertise-url", "", "with --etcd: the URL other managers send clients to while this one leads (default https:// and the first --advertise name or the --listen host, with the port listened on)")
 	f.DurationVar(&timeout, "vm-timeout", 10*time.Second, "remove a VM that sends no heartbeat for this long")
@@ -86,6 +90,36 @@ type stateFlags struct {
 	prefix string
 	ttl    time.Duration
 	url    string // --advertise-url
+	// Client TLS and user of etcd: --etcd-cacert, --etcd-cert, --etcd-key,
+	// --etcd-user-file.
+	cacert, cert, key, userFile string
+}
+
+// etcdOptions returns the store options the flags name: endpoints, prefix,
+// client TLS (with any https:// endpoint, or any TLS flag) and user.
+func (f stateFlags) etcdOptions() (store.EtcdOptions, error) {
+	opts := store.EtcdOptions{Endpoints: f.etcd, Prefix: f.prefix, Elect: true}
+	https := false
+	for _, u := range f.etcd {
+		https = https || strings.HasPrefix(u, "https://")
+	}
+	if https || f.cacert != "" || f.cert != "" || f.key != "" {
+		cfg, err := store.EtcdClientTLS(f.cacert, f.cert, f.key)
+		if err != nil {
+			return opts, fmt.Errorf("--etcd-cacert, --etcd-cert, --etcd-key: %w", err)
+		}
+		opts.TLS = cfg
+	}
+	if f.userFile != "" {
+		data, err := os.ReadFile(f.userFile)
+		if err != nil {
+			return opts, fmt.Errorf("--etcd-user-file: %w", err)
+		}
+		if opts.Username, opts.Password, err = store.ParseEtcdUser(data); err != nil {
+			return opts, fmt.Errorf("--etcd-user-file %s: %w", f.userFile, err)
+		}
+	}
+	return opts, nil
 }
 
 // etcdOpenTimeout bounds connecting to etcd and reading the schema.
@@ -94,11 +128,18 @@ const etcdOpenTimeout = 15 * time.Second
 // openStore opens the state store the flags name.
 func openStore(ctx context.Context, dataDir string, f stateFlags) (store.Store, error) {
 	if len(f.etcd) == 0 {
+		if f.cacert != "" || f.cert != "" || f.key != "" || f.userFile != "" {
+			return nil, errors.New("--etcd-cacert, --etcd-cert, --etcd-key and --etcd-user-file need --etcd")
+		}
 		return store.OpenBolt(filepath.Join(dataDir, "manager.db"))
+	}
+	opts, err := f.etcdOptions()
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, etcdOpenTimeout)
 	defer cancel()
-	st, err := store.OpenEtcd(ctx, store.EtcdOptions{Endpoints: f.etcd, Prefix: f.prefix, Elect: true})
+	st, err := store.OpenEtcd(ctx, opts)
 	if err != nil {
 		return nil, fmt.Errorf("opening the state in etcd %v: %w", f.etcd, err)
 	}

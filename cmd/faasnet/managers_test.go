@@ -2,6 +2,7 @@ package main
 
 import (
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -82,5 +83,42 @@ func TestJoinTokenRotationReachesManagers(t *testing.T) {
 	got, err := token.ReadFile(filepath.Join(data3, token.JoinFile))
 	if err != nil || got != rotated.Token {
 		t.Errorf("the new manager's join token = %q, %v; want the rotated one", got, err)
+	}
+}
+
+// TestManagerEtcdTLSAndUser runs a manager on an etcd that serves clients
+// over TLS only, asks for client certificates and has auth enabled, with
+// --etcd-cacert, --etcd-cert, --etcd-key and --etcd-user-file: it leads.
+// A TLS flag without --etcd, and a user file that is not name:password, are
+// refused at start.
+func TestManagerEtcdTLSAndUser(t *testing.T) {
+	cluster := testenv.StartEtcdTLS(t, 1)
+	cluster.EnableAuth("pa55word")
+	userFile := filepath.Join(t.TempDir(), "etcd-user")
+	if err := os.WriteFile(userFile, []byte("root:pa55word\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tlsFlags := []string{"--etcd-cacert", cluster.TLS.CACert, "--etcd-cert", cluster.TLS.Cert, "--etcd-key", cluster.TLS.Key}
+	data := t.TempDir()
+	_, addr := startFaasnet(t, append([]string{"manager", "--listen", "127.0.0.1:0", "--data", data,
+		"--etcd", strings.Join(cluster.Endpoints(), ","), "--etcd-user-file", userFile}, tlsFlags...)...)
+	url := "https://" + addr
+	waitRole(t, newManagerAccess(t, data).operator(url), url, api.RoleLeader, 10*time.Second)
+
+	bad := filepath.Join(t.TempDir(), "etcd-user")
+	if err := os.WriteFile(bad, []byte("root\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{append([]string{"manager", "--data", t.TempDir()}, tlsFlags...), "need --etcd"},
+		{[]string{"manager", "--data", t.TempDir(), "--etcd", cluster.Endpoints()[0], "--etcd-user-file", bad}, "name:password"},
+	} {
+		out, err := runFaasnet(t, tc.args...)
+		if err == nil || !strings.Contains(out, tc.want) {
+			t.Errorf("faasnet %s: %v, %q; want an error saying %q", strings.Join(tc.args, " "), err, out, tc.want)
+		}
 	}
 }

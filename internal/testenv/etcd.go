@@ -21,6 +21,15 @@ type Etcd struct {
 	dir     string
 	token   string
 	members []*etcdMember
+	// TLS, if set, is what clients need: the members serve clients over
+	// TLS only and ask for a client certificate signed by TLS.CACert.
+	TLS *EtcdTLS
+}
+
+// EtcdTLS names the PEM files of a TLS etcd's client side, as etcdctl's
+// --cacert, --cert and --key take them.
+type EtcdTLS struct {
+	CACert, Cert, Key string
 }
 
 type etcdMember struct {
@@ -35,12 +44,32 @@ type etcdMember struct {
 // etcd binary.
 func StartEtcd(t testing.TB, n int) *Etcd {
 	t.Helper()
+	return startEtcd(t, n, false)
+}
+
+// StartEtcdTLS is StartEtcd with the members serving clients over TLS only,
+// and asking for a client certificate (--client-cert-auth): see Etcd.TLS.
+// Peers talk plain HTTP on loopback.
+func StartEtcdTLS(t testing.TB, n int) *Etcd {
+	t.Helper()
+	return startEtcd(t, n, true)
+}
+
+func startEtcd(t testing.TB, n int, withTLS bool) *Etcd {
+	t.Helper()
 	bin := NeedTool(t, "etcd")
+	var files *EtcdTLS
+	if withTLS {
+		var err error
+		if files, err = writeEtcdTLS(t.TempDir()); err != nil {
+			t.Fatalf("testenv: etcd certificates: %v", err)
+		}
+	}
 	var err error
 	// A port found free can be taken before etcd binds it; then the member
 	// exits and we start the cluster again on other ports.
 	for attempt := range 3 {
-		e := &Etcd{t: t, bin: bin, dir: t.TempDir(), token: "faasnet-" + randomToken()}
+		e := &Etcd{t: t, bin: bin, dir: t.TempDir(), token: "faasnet-" + randomToken(), TLS: files}
 		if err = e.start(n); err == nil {
 			t.Logf("etcd: %d member(s), client URLs %s, logs in %s", n, strings.Join(e.Endpoints(), ","), e.dir)
 			return e
@@ -73,11 +102,18 @@ func (e *Etcd) start(n int) error {
 		}
 	}
 	for _, m := range e.members {
-		if err := m.proc.waitReady(m.healthy); err != nil {
+		if err := m.proc.waitReady(func() error { return e.healthy(m) }); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+func (e *Etcd) scheme() string {
+	if e.TLS != nil {
+		return "https://"
+	}
+	return "http://"
 }
 
 // run starts member m's process.
@@ -85,8 +121,8 @@ func (e *Etcd) run(m *etcdMember, cluster, state string) error {
 	args := []string{
 		"--name", m.name,
 		"--data-dir", filepath.Join(e.dir, m.name+".etcd"),
-		"--listen-client-urls", "http://" + m.client,
-		"--advertise-client-urls", "http://" + m.client,
+		"--listen-client-urls", e.scheme() + m.client,
+		"--advertise-client-urls", e.scheme() + m.client,
 		"--listen-peer-urls", "http://" + m.peer,
 		"--initial-advertise-peer-urls", "http://" + m.peer,
 		"--initial-cluster", cluster,
@@ -94,6 +130,12 @@ func (e *Etcd) run(m *etcdMember, cluster, state string) error {
 		"--initial-cluster-token", e.token,
 		"--logger", "zap",
 		"--log-outputs", "stderr",
+	}
+	if e.TLS != nil {
+		// The server's certificate and key sit beside the client's.
+		dir := filepath.Dir(e.TLS.CACert)
+		args = append(args, "--cert-file", filepath.Join(dir, "server.crt"), "--key-file", filepath.Join(dir, "server.key"),
+			"--trusted-ca-file", e.TLS.CACert, "--client-cert-auth")
 	}
 	// ETCD_* variables would override the flags.
 	p, err := start(e.t, filepath.Join(e.dir, m.name+".log"), []string{"ETCD_"}, e.bin, args...)
@@ -106,14 +148,23 @@ func (e *Etcd) run(m *etcdMember, cluster, state string) error {
 
 // healthy asks the member's /health endpoint, which is true once the member
 // has a leader and can serve.
-func (m *etcdMember) healthy() error {
+func (e *Etcd) healthy(m *etcdMember) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.client+"/health", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.scheme()+m.client+"/health", nil)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := http.DefaultClient
+	if e.TLS != nil {
+		cfg, err := e.TLS.Config()
+		if err != nil {
+			return err
+		}
+		client = &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
+		defer client.CloseIdleConnections()
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}
@@ -135,7 +186,7 @@ func (m *etcdMember) healthy() error {
 func (e *Etcd) Endpoints() []string {
 	var urls []string
 	for _, m := range e.members {
-		urls = append(urls, "http://"+m.client)
+		urls = append(urls, e.scheme()+m.client)
 	}
 	return urls
 }
@@ -161,7 +212,7 @@ func (e *Etcd) Restart(i int) error {
 	if err := e.run(m, strings.Join(cluster, ","), "existing"); err != nil {
 		return err
 	}
-	return m.proc.waitReady(m.healthy)
+	return m.proc.waitReady(func() error { return e.healthy(m) })
 }
 
 func (e *Etcd) stopAll() {

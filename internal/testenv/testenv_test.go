@@ -409,11 +409,11 @@ func TestStartEtcd(t *testing.T) {
 	e.Kill(2)
 	for _, m := range e.members[:2] {
 		// If the killed member led, the others elect a new leader first.
-		if err := m.proc.waitReady(m.healthy); err != nil {
+		if err := m.proc.waitReady(func() error { return e.healthy(m) }); err != nil {
 			t.Errorf("with one of three members killed: %v", err)
 		}
 	}
-	if err := e.members[2].healthy(); err == nil {
+	if err := e.healthy(e.members[2]); err == nil {
 		t.Error("the killed member still answers")
 	}
 	if err := e.Restart(2); err != nil {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,6 +100,9 @@ type Etcd struct {
 	// check drops the cache. Guarded by mu.
 	cache    map[string][]byte // nil: dropped
 	batchRev int64
+	// decoded holds node keys of cache decoded, so that a step does not
+	// decode a shard of a large tree again each time. Dropped with cache.
+	decoded map[string]map[string]json.RawMessage
 
 	lock *etcdLock // nil unless EtcdOptions.Exclusive
 
@@ -115,6 +119,14 @@ type EtcdOptions struct {
 	Prefix      string        // key prefix; DefaultEtcdPrefix if empty
 	DialTimeout time.Duration // first connection; 5s if 0
 	MaxTxnOps   int           // the cluster's --max-txn-ops; DefaultMaxTxnOps if 0
+
+	// TLS, if set, is the client side of TLS to etcd (https:// endpoints):
+	// the CA that signed the members' certificates, and the client
+	// certificate they may ask for (see EtcdClientTLS).
+	TLS *tls.Config
+	// Username and Password, if Username is set, authenticate to etcd
+	// with auth enabled (see ParseEtcdUser).
+	Username, Password string
 
 	// Exclusive makes the prefix this store's alone, as a bbolt file is
 	// its process's: opening waits (until ctx ends) for the prefix's lock,
@@ -141,6 +153,9 @@ func OpenEtcd(ctx context.Context, opts EtcdOptions) (*Etcd, error) {
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   opts.Endpoints,
 		DialTimeout: opts.DialTimeout,
+		TLS:         opts.TLS,
+		Username:    opts.Username,
+		Password:    opts.Password,
 		Context:     context.WithoutCancel(ctx),
 		// The client's own logger would print every retry to stderr; the
 		// errors reach the caller.
@@ -214,7 +229,10 @@ func (s *Etcd) initialize(ctx context.Context) error {
 func (s *Etcd) Prefix() string { return s.prefix }
 
 // Load implements Store. It reads one consistent revision of the prefix.
-func (s *Etcd) Load(ctx context.Context) (State, error) {
+func (s *Etcd) Load(ctx context.Context) (State, error) { return s.loadAt(ctx, nil) }
+
+// loadAt is Load; it sets *rev, unless nil, to the etcd revision read.
+func (s *Etcd) loadAt(ctx context.Context, rev *int64) (State, error) {
 	if s.closed.Load() {
 		return State{}, ErrClosed
 	}
@@ -226,6 +244,9 @@ func (s *Etcd) Load(ctx context.Context) (State, error) {
 	})
 	if err != nil {
 		return State{}, s.wrap(fmt.Errorf("store: load etcd prefix %q: %w", s.prefix, err))
+	}
+	if rev != nil {
+		*rev = resp.Header.Revision
 	}
 	var st State
 	schema := false

@@ -134,6 +134,9 @@ func (s *Etcd) try(ctx context.Context, p *plan) (done bool, err error) {
 			s.cache[k] = v // only function and node keys are kept
 		}
 	}
+	for k, sh := range c.shards {
+		s.decoded[k] = sh
+	}
 	s.batchRev = resp.Header.Revision
 	return true, nil
 }
@@ -236,6 +239,7 @@ func (s *Etcd) fill(ctx context.Context, keys []string) (fresh bool, err error) 
 	var missing []string
 	if s.cache == nil {
 		s.cache = map[string][]byte{}
+		s.decoded = map[string]map[string]json.RawMessage{}
 		missing = append(missing, s.prefix+etcdBatch)
 		s.batchRev = 0 // never written, unless read below
 	}
@@ -288,6 +292,13 @@ func (s *Etcd) read(ctx context.Context, keys []string) error {
 // cache on first use.
 func (c *change) shard(k string) (map[string]json.RawMessage, error) {
 	if sh, ok := c.shards[k]; ok {
+		return sh, nil
+	}
+	if sh, ok := c.s.decoded[k]; ok {
+		// A working copy: the cached one stays as stored until the
+		// transaction succeeds.
+		sh = maps.Clone(sh)
+		c.shards[k] = sh
 		return sh, nil
 	}
 	sh := map[string]json.RawMessage{}
@@ -370,7 +381,7 @@ func (c *change) final(p *plan, id string) (map[string][]byte, error) {
 	for k, sh := range c.shards {
 		switch {
 		case len(sh) > 0:
-			val, err := encode(sh)
+			val, err := encodeShard(sh)
 			if err != nil {
 				return nil, fmt.Errorf("store: encode %s: %w", k, err)
 			}
@@ -398,4 +409,32 @@ func batchID() (string, error) {
 		return "", fmt.Errorf("store: batch id: %w", err)
 	}
 	return hex.EncodeToString(b[:]), nil
+}
+
+// encodeShard encodes a shard of nodes as a JSON object, keys in order. The
+// values are stored verbatim: they were encoded by this package (prepare)
+// or decoded from a stored shard, which checked them, so encoding them
+// again would spend most of a step's time on a large tree re-checking
+// them.
+func encodeShard(sh map[string]json.RawMessage) ([]byte, error) {
+	keys := slices.Sorted(maps.Keys(sh))
+	size := 2
+	for _, k := range keys {
+		size += len(k) + len(sh[k]) + 4
+	}
+	buf := make([]byte, 0, size+size/8)
+	buf = append(buf, '{')
+	for i, k := range keys {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		q, err := encode(k)
+		if err != nil {
+			return nil, err
+		}
+		buf = append(buf, q...)
+		buf = append(buf, ':')
+		buf = append(buf, sh[k]...)
+	}
+	return append(buf, '}'), nil
 }

@@ -193,38 +193,3 @@ func (e *Elector) Value() string { return e.value }
 func (e *Elector) ObserveLeader(ctx context.Context, f func(leader string)) {
 	e.s.ObserveLeader(ctx, f)
 }
-
-// WatchState calls f after the state under the prefix changed, until ctx
-// ends; also whenever the watch had to start again (etcd unreachable, or
-// without quorum, meanwhile), since changes may have been missed. Calls
-// do not overlap.
-func (e *Elector) WatchState(ctx context.Context, f func()) {
-	s := e.s
-	for ctx.Err() == nil {
-		err := s.watchState(ctx, f)
-		if ctx.Err() == nil {
-			_ = err // the watch ends on errors etcd gives; start again
-			t := time.NewTimer(500 * time.Millisecond)
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-			}
-			t.Stop()
-			f()
-		}
-	}
-}
-
-func (s *Etcd) watchState(ctx context.Context, f func()) error {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	for wr := range s.cli.Watch(wctx, s.prefix+etcdState, clientv3.WithPrefix()) {
-		if err := wr.Err(); err != nil {
-			return err
-		}
-		if len(wr.Events) > 0 {
-			f()
-		}
-	}
-	return errors.New("store: watch of the state ended")
-}
