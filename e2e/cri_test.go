@@ -33,8 +33,8 @@ import (
 // containerd and `faasnet snapshotter`, pulling only through the function
 // tree. Lazily through the faasnet snapshotter, each VM's function answers
 // its readiness path after its node read at most 15% of the image, with
-// its worker well short of the whole image; and whole, through the hosts.toml mirror with containerd's overlayfs
-// snapshotter. Either way only the tree's root reads from the registry, each
+// its worker well short of the whole image; and whole, through the
+// hosts.toml mirror with containerd's overlayfs snapshotter. Either way only the tree's root reads from the registry, each
 // byte at most once.
 
 // cniLoopback is the CNI plugin CRI's NetworkReady needs a configuration
@@ -47,6 +47,7 @@ const cniLoopback = "/usr/lib/cni/loopback"
 const pauseRef = "faasnet.test/pause:1"
 
 func TestCRIPythonFunctionThreeVMs(t *testing.T) {
+	t.Parallel() // mostly CPU, beside the HA tests, mostly waiting on leases
 	testenv.NeedContainers(t)
 	for _, tool := range []string{"containerd", "ctr", "debootstrap"} {
 		testenv.NeedTool(t, tool)

@@ -364,6 +364,7 @@ func validTree(tr api.Tree) error {
 // and ready. 8 workers, 2 functions; the killed manager comes back on its
 // address as a follower.
 func TestHAKillLeader(t *testing.T) {
+	t.Parallel() // waits on leases and timeouts, beside the CPU-bound CRI test
 	const rounds, opsPerRound = 5, 12
 	c := startHA(t, 3, 8, "f0", "f1")
 	mod := model{}
@@ -439,6 +440,7 @@ func TestHAKillLeader(t *testing.T) {
 // view (its failure detector sees every VM silent past the timeout) may be
 // stored: every VM and tree stays as the new leader has them.
 func TestHAPausedLeader(t *testing.T) {
+	t.Parallel() // waits on leases and timeouts, beside the CPU-bound CRI test
 	c := startHA(t, 3, 4, "f0")
 	ctx := context.Background()
 	mod := model{"f0": {}}
@@ -556,6 +558,7 @@ func (c *haCluster) snapshot() string {
 // TestHARestartAllManagers kills every manager at once and starts them all
 // again: the state is the same, one of them leads, and the workers go on.
 func TestHARestartAllManagers(t *testing.T) {
+	t.Parallel() // waits on leases and timeouts, beside the CPU-bound CRI test
 	c := startHA(t, 3, 4, "f0", "f1")
 	ctx := context.Background()
 	mod := model{"f0": {}, "f1": {}}
@@ -603,6 +606,7 @@ func netAddrOf(url string) string {
 // applied: its outcome was unknown, and the client settles it by trying
 // again).
 func TestHANoQuorum(t *testing.T) {
+	t.Parallel() // waits on leases and timeouts, beside the CPU-bound CRI test
 	c := startHA(t, 3, 2, "f0")
 	ctx := context.Background()
 	mod := model{"f0": {}}
