@@ -21,8 +21,8 @@ func newBenchCmd() *cobra.Command {
 	cfg := bench.Config{Timeout: 10 * time.Minute}
 	tcfg := bench.TraceConfig{Window: 30 * time.Minute, Speedup: 20, Pool: 64, IdleTimeout: 15 * time.Minute, Drain: 10 * time.Minute}
 	var (
-		size            = units.Size(16 << 20)
-		blocks          blockSizes
+		size      = units.Size(16 << 20)
+		blocks    blockSizes
 		piece           = units.Size(4 << 20)
 		bw              = units.Rate(4 << 20)
 		regBW           = units.Rate(16 << 20)
