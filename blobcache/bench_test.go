@@ -154,3 +154,51 @@ func BenchmarkReadComplete(b *testing.B) {
 		r.Close()
 	}
 }
+
+// BenchmarkWriteStriped writes a 64 MiB blob of 64 KiB blocks as k stripe
+// streams do: k goroutines, stripe s writing blocks s, s+k, ..., so that
+// the hash often finds its next block written by another stripe.
+func BenchmarkWriteStriped(b *testing.B) {
+	const bs = 64 << 10
+	ct := benchContent()
+	for _, k := range []int{1, 2, 4} {
+		b.Run("stripes="+strconv.Itoa(k), func(b *testing.B) {
+			root := b.TempDir()
+			b.SetBytes(benchSize)
+			i := 0
+			for b.Loop() {
+				b.StopTimer()
+				c := benchCache(b, root, i, math.MaxInt64)
+				blob, err := c.AcquireBlocks(ct.digest, benchSize, bs)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				var wg sync.WaitGroup
+				errs := make(chan error, k)
+				for s := range k {
+					wg.Go(func() {
+						for j := s; j < blob.Blocks(); j += k {
+							if err := blob.WriteBlock(j, bytes.NewReader(ct.block(bs, j))); err != nil {
+								errs <- err
+								return
+							}
+						}
+					})
+				}
+				wg.Wait()
+				b.StopTimer()
+				close(errs)
+				if err := <-errs; err != nil || !blob.Complete() {
+					b.Fatalf("complete %v: %v", blob.Complete(), err)
+				}
+				b.ReportMetric(float64(c.readBack.Load()), "read-back-B/op")
+				blob.Release()
+				c.Close()
+				os.RemoveAll(filepath.Join(root, strconv.Itoa(i)))
+				i++
+				b.StartTimer()
+			}
+		})
+	}
+}

@@ -280,3 +280,45 @@ func TestVerifyAfterFailedMarker(t *testing.T) {
 		t.Fatalf("Verify on a complete blob: %v", err)
 	}
 }
+
+// Blocks written ahead of the hash, as stripes write them, are hashed
+// from memory, not read back from the file; past maxHeld bytes they are
+// read back, and the blob verifies either way.
+func TestHashHoldsBlocksAhead(t *testing.T) {
+	const bs = 64 << 10
+	tests := []struct {
+		name     string
+		order    []int
+		readBack int64
+	}{
+		{"in order", []int{0, 1, 2, 3}, 0},
+		{"two stripes", []int{1, 0, 3, 2}, 0},
+		{"second stripe ahead", []int{1, 3, 5, 0, 2, 4}, 0},
+		{"past the bound", []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0}, 2 * bs},
+		{"reversed", []int{10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0}, 2 * bs},
+	}
+	rng := rand.New(rand.NewPCG(31, 31))
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := openCache(t, t.TempDir(), Options{})
+			ct := newContent(rng, len(tt.order)*bs)
+			b, err := c.AcquireBlocks(ct.digest, int64(len(ct.data)), bs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Release()
+			for _, i := range tt.order {
+				mustWrite(t, b, ct, i)
+			}
+			if !b.Complete() {
+				t.Fatal("not complete")
+			}
+			if got := c.readBack.Load(); got != tt.readBack {
+				t.Errorf("read back %d bytes to hash, want %d", got, tt.readBack)
+			}
+			if b.e.heldBytes != 0 || len(b.e.held) != 0 {
+				t.Errorf("%d bytes in %d blocks still held", b.e.heldBytes, len(b.e.held))
+			}
+		})
+	}
+}
