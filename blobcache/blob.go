@@ -70,16 +70,7 @@ type entry struct {
 	// rewind: Drop removed blocks the hash covers while a goroutine held
 	// the hashing role; it starts the hash over.
 	rewind bool
-	// held are blocks written ahead of the hash, kept in their writers'
-	// buffers (at most maxHeld bytes) so that the hash need not read them
-	// back from the file: with stripes, the next block to hash has usually
-	// come down another stripe, and the blocks after it have landed.
-	held      map[int]*[]byte
-	heldBytes int64
 }
-
-// maxHeld bounds the bytes of a blob's held blocks.
-const maxHeld = 512 << 10
 
 func (c *Cache) newEntry(d v1.Hash, size, bs int64) *entry {
 	n := int((size + bs - 1) / bs)
@@ -276,23 +267,19 @@ func (b *Blob) WriteBlock(i int, r io.Reader) error {
 	}
 	off, n := e.blockRange(i)
 	bufp := e.c.buf(e.bs)
+	defer e.c.putBuf(e.bs, bufp)
 	buf := (*bufp)[:n]
 	// Read the whole block before touching the file: a short body then
 	// leaves no trace, and the claim below is held for a local write only.
 	if _, err := io.ReadFull(r, buf); err != nil {
-		e.c.putBuf(e.bs, bufp)
 		return fmt.Errorf("blobcache: %s: read block %d: %w", e.d, i, err)
 	}
 	mine, err := e.claim(i)
 	if err != nil || !mine {
-		e.c.putBuf(e.bs, bufp)
 		return err
 	}
 	err = e.writeAt(buf, off, i)
-	chase, flush, held := e.unclaim(i, err == nil, bufp)
-	if !held {
-		defer e.c.putBuf(e.bs, bufp)
-	}
+	chase, flush := e.unclaim(i, err == nil)
 	if err != nil {
 		return err
 	}
@@ -330,16 +317,14 @@ func (e *entry) claim(i int) (bool, error) {
 }
 
 // unclaim ends a claim on block i, marking it present if ok. It reports
-// whether the caller must advance the hash and whether it should flush, and
-// whether it kept buf, block i's data, for the hash (see entry.held): then
-// the caller must not reuse buf.
-func (e *entry) unclaim(i int, ok bool, buf *[]byte) (chase, flush, held bool) {
+// whether the caller must advance the hash and whether it should flush.
+func (e *entry) unclaim(i int, ok bool) (chase, flush bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	unset(e.claimed, i)
 	e.claimEnd.Broadcast()
 	if !ok || e.dead != nil {
-		return false, false, false
+		return false, false
 	}
 	set(e.bits, i)
 	e.present++
@@ -349,37 +334,7 @@ func (e *entry) unclaim(i int, ok bool, buf *[]byte) (chase, flush, held bool) {
 		e.hashing = true
 		chase = true
 	}
-	if _, n := e.blockRange(i); !chase && i > e.hashed && e.heldBytes+n <= maxHeld {
-		if e.held == nil {
-			e.held = make(map[int]*[]byte)
-		}
-		e.held[i] = buf
-		e.heldBytes += n
-		held = true
-	}
-	return chase, int64(e.dirty)*e.bs >= e.c.syncBytes, held
-}
-
-// takeHeldLocked returns block k's data if it is held, no longer holding
-// it; the caller puts the buffer back with putBuf.
-func (e *entry) takeHeldLocked(k int) *[]byte {
-	p, ok := e.held[k]
-	if !ok {
-		return nil
-	}
-	delete(e.held, k)
-	_, n := e.blockRange(k)
-	e.heldBytes -= n
-	return p
-}
-
-// releaseHeldLocked gives back the held blocks in [from, to).
-func (e *entry) releaseHeldLocked(from, to int) {
-	for k := range e.held {
-		if k >= from && k < to {
-			e.c.putBuf(e.bs, e.takeHeldLocked(k))
-		}
-	}
+	return chase, int64(e.dirty)*e.bs >= e.c.syncBytes
 }
 
 // writeAt writes block i's data at off. When the disk is full it evicts
@@ -430,13 +385,8 @@ func (e *entry) chase(i int, mem []byte) error {
 			e.mu.Unlock()
 			return nil
 		}
-		kept := e.takeHeldLocked(k)
 		e.mu.Unlock()
-		if kept != nil {
-			_, n := e.blockRange(k)
-			e.h.Write((*kept)[:n])
-			e.c.putBuf(e.bs, kept)
-		} else if k == i && mem != nil {
+		if k == i && mem != nil {
 			e.h.Write(mem)
 		} else if err := e.hashFromFile(k, (*bufp)); err != nil {
 			e.mu.Lock()
@@ -459,7 +409,6 @@ func (e *entry) hashFromFile(k int, buf []byte) error {
 	if _, err := e.f.ReadAt(buf, off); err != nil {
 		return fmt.Errorf("blobcache: %s: verify: read block %d: %w", e.d, k, err)
 	}
-	e.c.readBack.Add(n)
 	e.h.Write(buf)
 	return nil
 }
@@ -470,7 +419,6 @@ func (e *entry) hashFromFile(k int, buf []byte) error {
 func (e *entry) finish() error {
 	if !matches(e.d, e.h.Sum(nil)) {
 		e.mu.Lock()
-		e.releaseHeldLocked(0, e.n)
 		e.bits = make([]byte, len(e.bits))
 		e.present = 0
 		e.dirty = e.n
@@ -591,7 +539,6 @@ func (b *Blob) Drop(from, to int) error {
 			dropped++
 		}
 	}
-	e.releaseHeldLocked(from, to)
 	if dropped == 0 {
 		e.mu.Unlock()
 		return nil

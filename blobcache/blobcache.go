@@ -160,8 +160,6 @@ type Cache struct {
 	reserved int64
 
 	evictions, failures, hits, misses atomic.Int64
-	// readBack counts the bytes the hash read back from data files.
-	readBack atomic.Int64
 
 	// Verified blobs kept from an earlier run are hashed again before use
 	// (see the package doc). ctx ends those hashes when Close begins; wg
