@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/faasnet/faasnet/api"
-	"github.com/faasnet/faasnet/blobcache"
 	"github.com/faasnet/faasnet/cluster"
 	"github.com/faasnet/faasnet/progress"
 	"github.com/faasnet/faasnet/report"
@@ -25,8 +24,12 @@ type Config struct {
 	// Stripes, if set, runs the faasnet strategies once with each number
 	// of stripe trees, side by side ("faasnet-k1", "faasnet-k2"); empty is
 	// the manager's default, api.DefaultStripes.
-	Stripes  []int
-	Scenario cluster.Scenario
+	Stripes []int
+	// BlockSizes, if set, runs the faasnet strategies once with each
+	// block, side by side ("faasnet-k2-b512KiB"); 0 is the manager's pick
+	// per image ("faasnet-k2-bauto"). Empty is the scenario's BlockSize.
+	BlockSizes []int64
+	Scenario   cluster.Scenario
 	// Timeout bounds each run's provisioning; 0 means none.
 	Timeout time.Duration
 	// JSON and Plot, if set, are files for the results and the SVG plot.
@@ -74,8 +77,8 @@ func benchHarness(ctx context.Context, cfg Config, out io.Writer) (*cluster.Harn
 }
 
 // strategiesOf are the named strategies, a faasnet one once per number of
-// stripes when stripes are given.
-func strategiesOf(names []string, stripes []int) ([]cluster.Strategy, error) {
+// stripes and per block when those are given.
+func strategiesOf(names []string, stripes []int, blocks []int64) ([]cluster.Strategy, error) {
 	var out []cluster.Strategy
 	for _, name := range names {
 		s, err := cluster.StrategyByName(name)
@@ -83,16 +86,33 @@ func strategiesOf(names []string, stripes []int) ([]cluster.Strategy, error) {
 			return nil, err
 		}
 		f, ok := s.(cluster.Faasnet)
-		if !ok || len(stripes) == 0 {
+		if !ok || len(stripes)+len(blocks) == 0 {
 			out = append(out, s)
 			continue
 		}
-		for _, k := range stripes {
-			if k < 1 || k > api.MaxStripes {
+		ks := stripes
+		if len(ks) == 0 {
+			ks = []int{0}
+		}
+		for _, k := range ks {
+			if len(stripes) > 0 && (k < 1 || k > api.MaxStripes) {
 				return nil, fmt.Errorf("bench: %d stripes: want 1 to %d", k, api.MaxStripes)
 			}
 			f.Stripes = k
-			out = append(out, f)
+			if len(blocks) == 0 {
+				out = append(out, f)
+				continue
+			}
+			for _, b := range blocks {
+				if b < 0 {
+					return nil, fmt.Errorf("bench: negative block size %d", b)
+				}
+				f.Block = b
+				if b == 0 {
+					f.Block = cluster.AutoBlock
+				}
+				out = append(out, f)
+			}
 		}
 	}
 	return out, nil
@@ -109,7 +129,7 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	if len(cfg.VMs) == 0 || len(cfg.Strategies) == 0 {
 		return nil, errors.New("bench: no VM counts or no strategies")
 	}
-	strats, err := strategiesOf(cfg.Strategies, cfg.Stripes)
+	strats, err := strategiesOf(cfg.Strategies, cfg.Stripes, cfg.BlockSizes)
 	if err != nil {
 		return nil, err
 	}
@@ -225,10 +245,7 @@ func runOne(ctx context.Context, h *cluster.Harness, s cluster.Strategy, n int, 
 	if f, ok := s.(cluster.Faasnet); ok {
 		row.Stripes = f.StripeCount()
 	}
-	row.BlockSize = cfg.Scenario.BlockSize
-	if row.BlockSize == 0 {
-		row.BlockSize = blobcache.DefaultBlockSize
-	}
+	row.BlockSize = res.BlockSize
 	fmt.Fprintf(out, "%sdone: makespan %.2fs, lower bound %.2fs, efficiency %.2f, registry egress %s, CPU %.0f%% (machine %.0f%%)\n",
 		prefix, row.MakespanS, row.LowerBoundS, row.Efficiency, units.FormatBytes(row.RegistryEgressBytes), 100*row.CPUUtilization, 100*row.MachineCPU)
 	if row.Containers {

@@ -124,24 +124,36 @@ func TestTableAndSpeedups(t *testing.T) {
 	}
 }
 
-func TestStrategiesWithStripes(t *testing.T) {
-	got, err := strategiesOf([]string{"faasnet", "registry"}, []int{1, 2})
-	if err != nil {
-		t.Fatal(err)
+func TestStrategiesWithStripesAndBlocks(t *testing.T) {
+	tests := []struct {
+		stripes []int
+		blocks  []int64
+		want    string
+	}{
+		{nil, nil, "faasnet registry"},
+		{[]int{1, 2}, nil, "faasnet-k1 faasnet-k2 registry"},
+		{nil, []int64{512 << 10, 0}, "faasnet-b512KiB faasnet-bauto registry"},
+		{[]int{1, 2}, []int64{0, 128 << 10}, "faasnet-k1-bauto faasnet-k1-b128KiB faasnet-k2-bauto faasnet-k2-b128KiB registry"},
 	}
-	var names []string
-	for _, s := range got {
-		names = append(names, s.Name())
-	}
-	if want := "faasnet-k1 faasnet-k2 registry"; strings.Join(names, " ") != want {
-		t.Errorf("strategies %v, want %s", names, want)
-	}
-	if got, _ := strategiesOf([]string{"faasnet"}, nil); len(got) != 1 || got[0].Name() != "faasnet" {
-		t.Errorf("without stripes: %v, want faasnet alone", got)
+	for _, tt := range tests {
+		got, err := strategiesOf([]string{"faasnet", "registry"}, tt.stripes, tt.blocks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, s := range got {
+			names = append(names, s.Name())
+		}
+		if strings.Join(names, " ") != tt.want {
+			t.Errorf("stripes %v, blocks %v: strategies %v, want %s", tt.stripes, tt.blocks, names, tt.want)
+		}
 	}
 	for _, k := range []int{0, 17} {
-		if _, err := strategiesOf([]string{"faasnet"}, []int{k}); err == nil {
+		if _, err := strategiesOf([]string{"faasnet"}, []int{k}, nil); err == nil {
 			t.Errorf("%d stripes accepted", k)
 		}
+	}
+	if _, err := strategiesOf([]string{"faasnet"}, nil, []int64{-1}); err == nil {
+		t.Error("a negative block accepted")
 	}
 }

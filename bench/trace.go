@@ -276,7 +276,10 @@ func traceRow(res *cluster.TraceResult) TraceRow {
 func simulate(cut *sim.Trace, sched *burst.Schedule, cfg TraceConfig, sc cluster.Scenario, doc *TraceDoc, strategy string, minute time.Duration) (*sim.ReplayResult, error) {
 	c := sim.DefaultConfig()
 	c.VMs, c.FunctionsPerVM = cfg.Pool, 1
-	c.Bandwidth, c.RegistryBandwidth, c.BlockSize = sc.Bandwidth, sc.RegistryBandwidth, sc.BlockSize
+	c.Bandwidth, c.RegistryBandwidth = sc.Bandwidth, sc.RegistryBandwidth
+	if sc.BlockSize > 0 {
+		c.BlockSize = sc.BlockSize
+	}
 	c.Stripes, c.Latency, c.StartTime, c.Layers = 1, 0, 0, 1
 	var s sim.Strategy
 	switch strategy {

@@ -72,8 +72,7 @@ type entry struct {
 	rewind bool
 }
 
-func (c *Cache) newEntry(d v1.Hash, size int64) *entry {
-	bs := c.opts.BlockSize
+func (c *Cache) newEntry(d v1.Hash, size, bs int64) *entry {
 	n := int((size + bs - 1) / bs)
 	e := &entry{
 		c: c, d: d, size: size, bs: bs, n: n,
@@ -267,8 +266,8 @@ func (b *Blob) WriteBlock(i int, r io.Reader) error {
 		return fmt.Errorf("blobcache: %s: write block %d outside [0, %d)", e.d, i, e.n)
 	}
 	off, n := e.blockRange(i)
-	bufp := e.c.bufs.Get().(*[]byte)
-	defer e.c.bufs.Put(bufp)
+	bufp := e.c.buf(e.bs)
+	defer e.c.putBuf(e.bs, bufp)
 	buf := (*bufp)[:n]
 	// Read the whole block before touching the file: a short body then
 	// leaves no trace, and the claim below is held for a local write only.
@@ -362,8 +361,8 @@ func (e *entry) writeAt(p []byte, off int64, i int) error {
 // mostly arrive in order, so the next block to hash is usually the one just
 // written, and hashing it from memory saves reading it back from the file.
 func (e *entry) chase(i int, mem []byte) error {
-	bufp := e.c.bufs.Get().(*[]byte)
-	defer e.c.bufs.Put(bufp)
+	bufp := e.c.buf(e.bs)
+	defer e.c.putBuf(e.bs, bufp)
 	for {
 		e.mu.Lock()
 		if e.dead != nil {

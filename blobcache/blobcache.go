@@ -2,7 +2,9 @@
 // filled block by block and read while it fills.
 //
 // A blob (manifest, config or layer) is named by its digest and cut into
-// fixed-size blocks. Blocks arrive in any order, from a tree parent or from
+// fixed-size blocks. The block size is the blob's own, chosen when the blob
+// is created ([Cache.AcquireBlocks]) and kept on disk with its bitmap, so
+// that the blobs of different images may be cut differently. Blocks arrive in any order, from a tree parent or from
 // the registry, and go straight to a sparse file; a bitmap records which are
 // present. Readers wait for the blocks they need (cut-through), so a worker
 // forwards each block to its children as soon as it lands. When the last block
@@ -100,9 +102,10 @@ var errEvicted = errors.New("blobcache: blob evicted")
 
 // Options configure a Cache. The zero value is usable.
 type Options struct {
-	// BlockSize is the size of every block of a blob but its last, which is
-	// shorter. Zero means DefaultBlockSize. Partial blobs written with another
-	// block size are dropped by Open; verified blobs are kept.
+	// BlockSize is the size of every block but the last (which is shorter)
+	// of a blob created without a block size of its own (Acquire). Zero
+	// means DefaultBlockSize. A blob kept from an earlier run keeps the
+	// block size it was written with.
 	BlockSize int64
 	// MaxBytes bounds the sum of the sizes of the cached blobs. Zero means no
 	// bound. Blobs in use are never evicted, so the bound can be exceeded.
@@ -144,7 +147,7 @@ type Cache struct {
 	opts      Options
 	log       *slog.Logger
 	lock      *os.File
-	bufs      sync.Pool // *[]byte of BlockSize
+	bufs      sync.Map // block size -> *sync.Pool of *[]byte of that size
 	syncBytes int64
 
 	mu      sync.Mutex
@@ -204,10 +207,6 @@ func Open(dir string, opts Options) (*Cache, error) {
 		checked:   make(chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.bufs.New = func() any {
-		b := make([]byte, opts.BlockSize)
-		return &b
-	}
 	if err := c.load(); err != nil {
 		c.cancel()
 		lock.Close()
@@ -229,25 +228,61 @@ func Open(dir string, opts Options) (*Cache, error) {
 	return c, nil
 }
 
-// BlockSize returns the block size of every blob in c.
+// BlockSize returns the block size of the blobs created without one of
+// their own (Options.BlockSize).
 func (c *Cache) BlockSize() int64 { return c.opts.BlockSize }
 
-// Acquire returns the blob named dgst, creating an empty one of size bytes if
-// there is none, and takes a reference to it. An existing blob of another
-// size is an error wrapping ErrSizeMismatch. Creating a blob may evict others.
-// A blob of size 0 is verified at once. A blob kept from an earlier run is
-// hashed again first, if it has not been yet; if it fails, Acquire returns
-// an empty blob in its place.
+// buf returns a pooled buffer of n bytes; put it back with putBuf(n, ...).
+// Blocks of one size share a pool: a blob's writers and its hash need one
+// block each, and the block sizes in use are few.
+func (c *Cache) buf(n int64) *[]byte {
+	p, ok := c.bufs.Load(n)
+	if !ok {
+		p, _ = c.bufs.LoadOrStore(n, &sync.Pool{New: func() any {
+			b := make([]byte, n)
+			return &b
+		}})
+	}
+	return p.(*sync.Pool).Get().(*[]byte)
+}
+
+func (c *Cache) putBuf(n int64, b *[]byte) {
+	if p, ok := c.bufs.Load(n); ok {
+		p.(*sync.Pool).Put(b)
+	}
+}
+
+// Acquire is AcquireBlocks with the cache's block size (Options.BlockSize)
+// for a blob it creates.
 func (c *Cache) Acquire(dgst string, size int64) (*Blob, error) {
+	return c.AcquireBlocks(dgst, size, 0)
+}
+
+// AcquireBlocks returns the blob named dgst, creating an empty one of size
+// bytes cut into blocks of blockSize (0: Options.BlockSize) if there is
+// none, and takes a reference to it. An existing blob keeps its own block
+// size (Blob.BlockSize), whatever blockSize says: its present blocks and
+// its readers count in those. An existing blob of another size is an error
+// wrapping ErrSizeMismatch. Creating a blob may evict others. A blob of
+// size 0 is verified at once. A blob kept from an earlier run is hashed
+// again first, if it has not been yet; if it fails, AcquireBlocks returns
+// an empty blob in its place.
+func (c *Cache) AcquireBlocks(dgst string, size, blockSize int64) (*Blob, error) {
 	d, err := digest.Parse(dgst)
 	if err != nil {
 		return nil, fmt.Errorf("blobcache: acquire: %w", err)
 	}
-	if size < 0 || (size+c.opts.BlockSize-1)/c.opts.BlockSize > maxBlocks {
-		return nil, fmt.Errorf("blobcache: acquire %s: size %d outside [0, %d]", dgst, size, maxBlocks*c.opts.BlockSize)
+	if blockSize == 0 {
+		blockSize = c.opts.BlockSize
+	}
+	if blockSize < 0 || blockSize > maxBlockSize {
+		return nil, fmt.Errorf("blobcache: acquire %s: block size %d outside (0, %d]", dgst, blockSize, maxBlockSize)
+	}
+	if size < 0 || (size+blockSize-1)/blockSize > maxBlocks {
+		return nil, fmt.Errorf("blobcache: acquire %s: size %d outside [0, %d]", dgst, size, maxBlocks*blockSize)
 	}
 	for {
-		b, existing, err := c.acquire(d, size)
+		b, existing, err := c.acquire(d, size, blockSize)
 		if err != nil || !existing {
 			return b, err
 		}
@@ -264,7 +299,7 @@ func (c *Cache) Acquire(dgst string, size int64) (*Blob, error) {
 }
 
 // acquire is Acquire but for the check of an existing blob, which it reports.
-func (c *Cache) acquire(d v1.Hash, size int64) (b *Blob, existing bool, err error) {
+func (c *Cache) acquire(d v1.Hash, size, blockSize int64) (b *Blob, existing bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -278,7 +313,7 @@ func (c *Cache) acquire(d v1.Hash, size int64) (b *Blob, existing bool, err erro
 		return b, err == nil, err
 	}
 	c.misses.Add(1)
-	e, err := c.create(d, size)
+	e, err := c.create(d, size, blockSize)
 	if err != nil {
 		return nil, false, err
 	}

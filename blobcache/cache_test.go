@@ -110,8 +110,9 @@ func TestRestart(t *testing.T) {
 	}
 }
 
-// Open drops partial blobs written with another block size and keeps
-// verified ones.
+// A blob keeps the block size it was created with: across a restart with
+// another default, and when acquired again with another size, so that its
+// present blocks count for what they are.
 func TestRestartOtherBlockSize(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 21))
 	verified, partial := newContent(rng, 3*testBS), newContent(rng, 4*testBS)
@@ -126,14 +127,76 @@ func TestRestartOtherBlockSize(t *testing.T) {
 	c.Close()
 
 	c = openCache(t, dir, Options{BlockSize: 2 * testBS})
-	if _, ok := c.Lookup(partial.digest); ok {
-		t.Error("partial blob of another block size kept")
+	b, err := c.AcquireBlocks(partial.digest, int64(len(partial.data)), 4*testBS)
+	if err != nil {
+		t.Fatal(err)
 	}
+	if b.BlockSize() != testBS || b.Blocks() != 4 || !b.Has(0) || b.Has(1) {
+		t.Fatalf("partial blob after restart: block size %d, %d blocks, has 0 %v, has 1 %v; want %d, 4, true, false",
+			b.BlockSize(), b.Blocks(), b.Has(0), b.Has(1), testBS)
+	}
+	fill(t, b, partial)
+	if !b.Complete() || !bytes.Equal(readAll(t, b), partial.data) {
+		t.Fatal("partial blob not complete and equal after refill")
+	}
+	b.Release()
 	b, ok := c.Lookup(verified.digest)
 	if !ok || !b.Complete() || b.Blocks() != 2 || !bytes.Equal(readAll(t, b), verified.data) {
 		t.Fatal("verified blob not kept under a new block size")
 	}
 	b.Release()
+}
+
+// Blobs of one cache cut into blocks of different sizes fill and read
+// independently, each in its own blocks.
+func TestAcquireBlocks(t *testing.T) {
+	rng := rand.New(rand.NewPCG(22, 22))
+	c := openCache(t, t.TempDir(), Options{BlockSize: testBS})
+	tests := []struct {
+		name       string
+		size, bs   int
+		wantBS     int64
+		wantBlocks int
+	}{
+		{"default", 3*testBS + 1, 0, testBS, 4},
+		{"smaller", 3*testBS + 1, testBS / 4, testBS / 4, 13},
+		{"larger", 3*testBS + 1, 2 * testBS, 2 * testBS, 2},
+		{"one block", testBS / 2, 4 * testBS, 4 * testBS, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ct := newContent(rng, tt.size)
+			b, err := c.AcquireBlocks(ct.digest, int64(tt.size), int64(tt.bs))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Release()
+			if b.BlockSize() != tt.wantBS || b.Blocks() != tt.wantBlocks {
+				t.Fatalf("block size %d, %d blocks; want %d, %d", b.BlockSize(), b.Blocks(), tt.wantBS, tt.wantBlocks)
+			}
+			// In reverse, so that the hash catches up from the file.
+			for i := b.Blocks() - 1; i >= 0; i-- {
+				mustWrite(t, b, ct, i)
+			}
+			if !b.Complete() || !bytes.Equal(readAll(t, b), ct.data) {
+				t.Fatal("not complete and equal after filling")
+			}
+			// Acquired again with another block size: its own stays.
+			again, err := c.AcquireBlocks(ct.digest, int64(tt.size), int64(tt.bs)+testBS)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer again.Release()
+			if again.BlockSize() != tt.wantBS {
+				t.Errorf("acquired again: block size %d, want %d", again.BlockSize(), tt.wantBS)
+			}
+		})
+	}
+	for _, bs := range []int64{-1, maxBlockSize + 1} {
+		if _, err := c.AcquireBlocks(newContent(rng, 10).digest, 10, bs); err == nil {
+			t.Errorf("AcquireBlocks with block size %d: no error", bs)
+		}
+	}
 }
 
 // writePartial lays out a partial blob by hand, as a crash would leave it.
@@ -416,17 +479,19 @@ func TestOpenOptions(t *testing.T) {
 // FuzzDecodeBitmap checks that any bitmap file either is rejected or
 // describes a consistent blob and encodes back to itself.
 func FuzzDecodeBitmap(f *testing.F) {
-	f.Add(encodeBitmap(testBS, 3*testBS, []byte{0b101}), int64(testBS))
-	f.Add(encodeBitmap(testBS, 0, nil), int64(testBS))
-	f.Add(encodeBitmap(7, 100, make([]byte, 2)), int64(7))
-	f.Add([]byte("FNBMAP1\n"), int64(1))
-	f.Fuzz(func(t *testing.T, buf []byte, blockSize int64) {
-		if blockSize <= 0 || blockSize > maxBlockSize {
-			return
-		}
-		size, bits, err := decodeBitmap(buf, blockSize)
+	f.Add(encodeBitmap(testBS, 3*testBS, []byte{0b101}))
+	f.Add(encodeBitmap(testBS, 0, nil))
+	f.Add(encodeBitmap(7, 100, make([]byte, 2)))
+	f.Add(encodeBitmap(0, 100, make([]byte, 2)))
+	f.Add(encodeBitmap(maxBlockSize+1, 100, make([]byte, 1)))
+	f.Add([]byte("FNBMAP1\n"))
+	f.Fuzz(func(t *testing.T, buf []byte) {
+		blockSize, size, bits, err := decodeBitmap(buf)
 		if err != nil {
 			return
+		}
+		if blockSize <= 0 || blockSize > maxBlockSize {
+			t.Fatalf("block size %d accepted", blockSize)
 		}
 		n := (size + blockSize - 1) / blockSize
 		if n > maxBlocks || int64(len(bits)) != (n+7)/8 {

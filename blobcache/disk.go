@@ -21,8 +21,8 @@ import (
 )
 
 // Bitmap file: a header, then one bit per block (bit i at byte i/8, mask
-// 1<<(i%8)). The header records what the bits mean, so that a bitmap written
-// with another block size or for another size is recognised and dropped.
+// 1<<(i%8)). The header records what the bits mean: the blob's block size,
+// which it keeps across restarts, and its size.
 //
 //	magic     [8]byte "FNBMAP1\n"
 //	blockSize uint64, little endian
@@ -56,35 +56,36 @@ func encodeBitmap(blockSize, size int64, bits []byte) []byte {
 	return buf
 }
 
-// decodeBitmap parses a bitmap file written for blocks of blockSize. It
-// returns the blob size and the bits, or an error saying why the file is
-// unusable.
-func decodeBitmap(buf []byte, blockSize int64) (size int64, bits []byte, err error) {
+// decodeBitmap parses a bitmap file. It returns the blob's block size and
+// size and the bits, or an error saying why the file is unusable.
+func decodeBitmap(buf []byte) (blockSize, size int64, bits []byte, err error) {
 	if len(buf) < bitmapHeader || string(buf[:8]) != bitmapMagic {
-		return 0, nil, errors.New("not a bitmap file")
+		return 0, 0, nil, errors.New("not a bitmap file")
 	}
-	if bs := int64(binary.LittleEndian.Uint64(buf[8:])); bs != blockSize {
-		return 0, nil, fmt.Errorf("written for block size %d, not %d", bs, blockSize)
+	bs := binary.LittleEndian.Uint64(buf[8:])
+	if bs == 0 || bs > maxBlockSize {
+		return 0, 0, nil, fmt.Errorf("block size %d outside (0, %d]", bs, maxBlockSize)
 	}
+	blockSize = int64(bs)
 	size = int64(binary.LittleEndian.Uint64(buf[16:]))
 	if size < 0 || (size+blockSize-1)/blockSize > maxBlocks {
-		return 0, nil, fmt.Errorf("size %d out of range", size)
+		return 0, 0, nil, fmt.Errorf("size %d out of range", size)
 	}
 	n := (size + blockSize - 1) / blockSize
 	bits = buf[bitmapHeader:]
 	if int64(len(bits)) != (n+7)/8 {
-		return 0, nil, fmt.Errorf("%d bitmap bytes for %d blocks", len(bits), n)
+		return 0, 0, nil, fmt.Errorf("%d bitmap bytes for %d blocks", len(bits), n)
 	}
 	if n%8 != 0 && bits[len(bits)-1]>>(n%8) != 0 {
-		return 0, nil, errors.New("bits set past the last block")
+		return 0, 0, nil, errors.New("bits set past the last block")
 	}
-	return size, bits, nil
+	return blockSize, size, bits, nil
 }
 
 // create makes the files of a new, empty blob: a sparse data file of the full
 // size and a bitmap with no bit set. An empty blob is verified at once.
-func (c *Cache) create(d v1.Hash, size int64) (*entry, error) {
-	e := c.newEntry(d, size)
+func (c *Cache) create(d v1.Hash, size, blockSize int64) (*entry, error) {
+	e := c.newEntry(d, size, blockSize)
 	if err := os.MkdirAll(filepath.Dir(e.path("")), 0o755); err != nil {
 		return nil, fmt.Errorf("blobcache: create %s: %w", d, noSpace(err))
 	}
@@ -400,7 +401,9 @@ func (c *Cache) loadVerified(d v1.Hash) (loaded, bool) {
 	}
 	// All blocks are present, so nothing fetches them, but the blob is not
 	// served before it has been hashed again.
-	e := c.newEntry(d, fi.Size())
+	// Its blocks are all present: the size they are counted in matters
+	// to nobody but readers, who see it in Blob.BlockSize.
+	e := c.newEntry(d, fi.Size(), c.opts.BlockSize)
 	for i := range e.n {
 		set(e.bits, i)
 	}
@@ -424,7 +427,7 @@ func (c *Cache) loadPartial(d v1.Hash) (loaded, bool) {
 	if err != nil {
 		return drop(fmt.Sprintf("unreadable bitmap: %v", err))
 	}
-	size, bits, err := decodeBitmap(buf, c.opts.BlockSize)
+	bs, size, bits, err := decodeBitmap(buf)
 	if err != nil {
 		return drop("bitmap " + err.Error())
 	}
@@ -432,7 +435,7 @@ func (c *Cache) loadPartial(d v1.Hash) (loaded, bool) {
 	if err != nil || fi.Size() != size {
 		return drop(fmt.Sprintf("data file does not have the bitmap's size %d", size))
 	}
-	e := c.newEntry(d, size)
+	e := c.newEntry(d, size, bs)
 	copy(e.bits, bits)
 	for i := range e.n {
 		if has(e.bits, i) {

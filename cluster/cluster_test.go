@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/faasnet/faasnet/stripe"
 )
 
 // small is a scenario small enough for -race on a busy 2-core machine.
@@ -240,5 +242,35 @@ func TestFaasnetRunsOverTLS(t *testing.T) {
 		if res.Failed != 0 {
 			t.Errorf("plaintext %v: %d VMs failed: %s", plaintext, res.Failed, res.Err)
 		}
+	}
+}
+
+// The block the manager assigns is the scenario's, the strategy's own, or
+// with AutoBlock its pick for the image (stripe.BlockFor), and the result
+// says which it was.
+func TestFaasnetBlock(t *testing.T) {
+	const vms = 4
+	h := newHarness(t, small, Options{})
+	tests := []struct {
+		s    Faasnet
+		want int64
+	}{
+		{Faasnet{Stripes: 2}, small.BlockSize},
+		{Faasnet{Stripes: 2, Block: 256 << 10}, 256 << 10},
+		{Faasnet{Stripes: 2, Block: AutoBlock}, stripe.BlockFor(small.ImageSize, small.Layers, 2, 2)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.s.Name(), func(t *testing.T) {
+			res, err := h.Run(context.Background(), tt.s, vms, RunOptions{Timeout: 2 * time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Failed != 0 {
+				t.Fatalf("%d VMs failed: %s", res.Failed, res.Err)
+			}
+			if res.BlockSize != tt.want {
+				t.Errorf("assigned block %d, want %d", res.BlockSize, tt.want)
+			}
+		})
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/faasnet/faasnet/manager/store"
 	"github.com/faasnet/faasnet/pki"
 	"github.com/faasnet/faasnet/token"
+	"github.com/faasnet/faasnet/units"
 	"github.com/faasnet/faasnet/worker"
 )
 
@@ -39,10 +40,19 @@ import (
 // 0 is the manager's default, api.DefaultStripes, and 1 the paper's single
 // tree. A strategy with Stripes set names it ("faasnet-k1"), so that
 // several can run side by side.
+//
+// Block is the block the manager assigns: 0 the scenario's BlockSize,
+// AutoBlock the manager's pick per image whatever the scenario says. A
+// strategy with Block set names it ("faasnet-k2-b512KiB",
+// "faasnet-k2-bauto").
 type Faasnet struct {
 	Plaintext bool
 	Stripes   int
+	Block     int64
 }
+
+// AutoBlock as Faasnet.Block lets the manager pick the block per image.
+const AutoBlock = -1
 
 // Name implements Strategy.
 func (f Faasnet) Name() string {
@@ -52,6 +62,12 @@ func (f Faasnet) Name() string {
 	}
 	if f.Stripes > 0 {
 		name += fmt.Sprintf("-k%d", f.Stripes)
+	}
+	switch {
+	case f.Block == AutoBlock:
+		name += "-bauto"
+	case f.Block > 0:
+		name += "-b" + units.Size(f.Block).String()
 	}
 	return name
 }
@@ -67,7 +83,14 @@ func (f Faasnet) StripeCount() int {
 // Deploy implements Strategy: it starts the manager, defines one function
 // per image, starts the workers and waits until all have registered.
 func (f Faasnet) Deploy(ctx context.Context, env *Env) (Deployment, error) {
-	return deployWorkers(ctx, env, f.Name(), env.Images, false, f.Plaintext, f.StripeCount())
+	block := env.Scenario.BlockSize
+	switch {
+	case f.Block == AutoBlock:
+		block = 0
+	case f.Block > 0:
+		block = f.Block
+	}
+	return deployWorkers(ctx, env, f.Name(), env.Images, false, f.Plaintext, f.StripeCount(), block)
 }
 
 // OnDemand is the paper's "optimized baseline": every VM mounts the
@@ -87,7 +110,7 @@ func (OnDemand) Deploy(ctx context.Context, env *Env) (Deployment, error) {
 	if env.Spec == nil {
 		return nil, errors.New("ondemand: fetches a function's eStargz image lazily, so it needs a function to run (a lazy bench: Options.Function)")
 	}
-	return deployWorkers(ctx, env, "ondemand", env.Images, true, false, 1)
+	return deployWorkers(ctx, env, "ondemand", env.Images, true, false, 1, env.Scenario.BlockSize)
 }
 
 // Timeouts of the emulated control plane, looser than production's
@@ -130,6 +153,10 @@ type workerDeployment struct {
 	served []chan struct{}
 	mwg    sync.WaitGroup // the manager's Run and server
 
+	// block is the manager's Options.BlockSize (0: it picks per image);
+	// assigned the block it gave the functions (the last defined).
+	block, assigned int64
+
 	mu    sync.Mutex
 	trees []api.Tree
 	ready map[string]time.Time
@@ -138,9 +165,9 @@ type workerDeployment struct {
 
 // deployWorkers starts the manager, defines the functions, starts the
 // workers and waits until all have registered.
-func deployWorkers(ctx context.Context, env *Env, name string, images []Image, solo, plaintext bool, stripes int) (Deployment, error) {
+func deployWorkers(ctx context.Context, env *Env, name string, images []Image, solo, plaintext bool, stripes int, block int64) (Deployment, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	d := &workerDeployment{env: env, name: name, images: images, solo: solo, plaintext: plaintext, stripes: stripes, cancel: cancel,
+	d := &workerDeployment{env: env, name: name, images: images, solo: solo, plaintext: plaintext, stripes: stripes, block: block, cancel: cancel,
 		ready: map[string]time.Time{}, errs: map[string]string{}}
 	if err := d.start(ctx); err != nil {
 		d.Close()
@@ -154,7 +181,7 @@ func (d *workerDeployment) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("manager listener: %w", err)
 	}
-	opts := manager.Options{VMTimeout: vmTimeout, Push: true, Stripes: d.stripes, Logger: d.env.Logger}
+	opts := manager.Options{VMTimeout: vmTimeout, Push: true, Stripes: d.stripes, BlockSize: d.block, Logger: d.env.Logger}
 	if !d.plaintext {
 		opts.Security = &manager.Security{Dir: filepath.Join(d.env.Dir, "manager"), Addr: ln.Addr().String()}
 	}
@@ -181,7 +208,7 @@ func (d *workerDeployment) start(ctx context.Context) error {
 	for _, vm := range d.env.VMs {
 		cfg := worker.Config{
 			ID: vm.Name, Manager: d.client.Base, CacheDir: filepath.Join(d.env.Dir, vm.Name),
-			BlockSize: sc.BlockSize, UploadLimit: sc.Bandwidth, DownloadLimit: sc.Bandwidth,
+			BlockSize: d.block, UploadLimit: sc.Bandwidth, DownloadLimit: sc.Bandwidth,
 			ParentTimeout: parentTimeout, StallTimeout: stallTimeout, Logger: d.env.Logger,
 		}
 		if cfg.Security, err = d.enroll(ctx, vm.Name); err != nil {
@@ -339,9 +366,11 @@ func (d *workerDeployment) define(ctx context.Context) error {
 			if !d.solo && i > 0 {
 				continue
 			}
-			if _, err := d.mgr.PutFunction(ctx, fn, api.FunctionRequest{Image: im.Ref, Spec: d.env.Spec}); err != nil {
+			def, err := d.mgr.PutFunction(ctx, fn, api.FunctionRequest{Image: im.Ref, Spec: d.env.Spec})
+			if err != nil {
 				return fmt.Errorf("defining %s: %w", fn, err)
 			}
+			d.assigned = def.BlockSize
 		}
 	}
 	return nil
@@ -525,6 +554,9 @@ func (d *workerDeployment) report(ctx context.Context, w *worker.Worker) VMRepor
 	r.Correct = true
 	return r
 }
+
+// BlockSize is the block the manager assigned the functions.
+func (d *workerDeployment) BlockSize() int64 { return d.assigned }
 
 // Trees returns the function trees as placed by the scale requests.
 func (d *workerDeployment) Trees() []api.Tree {

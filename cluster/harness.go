@@ -193,6 +193,7 @@ type Result struct {
 	MachineCPU           float64       // share of all cores busy machine-wide meanwhile (other processes too); 0 if unknown
 	Failed               int           // VMs not ready or not correct
 	Trees                []api.Tree    // for strategies that build trees
+	BlockSize            int64         // the block faasnet's manager assigned; 0 for other strategies
 	Err                  string        // why provisioning ended early, if it did
 	CPUTime, CPUCapacity time.Duration
 	// Containers says the VMs ran the Function's container: ready means
@@ -304,6 +305,9 @@ func (h *Harness) Run(ctx context.Context, s Strategy, vms int, opts RunOptions)
 	}
 	if t, ok := dep.(interface{ Trees() []api.Tree }); ok {
 		res.Trees = t.Trees()
+	}
+	if b, ok := dep.(interface{ BlockSize() int64 }); ok {
+		res.BlockSize = b.BlockSize()
 	}
 	res.Reports = dep.Report(ctx)
 	sc := h.sc

@@ -36,7 +36,7 @@ func (RegistryPull) Name() string { return "registry" }
 // and connections, dialed from the VM's address.
 func (RegistryPull) Deploy(ctx context.Context, env *Env) (Deployment, error) {
 	if env.Spec != nil {
-		return deployWorkers(ctx, env, "registry", env.Plain, true, false, 1)
+		return deployWorkers(ctx, env, "registry", env.Plain, true, false, 1, env.Scenario.BlockSize)
 	}
 	d := &pullDeployment{env: env}
 	for _, vm := range env.VMs {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/faasnet/faasnet/blobcache"
 	"github.com/faasnet/faasnet/imagegen"
 	"github.com/faasnet/faasnet/swarm"
 )
@@ -26,8 +25,9 @@ type Scenario struct {
 	// RegistryBandwidth limits the registry's egress in bytes/s; 0 means
 	// unlimited.
 	RegistryBandwidth int64
-	// BlockSize is the block size of faasnet's caches and peer protocol; 0
-	// means blobcache's default, 512 KiB.
+	// BlockSize is the block faasnet's manager assigns every function (the
+	// unit its VMs cut blobs into and stream down a stripe); 0 means the
+	// manager picks one per image (stripe.BlockFor).
 	BlockSize int64
 	// PieceSize is the swarm's piece length; 0 means Kraken's 4 MiB.
 	PieceSize int64
@@ -49,9 +49,6 @@ func (s *Scenario) defaults(generated bool) error {
 	}
 	if generated && s.ImageSize <= 0 {
 		return errors.New("scenario: no image size")
-	}
-	if s.BlockSize == 0 {
-		s.BlockSize = blobcache.DefaultBlockSize
 	}
 	if s.PieceSize == 0 {
 		s.PieceSize = swarm.DefaultPieceSize

@@ -178,11 +178,14 @@ func (h *Harness) RunTrace(ctx context.Context, s Strategy, pool int, sched *bur
 		RunDir: runDir, Replay: opts.Replay, Logger: h.log}
 	raiseOpenFiles(uint64(pool*(1+len(image.Layers))*40*2 + 4096))
 	runtime.GC()
-	stripes := 1
+	stripes, block := 1, h.sc.BlockSize
 	if f, ok := s.(Faasnet); ok {
 		stripes = f.StripeCount()
+		if f.Block != 0 {
+			block = max(f.Block, 0)
+		}
 	}
-	dep, err := deployWorkers(ctx, env, s.Name(), images, solo, false, stripes)
+	dep, err := deployWorkers(ctx, env, s.Name(), images, solo, false, stripes, block)
 	if err != nil {
 		return nil, err
 	}

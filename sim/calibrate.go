@@ -8,6 +8,8 @@ import (
 	"io"
 	"math"
 	"slices"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/faasnet/faasnet/ftree"
@@ -31,6 +33,14 @@ type Measured struct {
 	// MachineCPU is the share of the machine's CPUs busy during the run,
 	// other processes included: a busy machine wakes rate limiters late.
 	MachineCPU float64 `json:"machine_cpu_utilization"`
+	// Stripes and BlockSize are the run's own, when the bench ran the
+	// faasnet strategies with several (faasnet-k2, faasnet-k2-b128KiB); 0
+	// means the scenario's.
+	Stripes   int   `json:"stripes,omitempty"`
+	BlockSize int64 `json:"block_size,omitempty"`
+	// Run is the bench's name of the run ("faasnet-k2-bauto"), of which
+	// ReadBench keeps the strategy in Strategy.
+	Run string `json:"-"`
 }
 
 // Bench is the JSON document faasnet bench --json writes (report.BenchDoc),
@@ -94,7 +104,11 @@ func ReadBench(r io.Reader) (*Bench, error) {
 	check(sc.Bandwidth > 0, "unlimited VM links (bandwidth 0): the simulator needs a rate")
 	check(sc.RegistryBandwidth >= 0 && sc.BlockSize >= 0 && sc.PieceSize >= 0, "negative registry bandwidth, block or piece size")
 	check(sc.Stripes >= 0 && sc.Stripes <= ftree.MaxStripes, "stripes %d, want 0 to %d", sc.Stripes, ftree.MaxStripes)
-	for i, m := range b.Results {
+	for i := range b.Results {
+		m := &b.Results[i]
+		m.Run = string(m.Strategy)
+		m.Strategy = baseStrategy(m.Run)
+		check(m.Stripes >= 0 && m.Stripes <= ftree.MaxStripes && m.BlockSize >= 0, "result %d: stripes %d, block size %d", i, m.Stripes, m.BlockSize)
 		check(Strategy(m.Strategy).valid() && !m.Strategy.lazy(), "result %d: strategy %q is not one the simulator reproduces", i, m.Strategy)
 		check(m.VMs >= 1 && m.VMs <= 1<<20, "result %d: %d VMs", i, m.VMs)
 		check(m.Makespan >= 0 && !math.IsInf(m.Makespan, 0) && !math.IsNaN(m.Makespan), "result %d: makespan %v", i, m.Makespan)
@@ -103,6 +117,22 @@ func ReadBench(r io.Reader) (*Bench, error) {
 		return nil, fmt.Errorf("bench results: %w", err)
 	}
 	return &b, nil
+}
+
+// baseStrategy is the strategy of a bench run's name: the name without
+// the stripes and block the bench appends to faasnet's ("-k2", "-b128KiB",
+// "-bauto").
+func baseStrategy(run string) Strategy {
+	parts := strings.Split(run, "-")
+	for len(parts) > 1 {
+		last := parts[len(parts)-1]
+		_, err := strconv.Atoi(strings.TrimPrefix(last, "k"))
+		if !(strings.HasPrefix(last, "k") && err == nil) && !(strings.HasPrefix(last, "b") && len(last) > 1) {
+			break
+		}
+		parts = parts[:len(parts)-1]
+	}
+	return Strategy(strings.Join(parts, "-"))
 }
 
 // Config returns base with the bench's scenario: image size, layers,
@@ -165,6 +195,12 @@ type CalibrationRow struct {
 	Seeds        int     `json:"seeds"`
 	SimulatedMin float64 `json:"simulated_min_s"`
 	SimulatedMax float64 `json:"simulated_max_s"`
+
+	// Run is the bench's name of the run; Stripes and BlockSize what it
+	// was simulated with.
+	Run       string `json:"run"`
+	Stripes   int    `json:"stripes"`
+	BlockSize int64  `json:"block_size"`
 }
 
 // swarmSeeds is how many seeds Calibrate simulates the swarm with: one
@@ -185,6 +221,12 @@ func Calibrate(cfg Config, ms []Measured, tolerance float64) ([]CalibrationRow, 
 		c.Functions = max(c.Functions, 1)
 		c.VMs, c.Containers = m.VMs, m.VMs*c.Functions
 		c.FunctionsPerVM = max(c.FunctionsPerVM, c.Functions)
+		if m.Stripes > 0 {
+			c.Stripes = m.Stripes
+		}
+		if m.BlockSize > 0 {
+			c.BlockSize = m.BlockSize
+		}
 		runs := 1
 		if m.Strategy == Swarm {
 			runs = swarmSeeds
@@ -200,7 +242,8 @@ func Calibrate(cfg Config, ms []Measured, tolerance float64) ([]CalibrationRow, 
 		}
 		slices.SortStableFunc(rs, func(a, b *Result) int { return cmp.Compare(a.Makespan, b.Makespan) })
 		r := rs[len(rs)/2]
-		row := CalibrationRow{Strategy: m.Strategy, VMs: m.VMs, Simulated: r.Makespan, Emulated: m.Makespan,
+		run := cmp.Or(m.Run, string(m.Strategy))
+		row := CalibrationRow{Strategy: m.Strategy, Run: run, Stripes: c.Stripes, BlockSize: c.BlockSize, VMs: m.VMs, Simulated: r.Makespan, Emulated: m.Makespan,
 			SimulatedEgress: r.RegistryEgress, EmulatedEgress: m.RegistryEgress, MachineCPU: m.MachineCPU, Result: r,
 			Seeds: runs, SimulatedMin: rs[0].Makespan, SimulatedMax: rs[len(rs)-1].Makespan}
 		if m.Makespan > 0 {
@@ -216,7 +259,7 @@ func Calibrate(cfg Config, ms []Measured, tolerance float64) ([]CalibrationRow, 
 // by more than the tolerance is marked OFF.
 func WriteCalibration(w io.Writer, rows []CalibrationRow) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "strategy\tVMs\tsimulated\t(seeds)\temulated\tratio\t\tregistry out sim\temulated\tmachine CPU\t")
+	fmt.Fprintln(tw, "run\tstripes\tblock\tVMs\tsimulated\t(seeds)\temulated\tratio\t\tregistry out sim\temulated\tmachine CPU\t")
 	for _, r := range rows {
 		flag := "ok"
 		if !r.Within {
@@ -226,7 +269,7 @@ func WriteCalibration(w io.Writer, rows []CalibrationRow) error {
 		if r.Seeds > 1 {
 			spread = secs(r.SimulatedMin) + "-" + secs(r.SimulatedMax)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%.2f\t%s\t%s\t%s\t%.0f%%\t\n", r.Strategy, r.VMs, secs(r.Simulated), spread, secs(r.Emulated),
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\t%s\t%.2f\t%s\t%s\t%s\t%.0f%%\t\n", cmp.Or(r.Run, string(r.Strategy)), r.Stripes, units.FormatBytes(r.BlockSize), r.VMs, secs(r.Simulated), spread, secs(r.Emulated),
 			r.Ratio, flag, bytesOrDash(r.SimulatedEgress), bytesOrDash(r.EmulatedEgress), 100*r.MachineCPU)
 	}
 	return tw.Flush()

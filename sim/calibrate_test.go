@@ -126,3 +126,51 @@ func FuzzReadBench(f *testing.F) {
 		}
 	})
 }
+
+// Runs of a bench with several stripes and blocks (faasnet-k2-b128KiB) are
+// faasnet runs, each simulated with its own stripes and block.
+func TestCalibrateRunsOfTheirOwn(t *testing.T) {
+	doc := `{"scenario": {"image_size_bytes": 2097152, "layers": 2, "bandwidth_bytes_per_s": 1048576,
+	"registry_bandwidth_bytes_per_s": 2097152, "block_size_bytes": 0},
+	"results": [
+	{"strategy": "faasnet-k1", "vms": 8, "makespan_s": 5, "stripes": 1, "block_size": 524288},
+	{"strategy": "faasnet-k2-b128KiB", "vms": 8, "makespan_s": 3, "stripes": 2, "block_size": 131072},
+	{"strategy": "faasnet-k2-bauto", "vms": 8, "makespan_s": 3, "stripes": 2, "block_size": 65536},
+	{"strategy": "registry", "vms": 8, "makespan_s": 8}]}`
+	b, err := ReadBench(strings.NewReader(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := DefaultConfig()
+	base.Latency = 0
+	ms, _ := b.Measured()
+	rows, err := Calibrate(b.Config(base), ms, 0.2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		run      string
+		strategy Strategy
+		stripes  int
+		block    int64
+	}{
+		{"faasnet-k1", FaaSNet, 1, 512 << 10},
+		{"faasnet-k2-b128KiB", FaaSNet, 2, 128 << 10},
+		{"faasnet-k2-bauto", FaaSNet, 2, 64 << 10},
+		{"registry", Registry, 1, DefaultBlockSize},
+	}
+	if len(rows) != len(want) {
+		t.Fatalf("%d rows, want %d", len(rows), len(want))
+	}
+	for i, w := range want {
+		r := rows[i]
+		if r.Run != w.run || r.Strategy != w.strategy || r.Stripes != w.stripes || r.BlockSize != w.block ||
+			r.Result.Stripes != w.stripes || r.Result.BlockSize != w.block {
+			t.Errorf("row %d: run %q strategy %s, %d stripes, block %d (simulated with %d, %d); want %q %s %d %d",
+				i, r.Run, r.Strategy, r.Stripes, r.BlockSize, r.Result.Stripes, r.Result.BlockSize, w.run, w.strategy, w.stripes, w.block)
+		}
+	}
+	if rows[1].Simulated >= rows[0].Simulated {
+		t.Errorf("two stripes simulated %.2fs, one %.2fs: want faster", rows[1].Simulated, rows[0].Simulated)
+	}
+}

@@ -39,7 +39,7 @@ func (w *Worker) demandFrom(ctx context.Context, digest string, off, n int64, fr
 	if n == 0 {
 		return nil
 	}
-	b, err := w.cache.Acquire(digest, info.size)
+	b, err := w.acquire(digest, info)
 	if err != nil {
 		return err
 	}
@@ -280,7 +280,7 @@ func (l lazyBlob) Refetch(ctx context.Context, off, n int64, fromOrigin bool) er
 	if off < 0 || n <= 0 || off > info.size-n {
 		return fmt.Errorf("blob %s: range %d+%d is outside its %d bytes", l.digest, off, n, info.size)
 	}
-	b, err := w.cache.Acquire(l.digest, info.size)
+	b, err := w.acquire(l.digest, info)
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,11 @@ import (
 // blobInfo is what the worker knows about a blob of one of its images.
 // Guarded by Worker.mu except the counters.
 type blobInfo struct {
-	size      int64
+	size int64
+	// blockSize is what the cache cuts the blob into: the block of the
+	// assignment that made it known (0: the cache's own), so that parent
+	// and child number the blocks of a stripe alike. Set once.
+	blockSize int64
 	mediaType string
 	manifest  bool            // fetched from the registry's manifest endpoint
 	repo      name.Repository // where the registry keeps it
@@ -48,6 +52,9 @@ func (w *Worker) learn(f *function, digest string, size int64, mediaType string,
 	info := w.known[digest]
 	if info == nil {
 		info = &blobInfo{size: size, mediaType: mediaType, manifest: manifest, repo: repo, fns: map[string]bool{}}
+		if f != nil {
+			info.blockSize = f.a.BlockSize
+		}
 		w.known[digest] = info
 		close(w.changed)
 		w.changed = make(chan struct{})
@@ -56,6 +63,12 @@ func (w *Worker) learn(f *function, digest string, size int64, mediaType string,
 		info.fns[f.name] = true
 	}
 	return info
+}
+
+// acquire takes a reference to the cached blob of info, created in info's
+// blocks if the cache lacks it.
+func (w *Worker) acquire(digest string, info *blobInfo) (*blobcache.Blob, error) {
+	return w.cache.AcquireBlocks(digest, info.size, info.blockSize)
 }
 
 // job fetches one blob into the cache until it is complete and verified, or
@@ -175,7 +188,7 @@ var errStalled = errors.New("no data within the stall timeout")
 // uploads about what it downloads. A change of k (a function redefined)
 // restarts them.
 func (w *Worker) runJob(ctx context.Context, j *job) {
-	b, err := w.cache.Acquire(j.digest, j.info.size)
+	b, err := w.acquire(j.digest, j.info)
 	if err != nil {
 		w.jobFailed(j, fmt.Errorf("cache: %w", err))
 		return

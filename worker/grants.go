@@ -272,7 +272,7 @@ func (w *Worker) waitCached(ctx context.Context, d string) error {
 	if err != nil {
 		return err
 	}
-	b, err := w.cache.Acquire(d, info.size)
+	b, err := w.acquire(d, info)
 	if err != nil {
 		return err
 	}

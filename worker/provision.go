@@ -237,7 +237,7 @@ func (w *Worker) rememberImage(f *function, image string, d peer.Descriptor, raw
 	if raw != nil {
 		// The root got the manifest with the resolve: store it, so that it
 		// is not fetched a second time.
-		b, err := w.cache.Acquire(d.Digest, d.Size)
+		b, err := w.acquire(d.Digest, info)
 		if err == nil {
 			err = w.writeAll(b, raw, &job{digest: d.Digest, info: info})
 			b.Release()
@@ -290,7 +290,7 @@ func (w *Worker) waitComplete(ctx context.Context, f *function, digest string) (
 	w.mu.Lock()
 	info := w.known[digest]
 	w.mu.Unlock()
-	b, err := w.cache.Acquire(digest, info.size)
+	b, err := w.acquire(digest, info)
 	if err != nil {
 		w.setState(f, api.StateFailed, fmt.Sprintf("blob %s: %v", digest, errString(err)))
 		return nil, err

@@ -34,7 +34,7 @@ func (w *Worker) Open(ctx context.Context, digest string) (peer.Blob, func(), er
 	if err != nil {
 		return nil, nil, err
 	}
-	b, err := w.cache.Acquire(digest, info.size)
+	b, err := w.acquire(digest, info)
 	if err != nil {
 		return nil, nil, fmt.Errorf("blob %s: %w", digest, err)
 	}

@@ -79,3 +79,42 @@ func TestStripedTreesShareTheUploads(t *testing.T) {
 		})
 	}
 }
+
+// TestBlockSizeFollowsTheAssignment starts workers whose caches default to
+// 512 KiB blocks and a manager that picks smaller ones for a small image:
+// every VM must cut the image's layers into the assigned blocks, so that
+// parent and child number a stripe's blocks alike.
+func TestBlockSizeFollowsTheAssignment(t *testing.T) {
+	c := newCluster(t, 10*time.Second)
+	ref, img := c.push(imagegen.Spec{TotalSize: 4 << 20, Layers: 2, Seed: 8})
+	names := ids(5)
+	for _, id := range names {
+		c.start(id, func(cfg *Config) { cfg.DownloadLimit = 16 << 20; cfg.UploadLimit = 16 << 20 })
+	}
+	c.waitRegistered(5)
+	fn, err := c.mgr.PutFunction(c.ctx, "f", api.FunctionRequest{Image: ref, Stripes: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fn.BlockSize <= 0 || fn.BlockSize == c.workers[names[0]].cache.BlockSize() {
+		t.Fatalf("the manager assigned blocks of %d bytes; the test needs other than the caches' %d", fn.BlockSize, c.workers[names[0]].cache.BlockSize())
+	}
+	if _, err := c.mgr.Scale(c.ctx, "f", api.ScaleRequest{VMs: names}); err != nil {
+		t.Fatal(err)
+	}
+	c.waitReady("f", names, time.Minute)
+	layers, _ := img.Layers()
+	for _, id := range names {
+		for _, l := range layers {
+			d, _ := l.Digest()
+			b, ok := c.workers[id].cache.Lookup(d.String())
+			if !ok {
+				t.Fatalf("%s: layer %s not cached", id, d)
+			}
+			if b.BlockSize() != fn.BlockSize {
+				t.Errorf("%s: layer %s cut into blocks of %d bytes, assigned %d", id, d, b.BlockSize(), fn.BlockSize)
+			}
+			b.Release()
+		}
+	}
+}

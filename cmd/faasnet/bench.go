@@ -21,8 +21,8 @@ func newBenchCmd() *cobra.Command {
 	cfg := bench.Config{Timeout: 10 * time.Minute}
 	tcfg := bench.TraceConfig{Window: 30 * time.Minute, Speedup: 20, Pool: 64, IdleTimeout: 15 * time.Minute, Drain: 10 * time.Minute}
 	var (
-		size            = units.Size(16 << 20)
-		block           = units.Size(512 << 10)
+		size      = units.Size(16 << 20)
+		blocks    blockSizes
 		piece           = units.Size(4 << 20)
 		bw              = units.Rate(4 << 20)
 		regBW           = units.Rate(16 << 20)
@@ -80,7 +80,7 @@ the largest tree, and plots latency over trace time.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if tcfg.Dir != "" {
-				return runTraceBench(cmd, &tcfg, &cfg, functions, bw, regBW, block, level)
+				return runTraceBench(cmd, &tcfg, &cfg, functions, bw, regBW, blocks.one(cmd.Flags().Changed), level)
 			}
 			if cfg.Lazy {
 				lazyBenchDefaults(cmd.Flags().Changed, &cfg, &bw, &regBW)
@@ -91,7 +91,10 @@ the largest tree, and plots latency over trace time.`,
 			cfg.Scenario = cluster.Scenario{
 				ImageSize: int64(size), Layers: layers, Functions: functions,
 				Bandwidth: int64(bw), RegistryBandwidth: int64(regBW),
-				BlockSize: int64(block), PieceSize: int64(piece), Seed: seed,
+				BlockSize: blocks.one(cmd.Flags().Changed), PieceSize: int64(piece), Seed: seed,
+			}
+			if len(blocks) > 1 {
+				cfg.BlockSizes = blocks
 			}
 			cfg.Out = cmd.OutOrStdout()
 			cfg.Command = "faasnet " + strings.Join(os.Args[1:], " ")
@@ -110,7 +113,7 @@ the largest tree, and plots latency over trace time.`,
 	f.IntVar(&functions, "functions", functions, "functions per VM, overlapping, each with its own image")
 	f.Var(&bw, "bandwidth", "each VM's upload and download limit (0: unlimited)")
 	f.Var(&regBW, "registry-bandwidth", "the registry's egress limit (0: unlimited)")
-	f.Var(&block, "block-size", "faasnet's block size")
+	f.Var(&blocks, "block-size", "the block faasnet's manager assigns, or auto: picked per image (stripe.BlockFor); 512KiB with --lazy and --trace unless given; a list (512KiB,auto) runs the faasnet strategies with each, side by side")
 	f.Var(&piece, "piece-size", "the swarm's piece size (Kraken's default 4MiB)")
 	f.Int64Var(&seed, "seed", seed, "seed of the generated images and the swarm's random choices")
 	f.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "give up on a run's VMs not ready after this long")
@@ -163,7 +166,7 @@ func lazyBenchDefaults(changed func(flag string) bool, cfg *bench.Config, bw, re
 }
 
 // runTraceBench runs bench --trace with the lazy bench's links.
-func runTraceBench(cmd *cobra.Command, tcfg *bench.TraceConfig, cfg *bench.Config, functions int, bw, regBW units.Rate, block units.Size, level slog.Level) error {
+func runTraceBench(cmd *cobra.Command, tcfg *bench.TraceConfig, cfg *bench.Config, functions int, bw, regBW units.Rate, block int64, level slog.Level) error {
 	changed := cmd.Flags().Changed
 	lazyBenchDefaults(changed, cfg, &bw, &regBW)
 	tcfg.Functions = 8
@@ -172,11 +175,62 @@ func runTraceBench(cmd *cobra.Command, tcfg *bench.TraceConfig, cfg *bench.Confi
 	}
 	tcfg.Strategies = cfg.Strategies
 	tcfg.Replay = cfg.ReplayReads || !changed("replay-reads")
-	tcfg.Scenario = cluster.Scenario{Bandwidth: int64(bw), RegistryBandwidth: int64(regBW), BlockSize: int64(block)}
+	tcfg.Scenario = cluster.Scenario{Bandwidth: int64(bw), RegistryBandwidth: int64(regBW), BlockSize: block}
 	tcfg.JSON, tcfg.Plot, tcfg.Out = cfg.JSON, cfg.Plot, cmd.OutOrStdout()
 	tcfg.Command = "faasnet " + strings.Join(os.Args[1:], " ")
 	tcfg.RecordFor = cfg.Timeout
 	tcfg.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 	_, err := bench.RunTrace(cmd.Context(), *tcfg)
 	return err
+}
+
+// blockSizes is --block-size: sizes, or auto (0) for the manager's pick.
+type blockSizes []int64
+
+func (b *blockSizes) Set(v string) error {
+	*b = (*b)[:0]
+	for _, f := range strings.Split(v, ",") {
+		if f == "auto" {
+			*b = append(*b, 0)
+			continue
+		}
+		n, err := units.ParseSize(f)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("block size %q: want a positive size or auto", f)
+		}
+		*b = append(*b, n)
+	}
+	return nil
+}
+
+func (b blockSizes) String() string {
+	if len(b) == 0 {
+		return "auto"
+	}
+	out := make([]string, len(b))
+	for i, n := range b {
+		out[i] = "auto"
+		if n > 0 {
+			out[i] = units.Size(n).String()
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+func (blockSizes) Type() string { return "sizes" }
+
+// lazyBlock is the block of --lazy and --trace runs when --block-size is
+// not given: the block their recorded results were measured with.
+const lazyBlock = 512 << 10
+
+// one is the scenario's block: the only one given (0: auto), or with
+// --lazy or --trace and none given, lazyBlock.
+func (b blockSizes) one(changed func(string) bool) int64 {
+	switch {
+	case len(b) == 1:
+		return b[0]
+	case len(b) == 0 && !changed("block-size") && (changed("lazy") || changed("trace")):
+		return lazyBlock
+	}
+	return 0
 }
