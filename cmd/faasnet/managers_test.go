@@ -25,6 +25,7 @@ func TestManagersCommand(t *testing.T) {
 	_, addr2 := startFaasnet(t, append([]string{"manager", "--listen", "127.0.0.1:0", "--data", data2}, etcdFlags...)...)
 	url1, url2 := "https://"+addr1, "https://"+addr2
 	access := newManagerAccess(t, data2)
+	waitRole(t, access.operator(url2), url1, api.RoleLeader, 10*time.Second)
 	waitRole(t, access.operator(url2), url2, api.RoleFollower, 10*time.Second)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -70,10 +71,13 @@ func TestJoinTokenRotationReachesManagers(t *testing.T) {
 	cluster := testenv.StartEtcd(t, 1)
 	etcdFlags := []string{"--etcd", strings.Join(cluster.Endpoints(), ","), "--etcd-session-ttl", "2s"}
 	data1, data2, data3 := t.TempDir(), t.TempDir(), t.TempDir()
-	startFaasnet(t, append([]string{"manager", "--listen", "127.0.0.1:0", "--data", data1}, etcdFlags...)...)
+	_, addr1 := startFaasnet(t, append([]string{"manager", "--listen", "127.0.0.1:0", "--data", data1}, etcdFlags...)...)
 	_, addr2 := startFaasnet(t, append([]string{"manager", "--listen", "127.0.0.1:0", "--data", data2}, etcdFlags...)...)
 	url2 := "https://" + addr2
 	c := newManagerAccess(t, data2).operator(url2)
+	// The follower names the leader once its campaign has won, which may
+	// be a moment before the leader's term starts and it takes writes.
+	waitRole(t, c, "https://"+addr1, api.RoleLeader, 10*time.Second)
 	waitRole(t, c, url2, api.RoleFollower, 10*time.Second)
 	rotated, err := c.RotateJoinToken(t.Context())
 	if err != nil {
