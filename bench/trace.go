@@ -116,6 +116,12 @@ type TraceDoc struct {
 	LowerBoundBurstS float64    `json:"lower_bound_burst_registry_s"`
 	CPUs             int        `json:"cpus"`
 	Rows             []TraceRow `json:"results"`
+
+	// FetchChain is the longest chain of dependent reads that fetch a
+	// block (cluster.FetchChain); the simulator charges each a
+	// ReadLatencyS round trip.
+	FetchChain   int     `json:"fetch_chain,omitempty"`
+	ReadLatencyS float64 `json:"read_latency_s,omitempty"`
 }
 
 // Criterion is how the window is chosen, for output and the JSON.
@@ -185,8 +191,9 @@ func RunTrace(ctx context.Context, cfg TraceConfig) (*TraceDoc, error) {
 			return nil, fmt.Errorf("bench --trace: %w", err)
 		}
 		doc.ReadBytes, doc.FetchedBytes, doc.ReadChain = rec.Bytes, rec.Fetched, rec.Chain
-		fmt.Fprintf(out, "recorded on one VM: %d reads (the longest chain of reads waiting one for another: %d), %s read, %s fetched before the container answered (%.1f%% of the eStargz image); every start replays them, no container\n",
-			len(rec.Reads), rec.Chain, units.FormatBytes(rec.Bytes), units.FormatBytes(rec.Fetched), 100*float64(rec.Fetched)/float64(h.ImageBytes()))
+		doc.FetchChain, doc.ReadLatencyS = cluster.FetchChain(rec.Reads, sc.BlockSize), simReadLatency.Seconds()
+		fmt.Fprintf(out, "recorded on one VM: %d reads (the longest chain of reads waiting one for another: %d, of which %d fetch a block), %s read, %s fetched before the container answered (%.1f%% of the eStargz image); every start replays them, no container\n",
+			len(rec.Reads), rec.Chain, doc.FetchChain, units.FormatBytes(rec.Bytes), units.FormatBytes(rec.Fetched), 100*float64(rec.Fetched)/float64(h.ImageBytes()))
 	}
 	// The bound: no start beats its bytes over its link; a burst through
 	// the registry alone (ondemand, registry) not the burst's bytes over
@@ -268,6 +275,9 @@ func traceRow(res *cluster.TraceResult) TraceRow {
 	return row
 }
 
+// simReadLatency is the round trip the simulator charges a replayed read.
+var simReadLatency = 2 * sim.DefaultConfig().Latency
+
 // simulate replays the same window with the simulator: the same pool
 // (one instance per VM), scale, idle timeout and speed-up, links, block
 // size and bytes per start (what the recording VM fetched, for the lazy
@@ -292,6 +302,10 @@ func simulate(cut *sim.Trace, sched *burst.Schedule, cfg TraceConfig, sc cluster
 	default:
 		return nil, fmt.Errorf("no simulated counterpart of %s", strategy)
 	}
+	// The replayed reads wait one for another: each read on the chain
+	// that fetches pays a request round trip (the emulated links add no
+	// latency: the simulator's default hop, both ways).
+	c.ReadChain, c.ReadLatency = doc.FetchChain, time.Duration(doc.ReadLatencyS*float64(time.Second))
 	c.ImageSize = doc.LazyImageBytes
 	c.ReadFraction = 1
 	if doc.FetchedBytes > 0 {

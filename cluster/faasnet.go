@@ -219,7 +219,7 @@ func (d *workerDeployment) start(ctx context.Context) error {
 			cfg.Sandbox.Off = d.env.NoSandbox
 			switch {
 			case d.env.Replay != nil:
-				cfg.Containers, cfg.RunContainer = false, replayRunner(d.env.Replay)
+				cfg.Containers, cfg.RunContainer = false, replayRunner(d.env.Replay, d.env.Logger)
 			case d.env.record != nil:
 				cfg.Containers, cfg.RunContainer = false, d.env.record.runner(cfg.RunDir, vm.Name, d.env.Logger)
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -39,6 +40,53 @@ type Recording struct {
 	// Chain is the longest chain of reads that waited one for another
 	// (lazy.Chain): fetches that no bandwidth overlaps.
 	Chain int
+}
+
+// FetchChain is the longest chain of reads that wait one for another and
+// fetch, with blocks of blockSize bytes: a read fetches when it needs a
+// block that no read started before it needed; one that needs a block
+// another read is fetching waits for that read. It is what a VM's start
+// pays a request round trip for, one after the other, on top of moving the
+// bytes (sim.Config.ReadChain); reads of blocks already fetched cost none.
+func FetchChain(reads []lazy.BlobRead, blockSize int64) int {
+	if blockSize <= 0 {
+		return 0
+	}
+	type block struct {
+		layer int
+		i     int64
+	}
+	fetcher := map[block]int{}
+	byDone := make([]int, len(reads))
+	for i, r := range reads {
+		if r.Done >= 0 && r.Done < len(reads) {
+			byDone[r.Done] = i
+		}
+	}
+	depth := make([]int, len(reads))
+	longest, deepest, counted := 0, 0, 0
+	for i, r := range reads {
+		for ; counted < min(r.After, len(reads)); counted++ {
+			deepest = max(deepest, depth[byDone[counted]])
+		}
+		d, fetches := deepest, false
+		if r.Len > 0 {
+			for b := r.Off / blockSize; b <= (r.Off+r.Len-1)/blockSize; b++ {
+				k := block{r.Layer, b}
+				if f, ok := fetcher[k]; ok {
+					d = max(d, depth[f])
+					continue
+				}
+				fetcher[k], fetches = i, true
+			}
+		}
+		if fetches {
+			d++
+		}
+		depth[i] = d
+		longest = max(longest, d)
+	}
+	return longest
 }
 
 // RecordReads runs the function's container on one VM that fetches from
@@ -102,12 +150,21 @@ func (r *recorder) runner(dir, vm string, log *slog.Logger) func(context.Context
 
 // replayRunner returns a worker's container starter that replays reads
 // instead: through the lazy layers' blob readers (the worker's tree path),
-// or nothing for an image already fetched whole.
-func replayRunner(reads []lazy.BlobRead) func(context.Context, container.Function) (func(context.Context) error, error) {
+// or nothing for an image already fetched whole. It logs how long the reads
+// took, so that a slow start can be told from a slow read path (the
+// simulator's per-read cost is checked against it).
+func replayRunner(reads []lazy.BlobRead, log *slog.Logger) func(context.Context, container.Function) (func(context.Context) error, error) {
 	return func(ctx context.Context, f container.Function) (func(context.Context) error, error) {
 		if len(f.Layers) > 0 {
-			if _, err := lazy.Replay(ctx, f.Layers, reads); err != nil {
+			var t readTimes
+			start := time.Now()
+			if _, err := lazy.Replay(ctx, t.wrap(f.Layers), reads); err != nil {
 				return nil, fmt.Errorf("function %s: %w", f.Name, err)
+			}
+			n, sum, slowest := t.stats()
+			if log != nil && n > 0 {
+				log.Info("replayed reads", "function", f.Name, "reads", n, "took", time.Since(start).Round(time.Millisecond),
+					"mean_read", (sum / time.Duration(n)).Round(time.Microsecond), "slowest_read", slowest.Round(time.Millisecond))
 			}
 		}
 		if f.Phase != nil {
@@ -115,4 +172,46 @@ func replayRunner(reads []lazy.BlobRead) func(context.Context, container.Functio
 		}
 		return func(context.Context) error { return nil }, nil
 	}
+}
+
+// readTimes times the reads made through the blob readers it wraps.
+type readTimes struct {
+	mu      sync.Mutex
+	n       int
+	sum     time.Duration
+	slowest time.Duration
+}
+
+func (t *readTimes) wrap(layers []lazy.Layer) []lazy.Layer {
+	out := slices.Clone(layers)
+	for i := range out {
+		out[i].Blob = timedBlob{out[i].Blob, t}
+	}
+	return out
+}
+
+func (t *readTimes) add(d time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n++
+	t.sum += d
+	t.slowest = max(t.slowest, d)
+}
+
+func (t *readTimes) stats() (int, time.Duration, time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.n, t.sum, t.slowest
+}
+
+type timedBlob struct {
+	lazy.BlobReader
+	t *readTimes
+}
+
+func (b timedBlob) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	start := time.Now()
+	n, err := b.BlobReader.ReadAt(ctx, p, off)
+	b.t.add(time.Since(start))
+	return n, err
 }

@@ -130,6 +130,17 @@ type Config struct {
 	// ReadFraction of the image is needed before a container starts
 	// (lazy strategies only).
 	ReadFraction float64 `json:"read_fraction"`
+	// ReadChain is how many of the reads a container makes before it
+	// starts wait one for another and fetch (lazy strategies; see
+	// cluster.FetchChain): each pays a ReadLatency that no bandwidth
+	// overlaps, on top of the bytes, which the simulator moves as one
+	// pipelined stream. A VM below a tree's root pays no more per read than
+	// its root: its parent is a block ahead, not a read. 0 leaves a start
+	// at the stream alone (a container reading ahead).
+	ReadChain int `json:"read_chain,omitempty"`
+	// ReadLatency is one read's request round trip: the request reaching
+	// the parent (or the registry) and the first byte back.
+	ReadLatency time.Duration `json:"read_latency,omitempty"`
 	// Latency is one hop's latency: a request reaching its sender, a
 	// block's first byte reaching the next VM down the tree.
 	Latency time.Duration `json:"latency"`
@@ -201,6 +212,7 @@ func (c Config) normalize() (Config, error) {
 	check(c.PieceSize >= 1, "piece size must be positive, not %d", c.PieceSize)
 	check(c.ReadFraction > 0 && c.ReadFraction <= 1, "read fraction must be in (0, 1], not %g", c.ReadFraction)
 	check(c.Latency >= 0 && c.StartTime >= 0 && c.Resolution >= 0, "latency, start time and resolution must not be negative")
+	check(c.ReadChain >= 0 && c.ReadLatency >= 0, "read chain and read latency must not be negative")
 	check(c.Swarm.Conns >= 1 && c.Swarm.Pipeline >= 1 && c.Swarm.Handout >= 1 && c.Swarm.Announce > 0,
 		"swarm conns, pipeline, handout and announce interval must be positive")
 	check(c.Swarm.Endgame >= 0 && c.Swarm.Blacklist >= 0 && c.Swarm.DialJitter >= 0,
@@ -228,6 +240,15 @@ func (c Config) need(s Strategy) float64 {
 		return math.Max(1, math.Ceil(float64(c.ImageSize)*c.ReadFraction))
 	}
 	return float64(c.ImageSize)
+}
+
+// readDelay is what a start of strategy s waits for its chain of reads
+// beyond their bytes, in ns.
+func (c Config) readDelay(s Strategy) int64 {
+	if !s.lazy() {
+		return 0
+	}
+	return int64(c.ReadChain) * int64(c.ReadLatency)
 }
 
 func (c Config) registryRate() float64 {

@@ -19,6 +19,7 @@ type world struct {
 	cp    *controlPlane
 	pl    plane
 	start int64 // ns: StartTime
+	reads int64 // ns: a start's chain of reads beyond their bytes
 }
 
 func newWorld(cfg Config, s Strategy, functions int, res int64) (*world, error) {
@@ -35,7 +36,7 @@ func newWorld(cfg Config, s Strategy, functions int, res int64) (*world, error) 
 		res:      res,
 	})
 	cp := newControlPlane(cfg.VMs, functions, cfg.FunctionsPerVM, cfg.Stripes, cfg.StripeFanout == 2)
-	w := &world{cfg: cfg, strat: s, e: e, cp: cp, start: int64(cfg.StartTime)}
+	w := &world{cfg: cfg, strat: s, e: e, cp: cp, start: int64(cfg.StartTime), reads: cfg.readDelay(s)}
 	sizes := layerSizes(cfg, cfg.need(s))
 	switch s {
 	case FaaSNet, FaaSNetLazy:
@@ -62,7 +63,7 @@ func (w *world) scaleOut(fn int32, count int, cached bool, ready func(vm int32))
 		}
 		// Join first: with stripes, VMs may move under the newcomer.
 		w.pl.join(fn, vm, w.cp.parents(fn, vm), cached, func() {
-			w.e.after(w.start, func() { ready(vm) })
+			w.e.after(w.start+w.reads, func() { ready(vm) })
 		})
 		for _, mv := range ch.Moved {
 			if mv.VM != w.cp.names[vm] {

@@ -197,6 +197,13 @@ func (w *Worker) endDemand() {
 	w.mu.Unlock()
 }
 
+// demanding reports whether demands are in flight.
+func (w *Worker) demanding() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.demands > 0
+}
+
 // yieldToDemand blocks background streaming while demands are in flight.
 func (w *Worker) yieldToDemand(ctx context.Context) error {
 	w.mu.Lock()

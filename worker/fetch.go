@@ -36,7 +36,14 @@ type blobInfo struct {
 	// hold defers background streaming of a lazy layer until this VM's
 	// container answered: a child's streaming request must not pull the
 	// whole layer ahead of the container's own reads.
-	hold       bool
+	hold bool
+	// lazy marks a layer a lazy container reads on demand: its background
+	// streaming yields to demands. Other blobs (manifests, configs, layers
+	// fetched whole) are waited for by a start and never yield: a child
+	// in another stripe tree can demand from this VM before its own config
+	// is here, and a config waiting for demands to calm down held the VM's
+	// start back for as long as its subtree kept reading.
+	lazy       bool
 	fromParent atomic.Int64
 	fromReg    atomic.Int64
 }
@@ -283,7 +290,7 @@ func (w *Worker) streamStripe(ctx context.Context, j *job, b *blobcache.Blob, p 
 	defer body.Close()
 	r := &idleReader{r: body, watchdog: watchdog, timeout: w.cfg.StallTimeout}
 	for i := first; i < b.Blocks(); i += k {
-		if err := w.yieldToDemand(ctx); err != nil {
+		if err := w.yieldStream(ctx, j, r); err != nil {
 			return err
 		}
 		_, bn := b.BlockRange(i)
@@ -522,7 +529,7 @@ func (w *Worker) fillRun(ctx context.Context, b *blobcache.Blob, j *job, first, 
 	demand := peer.IsDemand(ctx)
 	for k := first; k < end; k++ {
 		if !demand {
-			if err := w.yieldToDemand(ctx); err != nil {
+			if err := w.yieldStream(ctx, j, r); err != nil {
 				return err
 			}
 		}
@@ -553,6 +560,22 @@ func stallOr(ctx context.Context, err error) error {
 		return errStalled
 	}
 	return err
+}
+
+// yieldStream pauses the background stream of a lazy layer (read through
+// r) while demands are in flight, with its stall watchdog stopped: a stream
+// this VM stopped reading is not a parent delivering nothing, and cutting
+// it would only make the parent send its blocks again, or the registry.
+func (w *Worker) yieldStream(ctx context.Context, j *job, r *idleReader) error {
+	w.mu.Lock()
+	lazy := j.info.lazy
+	w.mu.Unlock()
+	if !lazy || !w.demanding() {
+		return nil
+	}
+	r.watchdog.Stop()
+	defer r.watchdog.Reset(r.timeout)
+	return w.yieldToDemand(ctx)
 }
 
 // idleReader resets the stall watchdog whenever data arrives.

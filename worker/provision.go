@@ -75,7 +75,8 @@ func (w *Worker) provision(ctx context.Context, f *function) {
 	lazyRun := spec.Readiness != nil && lazy.IsLazy(m.layers)
 	for _, d := range m.layers {
 		if lazyRun {
-			w.known[d.Digest.String()].hold = true // fetched as the container reads
+			info := w.known[d.Digest.String()]
+			info.hold, info.lazy = true, true // fetched as the container reads
 		} else {
 			w.ensureJob(d.Digest.String())
 		}
