@@ -486,8 +486,10 @@ func (w *Worker) fillWindows(ctx context.Context, j *job, b *blobcache.Blob, src
 	_, block := b.BlockRange(0)
 	window := max(1, int(registryWindow/max(block, 1)))
 	for i := b.NextMissing(from); i >= 0 && i < to; i = b.NextMissing(i) {
-		if err := w.yieldToDemand(ctx); err != nil {
-			return err
+		if w.pausesForDemands(j) {
+			if err := w.yieldToDemand(ctx); err != nil {
+				return err
+			}
 		}
 		end := min(i+window, to)
 		mine, _ := w.claim(j.digest, b, i, end)
@@ -567,15 +569,23 @@ func stallOr(ctx context.Context, err error) error {
 // this VM stopped reading is not a parent delivering nothing, and cutting
 // it would only make the parent send its blocks again, or the registry.
 func (w *Worker) yieldStream(ctx context.Context, j *job, r *idleReader) error {
-	w.mu.Lock()
-	lazy := j.info.lazy
-	w.mu.Unlock()
-	if !lazy || !w.demanding() {
+	if !w.pausesForDemands(j) {
 		return nil
 	}
 	r.watchdog.Stop()
 	defer r.watchdog.Reset(r.timeout)
 	return w.yieldToDemand(ctx)
+}
+
+// pausesForDemands reports whether j's background stream should wait for
+// the demands in flight: only a lazy layer's does. A config or manifest
+// never waits, since a child may be streaming it from this VM while its
+// own demands keep this VM's demand count up.
+func (w *Worker) pausesForDemands(j *job) bool {
+	w.mu.Lock()
+	lazy := j.info.lazy
+	w.mu.Unlock()
+	return lazy && w.demanding()
 }
 
 // idleReader resets the stall watchdog whenever data arrives.
