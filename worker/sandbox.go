@@ -96,11 +96,14 @@ func (w *Worker) startSandbox(ctx context.Context) (stop func(), err error) {
 	if w.sandboxNet == nil {
 		return func() {}, nil
 	}
-	h := sha256.Sum256([]byte(w.cfg.ID))
+	tag, err := sandboxTag(w.cfg.ID, w.cfg.RunDir)
+	if err != nil {
+		return nil, fmt.Errorf("worker: container network: %w", err)
+	}
 	cfg := netns.Config{
 		Egress: !w.cfg.Sandbox.NoEgress,
 		Deny:   managerAddrs(ctx, w.cfg.Manager),
-		Tag:    hex.EncodeToString(h[:3]),
+		Tag:    tag,
 		Logger: w.log,
 	}
 	n, cidr, release, err := openNetwork(ctx, cfg, w.cfg.Sandbox.CIDR)
@@ -117,6 +120,20 @@ func (w *Worker) startSandbox(ctx context.Context) (stop func(), err error) {
 		}
 		release()
 	}, nil
+}
+
+// sandboxTag names the worker's nftables table and veths. It is the same
+// for a worker restarted in the same place, which then removes what its
+// predecessor left, and differs between workers of one ID in separate
+// clusters on one machine (tests, demos), which would otherwise remove each
+// other's tables.
+func sandboxTag(id, runDir string) (string, error) {
+	run, err := filepath.Abs(runDir)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.Sum256([]byte(id + "\x00" + run))
+	return hex.EncodeToString(h[:3]), nil
 }
 
 // openNetwork sets up the containers' network in cidr, or with no cidr in
