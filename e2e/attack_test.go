@@ -35,10 +35,15 @@ const (
 )
 
 // attack holds a flood of idle and half-sent connections to one server.
+// Each is watched from its opening: a read that finds the deadline already
+// past fails without looking at the socket, so checking only later, when
+// the machine is slow, would count connections closed long ago as open.
 type attack struct {
-	target string
-	conns  []net.Conn
-	opened []time.Time
+	target  string
+	conns   []net.Conn
+	watched sync.WaitGroup
+	mu      sync.Mutex
+	errs    []error // by connection
 }
 
 // flood opens idleConns idle connections (most silent, some idle after
@@ -48,7 +53,7 @@ type attack struct {
 // past the handshake; the others send nothing or plain text.
 func flood(t *testing.T, addr, putPath string, cfg *tls.Config) *attack {
 	t.Helper()
-	a := &attack{target: addr}
+	a := &attack{target: addr, errs: make([]error, idleConns+halfSent)}
 	t.Cleanup(func() {
 		for _, c := range a.conns {
 			c.Close()
@@ -68,14 +73,23 @@ func flood(t *testing.T, addr, putPath string, cfg *tls.Config) *attack {
 			tc.SetDeadline(time.Time{})
 			c = tc
 		}
+		i := len(a.conns)
 		a.conns = append(a.conns, c)
-		a.opened = append(a.opened, time.Now())
+		c.SetReadDeadline(time.Now().Add(dropWithin))
 		if send != "" {
 			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 			if _, err := io.WriteString(c, send); err != nil {
 				t.Fatalf("attack connection to %s: %v", addr, err)
 			}
 		}
+		a.watched.Go(func() {
+			_, err := io.Copy(io.Discard, c) // any answer, then the server's close
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				a.mu.Lock()
+				a.errs[i] = fmt.Errorf("connection %d still open %v after it was opened", i, dropWithin)
+				a.mu.Unlock()
+			}
+		})
 	}
 	for i := range idleConns {
 		if i%10 == 0 {
@@ -99,20 +113,9 @@ func flood(t *testing.T, addr, putPath string, cfg *tls.Config) *attack {
 // dropWithin of its opening, reading (and discarding) any answer.
 func (a *attack) dropped(t *testing.T) {
 	t.Helper()
-	errs := make([]error, len(a.conns))
-	var wg sync.WaitGroup
-	for i, c := range a.conns {
-		wg.Go(func() {
-			c.SetReadDeadline(a.opened[i].Add(dropWithin))
-			_, err := io.Copy(io.Discard, c)
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				errs[i] = fmt.Errorf("connection %d still open %v after it was opened", i, dropWithin)
-			}
-		})
-	}
-	wg.Wait()
+	a.watched.Wait()
 	n := 0
-	for _, err := range errs {
+	for _, err := range a.errs {
 		if err != nil {
 			if n < 5 {
 				t.Errorf("%s: %v", a.target, err)
