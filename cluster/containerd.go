@@ -77,7 +77,7 @@ func (Containerd) Deploy(ctx context.Context, env *Env) (Deployment, error) {
 		return nil, err
 	}
 	d := &criDeployment{env: env, wd: wd.(*workerDeployment), ctr: tools[1],
-		ready: map[string]time.Time{}, read: map[string]int64{}, errs: map[string]string{}}
+		ready: map[string]time.Time{}, read: map[string]int64{}, errs: map[string]string{}, phases: map[string]map[string]time.Time{}}
 	if err := d.start(ctx, tools[0]); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("containerd: %w", err)
@@ -97,6 +97,9 @@ type criDeployment struct {
 	ready map[string]time.Time
 	read  map[string]int64 // what the snapshotter had read at ready
 	errs  map[string]string
+	// phases of the CRI start by VM: pulled (PullImage returned) and
+	// started (StartContainer returned).
+	phases map[string]map[string]time.Time
 }
 
 // criVM is one VM's processes besides its worker.
@@ -205,10 +208,12 @@ func (d *criDeployment) run(ctx context.Context, i int, v *criVM, fn string) err
 	if err := pod.Pull(ctx, ref); err != nil {
 		return err
 	}
+	d.phase(v.name, "pulled")
 	id, err := pod.StartFunction(ctx, ref, v.port)
 	if err != nil {
 		return err
 	}
+	d.phase(v.name, "started")
 	var rd api.Readiness
 	if err := specReadiness(d.env.Spec, &rd); err != nil {
 		return err
@@ -221,6 +226,16 @@ func (d *criDeployment) run(ctx context.Context, i int, v *criVM, fn string) err
 	d.read[v.name] = v.snap.BytesRead()
 	d.mu.Unlock()
 	return nil
+}
+
+// phase records that VM vm reached phase p of its CRI start now.
+func (d *criDeployment) phase(vm, p string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.phases[vm] == nil {
+		d.phases[vm] = map[string]time.Time{}
+	}
+	d.phases[vm][p] = time.Now()
 }
 
 // Progress implements Deployment: the workers' bytes, ready by CRI.
@@ -255,6 +270,9 @@ func (d *criDeployment) Report(ctx context.Context) []VMReport {
 		r.Uploaded = scrapeCounter(w.Metrics(), "faasnet_worker_bytes_out_total")
 		d.mu.Lock()
 		r.Ready, r.BytesBeforeReady, r.Err = d.ready[w.ID()], d.read[w.ID()], d.errs[w.ID()]
+		for k, t := range d.phases[w.ID()] {
+			r.Phases[k] = t
+		}
 		d.mu.Unlock()
 		if !r.Ready.IsZero() {
 			r.Phases["ready"] = r.Ready
