@@ -27,7 +27,9 @@
 // its eStargz conversion, and every VM's worker starts the container with
 // runc (over a lazy FUSE mount of the eStargz image for Faasnet and
 // OnDemand; after a whole pull and unpacking of the plain image for
-// RegistryPull) and is ready when the container answers. Results then
+// RegistryPull); with Containerd, each VM's containerd starts it through
+// CRI over faasnet snapshotter's lazy layers (package crinode). A VM is
+// ready when the container answers. Results then
 // also carry what each VM fetched before it was ready and the time of
 // each phase.
 package cluster

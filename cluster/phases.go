@@ -10,9 +10,9 @@ import (
 )
 
 // phaseOrder is the order phases happen in; a VM goes through some of them
-// (mount for a lazy image, unpacked for a whole fetch, started with a
-// container).
-var phaseOrder = []string{"assigned", "manifest", "mount", "unpacked", "replayed", "started", "ready"}
+// (mount for a lazy image, unpacked for a whole fetch, pulled when CRI's
+// PullImage returned, started with a container).
+var phaseOrder = []string{"assigned", "manifest", "mount", "unpacked", "replayed", "pulled", "started", "ready"}
 
 // PhaseStats is the distribution of one phase's time over the VMs, in
 // seconds from the scale request.

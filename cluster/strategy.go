@@ -131,6 +131,7 @@ var strategies = map[string]Strategy{
 	"faasnet-plaintext": Faasnet{Plaintext: true},
 	"ondemand":          OnDemand{},
 	"registry":          RegistryPull{},
+	"containerd":        Containerd{},
 	"swarm":             Swarm{},
 }
 

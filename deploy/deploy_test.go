@@ -621,6 +621,75 @@ func checkWorkerWiring(t *testing.T, m *manifests) {
 	if v, _, ok := file(init, dir+"/certs.d"); !ok || v.HostPath == nil || v.HostPath.Path != dir {
 		t.Errorf("containerd config --dir %s is not the host's %s", dir, dir)
 	}
+	checkSnapshotterWiring(t, spec, w, init)
+}
+
+// checkSnapshotterWiring checks the snapshotter container against the
+// containerd configuration the init container writes and the worker it
+// reads through. containerd runs on the host and mounts what the
+// snapshotter returns, so the snapshotter's socket and root must be the
+// host's, at the same paths, and its FUSE mounts must reach the host.
+func checkSnapshotterWiring(t *testing.T, spec *corev1.PodSpec, worker, init corev1.Container) {
+	t.Helper()
+	if got := mustFlag(t, "init", init.Args, "snapshotter"); got != containerdcfg.SnapshotterName {
+		t.Errorf("containerd config --snapshotter=%s, want %s (faasnet snapshotter)", got, containerdcfg.SnapshotterName)
+	}
+	sock, ok := flagFor(init.Args, "snapshotter-socket")
+	if !ok {
+		sock = containerdcfg.DefaultSnapshotterSocket
+	}
+	sn := container(t, spec, "snapshotter", false)
+	if len(sn.Args) == 0 || sn.Args[0] != "snapshotter" {
+		t.Fatalf("snapshotter container runs %q, want faasnet snapshotter", sn.Args)
+	}
+	if sc := sn.SecurityContext; sc == nil || sc.Privileged == nil || !*sc.Privileged {
+		t.Error("snapshotter: not privileged; FUSE mounts and Bidirectional propagation need it")
+	}
+	if got, want := mustFlag(t, "snapshotter", sn.Args, "worker"), mustFlag(t, "worker", worker.Args, "oci-listen"); got != want {
+		t.Errorf("snapshotter --worker %s, the worker's --oci-listen is %s", got, want)
+	}
+	if got := mustFlag(t, "snapshotter", sn.Args, "socket"); got != sock {
+		t.Errorf("snapshotter --socket %s, containerd is configured for %s", got, sock)
+	}
+	volumes := map[string]corev1.Volume{}
+	for _, v := range spec.Volumes {
+		volumes[v.Name] = v
+	}
+	// onHost returns the host path of container path p and the mount it
+	// is under.
+	onHost := func(c corev1.Container, p string) (string, corev1.VolumeMount, bool) {
+		for _, vm := range c.VolumeMounts {
+			rel, ok := strings.CutPrefix(p, vm.MountPath)
+			if v := volumes[vm.Name]; ok && v.HostPath != nil && (rel == "" || rel[0] == '/') {
+				return v.HostPath.Path + rel, vm, true
+			}
+		}
+		return "", corev1.VolumeMount{}, false
+	}
+	if host, _, ok := onHost(sn, sock); !ok || host != sock {
+		t.Errorf("snapshotter: socket %s is the host's %q, want the same path for containerd", sock, host)
+	}
+	root := mustFlag(t, "snapshotter", sn.Args, "root")
+	host, vm, ok := onHost(sn, root)
+	if !ok || host != root {
+		t.Errorf("snapshotter: --root %s is the host's %q, want the same path: containerd mounts the layers from it", root, host)
+	}
+	if p := vm.MountPropagation; p == nil || *p != corev1.MountPropagationBidirectional {
+		t.Errorf("snapshotter: --root %s is mounted with propagation %v; its layer mounts must reach the host (Bidirectional)", root, p)
+	}
+	if host, fvm, ok := onHost(sn, "/dev/fuse"); !ok || host != "/dev/fuse" {
+		t.Errorf("snapshotter: /dev/fuse is not the host's (%q)", host)
+	} else if typ := volumes[fvm.Name].HostPath.Type; typ == nil || *typ != corev1.HostPathCharDev {
+		t.Errorf("snapshotter: volume %s of /dev/fuse is not of type %s", fvm.Name, corev1.HostPathCharDev)
+	}
+	// The worker sees the snapshotter's root through its own state: it
+	// must follow the host's unmounts, or a layer the snapshotter lets go
+	// stays mounted (and its FUSE server waited for) in the worker's view.
+	if _, wvm, ok := onHost(worker, root); ok {
+		if p := wvm.MountPropagation; p == nil || *p == corev1.MountPropagationNone {
+			t.Errorf("worker: %s holds the snapshotter's layer mounts but is mounted without propagation from the host", wvm.MountPath)
+		}
+	}
 }
 
 // faasnetHelp caches each command's flags: name -> whether it takes a value.
@@ -864,6 +933,23 @@ func TestSystemdUnits(t *testing.T) {
 	run := "/run/" + units["faasnet-snapshotter.service"].one(t, "snapshotter", "Service", "RuntimeDirectory")
 	if sock := containerdcfg.DefaultSnapshotterSocket; filepath.Dir(sock) != run {
 		t.Errorf("snapshotter: RuntimeDirectory %s, but containerd is configured for %s", run, sock)
+	}
+	sn := cmds["faasnet-snapshotter.service"]
+	if got := unitFlag(t, "snapshotter", sn, "socket"); got != containerdcfg.DefaultSnapshotterSocket {
+		t.Errorf("snapshotter: --socket %s, but faasnet containerd config declares %s by default", got, containerdcfg.DefaultSnapshotterSocket)
+	}
+	if got, want := unitFlag(t, "snapshotter", sn, "worker"), unitFlag(t, "worker", worker, "oci-listen"); got != want {
+		t.Errorf("snapshotter: --worker %s, the worker's --oci-listen is %s", got, want)
+	}
+	if got, dir := unitFlag(t, "snapshotter", sn, "root"), stateDir("faasnet-snapshotter.service"); !strings.HasPrefix(got, dir+"/") {
+		t.Errorf("snapshotter: --root %s is not under its StateDirectory %s", got, dir)
+	}
+	// containerd mounts over the snapshotter's FUSE mounts: the unit must
+	// not get a mount namespace of its own.
+	for _, key := range []string{"PrivateTmp", "PrivateMounts", "ProtectSystem", "ProtectHome", "ReadWritePaths", "TemporaryFileSystem"} {
+		if vs := units["faasnet-snapshotter.service"]["Service"][key]; len(vs) > 0 {
+			t.Errorf("snapshotter: %s=%s gives it a mount namespace of its own, which containerd cannot see into", key, vs[0])
+		}
 	}
 	checkSystemdVerify(t, files)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,12 +17,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/faasnet/faasnet/api"
 	"github.com/faasnet/faasnet/containerdcfg"
+	"github.com/faasnet/faasnet/crinode"
 	"github.com/faasnet/faasnet/internal/testenv"
 )
 
@@ -102,6 +100,7 @@ type criVM struct {
 	worker *proc
 	dir    string
 	snap   *daemon // nil without the faasnet snapshotter
+	node   *crinode.Node
 	rt     cri.RuntimeServiceClient
 	images cri.ImageServiceClient
 	port   int
@@ -145,8 +144,7 @@ func runCRIVMs(t *testing.T, ref, pause, snapshotter, down, up string, lazy bool
 				"--root", filepath.Join(dir, "snapshots"), "--socket", filepath.Join(dir, "snap.sock"), "--worker", w.oci)
 			waitSocket(t, vm.snap, filepath.Join(dir, "snap.sock"))
 		}
-		vm.rt, vm.images = startCRIContainerd(t, vm, proxy(ref), snapshotter)
-		importPause(t, vm, pause, snapshotter)
+		startCRIContainerd(t, vm, proxy(ref), snapshotter, pause)
 		vms[i] = vm
 	}
 	waitVMs(t, c, len(vms))
@@ -317,51 +315,28 @@ func (vm *criVM) startFunction(t *testing.T, ctx context.Context, c *api.Client,
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	hostNet := &cri.NamespaceOption{Network: cri.NamespaceMode_NODE, Pid: cri.NamespaceMode_CONTAINER, Ipc: cri.NamespaceMode_POD}
-	podCfg := &cri.PodSandboxConfig{
-		Metadata:     &cri.PodSandboxMetadata{Name: "py-" + vm.id, Namespace: "default", Uid: "uid-" + vm.id},
-		LogDirectory: filepath.Join(vm.dir, "pods"),
-		// Host network, and no hostname: CRI refuses to set one there.
-		Linux: &cri.LinuxPodSandboxConfig{SecurityContext: &cri.LinuxSandboxSecurityContext{NamespaceOptions: hostNet}},
-	}
-	pod, err := vm.rt.RunPodSandbox(ctx, &cri.RunPodSandboxRequest{Config: podCfg})
+	pod, err := vm.node.RunPod(ctx, "py-"+vm.id)
 	if err != nil {
-		return fail("RunPodSandbox: %w", err)
+		return fail("%w", err)
 	}
 	vm.removePod = sync.OnceFunc(func() {
 		sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if _, err := vm.rt.StopPodSandbox(sctx, &cri.StopPodSandboxRequest{PodSandboxId: pod.PodSandboxId}); err != nil {
-			t.Errorf("%s: StopPodSandbox: %v", vm.id, err)
-		}
-		if _, err := vm.rt.RemovePodSandbox(sctx, &cri.RemovePodSandboxRequest{PodSandboxId: pod.PodSandboxId}); err != nil {
-			t.Errorf("%s: RemovePodSandbox: %v", vm.id, err)
+		if err := pod.Remove(sctx); err != nil {
+			t.Errorf("%s: %v", vm.id, err)
 		}
 	})
 	t.Cleanup(vm.removePod)
 	start := time.Now()
-	if _, err := vm.images.PullImage(ctx, &cri.PullImageRequest{Image: &cri.ImageSpec{Image: ref}, SandboxConfig: podCfg}); err != nil {
-		return fail("PullImage %s: %w", ref, err)
+	if err := pod.Pull(ctx, ref); err != nil {
+		return fail("%w", err)
 	}
 	t.Logf("%s: PullImage returned after %v", vm.id, time.Since(start).Round(time.Millisecond))
-	ctr, err := vm.rt.CreateContainer(ctx, &cri.CreateContainerRequest{
-		PodSandboxId: pod.PodSandboxId,
-		Config: &cri.ContainerConfig{
-			Metadata: &cri.ContainerMetadata{Name: "fn"},
-			Image:    &cri.ImageSpec{Image: ref},
-			Envs:     []*cri.KeyValue{{Key: "PORT", Value: []byte(strconv.Itoa(vm.port))}, {Key: "HOST", Value: []byte("127.0.0.1")}},
-			LogPath:  "fn.log",
-			Linux:    &cri.LinuxContainerConfig{SecurityContext: &cri.LinuxContainerSecurityContext{NamespaceOptions: hostNet}},
-		},
-		SandboxConfig: podCfg,
-	})
+	id, err := pod.StartFunction(ctx, ref, vm.port)
 	if err != nil {
-		return fail("CreateContainer: %w", err)
+		return fail("%w", err)
 	}
-	if _, err := vm.rt.StartContainer(ctx, &cri.StartContainerRequest{ContainerId: ctr.ContainerId}); err != nil {
-		return fail("StartContainer: %w", err)
-	}
-	if err := vm.waitHealthy(ctx, ctr.ContainerId); err != nil {
+	if err := pod.WaitHealthy(ctx, id, fmt.Sprintf("http://127.0.0.1:%d/healthz", vm.port)); err != nil {
 		return fail("%w", err)
 	}
 	r.ready = time.Since(start)
@@ -370,35 +345,6 @@ func (vm *criVM) startFunction(t *testing.T, ctx context.Context, c *api.Client,
 		return fail("%w", err)
 	}
 	return r
-}
-
-// waitHealthy polls the function's readiness path, as kubelet's probe
-// does, failing early if the container exits.
-func (vm *criVM) waitHealthy(ctx context.Context, id string) error {
-	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", vm.port)
-	client := &http.Client{Timeout: time.Second}
-	for {
-		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		st, err := vm.rt.ContainerStatus(ctx, &cri.ContainerStatusRequest{ContainerId: id})
-		if err != nil {
-			return fmt.Errorf("ContainerStatus: %w", err)
-		}
-		if st.Status.State == cri.ContainerState_CONTAINER_EXITED {
-			log, _ := os.ReadFile(st.Status.LogPath)
-			return fmt.Errorf("the function exited (code %d, %s):\n%s", st.Status.ExitCode, st.Status.Reason, log)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("the function did not answer %s: %w", url, ctx.Err())
-		case <-time.After(20 * time.Millisecond): // polling the container, as a probe does
-		}
-	}
 }
 
 // reportAfter returns vm's fetched bytes from the first two of its reports
@@ -508,115 +454,38 @@ func snapshotterRead(log string) int64 {
 // proxy is the registry host of ref.
 func proxy(ref string) string { return ref[:strings.Index(ref, "/")] }
 
-// containerdMain is the part of containerd's configuration that keeps a VM's
-// containerd to its own directories; the CRI settings come from
-// containerdcfg's fragment, imported.
-const containerdMain = `version = 2
-root = %[1]q
-state = %[2]q
-imports = [%[3]q]
-disabled_plugins = [
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing",
-]
-
-[grpc]
-  address = %[4]q
-
-[ttrpc]
-  address = %[5]q
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = %[6]q
-`
-
-// startCRIContainerd writes vm's containerd configuration (the node files
-// from containerdcfg, pulls of registry going to vm's worker only), starts
-// containerd and waits until CRI says its runtime and network are ready.
-func startCRIContainerd(t *testing.T, vm *criVM, registry, snapshotter string) (cri.RuntimeServiceClient, cri.ImageServiceClient) {
+// startCRIContainerd starts vm's containerd (package crinode: pulls of
+// registry going to vm's worker only) and loads the sandbox image into it.
+func startCRIContainerd(t *testing.T, vm *criVM, registry, snapshotter, pause string) {
 	t.Helper()
 	r, err := containerdcfg.ParseRegistry("http://" + registry)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cniDir := filepath.Join(vm.dir, "cni")
-	node := containerdcfg.Node{
-		Dir:                 filepath.Join(vm.dir, "etc"),
-		Worker:              vm.worker.oci,
-		Registries:          []containerdcfg.Registry{r},
-		NoFallback:          true,
-		Snapshotter:         snapshotter,
-		SnapshotterSocket:   filepath.Join(vm.dir, "snap.sock"),
-		SandboxImage:        pauseRef,
-		RestrictOOMScoreAdj: true,
-		CNIBinDir:           filepath.Dir(cniLoopback),
-		CNIConfDir:          cniDir,
-	}
-	if _, err := node.Write(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(cniDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	lo := `{"cniVersion": "0.4.0", "name": "faasnet-lo", "plugins": [{"type": "loopback"}]}`
-	if err := os.WriteFile(filepath.Join(cniDir, "10-lo.conflist"), []byte(lo), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(vm.dir, "containerd.sock")
-	cfg := fmt.Sprintf(containerdMain, filepath.Join(vm.dir, "root"), filepath.Join(vm.dir, "state"), node.FragmentPath(),
-		sock, sock+".ttrpc", filepath.Join(vm.dir, "opt"))
-	cfgPath := filepath.Join(vm.dir, "config.toml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d := startDaemon(t, vm.id+"-containerd", filepath.Join(vm.dir, "containerd.log"), testenv.NeedTool(t, "containerd"), "--config", cfgPath)
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	vm.node, err = crinode.Start(t.Context(), crinode.Config{
+		Dir:               vm.dir,
+		Containerd:        testenv.NeedTool(t, "containerd"),
+		Worker:            vm.worker.oci,
+		Registry:          r,
+		Snapshotter:       snapshotter,
+		SnapshotterSocket: filepath.Join(vm.dir, "snap.sock"),
+		SandboxImage:      pauseRef,
+		CNIBinDir:         filepath.Dir(cniLoopback),
+	})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: %v", vm.id, err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	rt, images := cri.NewRuntimeServiceClient(conn), cri.NewImageServiceClient(conn)
-	deadline := time.Now().Add(time.Minute)
-	for {
-		err := criReady(t.Context(), rt)
-		if err == nil {
-			return rt, images
+	t.Cleanup(func() {
+		if err := vm.node.Close(); err != nil {
+			t.Error(err)
 		}
-		if d.exited() || time.Now().After(deadline) {
-			t.Fatalf("%s: containerd's CRI is not ready: %v\n%s", vm.id, err, d.logText())
+		if t.Failed() {
+			t.Logf("--- log of %s-containerd ---\n%s", vm.id, tailLines(vm.node.Log(), 40))
 		}
-		time.Sleep(100 * time.Millisecond) // polling containerd, with a deadline
-	}
-}
-
-func criReady(ctx context.Context, rt cri.RuntimeServiceClient) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	st, err := rt.Status(ctx, &cri.StatusRequest{})
-	if err != nil {
-		return err
-	}
-	for _, c := range st.Status.Conditions {
-		if !c.Status {
-			return fmt.Errorf("%s: %s %s", c.Type, c.Reason, c.Message)
-		}
-	}
-	return nil
-}
-
-// importPause loads the sandbox image into CRI's namespace, unpacked for
-// the snapshotter CRI uses.
-func importPause(t *testing.T, vm *criVM, pause, snapshotter string) {
-	t.Helper()
-	ctr := testenv.NeedTool(t, "ctr")
-	cmd := exec.CommandContext(t.Context(), ctr, "--address", filepath.Join(vm.dir, "containerd.sock"), "--namespace", "k8s.io",
-		"images", "import", "--snapshotter", snapshotter, pause)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%s: ctr images import: %v\n%s", vm.id, err, out)
+	})
+	vm.rt, vm.images = vm.node.Runtime, vm.node.Images
+	if err := vm.node.Import(t.Context(), testenv.NeedTool(t, "ctr"), pause); err != nil {
+		t.Fatalf("%s: %v", vm.id, err)
 	}
 }
 

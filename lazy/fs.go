@@ -52,7 +52,7 @@ func Mount(ctx context.Context, mountpoint string, layers []Layer, opts Options)
 		r.close()
 		return nil, err
 	}
-	root, err := merge(indexes)
+	root, err := mergeTree(indexes, opts.OverlayWhiteouts)
 	if err != nil {
 		r.close()
 		return nil, fmt.Errorf("lazy: merging layers: %w", err)
@@ -188,11 +188,24 @@ func (en *entryNode) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrO
 	return 0
 }
 
-func (en *entryNode) Getxattr(_ context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if en.n.e == nil {
-		return 0, syscall.ENODATA
+// opaqueXattrs mark a directory opaque to overlayfs: the trusted one for
+// an overlay mounted by root, the user one for a "userxattr" overlay.
+var opaqueXattrs = []string{"trusted.overlay.opaque", "user.overlay.opaque"}
+
+// xattr returns the value of n's extended attribute attr.
+func xattr(n *node, attr string) ([]byte, bool) {
+	if n.opaque && slices.Contains(opaqueXattrs, attr) {
+		return []byte("y"), true
 	}
-	v, ok := en.n.e.Xattrs[attr]
+	if n.e == nil {
+		return nil, false
+	}
+	v, ok := n.e.Xattrs[attr]
+	return v, ok
+}
+
+func (en *entryNode) Getxattr(_ context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	v, ok := xattr(en.n, attr)
 	if !ok {
 		return 0, syscall.ENODATA
 	}
@@ -203,16 +216,21 @@ func (en *entryNode) Getxattr(_ context.Context, attr string, dest []byte) (uint
 }
 
 func (en *entryNode) Listxattr(_ context.Context, dest []byte) (uint32, syscall.Errno) {
-	var names []byte
+	var keys []string
 	if en.n.e != nil {
-		keys := make([]string, 0, len(en.n.e.Xattrs))
 		for k := range en.n.e.Xattrs {
-			keys = append(keys, k)
+			if !en.n.opaque || !slices.Contains(opaqueXattrs, k) {
+				keys = append(keys, k)
+			}
 		}
-		slices.Sort(keys)
-		for _, k := range keys {
-			names = append(append(names, k...), 0)
-		}
+	}
+	if en.n.opaque {
+		keys = append(keys, opaqueXattrs...)
+	}
+	slices.Sort(keys)
+	var names []byte
+	for _, k := range keys {
+		names = append(append(names, k...), 0)
 	}
 	if len(dest) < len(names) {
 		return uint32(len(names)), syscall.ERANGE

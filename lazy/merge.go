@@ -56,6 +56,8 @@ type node struct {
 	children map[string]*node
 	ino      uint64
 	nlink    uint32
+	whiteout bool // a deleted name shown as overlayfs's whiteout
+	opaque   bool // a directory that hides lower layers' entries from overlayfs
 }
 
 func newDir(e *entry, layer int) *node {
@@ -102,18 +104,36 @@ func isLandmark(name string) bool {
 // except that a directory over a directory merges the two. Hardlinks share
 // the node of their target. Inode numbers (from 1, the root) and link counts
 // are assigned at the end.
-func merge(layers []*Index) (*node, error) {
+func merge(layers []*Index) (*node, error) { return mergeTree(layers, false) }
+
+// mergeTree is merge. With overlayWhiteouts the whiteouts also stay in the
+// tree as overlayfs shows them (Options.OverlayWhiteouts), so that the tree
+// can be a lowerdir above others: a deleted name becomes a whiteout node,
+// and an opaque directory is marked opaque after it is cleared. An entry of
+// the same layer still replaces its whiteout, as unpacking would leave it;
+// a directory that replaces one, or any other non-directory, is opaque,
+// since what that hid must stay hidden.
+func mergeTree(layers []*Index, overlayWhiteouts bool) (*node, error) {
 	root := newDir(nil, 0)
 	for li, ix := range layers {
 		for _, e := range ix.entries {
-			switch kind, target := parseWhiteout(e.Name); kind {
-			case deletes:
+			switch kind, target := parseWhiteout(e.Name); {
+			case kind == deletes && overlayWhiteouts:
+				if d := dirFor(root, path.Dir("/" + target)[1:], li); d != nil {
+					d.children[path.Base(target)] = whiteoutNode(e, target, li)
+				}
+			case kind == deletes:
 				if d := root.lookup(path.Dir("/" + target)[1:]); d != nil && d.isDir() {
 					delete(d.children, path.Base(target))
 				}
-			case opaque:
-				if d := root.lookup(target); d != nil && d.isDir() {
+			case kind == opaque:
+				d := root.lookup(target)
+				if overlayWhiteouts {
+					d = dirFor(root, target, li)
+				}
+				if d != nil && d.isDir() {
 					clear(d.children)
+					d.opaque = overlayWhiteouts
 				}
 			}
 		}
@@ -122,7 +142,7 @@ func merge(layers []*Index) (*node, error) {
 			if kind, _ := parseWhiteout(e.Name); kind != notWhiteout || isLandmark(e.Name) {
 				continue
 			}
-			if err := add(root, e, li, added); err != nil {
+			if err := add(root, e, li, added, overlayWhiteouts); err != nil {
 				return nil, fmt.Errorf("layer %d: %q: %w", li, e.Name, err)
 			}
 		}
@@ -131,16 +151,50 @@ func merge(layers []*Index) (*node, error) {
 	return root, nil
 }
 
+// whiteoutNode is what overlayfs takes for a deleted name in a lower
+// layer: a character device numbered 0/0, here with the owner and time of
+// the whiteout entry that made it.
+func whiteoutNode(wh *entry, target string, li int) *node {
+	e := &entry{TOCEntry: &estargz.TOCEntry{
+		Name: target, Type: "char", UID: wh.UID, GID: wh.GID, ModTime3339: wh.ModTime3339,
+	}}
+	return &node{e: e, layer: li, whiteout: true}
+}
+
+// dirFor returns the directory at p, creating missing directories as
+// implicit ones of layer li, or nil if something other than a directory is
+// in the way: a whiteout below a lower layer's file deletes nothing, and
+// one below a name this layer deletes is moot.
+func dirFor(root *node, p string, li int) *node {
+	d := root
+	if p == "" {
+		return d
+	}
+	for _, name := range strings.Split(p, "/") {
+		c := d.children[name]
+		switch {
+		case c == nil:
+			c = newDir(nil, li)
+			d.children[name] = c
+		case !c.isDir():
+			return nil
+		}
+		d = c
+	}
+	return d
+}
+
 // add puts e of layer li into the tree. added holds the nodes this layer
-// added so far, by name, for hardlinks.
-func add(root *node, e *entry, li int, added map[string]*node) error {
+// added so far, by name, for hardlinks. With overlay (overlay whiteouts), a
+// directory that replaces a non-directory is opaque.
+func add(root *node, e *entry, li int, added map[string]*node, overlay bool) error {
 	if e.Name == "" {
 		if e.Type == "dir" {
 			root.e, root.layer = e, li
 		}
 		return nil
 	}
-	parent := mkdirAll(root, path.Dir("/" + e.Name)[1:], li)
+	parent := mkdirAll(root, path.Dir("/" + e.Name)[1:], li, overlay)
 	base := path.Base(e.Name)
 	var n *node
 	switch e.Type {
@@ -150,13 +204,14 @@ func add(root *node, e *entry, li int, added map[string]*node) error {
 			n = old
 		} else {
 			n = newDir(e, li)
+			n.opaque = overlay && old != nil
 		}
 	case "hardlink":
 		n = added[e.LinkName]
 		if n == nil {
 			n = root.lookup(e.LinkName) // a file of a lower layer
 		}
-		if n == nil || n.isDir() {
+		if n == nil || n.isDir() || n.whiteout {
 			return fmt.Errorf("hardlink to %q, which is not a file", e.LinkName)
 		}
 	default:
@@ -169,7 +224,7 @@ func add(root *node, e *entry, li int, added map[string]*node) error {
 
 // mkdirAll returns the directory at p, creating missing directories (and
 // replacing non-directories in the way) as implicit ones of layer li.
-func mkdirAll(root *node, p string, li int) *node {
+func mkdirAll(root *node, p string, li int, overlay bool) *node {
 	d := root
 	if p == "" {
 		return d
@@ -177,7 +232,11 @@ func mkdirAll(root *node, p string, li int) *node {
 	for _, name := range strings.Split(p, "/") {
 		c := d.children[name]
 		if c == nil || !c.isDir() {
+			// A directory where a whiteout or a file was hides all that
+			// was there in the layers below.
+			opaque := overlay && c != nil
 			c = newDir(nil, li)
+			c.opaque = opaque
 			d.children[name] = c
 		}
 		d = c

@@ -294,3 +294,219 @@ func dump(layers [][]*estargz.TOCEntry) string {
 	}
 	return b.String()
 }
+
+// TestMergeOverlayWhiteouts merges each test layer on its own with
+// overlayWhiteouts, as the snapshotter mounts them: the whiteouts are
+// there as overlayfs reads them, an entry of the layer still wins over its
+// own whiteout, and without the option they stay hidden.
+func TestMergeOverlayWhiteouts(t *testing.T) {
+	ixs, _ := openTestImage(t)
+	for _, tc := range []struct {
+		layer     int
+		whiteouts []string // character devices 0/0
+		opaque    []string // directories marked opaque
+		files     []string // not whiteouts
+	}{
+		{layer: 0, files: []string{"gone/file", "keep/a", "readd"}},
+		{layer: 1, whiteouts: []string{"gone", "keep/a"}, opaque: []string{"opaque"}, files: []string{"opaque/new"}},
+		{layer: 2, files: []string{"readd", "swap/x"}}, // readd: its own whiteout is replaced
+	} {
+		t.Run(fmt.Sprint("layer", tc.layer), func(t *testing.T) {
+			for _, overlay := range []bool{false, true} {
+				root, err := mergeTree(ixs[tc.layer:tc.layer+1], overlay)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := map[string]*node{}
+				walk(root, "", got)
+				var gotWh, gotOpq []string
+				for p, n := range got {
+					if n.whiteout {
+						gotWh = append(gotWh, p)
+						if modeOf(n)&syscall.S_IFMT != syscall.S_IFCHR || n.e.DevMajor != 0 || n.e.DevMinor != 0 {
+							t.Errorf("whiteout %s: mode %o dev %d/%d, want a character device 0/0", p, modeOf(n), n.e.DevMajor, n.e.DevMinor)
+						}
+					}
+					if strings.HasPrefix(path.Base(p), whiteoutPrefix) {
+						t.Errorf("%s is in the tree under its OCI name", p)
+					}
+					if n.opaque {
+						gotOpq = append(gotOpq, p)
+						if v, ok := xattr(n, "trusted.overlay.opaque"); !ok || string(v) != "y" {
+							t.Errorf("opaque %s: trusted.overlay.opaque = %q, %v; want y", p, v, ok)
+						}
+					}
+				}
+				slices.Sort(gotWh)
+				slices.Sort(gotOpq)
+				wantWh, wantOpq := tc.whiteouts, tc.opaque
+				if !overlay {
+					wantWh, wantOpq = nil, nil
+				}
+				if !slices.Equal(gotWh, wantWh) || !slices.Equal(gotOpq, wantOpq) {
+					t.Errorf("overlay %v: whiteouts %q, opaque %q; want %q, %q", overlay, gotWh, gotOpq, wantWh, wantOpq)
+				}
+				for _, p := range tc.files {
+					if n := got[p]; n == nil || n.whiteout {
+						t.Errorf("overlay %v: %s missing or a whiteout", overlay, p)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestMergeOverlayProperty checks the per-layer trees against merge: each
+// random layer merged on its own with overlayWhiteouts, then stacked the
+// way overlayfs looks names up (overlayStack), shows what merge of all
+// layers shows. Rounds with a stray whiteout (strayWhiteout) are left out.
+func TestMergeOverlayProperty(t *testing.T) {
+	rng := rand.New(rand.NewSource(11))
+	names := []string{"a", "b", "a/x", "a/y", "b/x", "a/x/z"}
+	rounds, ran := 2000, 0
+	for round := 0; round < rounds; round++ {
+		var layers [][]*estargz.TOCEntry
+		for range rng.Intn(4) + 1 {
+			var l []*estargz.TOCEntry
+			for range rng.Intn(6) + 1 {
+				p := names[rng.Intn(len(names))]
+				switch rng.Intn(4) {
+				case 0:
+					l = append(l, &estargz.TOCEntry{Name: p, Type: "dir", Mode: int64(0o700 + rng.Intn(8))})
+				case 1:
+					l = append(l, &estargz.TOCEntry{Name: p, Type: "symlink", LinkName: fmt.Sprint(rng.Intn(100))})
+				case 2:
+					l = append(l, &estargz.TOCEntry{Name: path.Join(path.Dir(p), ".wh."+path.Base(p)), Type: "reg"})
+				case 3:
+					l = append(l, &estargz.TOCEntry{Name: path.Join(p, whiteoutOpaque), Type: "reg"})
+				}
+			}
+			layers = append(layers, l)
+		}
+		if strayWhiteout(layers) {
+			continue
+		}
+		ran++
+		var ixs []*Index
+		var tops []*node // per-layer trees, top first
+		for _, l := range layers {
+			ix, err := buildIndex(&estargz.JTOC{Version: 1, Entries: l}, 100, 50, Limits{}.withDefaults())
+			if err != nil {
+				t.Fatal(err)
+			}
+			ixs = append(ixs, ix)
+			one, err := mergeTree([]*Index{ix}, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tops = append([]*node{one}, tops...)
+		}
+		root, err := merge(ixs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]*node{}
+		walk(root, "", want)
+		got := map[string]*node{}
+		overlayStack(tops, "", got)
+		if !slices.Equal(keys(got), keys(want)) {
+			t.Fatalf("round %d: overlay of per-layer trees %v, merge %v (layers %s)", round, keys(got), keys(want), dump(layers))
+		}
+		for p, w := range want {
+			g := got[p]
+			if g.fileType() != w.fileType() || (!w.isDir() && (g.e.Mode != w.e.Mode || g.e.LinkName != w.e.LinkName)) {
+				t.Fatalf("round %d: %s: overlay %+v, merge %+v (layers %s)", round, p, g, w, dump(layers))
+			}
+		}
+	}
+	if ran < rounds/5 { // most rounds hold a stray whiteout
+		t.Fatalf("only %d of %d rounds ran", ran, rounds)
+	}
+}
+
+// overlayStack lists what an overlay of the directories dirs (top first)
+// shows below prefix, as overlayfs looks names up: the topmost layer that
+// has a name decides; a whiteout hides it; a directory merges with the
+// same-named directories below it down to the first non-directory or
+// through the first opaque one.
+func overlayStack(dirs []*node, prefix string, out map[string]*node) {
+	seen := map[string]bool{}
+	for _, d := range dirs {
+		for name := range d.children {
+			if seen[name] {
+				continue
+			}
+			seen[name] = true
+			var stack []*node
+			for _, e := range dirs {
+				c := e.children[name]
+				if c == nil {
+					continue
+				}
+				if len(stack) > 0 && (!c.isDir() || c.whiteout) {
+					break
+				}
+				stack = append(stack, c)
+				if !c.isDir() || c.opaque {
+					break
+				}
+			}
+			top := stack[0]
+			if top.whiteout {
+				continue
+			}
+			p := path.Join(prefix, name)
+			out[p] = top
+			if top.isDir() {
+				overlayStack(stack, p, out)
+			}
+		}
+	}
+}
+
+// strayWhiteout reports whether a whiteout of some layer lies below a path
+// that the layers under it hold as a non-directory, or in a directory that
+// neither its own layer nor what its whiteouts leave of them has. Such a layer is malformed; a per-layer
+// tree must make the whiteout's directory (it cannot know the layers below),
+// so an overlay shows it where merge shows nothing.
+func strayWhiteout(layers [][]*estargz.TOCEntry) bool {
+	for i, l := range layers {
+		lower := modelMerge(layers[:i])
+		// What this layer's whiteouts leave of the layers below.
+		left := modelMerge(append(slices.Clone(layers[:i]), whiteoutsOf(l)))
+		own := map[string]bool{}
+		for _, e := range l {
+			if !strings.HasPrefix(path.Base(e.Name), whiteoutPrefix) {
+				for d := e.Name; d != "."; d = path.Dir(d) {
+					own[d] = true
+				}
+			}
+		}
+		for _, e := range l {
+			if !strings.HasPrefix(path.Base(e.Name), whiteoutPrefix) {
+				continue
+			}
+			dir := path.Dir(e.Name)
+			if le, ok := left[dir]; dir != "." && !own[dir] && (!ok || le.Type != "dir") {
+				return true
+			}
+			for d := dir; d != "."; d = path.Dir(d) {
+				if le, ok := lower[d]; ok && le.Type != "dir" {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// whiteoutsOf returns the whiteouts of layer l.
+func whiteoutsOf(l []*estargz.TOCEntry) []*estargz.TOCEntry {
+	var out []*estargz.TOCEntry
+	for _, e := range l {
+		if strings.HasPrefix(path.Base(e.Name), whiteoutPrefix) {
+			out = append(out, e)
+		}
+	}
+	return out
+}

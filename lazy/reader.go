@@ -38,6 +38,14 @@ type Options struct {
 	// container whose user namespace maps its root to host uid IDShift
 	// sees the image's ownership. Zero shows the image's ids.
 	IDShift uint32
+	// OverlayWhiteouts shows the layers' whiteouts as overlayfs reads them
+	// in a lowerdir, for a mount that is one layer of an overlay stack
+	// (the snapshotter mounts each layer on its own): a deleted NAME is a
+	// character device 0/0 named NAME, and an opaque directory has the
+	// xattr trusted.overlay.opaque (user.overlay.opaque for a "userxattr"
+	// overlay) set to "y". Without it, as for faasnet's own runtime, which
+	// mounts all layers at once, the whiteouts are applied and hidden.
+	OverlayWhiteouts bool
 }
 
 func (o Options) withDefaults() Options {

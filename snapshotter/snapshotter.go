@@ -46,10 +46,12 @@
 // while the snapshotter is down lose their lazy layers (their FUSE mounts
 // die with the process), as with any FUSE snapshotter.
 //
-// Known limitation: each layer is mounted on its own and package lazy hides
-// whiteout entries (.wh.NAME) instead of showing them as overlayfs
-// whiteouts, so a file an upper layer deletes stays visible from the lower
-// layer in the container.
+// Each layer is mounted on its own, one lowerdir of the container's
+// overlay, so its whiteouts are shown as overlayfs reads them
+// (lazy.Options.OverlayWhiteouts): a deleted name as a character device
+// 0/0, an opaque directory with trusted.overlay.opaque (and
+// user.overlay.opaque, for the "userxattr" mounts the library makes in a
+// user namespace) set to "y".
 package snapshotter
 
 import (
@@ -115,7 +117,9 @@ func New(ctx context.Context, cfg Config) (*Snapshotter, error) {
 			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 			MaxIdleConnsPerHost: 64,
 		}}},
-		opts:   lazy.Options{ReadTimeout: cfg.ReadTimeout, Logger: cfg.Logger},
+		// Each layer is its own mount, a lowerdir of the container's
+		// overlay: its whiteouts must be there for overlayfs to apply.
+		opts:   lazy.Options{ReadTimeout: cfg.ReadTimeout, Logger: cfg.Logger, OverlayWhiteouts: true},
 		log:    cfg.Logger,
 		mounts: map[string]*lazy.FS{},
 	}

@@ -35,6 +35,10 @@ type fakeWorker struct {
 	ldigest  string
 	ranges   atomic.Int64 // Range requests served
 	whole    bool         // answer blob ranges with 200 and the whole blob
+	// blobs are all the image's layers by digest (layer is the first);
+	// ldigests lists them lowest first.
+	blobs    map[string][]byte
+	ldigests []string
 }
 
 // newFakeWorker builds a one-layer eStargz image of files.
@@ -49,30 +53,48 @@ func newFakeWorker(t *testing.T, files map[string]string) *fakeWorker {
 		io.WriteString(tw, body)
 	}
 	tw.Close()
-	blob, err := estargz.Build(io.NewSectionReader(bytes.NewReader(tb.Bytes()), 0, int64(tb.Len())), estargz.WithChunkSize(4096))
-	if err != nil {
-		t.Fatal(err)
+	return newFakeWorkerLayers(t, tb.Bytes())
+}
+
+// newFakeWorkerLayers builds an eStargz image of the tar archives, lowest
+// layer first.
+func newFakeWorkerLayers(t *testing.T, tars ...[]byte) *fakeWorker {
+	t.Helper()
+	f := &fakeWorker{repo: "fn/app", blobs: map[string][]byte{}}
+	var diffIDs []string
+	var descs []v1.Descriptor
+	for _, tb := range tars {
+		blob, err := estargz.Build(io.NewSectionReader(bytes.NewReader(tb), 0, int64(len(tb))), estargz.WithChunkSize(4096))
+		if err != nil {
+			t.Fatal(err)
+		}
+		layer, err := io.ReadAll(blob)
+		blob.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ldigest := sha(layer)
+		f.blobs[ldigest] = layer
+		f.ldigests = append(f.ldigests, ldigest)
+		diffIDs = append(diffIDs, `"`+blob.DiffID().String()+`"`)
+		descs = append(descs, v1.Descriptor{
+			MediaType: types.OCILayer, Size: int64(len(layer)), Digest: mustHash(t, ldigest),
+			Annotations: map[string]string{lazy.TOCDigestAnnotation: blob.TOCDigest().String()},
+		})
 	}
-	defer blob.Close()
-	layer, err := io.ReadAll(blob)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ldigest := sha(layer)
-	cfg := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["` + blob.DiffID().String() + `"]}}`)
+	cfg := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[` + strings.Join(diffIDs, ",") + `]}}`)
 	m := v1.Manifest{
 		SchemaVersion: 2, MediaType: types.OCIManifestSchema1,
 		Config: v1.Descriptor{MediaType: types.OCIConfigJSON, Size: int64(len(cfg)), Digest: mustHash(t, sha(cfg))},
-		Layers: []v1.Descriptor{{
-			MediaType: types.OCILayer, Size: int64(len(layer)), Digest: mustHash(t, ldigest),
-			Annotations: map[string]string{lazy.TOCDigestAnnotation: blob.TOCDigest().String()},
-		}},
+		Layers: descs,
 	}
 	mb, err := json.Marshal(m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fakeWorker{repo: "fn/app", manifest: mb, mdigest: sha(mb), layer: layer, ldigest: ldigest}
+	f.manifest, f.mdigest = mb, sha(mb)
+	f.ldigest, f.layer = f.ldigests[0], f.blobs[f.ldigests[0]]
+	return f
 }
 
 func sha(b []byte) string {
@@ -93,26 +115,35 @@ func (f *fakeWorker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/v2/" + f.repo + "/manifests/" + f.mdigest:
 		w.Header().Set("Content-Type", string(types.OCIManifestSchema1))
 		w.Write(f.manifest)
-	case "/v2/" + f.repo + "/blobs/" + f.ldigest:
+	default:
+		layer, ok := f.blobs[strings.TrimPrefix(r.URL.Path, "/v2/"+f.repo+"/blobs/")]
+		if !ok || !strings.HasPrefix(r.URL.Path, "/v2/"+f.repo+"/blobs/") {
+			http.NotFound(w, r)
+			return
+		}
 		if r.Header.Get("Range") != "" {
 			f.ranges.Add(1)
 		}
 		if f.whole {
-			w.Write(f.layer)
+			w.Write(layer)
 			return
 		}
-		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(f.layer))
-	default:
-		http.NotFound(w, r)
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(layer))
 	}
 }
 
 // labels are CRI's labels for the fake worker's layer, pulled from host.
 func (f *fakeWorker) labels(host string) map[string]string {
+	return f.layerLabels(host, f.ldigest)
+}
+
+// layerLabels are CRI's labels for layer ldigest of the fake worker's
+// image, pulled from host.
+func (f *fakeWorker) layerLabels(host, ldigest string) map[string]string {
 	return map[string]string{
 		LabelImageRef:       host + "/" + f.repo + ":v1",
 		LabelManifestDigest: f.mdigest,
-		LabelLayerDigest:    f.ldigest,
+		LabelLayerDigest:    ldigest,
 	}
 }
 

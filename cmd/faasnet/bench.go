@@ -48,7 +48,11 @@ faasnet mounts the eStargz image lazily, fetching blocks through the tree
 as the container reads them; ondemand does the same with no tree, every
 VM fetching from the registry (the paper's optimized baseline); registry
 pulls the whole plain image, unpacks it and starts the container, with
-faasnet's worker and no tree. swarm cannot start containers. The table
+faasnet's worker and no tree; containerd gives every VM a containerd and
+a faasnet snapshotter beside its worker, and starts the container through
+containerd's CRI as kubelet does (needs containerd, ctr and the CNI
+loopback plugin), the layers mounted lazily and read through the tree.
+swarm cannot start containers. The table
 adds the bytes fetched before each container answered and the median
 time of each phase; the lower bound is then for the least any VM
 fetched before it was ready. --lazy needs root, runc and /dev/fuse; its
