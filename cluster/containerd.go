@@ -72,7 +72,7 @@ func (Containerd) Deploy(ctx context.Context, env *Env) (Deployment, error) {
 	// The workers only fetch: containerd runs the function.
 	wenv := *env
 	wenv.Spec, wenv.RunDir = nil, ""
-	wd, err := deployWorkers(ctx, &wenv, "containerd", env.Images, false, false, 1)
+	wd, err := deployWorkers(ctx, &wenv, "containerd", env.Images, false, false, 1, env.Scenario.BlockSize)
 	if err != nil {
 		return nil, err
 	}
