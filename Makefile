@@ -1,13 +1,13 @@
 # The README's commands. `make test` does the whole set-up on a fresh machine.
 GO ?= go
 
-.PHONY: test deps vet images racebuild unit demo bench fuzz
+.PHONY: test deps vet bin images unit unit-early unit-late demo bench fuzz
 
-# The image build mostly waits on the network and the disk: the tests'
-# race-instrumented packages compile beside it.
-test: deps vet
-	$(MAKE) -j2 images racebuild
-	$(MAKE) unit
+# The image build mostly waits on the network and the disk, so the tests
+# that do not need the image run beside it; the rest run after it.
+test: deps vet bin
+	$(MAKE) -j2 images unit-early
+	$(MAKE) unit-late
 
 deps:
 	./scripts/deps.sh
@@ -26,8 +26,10 @@ FAASNET_BIN := $(CURDIR)/bin/faasnet
 # the binary into the caches every package's tests read: converting ~800 MB
 # inside a race-instrumented test binary took 16 minutes. Building needs root
 # and debootstrap; without them the tests that need the image skip.
-images:
+bin:
 	$(GO) build -o $(FAASNET_BIN) ./cmd/faasnet
+
+images: bin
 	@if [ "$$(id -u)" = 0 ] && command -v debootstrap >/dev/null; then \
 		echo "$(FAASNET_BIN) image python --convert-cache"; \
 		start=$$(date +%s); \
@@ -37,25 +39,32 @@ images:
 		echo "images: not root or no debootstrap, so no Python image: the tests that need it skip"; \
 	fi
 
-# Compiles, with -race, every package the tests import (not the tests'
-# own variants, which are small), so that unit finds them in the cache.
-racebuild:
-	$(GO) build -race $$($(GO) list -deps -test ./... | grep -v -e ' ' -e '\.test$$')
-
 # -race wherever goroutines run: it finds races between goroutines, so the
 # packages in NO_RACE (pure data structures, without one goroutine, which
-# vet checks below) run without it, ten times faster. Fuzz targets run their seed
-# corpus here; `make fuzz` explores further. Not -v: go test then prints each
-# package's time on its "ok" line. A package's tests get at most UNIT_TIMEOUT.
-# The slowest packages come first, so that they do not run alone at the end
-# while the other core idles (go test starts packages in the order given).
+# unit-early checks) run without it, ten times faster. Fuzz targets run
+# their seed corpus here; `make fuzz` explores further. Not -v: go test then
+# prints each package's time on its "ok" line. A package's tests get at most
+# UNIT_TIMEOUT. The slowest packages come first, so that they do not run
+# alone at the end while the other core idles (go test starts packages in
+# the order given). LATE holds the packages whose tests need the Python
+# image (e2e, demo, pyimage), and cluster, so that the two halves take
+# about as long.
 UNIT_TIMEOUT ?= 10m
-SLOW_FIRST = ./worker ./pyimage ./demo ./cluster ./e2e ./manager/store
 NO_RACE = ./ftree ./forest ./placement ./stripe
-unit:
+LATE = ./e2e ./cluster ./demo ./pyimage
+EARLY_FIRST = ./worker ./manager/store ./manager ./bench
+MODULE = github.com/faasnet/faasnet
+RACE_TEST = FAASNET_BIN=$(FAASNET_BIN) $(GO) test -race -timeout $(UNIT_TIMEOUT)
+
+unit: unit-early unit-late
+
+unit-early: bin
 	@! grep -n -E '(^|[^a-zA-Z_.])go (func|[a-zA-Z_.]+\()' $(addsuffix /*.go,$(NO_RACE)) || { echo "unit: the packages above start goroutines: take them out of NO_RACE"; exit 1; }
-	FAASNET_BIN=$(FAASNET_BIN) $(GO) test -race -timeout $(UNIT_TIMEOUT) $(SLOW_FIRST) $$($(GO) list ./... | grep -v $(foreach p,$(NO_RACE),-e '/$(notdir $(p))$$'))
+	$(RACE_TEST) $(EARLY_FIRST) $$($(GO) list ./... | grep -v -x $(foreach p,$(NO_RACE) $(LATE),-e '$(MODULE)/$(p:./%=%)'))
 	$(GO) test -timeout $(UNIT_TIMEOUT) $(NO_RACE)
+
+unit-late: bin
+	$(RACE_TEST) $(LATE)
 
 demo:
 	$(GO) run ./cmd/faasnet demo
