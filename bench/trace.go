@@ -44,6 +44,9 @@ type TraceConfig struct {
 	// pool holds every instance (burst.FitScale).
 	Scale      float64
 	Strategies []string
+	// Stripes, if set, runs the faasnet strategy once with each number of
+	// stripe trees (faasnet-k1, faasnet-k2, ...), side by side.
+	Stripes []int
 	// Replay has the VMs replay the container's recorded reads instead of
 	// starting it (Config.ReplayReads); without it every VM runs the
 	// container.
@@ -212,11 +215,12 @@ func RunTrace(ctx context.Context, cfg TraceConfig) (*TraceDoc, error) {
 		units.FormatRate(sc.Bandwidth), units.FormatRate(sc.RegistryBandwidth), doc.LowerBoundStartS, units.FormatBytes(need),
 		doc.LowerBoundBurstS, sched.PeakBurst, units.FormatBytes(need))
 
-	for _, name := range cfg.Strategies {
-		s, err := cluster.StrategyByName(name)
-		if err != nil {
-			return doc, err
-		}
+	strats, err := strategiesOf(cfg.Strategies, cfg.Stripes, nil)
+	if err != nil {
+		return doc, err
+	}
+	for _, s := range strats {
+		name := s.Name()
 		opts := cluster.TraceOptions{Minute: minute, Drain: cfg.Drain, Progress: func(m, starts, reclaims, running int, lag time.Duration) {
 			if starts > 0 || reclaims > 0 {
 				fmt.Fprintf(out, "  %-8s minute %2d: %2d starts, %2d reclaims, %2d instances, asked %v late\n", name, m, starts, reclaims, running, lag.Round(time.Millisecond))
@@ -230,7 +234,7 @@ func RunTrace(ctx context.Context, cfg TraceConfig) (*TraceDoc, error) {
 			return doc, fmt.Errorf("bench --trace: %s: %w", name, err)
 		}
 		row := traceRow(res)
-		row.Sim, err = simulate(cut, sched, cfg, sc, doc, name, minute)
+		row.Sim, err = simulate(cut, sched, cfg, sc, doc, s, minute)
 		if err != nil {
 			return doc, fmt.Errorf("bench --trace: simulating %s: %w", name, err)
 		}
@@ -283,7 +287,7 @@ var simReadLatency = 2 * sim.DefaultConfig().Latency
 // size and bytes per start (what the recording VM fetched, for the lazy
 // strategies; the plain image for registry), no hop latency and no
 // container start time (the emulation replays reads).
-func simulate(cut *sim.Trace, sched *burst.Schedule, cfg TraceConfig, sc cluster.Scenario, doc *TraceDoc, strategy string, minute time.Duration) (*sim.ReplayResult, error) {
+func simulate(cut *sim.Trace, sched *burst.Schedule, cfg TraceConfig, sc cluster.Scenario, doc *TraceDoc, strategy cluster.Strategy, minute time.Duration) (*sim.ReplayResult, error) {
 	c := sim.DefaultConfig()
 	c.VMs, c.FunctionsPerVM = cfg.Pool, 1
 	c.Bandwidth, c.RegistryBandwidth = sc.Bandwidth, sc.RegistryBandwidth
@@ -292,15 +296,17 @@ func simulate(cut *sim.Trace, sched *burst.Schedule, cfg TraceConfig, sc cluster
 	}
 	c.Stripes, c.Latency, c.StartTime, c.Layers = 1, 0, 0, 1
 	var s sim.Strategy
-	switch strategy {
-	case "faasnet":
+	f, isFaasnet := strategy.(cluster.Faasnet)
+	switch {
+	case isFaasnet:
 		s = sim.FaaSNetLazy
-	case "ondemand":
+		c.Stripes = f.StripeCount() // as many trees as the emulation's
+	case strategy.Name() == "ondemand":
 		s = sim.OnDemand
-	case "registry":
+	case strategy.Name() == "registry":
 		s = sim.Registry
 	default:
-		return nil, fmt.Errorf("no simulated counterpart of %s", strategy)
+		return nil, fmt.Errorf("no simulated counterpart of %s", strategy.Name())
 	}
 	// The replayed reads wait one for another: each read on the chain
 	// that fetches pays a request round trip (the emulated links add no
@@ -346,22 +352,28 @@ func WriteTraceTable(w io.Writer, rows []TraceRow) error {
 	return nil
 }
 
+// isFaasnetRow reports whether a row is faasnet's, with the default stripes
+// ("faasnet") or a number of them ("faasnet-k2").
+func isFaasnetRow(strategy string) bool {
+	return strategy == "faasnet" || strings.HasPrefix(strategy, "faasnet-")
+}
+
 // TraceComparisons are the ratios of the strategies measured side by side
 // and the differences between emulation and simulation.
 func TraceComparisons(rows []TraceRow) []string {
 	var out []string
-	var f *TraceRow
 	for i := range rows {
-		if rows[i].Strategy == "faasnet" {
-			f = &rows[i]
-		}
-	}
-	for _, r := range rows {
-		if f == nil || r.Strategy == "faasnet" || f.MeanS <= 0 || r.MeanS <= 0 {
+		f := &rows[i]
+		if !isFaasnetRow(f.Strategy) {
 			continue
 		}
-		out = append(out, fmt.Sprintf("faasnet vs %s: mean latency %s (%.2fs vs %.2fs), p50 %.2fx, p99 %.2fx shorter; simulated: mean %s",
-			r.Strategy, lower(1-f.MeanS/r.MeanS), f.MeanS, r.MeanS, ratio(r.P50S, f.P50S), ratio(r.P99S, f.P99S), lower(simReduction(f, &r)/100)))
+		for _, r := range rows {
+			if isFaasnetRow(r.Strategy) || f.MeanS <= 0 || r.MeanS <= 0 {
+				continue
+			}
+			out = append(out, fmt.Sprintf("%s vs %s: mean latency %s (%.2fs vs %.2fs), p50 %.2fx, p99 %.2fx shorter; simulated: mean %s",
+				f.Strategy, r.Strategy, lower(1-f.MeanS/r.MeanS), f.MeanS, r.MeanS, ratio(r.P50S, f.P50S), ratio(r.P99S, f.P99S), lower(simReduction(f, &r)/100)))
+		}
 	}
 	for _, r := range rows {
 		if r.Sim == nil {

@@ -177,7 +177,7 @@ func runTraceBench(cmd *cobra.Command, tcfg *bench.TraceConfig, cfg *bench.Confi
 	if changed("functions") {
 		tcfg.Functions = functions
 	}
-	tcfg.Strategies = cfg.Strategies
+	tcfg.Strategies, tcfg.Stripes = cfg.Strategies, cfg.Stripes
 	tcfg.Replay = cfg.ReplayReads || !changed("replay-reads")
 	tcfg.Scenario = cluster.Scenario{Bandwidth: int64(bw), RegistryBandwidth: int64(regBW), BlockSize: block}
 	tcfg.JSON, tcfg.Plot, tcfg.Out = cfg.JSON, cfg.Plot, cmd.OutOrStdout()
