@@ -97,16 +97,30 @@ func (r *Revocations) Prune(now time.Time) {
 
 // Verifier checks certificate chains against the cluster CA only.
 type Verifier struct {
-	Roots   *x509.CertPool // the cluster CA; never the system roots
+	Roots   *x509.CertPool // the cluster CA; never the system roots; fixed once used
 	Revoked *Revocations   // may be nil
 	Now     func() time.Time
+
+	chains   *chainCache            // chains verified before; nil: none remembered
+	sessions tls.ClientSessionCache // PeerClient's TLS sessions to resume
 }
 
-// NewVerifier returns a Verifier trusting ca only.
+// maxSessions bounds the TLS sessions a Verifier's peer clients keep to
+// resume: one per server dialed (a VM's parents in each stripe, over time).
+const maxSessions = 256
+
+// NewVerifier returns a Verifier trusting ca only. It remembers the chains
+// it has verified (only their validity period is checked again), and
+// PeerClient's settings resume TLS sessions, so that a VM's many
+// connections to its parents do not each pay a full handshake. (The
+// manager's clients do not: one kept-alive connection carries the
+// heartbeats, and a session made without a client certificate, while
+// enrolling, must not be resumed by a VM's calls.)
 func NewVerifier(ca *x509.Certificate, revoked *Revocations) *Verifier {
 	p := x509.NewCertPool()
 	p.AddCert(ca)
-	return &Verifier{Roots: p, Revoked: revoked}
+	return &Verifier{Roots: p, Revoked: revoked, chains: &chainCache{},
+		sessions: tls.NewLRUClientSessionCache(maxSessions)}
 }
 
 func (v *Verifier) now() time.Time {
@@ -124,18 +138,42 @@ func (v *Verifier) Verify(chain []*x509.Certificate, usage x509.ExtKeyUsage) (Id
 		return Identity{}, ErrNoCert
 	}
 	leaf := chain[0]
-	_, err := leaf.Verify(x509.VerifyOptions{
-		Roots:       v.Roots,
-		CurrentTime: v.now(),
-		KeyUsages:   []x509.ExtKeyUsage{usage},
-	})
-	if err != nil {
+	if err := v.verifyChain(leaf, usage); err != nil {
 		return Identity{}, fmt.Errorf("%w: %w", ErrChain, err)
 	}
 	if v.Revoked.Revoked(leaf.SerialNumber) {
 		return Identity{}, fmt.Errorf("%w: serial %s (%s)", ErrRevoked, leaf.SerialNumber.Text(16), leaf.Subject.CommonName)
 	}
 	return Identify(leaf)
+}
+
+// verifyChain checks that the cluster CA signed leaf for usage, and that
+// the chain is valid now. A chain verified before has only its validity
+// period checked again.
+func (v *Verifier) verifyChain(leaf *x509.Certificate, usage x509.ExtKeyUsage) error {
+	now := v.now()
+	if v.chains != nil {
+		if w, ok := v.chains.get(leaf, usage); ok {
+			if !w.contains(now) {
+				return x509.CertificateInvalidError{Cert: leaf, Reason: x509.Expired,
+					Detail: fmt.Sprintf("current time %s is outside %s to %s", now.UTC().Format(time.RFC3339),
+						w.notBefore.UTC().Format(time.RFC3339), w.notAfter.UTC().Format(time.RFC3339))}
+			}
+			return nil
+		}
+	}
+	chains, err := leaf.Verify(x509.VerifyOptions{
+		Roots:       v.Roots,
+		CurrentTime: now,
+		KeyUsages:   []x509.ExtKeyUsage{usage},
+	})
+	if err != nil {
+		return err
+	}
+	if v.chains != nil {
+		v.chains.put(chains[0], usage, now)
+	}
+	return nil
 }
 
 // Peer returns the identity of a connection's verified client, checking
@@ -168,11 +206,14 @@ func (v *Verifier) ManagerServer(k *Keeper) *tls.Config {
 
 // PeerServer returns a worker listener's TLS settings: mutual TLS, and the
 // client must hold a certificate from the cluster CA (a VM or the manager).
+// Records are always full-sized: the peer protocol moves blobs, and small
+// records at a connection's start only cost system calls.
 func (v *Verifier) PeerServer(k *Keeper) *tls.Config {
 	return &tls.Config{
-		MinVersion:     tls.VersionTLS13,
-		GetCertificate: k.GetCertificate,
-		ClientAuth:     tls.RequireAnyClientCert,
+		MinVersion:                  tls.VersionTLS13,
+		GetCertificate:              k.GetCertificate,
+		ClientAuth:                  tls.RequireAnyClientCert,
+		DynamicRecordSizingDisabled: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			_, err := v.Verify(cs.PeerCertificates, x509.ExtKeyUsageClientAuth)
 			return err
@@ -183,11 +224,16 @@ func (v *Verifier) PeerServer(k *Keeper) *tls.Config {
 // PeerClient returns the TLS settings for dialing VM want's peer listener
 // (a child dialing its parent, the manager pushing to a worker), presenting
 // k's certificate. Peers are dialed by address, so the check is the VM id in
-// the server's certificate, not a host name.
+// the server's certificate, not a host name. Sessions are resumed (keyed by
+// the dialed address and k's certificate); VerifyConnection runs on resumed
+// connections too, so the server is checked again for the VM id, expiry and
+// revocation, and the server checks the client alike.
 func (v *Verifier) PeerClient(k *Keeper, want string) *tls.Config {
 	return &tls.Config{
-		MinVersion:           tls.VersionTLS13,
-		GetClientCertificate: k.GetClientCertificate,
+		MinVersion:                  tls.VersionTLS13,
+		GetClientCertificate:        k.GetClientCertificate,
+		ClientSessionCache:          v.sessionsOf(k),
+		DynamicRecordSizingDisabled: true,
 		// Verification is not skipped: VerifyConnection below does it, with
 		// the VM id in place of the host name.
 		InsecureSkipVerify: true,
