@@ -57,24 +57,14 @@ func FetchChain(reads []lazy.BlobRead, blockSize int64) int {
 		i     int64
 	}
 	fetcher := map[block]int{}
-	byDone := make([]int, len(reads))
-	for i, r := range reads {
-		if r.Done >= 0 && r.Done < len(reads) {
-			byDone[r.Done] = i
-		}
-	}
-	depth := make([]int, len(reads))
-	longest, deepest, counted := 0, 0, 0
-	for i, r := range reads {
-		for ; counted < min(r.After, len(reads)); counted++ {
-			deepest = max(deepest, depth[byDone[counted]])
-		}
-		d, fetches := deepest, false
+	return lazy.LongestChain(reads, func(i, waited int, depths []int) int {
+		r := reads[i]
+		d, fetches := waited, false
 		if r.Len > 0 {
 			for b := r.Off / blockSize; b <= (r.Off+r.Len-1)/blockSize; b++ {
 				k := block{r.Layer, b}
 				if f, ok := fetcher[k]; ok {
-					d = max(d, depth[f])
+					d = max(d, depths[f])
 					continue
 				}
 				fetcher[k], fetches = i, true
@@ -83,10 +73,8 @@ func FetchChain(reads []lazy.BlobRead, blockSize int64) int {
 		if fetches {
 			d++
 		}
-		depth[i] = d
-		longest = max(longest, d)
-	}
-	return longest
+		return d
+	})
 }
 
 // RecordReads runs the function's container on one VM that fetches from

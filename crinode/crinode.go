@@ -99,7 +99,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	cmd := exec.Command(cfg.Containerd, "--config", filepath.Join(cfg.Dir, "config.toml"))
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = withoutPrefix(os.Environ(), "CONTAINERD_")
+	cmd.Env = Environ()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -121,7 +121,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 		if n.Exited() || time.Now().After(deadline) || ctx.Err() != nil {
 			n.Close()
-			return nil, fmt.Errorf("crinode: %s: containerd's CRI is not ready: %w\n%s", cfg.Dir, err, tail(n.Log(), 20))
+			return nil, fmt.Errorf("crinode: %s: containerd's CRI is not ready: %w\n%s", cfg.Dir, err, LastLines(n.Log(), 20))
 		}
 		select {
 		case <-ctx.Done():
@@ -327,19 +327,24 @@ func (p *Pod) Remove(ctx context.Context) error {
 	return nil
 }
 
-func withoutPrefix(env []string, prefix string) []string {
+// Environ returns the environment for a node's containerd, and for the
+// daemons a node runs beside it: this process's, without the CONTAINERD_
+// variables (address, namespace, snapshotter), which would point them at
+// another containerd.
+func Environ() []string {
 	var out []string
-	for _, kv := range env {
-		if !strings.HasPrefix(kv, prefix) {
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "CONTAINERD_") {
 			out = append(out, kv)
 		}
 	}
 	return out
 }
 
-// tail returns the last n lines of s.
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+// LastLines returns the last n lines of a log's text: what an error, or a
+// failed test, shows of a daemon's log.
+func LastLines(log string, n int) string {
+	lines := strings.Split(strings.TrimRight(log, "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}

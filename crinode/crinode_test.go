@@ -3,6 +3,7 @@ package crinode
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -56,5 +57,43 @@ func TestStartWithoutContainerd(t *testing.T) {
 		Registry: r, Snapshotter: "overlayfs", CNIBinDir: "/usr/lib/cni"})
 	if err == nil || !strings.Contains(err.Error(), "/nonexistent/containerd") {
 		t.Fatalf("Start with no containerd binary: %v, want an error naming it", err)
+	}
+}
+
+// TestLastLines: the last n lines of a log, without its final newline,
+// and the whole log when it has no more than n.
+func TestLastLines(t *testing.T) {
+	for _, tt := range []struct {
+		log  string
+		n    int
+		want string
+	}{
+		{"a\nb\nc\n", 2, "b\nc"},
+		{"a\nb\nc", 2, "b\nc"},
+		{"a\nb\n", 5, "a\nb"},
+		{"a\n\nb\n", 2, "\nb"},
+		{"", 3, ""},
+	} {
+		if got := LastLines(tt.log, tt.n); got != tt.want {
+			t.Errorf("LastLines(%q, %d) = %q, want %q", tt.log, tt.n, got, tt.want)
+		}
+	}
+}
+
+// TestEnvironDropsContainerdVariables: a node's daemons do not inherit
+// the CONTAINERD_ variables that would point them at another containerd,
+// and do inherit the rest.
+func TestEnvironDropsContainerdVariables(t *testing.T) {
+	t.Setenv("CONTAINERD_NAMESPACE", "elsewhere")
+	t.Setenv("CONTAINERD_ADDRESS", "/run/other.sock")
+	t.Setenv("FAASNET_CRINODE_TEST", "kept")
+	env := Environ()
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "CONTAINERD_") {
+			t.Errorf("environment keeps %s", kv)
+		}
+	}
+	if !slices.Contains(env, "FAASNET_CRINODE_TEST=kept") {
+		t.Errorf("environment lost FAASNET_CRINODE_TEST: %v", env)
 	}
 }

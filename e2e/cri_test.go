@@ -480,7 +480,7 @@ func startCRIContainerd(t *testing.T, vm *criVM, registry, snapshotter, pause st
 			t.Error(err)
 		}
 		if t.Failed() {
-			t.Logf("--- log of %s-containerd ---\n%s", vm.id, tailLines(vm.node.Log(), 40))
+			t.Logf("--- log of %s-containerd ---\n%s", vm.id, crinode.LastLines(vm.node.Log(), 40))
 		}
 	})
 	vm.rt, vm.images = vm.node.Runtime, vm.node.Images
@@ -519,7 +519,7 @@ func startDaemon(t *testing.T, name, logPath, bin string, args ...string) *daemo
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = withoutPrefix(os.Environ(), "CONTAINERD_")
+	cmd.Env = crinode.Environ()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		f.Close()
@@ -530,7 +530,7 @@ func startDaemon(t *testing.T, name, logPath, bin string, args ...string) *daemo
 	t.Cleanup(func() {
 		d.stop(t)
 		if t.Failed() {
-			t.Logf("--- log of %s (%s) ---\n%s", name, logPath, tailLines(d.logText(), 40))
+			t.Logf("--- log of %s (%s) ---\n%s", name, logPath, crinode.LastLines(d.logText(), 40))
 		}
 	})
 	return d
@@ -579,22 +579,4 @@ func waitSocket(t *testing.T, d *daemon, sock string) {
 		}
 		time.Sleep(50 * time.Millisecond) // polling the socket, with a deadline
 	}
-}
-
-func withoutPrefix(env []string, prefix string) []string {
-	var out []string
-	for _, kv := range env {
-		if !strings.HasPrefix(kv, prefix) {
-			out = append(out, kv)
-		}
-	}
-	return out
-}
-
-func tailLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

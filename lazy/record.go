@@ -85,20 +85,30 @@ func ReadBytes(reads []BlobRead) int64 {
 // waited for the one before (BlobRead.After): how many round trips a
 // replay makes one after another at the least, whatever the bandwidth.
 func Chain(reads []BlobRead) int {
+	return LongestChain(reads, func(_, waited int, _ []int) int { return waited + 1 })
+}
+
+// LongestChain returns the greatest depth of reads on a chain of reads that
+// waited one for another, where depth(i, waited, depths) is read i's:
+// waited is the greatest depth of the reads that had completed when read i
+// started (BlobRead.After), and depths holds the depths of reads 0 to i-1,
+// for a read that also waits on others (a block another read fetches).
+// Chain counts every read as one; a caller may count only some.
+func LongestChain(reads []BlobRead, depth func(i, waited int, depths []int) int) int {
 	byDone := make([]int, len(reads))
 	for i, r := range reads {
 		if r.Done >= 0 && r.Done < len(reads) {
 			byDone[r.Done] = i
 		}
 	}
-	depth := make([]int, len(reads))
-	longest, deepest, counted := 0, 0, 0
+	depths := make([]int, len(reads))
+	longest, waited, counted := 0, 0, 0
 	for i, r := range reads {
 		for ; counted < min(r.After, len(reads)); counted++ {
-			deepest = max(deepest, depth[byDone[counted]])
+			waited = max(waited, depths[byDone[counted]])
 		}
-		depth[i] = deepest + 1
-		longest = max(longest, depth[i])
+		depths[i] = depth(i, waited, depths[:i])
+		longest = max(longest, depths[i])
 	}
 	return longest
 }

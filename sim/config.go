@@ -137,10 +137,10 @@ type Config struct {
 	// pipelined stream. A VM below a tree's root pays no more per read than
 	// its root: its parent is a block ahead, not a read. 0 leaves a start
 	// at the stream alone (a container reading ahead).
-	ReadChain int `json:"read_chain,omitempty"`
+	ReadChain int `json:"read_chain"`
 	// ReadLatency is one read's request round trip: the request reaching
 	// the parent (or the registry) and the first byte back.
-	ReadLatency time.Duration `json:"read_latency,omitempty"`
+	ReadLatency time.Duration `json:"read_latency"`
 	// Latency is one hop's latency: a request reaching its sender, a
 	// block's first byte reaching the next VM down the tree.
 	Latency time.Duration `json:"latency"`

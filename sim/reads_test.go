@@ -44,6 +44,9 @@ func TestReadChainDelaysLazyStarts(t *testing.T) {
 				break
 			}
 		}
+		if got.ReadChain != 40 || got.ReadLatency != 0.005 || base.ReadChain != 0 || base.ReadLatency != 0 {
+			t.Errorf("%s: result says read chain %d of %v s with the chain, %d of %v s without", tt.s, got.ReadChain, got.ReadLatency, base.ReadChain, base.ReadLatency)
+		}
 		if got.RegistryEgress != base.RegistryEgress {
 			t.Errorf("%s: registry sent %d bytes with the chain, %d without", tt.s, got.RegistryEgress, base.RegistryEgress)
 		}

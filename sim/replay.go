@@ -34,6 +34,9 @@ type ReplayResult struct {
 	Functions   int      `json:"functions"`
 	Minutes     int      `json:"minutes"`
 	ScaleFactor float64  `json:"scale_factor"`
+	// ReadChain and ReadLatency (seconds) are the Config's, as in Result.
+	ReadChain   int     `json:"read_chain"`
+	ReadLatency float64 `json:"read_latency_s"`
 	// ColdStarts is the number of instances started; Rejected adds up,
 	// minute by minute, the instances the pool could not hold (every VM at
 	// its cap), so a shortfall that lasts counts every minute.
@@ -118,7 +121,8 @@ func Replay(tr *Trace, rc ReplayConfig, s Strategy) (*ReplayResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &ReplayResult{Strategy: s, Stripes: cfg.Stripes, BlockSize: cfg.BlockSize, Functions: len(tr.Functions), Minutes: minutes, ScaleFactor: rc.ScaleFactor}
+	r := &ReplayResult{Strategy: s, Stripes: cfg.Stripes, BlockSize: cfg.BlockSize, Functions: len(tr.Functions), Minutes: minutes, ScaleFactor: rc.ScaleFactor,
+		ReadChain: cfg.ReadChain, ReadLatency: cfg.ReadLatency.Seconds()}
 	insts := make([][]*instance, len(tr.Functions))
 	need := make([]int, len(tr.Functions))
 	for m := range minutes {

@@ -143,6 +143,10 @@ type Result struct {
 	Stripes      int   `json:"stripes"`
 	StripeFanout int   `json:"stripe_fanout"`
 	BlockSize    int64 `json:"block_size"`
+	// ReadChain and ReadLatency (seconds) are the Config's: a lazy start
+	// waited ReadChain round trips of ReadLatency beyond its bytes.
+	ReadChain   int     `json:"read_chain"`
+	ReadLatency float64 `json:"read_latency_s"`
 	// MaxVMUpload is the most bytes any VM sent, and MaxUploadRatio the
 	// highest ratio of a VM's bytes sent to its bytes received.
 	MaxVMUpload    int64   `json:"max_vm_upload_bytes"`
@@ -241,6 +245,7 @@ func ScaleOut(cfg Config, s Strategy) (*Result, error) {
 	r := &Result{
 		Strategy: s, VMs: cfg.VMs, Containers: cfg.Containers, Functions: cfg.Functions,
 		Stripes: cfg.Stripes, StripeFanout: cfg.stripeFanout(), BlockSize: cfg.BlockSize,
+		ReadChain: cfg.ReadChain, ReadLatency: cfg.ReadLatency.Seconds(),
 		LowerBound:     bound,
 		RegistryEgress: int64(math.Round(w.e.registryOut)),
 		Height:         []HeightSample{{0, w.cp.height()}},
