@@ -104,7 +104,7 @@ func CPUWarning(ours, machine float64) string {
 		return ""
 	}
 	who := "this process"
-	if ours < CPUBusy {
+	if ours < machine-ours {
 		who = "other processes"
 	}
 	return fmt.Sprintf("the %d CPUs were %.0f%% busy (this process %.0f%%, so mostly %s): the CPU, not the emulated links, may have limited it, and its efficiency is a floor",

@@ -92,6 +92,8 @@ func TestCPUWarning(t *testing.T) {
 		{0.1, 0.5, ""},
 		{0.9, 0.95, "so mostly this process"},
 		{0.2, 0.9, "so mostly other processes"},
+		{0.7, 0.87, "so mostly this process"}, // 70 of the 87 points are ours
+		{0.4, 0.85, "so mostly other processes"},
 	}
 	for _, tt := range tests {
 		got := CPUWarning(tt.ours, tt.machine)
