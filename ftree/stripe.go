@@ -417,6 +417,15 @@ func (t *Striped) Nodes(s int) []Node {
 // Insert adds vm to every stripe. With one stripe it is [Tree.Insert].
 // Otherwise vm joins the smallest group (the first of the smallest): it
 // becomes a home member of that stripe, and a leaf in the others.
+//
+// While the tree has at most k VMs, vm joins the largest group instead, so
+// that it roots no stripe: a stripe without members is laid out in order
+// of arrival, and its root is a VM that was there before. A new VM has
+// nothing cached, and as a stripe's root it would fetch that stripe from
+// the registry while the function's first VM holds it all. (In the bursty
+// trace replay that made the registry send 190 MiB against one tree's 160.)
+// When the k+1th VM comes, members of the largest group move to the empty
+// groups first, so the new VM roots no stripe then either.
 func (t *Striped) Insert(vm string) (StripedChange, error) {
 	if t.tree != nil {
 		ch, err := t.tree.Insert(vm)
@@ -437,9 +446,36 @@ func (t *Striped) Insert(vm string) (StripedChange, error) {
 		v.pos[s] = len(t.at[s])
 		t.at[s] = append(t.at[s], v)
 	}
-	v.home = t.smallest()
-	t.addMember(v, v.home)
+	switch n := len(t.vms); {
+	case n <= t.k:
+		t.addMember(v, t.largest())
+	case n == t.k+1:
+		t.fillEmptyGroups()
+		t.addMember(v, t.smallest())
+	default:
+		t.addMember(v, t.smallest())
+	}
 	return t.end(v, nil), nil
+}
+
+// fillEmptyGroups gives every group without members one: the last member
+// of the largest group, which joined it last unless leaves reordered it
+// (chosen from the layout alone, so that a restored tree does alike). It is
+// needed when the tree grows past k VMs: then every group must have a
+// member. The VM being inserted is in no group yet.
+func (t *Striped) fillEmptyGroups() {
+	for s := range t.k {
+		if t.g[s] > 0 {
+			continue
+		}
+		big := t.largest()
+		if t.g[big] < 2 {
+			return
+		}
+		u := t.at[big][t.g[big]-1]
+		t.dropMember(u)
+		t.addMember(u, s)
+	}
 }
 
 // Delete removes vm from every stripe. With one stripe it is

@@ -21,7 +21,8 @@ func OptimalHeight(n, d int) int {
 //
 //   - each stripe holds every VM exactly once, at the position it records;
 //   - the groups cover every VM once (a VM's home is the one stripe in whose
-//     member prefix it sits), and their sizes differ by at most one;
+//     member prefix it sits), and with n >= k+1 their sizes differ by at
+//     most one;
 //   - every parent sits at a lower position than its child (so each stripe
 //     is one tree), and the children found from the parents are those
 //     Children reports;
@@ -76,7 +77,9 @@ func (t *Striped) checkGroups() error {
 		sum += g
 		lo, hi = min(lo, g), max(hi, g)
 	}
-	if sum != len(t.vms) || hi-lo > 1 {
+	// While the tree has at most k VMs the groups need not be balanced
+	// (see Insert): no VM has to be a leaf anywhere yet.
+	if sum != len(t.vms) || hi-lo > 1 && len(t.vms) > t.k {
 		return fmt.Errorf("ftree: groups of sizes %v for %d VMs", t.g, len(t.vms))
 	}
 	for _, v := range t.vms {

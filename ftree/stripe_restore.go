@@ -30,8 +30,9 @@ func (t *Striped) Layout() *Layout {
 
 // RestoreStriped rebuilds the Striped that l describes. l must have between
 // 2 and [MaxStripes] stripes, each ordering the same distinct, non-empty VM
-// names, with member counts that add up to the VMs, differ by at most one,
-// and put every VM among the members of exactly one stripe. Otherwise it
+// names, with member counts that add up to the VMs, differ by at most one
+// when there are more VMs than stripes, and put every VM among the members
+// of exactly one stripe. Otherwise it
 // returns an error wrapping [ErrInvalid]. The first stripe's order is
 // taken as the insertion order.
 func RestoreStriped(l Layout) (*Striped, error) {

@@ -104,7 +104,9 @@ func runStriped(t *testing.T, r *rand.Rand, tr *Striped, m *members, b bias, ste
 	}
 }
 
-// verifyBalance checks what striping is for: distinct roots, every stripe
+// verifyBalance checks what striping is for: distinct roots once there are
+// more VMs than stripes (with at most k, Insert keeps earlier VMs roots
+// rather than make a new, empty one the root of a stripe), every stripe
 // as high as a k-ary tree must be, and, once every group can fill the heap
 // but for one extra child, no VM with more than k+1 children over all
 // stripes (it uploads at most (k+1)/k of what it downloads).
@@ -114,7 +116,7 @@ func verifyBalance(tr *Striped) error {
 		return nil
 	}
 	roots := tr.Roots()
-	if n >= k && len(slices.Compact(slices.Sorted(slices.Values(roots)))) != k {
+	if n > k && len(slices.Compact(slices.Sorted(slices.Values(roots)))) != k {
 		return fmt.Errorf("roots %v are not distinct with %d VMs", roots, n)
 	}
 	for s := range k {
@@ -455,6 +457,56 @@ func TestStripedNodeMatchesNodes(t *testing.T) {
 		}
 		if _, ok := tr.Node("v3", 0); ok {
 			t.Errorf("k=%d: Node of a deleted VM", k)
+		}
+	}
+}
+
+// A VM that joins a tree of others never roots a stripe: it has nothing
+// cached yet, and a stripe's root fetches that stripe from the registry
+// while the others may hold it. Random joins and leaves, many small trees;
+// a tree restored from its layout makes the same choice.
+func TestNewVMRootsNoStripe(t *testing.T) {
+	for k := 2; k <= 5; k++ {
+		r := rand.New(rand.NewPCG(uint64(k), 7))
+		tr, _ := NewStriped(k, nil)
+		var in []string
+		for step := range 3000 {
+			if len(in) > 0 && (len(in) > 3*k || r.IntN(2) == 0) {
+				i := r.IntN(len(in))
+				if _, err := tr.Delete(in[i]); err != nil {
+					t.Fatal(err)
+				}
+				in = slices.Delete(in, i, i+1)
+				continue
+			}
+			var cp *Striped
+			if len(in) > 0 {
+				var err error
+				if cp, err = RestoreStriped(*tr.Layout()); err != nil {
+					t.Fatalf("k=%d step %d: restore: %v", k, step, err)
+				}
+			}
+			vm := fmt.Sprintf("vm-%d", step)
+			if _, err := tr.Insert(vm); err != nil {
+				t.Fatal(err)
+			}
+			in = append(in, vm)
+			if err := tr.Check(); err != nil {
+				t.Fatalf("k=%d step %d: %v", k, step, err)
+			}
+			if cp != nil {
+				cp.Insert(vm)
+				for _, u := range in {
+					a, _ := tr.Parents(u)
+					b, _ := cp.Parents(u)
+					if !slices.Equal(a, b) {
+						t.Fatalf("k=%d step %d: %s has parents %v, restored %v", k, step, u, a, b)
+					}
+				}
+			}
+			if len(in) > 1 && slices.Contains(tr.Roots(), vm) {
+				t.Fatalf("k=%d step %d: %s joined %d VMs and roots a stripe: roots %v", k, step, vm, len(in)-1, tr.Roots())
+			}
 		}
 	}
 }
