@@ -35,10 +35,19 @@ import (
 // without quorum). What only the leader knows (status reports, the live
 // feed) is redirected. A follower's copy lags the stored state by a watch
 // event and the rebuild of the trees it touched.
+//
+// Etcd names a new leader, and followers redirect to it, a moment before
+// its term starts: it loads the state first. Calls that reach it in that
+// moment wait for the term (awaitTerm) rather than get 503.
 
 // haState is the manager's place in the election.
 type haState struct {
 	leading atomic.Bool
+	// began is closed when this manager starts leading, and replaced when
+	// it stops (setLeading); calls held while it takes over wait on it.
+	beganMu sync.Mutex
+	began   chan struct{}
+	held    prometheus.Gauge       // calls waiting for this manager's term
 	leader  atomic.Pointer[string] // the leader's URL as last observed
 	// unknown is set when a write failed and the reload after it did too
 	// (etcd unreachable): the state in memory may hold a change the store
@@ -55,7 +64,15 @@ type haState struct {
 func (m *Manager) initHA() {
 	h := &m.ha
 	h.leading.Store(m.opts.Election == nil)
+	h.began = make(chan struct{})
+	if h.leading.Load() {
+		close(h.began)
+	}
 	h.resign = make(chan struct{}, 1)
+	h.held = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "faasnet_manager_held_calls",
+		Help: "Calls held while this manager, elected, loads the state before its term starts.",
+	})
 	h.role = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "faasnet_manager_leader",
 		Help: "1 while this manager leads (always, with a local store), 0 while it follows.",
@@ -76,7 +93,7 @@ func (m *Manager) initHA() {
 	if h.leading.Load() {
 		h.role.Set(1)
 	}
-	m.metrics.reg.MustRegister(h.role, h.changes, h.fenced, h.requests)
+	m.metrics.reg.MustRegister(h.role, h.changes, h.fenced, h.requests, h.held)
 }
 
 // Request implements store.EtcdObserver.
@@ -194,15 +211,50 @@ func (m *Manager) lead(ctx context.Context, term *store.Term) {
 }
 
 func (m *Manager) setLeading(on bool) {
-	if m.ha.leading.Swap(on) == on {
+	h := &m.ha
+	h.beganMu.Lock()
+	defer h.beganMu.Unlock()
+	if h.leading.Swap(on) == on {
 		return
 	}
-	m.ha.changes.Inc()
+	h.changes.Inc()
 	if on {
-		m.ha.role.Set(1)
+		h.role.Set(1)
+		close(h.began)
 	} else {
-		m.ha.role.Set(0)
+		h.role.Set(0)
+		h.began = make(chan struct{})
 	}
+}
+
+// holdTimeout bounds how long a call waits for this manager's term to
+// start once etcd names it the leader: loading the state takes about a
+// second at 10,000 VMs.
+const holdTimeout = 5 * time.Second
+
+// awaitTerm waits until this manager leads, at most holdTimeout, and
+// reports whether it does. Called when etcd already names this manager the
+// leader but its term has not started (it is loading the state): a call
+// redirected here by a follower waits that moment out instead of getting
+// 503.
+func (m *Manager) awaitTerm(ctx context.Context) bool {
+	h := &m.ha
+	h.beganMu.Lock()
+	began := h.began
+	h.beganMu.Unlock()
+	if m.Leading() {
+		return true
+	}
+	h.held.Inc()
+	defer h.held.Dec()
+	t := time.NewTimer(holdTimeout)
+	defer t.Stop()
+	select {
+	case <-began:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return m.Leading()
 }
 
 // stateUnknown marks the state in memory as unknown after a failed write
@@ -329,6 +381,10 @@ func (m *Manager) followers(next http.Handler) http.Handler {
 			return
 		}
 		leader := m.Leader()
+		if leader == m.opts.Election.Value() && m.awaitTerm(r.Context()) {
+			next.ServeHTTP(w, r)
+			return
+		}
 		if leader == "" || leader == m.opts.Election.Value() {
 			w.Header().Set("Retry-After", "1")
 			writeError(w, http.StatusServiceUnavailable, errNoLeader.Error())

@@ -224,3 +224,76 @@ func TestTakeOverRestartsClocks(t *testing.T) {
 		t.Fatalf("%d VMs left 11 s into the new leader's term with a 10 s timeout, want 0", n)
 	}
 }
+
+// TestCallsWaitForTheTermToStart: etcd names a manager the leader a moment
+// before its term starts (it loads the state first), and followers redirect
+// calls to it from that moment. Such a call waits for the term instead of
+// getting 503.
+func TestCallsWaitForTheTermToStart(t *testing.T) {
+	ep := testenv.StartEtcd(t, 1).Endpoints()
+	st, err := store.OpenEtcd(t.Context(), store.EtcdOptions{Endpoints: ep, Prefix: "/ha/", Elect: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	srv := httptest.NewUnstartedServer(nil)
+	self := "http://" + srv.Listener.Addr().String()
+	el, err := st.Elector(self, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := el.Campaign(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(t.Context(), st, Options{VMTimeout: time.Hour, Pinner: fakePins, Election: el, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	srv.Config.Handler = m.Handler()
+	srv.Start()
+	t.Cleanup(srv.Close)
+	// Elected, as etcd and every follower see it, but not leading yet.
+	m.ha.leader.Store(&self)
+
+	answered := make(chan error, 1)
+	go func() {
+		_, err := api.NewClient(self).Status(t.Context(), "f")
+		answered <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for heldCalls(t, m) != "1" {
+		select {
+		case err := <-answered:
+			t.Fatalf("answered before the term started: %v", err)
+		case <-tick.C:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the call was not held")
+		}
+	}
+	m.setLeading(true)
+	// The leader's own answer: no such function.
+	if err := <-answered; !api.IsNotFound(err) {
+		t.Fatalf("after the term started: %v, want the leader's 404", err)
+	}
+	if n := heldCalls(t, m); n != "0" {
+		t.Errorf("%s calls still held", n)
+	}
+}
+
+// heldCalls is faasnet_manager_held_calls as m's /metrics shows it, "" if
+// it is absent.
+func heldCalls(t *testing.T, m *Manager) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, l := range strings.Split(rec.Body.String(), "\n") {
+		if v, ok := strings.CutPrefix(l, "faasnet_manager_held_calls "); ok {
+			return v
+		}
+	}
+	return "" // absent
+}
